@@ -1,0 +1,62 @@
+"""The ``histobreast`` command: one typer app with one sub-command module per stage.
+
+Each module in this package exposes ``register(app)``, which adds its commands or sub-apps.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+from histobreast import __version__
+
+app = typer.Typer(
+    name="histobreast",
+    help="Train, compress, ensemble, evaluate and apply classifiers of H&E breast histopathology images.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+
+# Order here is the order of `histobreast --help`.
+COMMAND_MODULES = [
+    "data",
+]
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"histobreast {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """histobreast: H&E breast histopathology classifiers (Zhu et al. 2019, Liu et al. 2022)."""
+
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(f"histobreast.cli.{_name}").register(app)
+
+
+def main() -> None:
+    """Entry point of the ``histobreast`` console script: user errors print one line, exit 1."""
+    from rich.console import Console
+
+    from histobreast.errors import HistobreastError
+
+    try:
+        app(standalone_mode=False)
+    except HistobreastError as err:
+        Console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False)
+        raise SystemExit(1) from None
+    except typer.Exit as exit_:
+        raise SystemExit(exit_.exit_code) from None
+    except typer.Abort:
+        Console(stderr=True).print("[red]aborted[/]")
+        raise SystemExit(130) from None

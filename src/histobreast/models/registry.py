@@ -1,0 +1,71 @@
+"""Model registry in the style of timm: ``@register_model`` on a builder, ``create_model(name)``.
+
+Builders take ``num_classes`` plus their own keyword arguments and return an ``nn.Module``.
+``create_model(..., weights=PATH)`` initialises from a local safetensors file; nothing is ever
+downloaded (there are no ImageNet weights on our machines, and asking for them fails fast).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from torch import nn
+
+from histobreast.errors import CheckpointError, ConfigError
+
+ModelBuilder = Callable[..., nn.Module]
+_REGISTRY: dict[str, ModelBuilder] = {}
+
+
+def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
+    """Decorator: make ``builder`` available as ``create_model(name)``."""
+
+    def decorator(builder: ModelBuilder) -> ModelBuilder:
+        if name in _REGISTRY and _REGISTRY[name] is not builder:
+            raise ValueError(f"model name {name!r} is registered twice")
+        _REGISTRY[name] = builder
+        return builder
+
+    return decorator
+
+
+def _ensure_builtin_models() -> None:
+    # Importing the model modules runs their @register_model decorators.
+    import histobreast.models.zoo  # noqa: F401
+
+
+def list_models() -> list[str]:
+    """Names of every registered model, sorted."""
+    _ensure_builtin_models()
+    return sorted(_REGISTRY)
+
+
+def create_model(
+    name: str,
+    *,
+    num_classes: int = 2,
+    weights: str | Path | None = None,
+    strict: bool = True,
+    **kwargs: Any,
+) -> nn.Module:
+    """Build model ``name``; optionally initialise it from a local safetensors ``weights`` file.
+
+    ``weights`` must be a path: the strings "imagenet"/"DEFAULT" are refused with a clear message,
+    because no pretrained weights can be downloaded here.
+    """
+    _ensure_builtin_models()
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown model {name!r}; registered models: {', '.join(sorted(_REGISTRY))}")
+    model = _REGISTRY[name](num_classes=num_classes, **kwargs)
+    if weights is not None:
+        from histobreast.models.weights import load_weights
+
+        path = Path(weights)
+        if not path.suffix and not path.exists():
+            raise CheckpointError(
+                f"weights={weights!r}: only a local weights file can be used; nothing is downloaded "
+                "(no ImageNet weights exist on this machine). Pass the path of a .safetensors file."
+            )
+        load_weights(model, path, strict=strict)
+    return model

@@ -1,0 +1,3 @@
+"""Imports every model module so that their ``@register_model`` builders are registered."""
+
+# One import per model module (each module's builders register themselves on import).

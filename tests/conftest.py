@@ -1,0 +1,58 @@
+"""Shared test fixtures: real-data locations (skipped with a reason when absent), seeds, threads."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("HISTOBREAST_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+
+def _real_data_dir(name: str) -> Path:
+    path = SHARED_DATA / name
+    if not path.is_dir():
+        pytest.skip(f"real data not available: {path} is absent (research-only data is never in the repo)")
+    return path
+
+
+@pytest.fixture
+def breakhis_dir() -> Path:
+    """../shared/data/breakhis (25 real BreaKHis PNGs + the official fold files)."""
+    return _real_data_dir("breakhis")
+
+
+@pytest.fixture
+def bach_dir() -> Path:
+    """../shared/data/bach (268 real BACH microscopy JPEGs at 1024x768, ~0.84 µm/px)."""
+    return _real_data_dir("bach")
+
+
+@pytest.fixture
+def bracs_dir() -> Path:
+    """../shared/data/bracs_samples (6 real BRACS regions of arbitrary size)."""
+    return _real_data_dir("bracs_samples")
+
+
+@pytest.fixture(autouse=True)
+def _seed_everything() -> None:
+    """Every test starts from the same seeds, so results do not depend on test order."""
+    random.seed(0)
+    np.random.seed(0)
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a hard dependency
+        return
+    torch.manual_seed(0)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Under pytest-xdist each worker gets one core; torch would otherwise oversubscribe 2 cores.
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
