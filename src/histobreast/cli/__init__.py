@@ -20,8 +20,7 @@ app = typer.Typer(
 )
 
 # Order here is the order of `histobreast --help`.
-COMMAND_MODULES = [
-    "data",
+COMMAND_MODULES: list[str] = [
 ]
 
 
@@ -51,12 +50,7 @@ def main() -> None:
     from histobreast.errors import HistobreastError
 
     try:
-        app(standalone_mode=False)
+        app()
     except HistobreastError as err:
-        Console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False)
+        Console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
         raise SystemExit(1) from None
-    except typer.Exit as exit_:
-        raise SystemExit(exit_.exit_code) from None
-    except typer.Abort:
-        Console(stderr=True).print("[red]aborted[/]")
-        raise SystemExit(130) from None

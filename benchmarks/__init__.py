@@ -1,0 +1,1 @@
+"""Benchmark scripts: each measures something and writes a section of BENCHMARKS.md."""

@@ -1,0 +1,120 @@
+"""``Predictions``: the table that joins model outputs to records (one row per image).
+
+Evaluation writes it as ``predictions.csv``; metrics, ensembles and reports read it, so every
+number in a report can be recomputed from the file alone.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from histobreast.atomic import atomic_path
+from histobreast.errors import DatasetError
+
+
+@dataclass
+class Predictions:
+    """Class probabilities for ``N`` images plus their ids, true labels, patients and magnifications.
+
+    ``labels`` holds true class indices into ``classes`` (-1 where unknown, e.g. ``predict`` on
+    unlabelled images). ``extra`` holds optional per-image columns (e.g. ``uncertainty``).
+    """
+
+    classes: list[str]
+    image_ids: list[str]
+    probs: np.ndarray
+    labels: np.ndarray
+    patient_ids: list[str]
+    magnifications: list[int | None] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.probs = np.asarray(self.probs, dtype=np.float64)
+        self.labels = np.asarray(self.labels, dtype=np.int64)
+        n = len(self.image_ids)
+        if not self.magnifications:
+            self.magnifications = [None] * n
+        if not self.paths:
+            self.paths = [""] * n
+        if self.probs.shape != (n, len(self.classes)):
+            raise ValueError(f"probs has shape {self.probs.shape}, expected ({n}, {len(self.classes)})")
+        for name, col in [("labels", self.labels), ("patient_ids", self.patient_ids),
+                          ("magnifications", self.magnifications), ("paths", self.paths)]:
+            if len(col) != n:
+                raise ValueError(f"{name} has {len(col)} rows, expected {n}")
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    @property
+    def predicted(self) -> np.ndarray:
+        """Predicted class index per image (arg-max of ``probs``)."""
+        return self.probs.argmax(axis=1)
+
+    def subset(self, mask: np.ndarray | Sequence[bool]) -> "Predictions":
+        """Rows where ``mask`` is true (e.g. one magnification)."""
+        idx = np.flatnonzero(np.asarray(mask, dtype=bool))
+        return Predictions(
+            classes=list(self.classes),
+            image_ids=[self.image_ids[i] for i in idx],
+            probs=self.probs[idx],
+            labels=self.labels[idx],
+            patient_ids=[self.patient_ids[i] for i in idx],
+            magnifications=[self.magnifications[i] for i in idx],
+            paths=[self.paths[i] for i in idx],
+            extra={k: v[idx] for k, v in self.extra.items()},
+        )
+
+    def to_csv(self, path: str | Path) -> Path:
+        """Write atomically: image_id, path, patient_id, magnification, label, predicted, p_<class>..."""
+        path = Path(path)
+        with atomic_path(path) as tmp, tmp.open("w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["image_id", "path", "patient_id", "magnification", "label", "predicted"]
+                       + [f"p_{c}" for c in self.classes] + list(self.extra))
+            pred = self.predicted
+            for i in range(len(self)):
+                w.writerow([
+                    self.image_ids[i], self.paths[i], self.patient_ids[i],
+                    "" if self.magnifications[i] is None else self.magnifications[i],
+                    self.classes[self.labels[i]] if self.labels[i] >= 0 else "",
+                    self.classes[pred[i]],
+                    *[f"{p:.6f}" for p in self.probs[i]],
+                    *[f"{self.extra[k][i]:.6f}" for k in self.extra],
+                ])
+        return path
+
+    @classmethod
+    def from_csv(cls, path: str | Path) -> "Predictions":
+        """Read a file written by :meth:`to_csv`; errors name the file and line."""
+        path = Path(path)
+        if not path.is_file():
+            raise DatasetError(f"{path}: predictions file not found")
+        with path.open(newline="") as fh:
+            reader = csv.DictReader(fh)
+            cols = reader.fieldnames or []
+            classes = [c[2:] for c in cols if c.startswith("p_")]
+            fixed = {"image_id", "path", "patient_id", "magnification", "label", "predicted"}
+            extra_cols = [c for c in cols if c not in fixed and not c.startswith("p_")]
+            if not classes or not {"image_id", "label"} <= set(cols):
+                raise DatasetError(f"{path}: not a predictions file (needs image_id, label, p_<class> columns)")
+            rows = list(reader)
+        try:
+            return cls(
+                classes=classes,
+                image_ids=[r["image_id"] for r in rows],
+                probs=np.array([[float(r[f"p_{c}"]) for c in classes] for r in rows]).reshape(len(rows), len(classes)),
+                labels=np.array([classes.index(r["label"]) if r["label"] else -1 for r in rows]),
+                patient_ids=[r.get("patient_id", "") for r in rows],
+                magnifications=[int(r["magnification"]) if r.get("magnification") else None for r in rows],
+                paths=[r.get("path", "") for r in rows],
+                extra={c: np.array([float(r[c]) for r in rows]) for c in extra_cols},
+            )
+        except ValueError as err:
+            raise DatasetError(f"{path}: malformed predictions file ({err})") from err
