@@ -1,0 +1,200 @@
+"""MSMV-PFENet (Liu et al. 2022, System B): parallel per-scale encoders + a BiLSTM over the scales.
+
+PFENet: ``S`` parallel encoders of the same structure with their own weights, one per key-region
+scale (coarse -> fine), each pooled to one vector (ResNet50: 2048-d). FDNet: the ``S`` vectors as a
+sequence, coarse first, into a bidirectional LSTM (paper: 2 layers, hidden 256) and a fully
+connected layer to the class scores. Both are trained jointly, end to end.
+
+Choices the paper leaves open (documented defaults, all constructor arguments):
+
+- **Which LSTM output feeds the FC**: the concatenation of the last layer's final forward hidden
+  state (after reading coarse -> fine) and its final backward hidden state (after reading fine ->
+  coarse), ``2 * hidden`` values; each direction has then seen every scale.
+- **Single and double FENet** (Table 4 rows 1-2) use the scales in :data:`DEFAULT_SCALES`:
+  single = level 1 (the 897 px window at 0.42 µm/px, downscaled 4x: the most tissue context),
+  double = levels 1 and 3 (the two ends of the scale range). ``scales=`` picks others.
+- **VGG16 / GoogLeNet / ResNet-101 rows** are single encoders on the same scale as single FENet:
+  the paper credits PFENet's advantage over them to its "3 CNNs in parallel".
+- **FC discriminator**: one linear layer on the concatenated vectors (Table 1: "Concatenation
+  2048 x 3" -> FC).
+- **Encoders** are torchvision's (post-activation ResNet), not the BN-ReLU-conv order that Table 1
+  lists; VGG16/GoogLeNet pool their last conv map to one 512-/1024-d vector.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from histobreast.errors import ConfigError
+from histobreast.models.encoders import build_encoder, encoder_spec
+from histobreast.models.layers import ProbabilityMixin
+from histobreast.models.registry import register_model
+
+# KREM levels, coarse -> fine: 0 = 897 px window (4x down), 1 = 400 px (1.79x), 2 = 224 px (1x).
+N_LEVELS = 3
+DEFAULT_SCALES: dict[int, tuple[int, ...]] = {1: (0,), 2: (0, 2), 3: (0, 1, 2)}
+
+Discriminator = Literal["bilstm", "fc"]
+
+
+class BiLSTMDiscriminator(ProbabilityMixin, nn.Module):
+    """FDNet: a bidirectional LSTM over the per-scale vectors ``(B, S, D)`` -> logits ``(B, C)``.
+
+    The FC reads the last layer's final forward and backward hidden states, concatenated.
+    """
+
+    def __init__(self, in_features: int, num_classes: int, hidden: int = 256, num_layers: int = 2,
+                 dropout: float = 0.0) -> None:
+        super().__init__()
+        if num_layers < 1 or hidden < 1:
+            raise ConfigError(f"BiLSTM needs lstm_layers >= 1 and hidden >= 1, got {num_layers} and {hidden}")
+        self.lstm = nn.LSTM(in_features, hidden, num_layers=num_layers, batch_first=True, bidirectional=True)
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(2 * hidden, num_classes)
+
+    def forward(self, features: Tensor) -> Tensor:
+        """``features`` ``(B, S, D)``, coarse scale first."""
+        _, (h_n, _) = self.lstm(features)  # h_n: (layers * 2, B, hidden); the last two are the top layer
+        final = torch.cat([h_n[-2], h_n[-1]], dim=-1)  # forward after the finest, backward after the coarsest
+        return self.fc(self.dropout(final))
+
+
+class FCDiscriminator(ProbabilityMixin, nn.Module):
+    """Table 4's FC discriminator: one linear layer on the concatenated per-scale vectors."""
+
+    def __init__(self, in_features: int, n_scales: int, num_classes: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(in_features * n_scales, num_classes)
+
+    def forward(self, features: Tensor) -> Tensor:
+        """``features`` ``(B, S, D)`` -> logits ``(B, C)``."""
+        return self.fc(self.dropout(features.flatten(1)))
+
+
+def build_discriminator(kind: str, in_features: int, n_scales: int, num_classes: int, *, hidden: int = 256,
+                        lstm_layers: int = 2, dropout: float = 0.0) -> nn.Module:
+    """The FDNet variant ``kind`` ("bilstm" or "fc") for ``n_scales`` vectors of ``in_features``."""
+    if kind == "bilstm":
+        return BiLSTMDiscriminator(in_features, num_classes, hidden=hidden, num_layers=lstm_layers, dropout=dropout)
+    if kind == "fc":
+        return FCDiscriminator(in_features, n_scales, num_classes, dropout=dropout)
+    if kind == "svm":
+        raise ConfigError(
+            "discriminator='svm' is not a network layer: train with discriminator='fc' (or use frozen "
+            "encoders) and fit histobreast.features.SVMDiscriminator on the pooled features"
+        )
+    raise ConfigError(f"unknown discriminator {kind!r}; choose 'bilstm' or 'fc' (the SVM is fitted on features)")
+
+
+def resolve_scales(n_encoders: int, scales: Sequence[int] | None) -> tuple[int, ...]:
+    """The KREM levels the encoders read, coarse -> fine: ``scales`` if given, else DEFAULT_SCALES."""
+    if scales is None:
+        if n_encoders not in DEFAULT_SCALES:
+            raise ConfigError(f"n_encoders must be 1, 2 or 3 (or give scales=), got {n_encoders}")
+        return DEFAULT_SCALES[n_encoders]
+    resolved = tuple(int(s) for s in scales)
+    if len(resolved) != n_encoders:
+        raise ConfigError(f"scales {list(resolved)} has {len(resolved)} entries but n_encoders={n_encoders}")
+    if not resolved or list(resolved) != sorted(set(resolved)) or not all(0 <= s < N_LEVELS for s in resolved):
+        raise ConfigError(f"scales must be distinct KREM levels in 0..{N_LEVELS - 1}, coarse first; got {list(resolved)}")
+    return resolved
+
+
+class MSMVPFENet(ProbabilityMixin, nn.Module):
+    """PFENet (one encoder per scale) + FDNet: ``forward(x (B, S, 3, H, W)) -> logits (B, C)``.
+
+    ``x[:, i]`` is the crop at KREM level ``scales[i]``; the data path delivers exactly these levels
+    (see ``histobreast.data.key_regions.KeyRegionDataset(levels=model.scales)``).
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 4,
+        encoder: str = "resnet50",
+        n_encoders: int = 3,
+        scales: Sequence[int] | None = None,
+        discriminator: Discriminator = "bilstm",
+        lstm_layers: int = 2,
+        hidden: int = 256,
+        dropout: float = 0.0,
+        encoder_weights: str | Path | None = None,
+    ) -> None:
+        super().__init__()
+        self.scales = resolve_scales(n_encoders, scales)
+        self.encoder_name = encoder
+        self.feature_dim = encoder_spec(encoder).out_features
+        self.encoders = nn.ModuleList(build_encoder(encoder, encoder_weights) for _ in self.scales)
+        self.discriminator = build_discriminator(discriminator, self.feature_dim, len(self.scales), num_classes,
+                                                 hidden=hidden, lstm_layers=lstm_layers, dropout=dropout)
+
+    def _encoder_input(self, x: Tensor, i: int) -> Tensor:
+        crop = x[:, i]
+        weight = next(self.encoders[i].parameters())
+        # A 5-D batch cannot be channels_last itself; follow the encoder's layout per crop.
+        if weight.dim() == 4 and not weight.is_contiguous() and weight.is_contiguous(memory_format=torch.channels_last):
+            return crop.contiguous(memory_format=torch.channels_last)
+        return crop
+
+    def encode(self, x: Tensor) -> Tensor:
+        """Pooled per-scale vectors ``(B, S, D)`` of crops ``x`` ``(B, S, 3, H, W)``."""
+        if x.ndim != 5 or x.shape[1] != len(self.scales) or x.shape[2] != 3:
+            raise ValueError(f"MSMVPFENet expects (batch, {len(self.scales)} scales, 3, H, W) crops "
+                             f"(levels {list(self.scales)}), got shape {tuple(x.shape)}")
+        return torch.stack([enc(self._encoder_input(x, i)) for i, enc in enumerate(self.encoders)], dim=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits ``(B, C)`` of crops ``x`` ``(B, S, 3, H, W)``, coarse scale first."""
+        return self.discriminator(self.encode(x))
+
+
+@register_model("msmv_pfenet")
+def msmv_pfenet(num_classes: int = 4, **kwargs: Any) -> MSMVPFENet:
+    """MSMV-PFENet; kwargs: encoder, n_encoders, scales, discriminator, lstm_layers, hidden, dropout,
+    encoder_weights (see :class:`MSMVPFENet`). Defaults are the paper's best model (3 x ResNet50 +
+    BiLSTM x 2, hidden 256)."""
+    return MSMVPFENet(num_classes=num_classes, **kwargs)
+
+
+@dataclass(frozen=True)
+class Table4Variant:
+    """One row of paper B's Table 4: labels, ``create_model("msmv_pfenet", **model_kwargs)``, and the
+    paper's patch-/image-level accuracy (%). ``svm`` rows fit an SVM on the pooled features of the
+    trained ``svm_features_of`` row instead of training a network of their own."""
+
+    key: str
+    encoding: str
+    discrimination: str
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    paper_patch: float = 0.0
+    paper_image: float = 0.0
+    svm_features_of: str | None = None
+
+
+TABLE4_VARIANTS: tuple[Table4Variant, ...] = (
+    Table4Variant("single_fenet_fc", "Single FENet", "FC", {"n_encoders": 1, "discriminator": "fc"}, 84.3, 85.4),
+    Table4Variant("double_fenet_fc", "Double FENet", "FC", {"n_encoders": 2, "discriminator": "fc"}, 86.6, 88.9),
+    Table4Variant("vgg16_fc", "VGG16", "FC", {"encoder": "vgg16", "n_encoders": 1, "discriminator": "fc"}, 78.8, 80.1),
+    Table4Variant("googlenet_fc", "GoogLeNet", "FC",
+                  {"encoder": "googlenet", "n_encoders": 1, "discriminator": "fc"}, 82.0, 82.6),
+    Table4Variant("resnet101_fc", "ResNet-101", "FC",
+                  {"encoder": "resnet101", "n_encoders": 1, "discriminator": "fc"}, 85.5, 86.1),
+    Table4Variant("pfenet_fc", "PFENet", "FC", {"discriminator": "fc"}, 88.7, 92.5),
+    Table4Variant("pfenet_svm", "PFENet", "SVM", {"discriminator": "fc"}, 89.1, 90.0, svm_features_of="pfenet_fc"),
+    Table4Variant("pfenet_bilstm1", "PFENet", "BiLSTM", {"lstm_layers": 1}, 89.5, 92.3),
+    Table4Variant("pfenet_bilstm2", "PFENet (best)", "BiLSTM x 2", {"lstm_layers": 2}, 93.0, 94.8),
+    Table4Variant("pfenet_bilstm3", "PFENet", "BiLSTM x 3", {"lstm_layers": 3}, 91.2, 93.7),
+)
+
+
+def table4_variant(key: str) -> Table4Variant:
+    """The Table 4 row ``key`` (e.g. "pfenet_bilstm2"); unknown keys raise ConfigError listing them."""
+    for variant in TABLE4_VARIANTS:
+        if variant.key == key:
+            return variant
+    raise ConfigError(f"unknown Table 4 variant {key!r}; choose one of {', '.join(v.key for v in TABLE4_VARIANTS)}")
