@@ -78,6 +78,17 @@ def test_binary_roc_auc_counts_ordered_pairs():
     assert M.roc_auc(Y_TRUE, np.stack([1 - P_MALIGNANT, P_MALIGNANT], 1), positive_class=1)["auc"] == pytest.approx(7 / 8)
 
 
+def test_roc_curves_per_magnification_all_images_or_per_class():
+    pred = binary_predictions()
+    assert list(M.roc_curves(pred)) == ["40X", "100X"]
+    pred.magnifications = [None] * 6
+    curves = M.roc_curves(pred)
+    assert list(curves) == ["all images"] and curves["all images"]["auc"] == pytest.approx(7 / 8)
+    four = Predictions(classes=list("abcd"), image_ids=list("wxyz"), probs=np.eye(4), labels=[0, 1, 2, 3],
+                       patient_ids=list("wxyz"))
+    assert {k: v["auc"] for k, v in M.roc_curves(four).items()} == {"a": 1.0, "b": 1.0, "c": 1.0, "d": 1.0}
+
+
 def test_multiclass_auc_with_class_absent_from_truth_is_nan_with_note():
     y = np.array([0, 0, 1, 1])
     probs = np.array([[0.8, 0.1, 0.1], [0.5, 0.2, 0.3], [0.1, 0.7, 0.2], [0.4, 0.3, 0.3]])

@@ -188,6 +188,7 @@ def test_report_writes_markdown_html_json_with_content(tmp_path):
     for text in ("# Hybrid model on synthetic BreaKHis", "| Dataset | synthetic BreaKHis |", "| Split / fold | fold 1 of 5 |",
                  "| Config | configs/demo.yaml |", "| Machine | test machine, 2 CPUs |",
                  "`histobreast evaluate runs/demo --data data/`", "benign 2, malignant 4",
+                 "PPV, recall, F1 and AUC: positive class 'malignant'.",
                  "| Test set | 0.667 | 0.625 | 0.250 | 0.750 | 0.750 | 0.750 | 0.875 |",
                  "| malignant | 1 | 3 | 4 |", "![Test set: ROC curves (40X, 100X).](figures/test_set_roc.png)",
                  "_3 (hybrid), 40X: ROC and AUC of class 'malignant' undefined: the ground truth has no negatives_",

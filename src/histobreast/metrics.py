@@ -245,7 +245,7 @@ def evaluate_predictions(pred: Predictions, positive_class: str | int | None = N
     return {
         "classes": classes,
         "positive_class": None if pos is None else classes[pos],
-        "averaging": "macro over classes" if pos is None else f"positive class {classes[pos]!r}",
+        "averaging": "macro average over classes" if pos is None else f"positive class {classes[pos]!r}",
         "n_images": len(pred),
         "n_patients": len(set(pred.patient_ids)),
         "class_counts": {c: int(k) for c, k in zip(classes, np.bincount(y, minlength=n))},

@@ -1,6 +1,6 @@
 """PNG figures for reports: ROC curves (paper A, Fig. 9), confusion matrices and per-class
-scores (paper B, Fig. 7), line charts (accuracy against pruning ratio, Figs. 10/12/13) and
-training curves from the engine's CSV log.
+scores (paper B, Fig. 7), a generic line chart and training curves from the engine's CSV log.
+(The compression study's figures, paper A Figs. 10-13, are in ``report.compression``.)
 
 Figures are built on ``matplotlib.figure.Figure`` (Agg, no pyplot global state, safe in
 worker threads) and written atomically; every function returns the PNG path.
@@ -98,8 +98,8 @@ def plot_per_class_scores(per_class: Mapping[str, Mapping[str, float]], path: st
 
 def plot_lines(x: Sequence[float], series: Mapping[str, Sequence[float]], path: str | Path, *, xlabel: str,
                ylabel: str, title: str = "", log_y: bool = False) -> Path:
-    """Named series against shared ``x`` (e.g. accuracy and MACs against pruning ratio,
-    paper A Figs. 10/12/13). NaN points are left out of each line."""
+    """Named series against a shared ``x`` (e.g. accuracy of several runs against epochs or a
+    hyper-parameter). NaN points are left out of each line."""
     fig = Figure(figsize=(6, 4))
     ax = fig.subplots()
     _draw_series(ax, np.asarray(x, dtype=np.float64), {k: np.asarray(v, dtype=np.float64) for k, v in series.items()})

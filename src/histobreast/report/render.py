@@ -228,8 +228,7 @@ class Report:
         counts = ", ".join(f"{c} {n}" for c, n in evaluation["class_counts"].items())
         self.add_heading(name)
         self.add_text(f"{evaluation['n_images']} test images from {evaluation['n_patients']} patients "
-                      f"(images per true class: {counts}). PPV, recall, F1 and AUC are for the "
-                      f"{evaluation['averaging']}.")
+                      f"(images per true class: {counts}). PPV, recall, F1 and AUC: {evaluation['averaging']}.")
         self.add_table(results_table({name: evaluation}, SUMMARY_METRICS, f"{name}: summary", row_header="Test set"))
         self.add_table(per_class_table(evaluation, f"{name}: per class"))
         self.add_figure(plot_per_class_scores(evaluation["per_class"], self.figure_path(f"{slug}_per_class.png")),

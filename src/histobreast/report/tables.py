@@ -250,6 +250,8 @@ def ensemble_table(
         value = result_value(result, "metrics", "image_level_accuracy")
         return value["mean"] if isinstance(value, Mapping) else value
 
+    if not members:
+        raise ValueError("ensemble_table needs at least one member")
     best_name = max(members, key=lambda name: il(members[name]))
     gain = il(ensemble) - il(members[best_name])
     caption = (f"Ensemble ({rule} rule) image-level accuracy {gain:+.3f} against the best member "
