@@ -1,0 +1,33 @@
+"""torchvision ResNets behind the registry, for baseline comparisons with the System A backbone.
+
+They are built with random weights (never downloaded). Their state-dict keys are torchvision's,
+so an ImageNet file a user already has can initialise them once converted to safetensors
+(``histobreast.models.weights.convert_torch_weights``), e.g.
+``create_model("resnet50", num_classes=1000, weights="resnet50-imagenet.safetensors")``, then
+replace ``model.fc`` for the task's classes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
+
+from histobreast.models.layers import ProbabilityMixin
+from histobreast.models.registry import register_model
+
+
+class TorchvisionResNet(ProbabilityMixin, ResNet):
+    """torchvision's ``ResNet`` with ``predict_proba``; ``forward`` returns logits."""
+
+
+@register_model("resnet18")
+def resnet18(num_classes: int = 2, **kwargs: Any) -> TorchvisionResNet:
+    """ResNet-18 (He et al. 2016), torchvision layout, random initialisation."""
+    return TorchvisionResNet(BasicBlock, [2, 2, 2, 2], num_classes=num_classes, **kwargs)
+
+
+@register_model("resnet50")
+def resnet50(num_classes: int = 2, **kwargs: Any) -> TorchvisionResNet:
+    """ResNet-50 (He et al. 2016), torchvision layout, random initialisation."""
+    return TorchvisionResNet(Bottleneck, [3, 4, 6, 3], num_classes=num_classes, **kwargs)
