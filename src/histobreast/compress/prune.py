@@ -1,0 +1,210 @@
+"""Physical SEP channel pruning of GoogLeNetSEP (paper A, "Compact model design").
+
+Target ratio O over R loops: each loop removes the fraction ``X = 1 - (1 - O)^(1/R)`` (paper A,
+eq. 8) of the lowest-importance channels of every SEP-followed layer (the concatenated output of
+each Inception module), then the caller retrains. Removal is physical: a NEW, smaller
+:class:`GoogLeNetSEP` is built from edited widths and its weights are sliced from the old one:
+
+- producers: the last conv + BatchNorm of the branch that makes each removed channel;
+- the SE block: the removed channels' inputs of FC1 and outputs (weights, biases) of FC2. The
+  hidden width (C/16 of the unpruned layer) is kept: the pruned SE then computes exactly the
+  gates it computed before for the kept channels, and its cost (2 * C' * hidden) still shrinks
+  with C'; the widths are recorded in ``se_hidden`` so the checkpoint rebuilds it;
+- consumers: the input channels of the next Inception module's 1x1 convs and pool projection,
+  the auxiliary head's 1x1 conv (after 4a and 4d), and the classifier FC's columns of the
+  concat head (4e, 4b, 4c, 4d).
+
+Exactness: in eval mode the pruned network computes the same function as the unpruned one with
+the removed channels' BatchNorm scale and shift set to zero (the channel is then exactly 0 after
+ReLU, contributes 0 to the SE squeeze and to every consumer, and its SE scale multiplies 0).
+
+Counting, deterministically: a layer of C channels loses ``floor(X * C + 1/2)`` channels, at most
+C - 1; channels are ranked by importance with ties broken by the lower channel index going first;
+a branch that would lose all its channels keeps its most important one (so a layer can keep one
+channel more per such branch). Rounding repeats in each loop, so R loops remove about, not
+exactly, O of the channels.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+from histobreast.errors import ConfigError
+from histobreast.models.googlenet_sep import AUX_SOURCES, HEAD_SOURCES, INCEPTION_NAMES, GoogLeNetSEP
+from histobreast.models.hybrid import HybridCNN
+from histobreast.models.layers import InceptionBN
+
+ChannelPlan = dict[str, Tensor]  # Inception module name -> sorted indices of the channels kept
+ImportanceFn = Callable[[GoogLeNetSEP], Mapping[str, Tensor]]
+RetrainFn = Callable[[GoogLeNetSEP, int], GoogLeNetSEP | None]
+
+
+def per_loop_fraction(target_ratio: float, loops: int) -> float:
+    """Per-loop pruning fraction ``X = 1 - (1 - O)^(1/R)`` so that R loops remove O (paper A, eq. 8)."""
+    if not 0.0 <= target_ratio < 1.0:
+        raise ConfigError(f"pruning ratio must be in [0, 1), got {target_ratio}")
+    if loops < 1:
+        raise ConfigError(f"pruning loops must be >= 1, got {loops}")
+    return 1.0 - (1.0 - target_ratio) ** (1.0 / loops)
+
+
+def channels_to_remove(channels: int, fraction: float) -> int:
+    """How many of ``channels`` a loop with pruning ``fraction`` removes (rounded half up, <= C - 1)."""
+    if not 0.0 <= fraction < 1.0:
+        raise ConfigError(f"pruning fraction must be in [0, 1), got {fraction}")
+    return min(math.floor(fraction * channels + 0.5), channels - 1)
+
+
+def select_channels(importance: Tensor, branch_widths: Sequence[int], fraction: float) -> Tensor:
+    """Sorted indices of the channels one layer keeps: all but its lowest-importance fraction,
+    with at least one channel left in every branch of ``branch_widths`` (concatenation order)."""
+    channels = sum(branch_widths)
+    if importance.shape != (channels,):
+        raise ValueError(f"importance has shape {tuple(importance.shape)}, the layer has {channels} channels")
+    order = torch.argsort(importance.detach().cpu(), stable=True)
+    keep = torch.ones(channels, dtype=torch.bool)
+    keep[order[: channels_to_remove(channels, fraction)]] = False
+    start = 0
+    for width in branch_widths:
+        if not keep[start : start + width].any():
+            keep[start + int(torch.argmax(importance[start : start + width]))] = True
+        start += width
+    return keep.nonzero().flatten()
+
+
+def plan_channel_pruning(
+    model: GoogLeNetSEP, importance: Mapping[str, Tensor], fraction: float, prefix: str = ""
+) -> ChannelPlan:
+    """The channels every SEP-followed layer keeps; importance keys are ``f"{prefix}se.{name}"``."""
+    if not model.has_se:
+        raise ConfigError("channel pruning needs SE blocks: the model was built with se=False")
+    plan = {}
+    for name in INCEPTION_NAMES:
+        key = f"{prefix}se.{name}"
+        if key not in importance:
+            raise ConfigError(f"channel importance has no entry {key!r} (entries: {sorted(importance)[:8]})")
+        plan[name] = select_channels(importance[key], model.widths[name].branch_widths, fraction)
+    return plan
+
+
+def _select(state: dict[str, Tensor], prefix: str, dim: int, index: Tensor) -> None:
+    # Slice every tensor under ``prefix`` (a conv + its BatchNorm, or one parameter) along ``dim``.
+    for key in [k for k in state if k.startswith(prefix)]:
+        if state[key].ndim > dim:
+            state[key] = state[key].index_select(dim, index.to(state[key].device))
+
+
+def _segments(model: GoogLeNetSEP, name: str) -> list[tuple[int, int]]:
+    starts, start = [], 0
+    for width in model.widths[name].branch_widths:
+        starts.append((start, width))
+        start += width
+    return starts
+
+
+def apply_channel_plan(model: GoogLeNetSEP, plan: Mapping[str, Tensor]) -> GoogLeNetSEP:
+    """A new GoogLeNetSEP keeping only ``plan``'s channels, with the weights sliced from ``model``."""
+    missing = sorted(set(INCEPTION_NAMES) - set(plan))
+    if missing:
+        raise ValueError(f"channel plan has no entry for Inception modules {missing}")
+    state = dict(model.state_dict())
+    widths = {}
+    for position, name in enumerate(INCEPTION_NAMES):
+        kept = plan[name].to(torch.long)
+        branch_widths = []
+        for layer, (start, width) in zip(InceptionBN.OUTPUT_LAYERS, _segments(model, name)):
+            local = kept[(kept >= start) & (kept < start + width)] - start
+            _select(state, f"inception.{name}.{layer}.", 0, local)
+            branch_widths.append(len(local))
+        widths[name] = list(model.widths[name].with_branch_widths(branch_widths))
+        _select(state, f"se.{name}.fc1.weight", 1, kept)
+        _select(state, f"se.{name}.fc2.", 0, kept)
+        if position + 1 < len(INCEPTION_NAMES):
+            following = INCEPTION_NAMES[position + 1]
+            for layer in InceptionBN.INPUT_LAYERS:
+                _select(state, f"inception.{following}.{layer}.conv.weight", 1, kept)
+        for aux, source in AUX_SOURCES.items():
+            if source == name and model.aux_logits:
+                _select(state, f"{aux}.conv.conv.weight", 1, kept)
+    head_columns, offset = [], 0
+    for name in HEAD_SOURCES:
+        head_columns.append(plan[name].to(torch.long) + offset)
+        offset += model.widths[name].out_channels
+    _select(state, "fc.weight", 1, torch.cat(head_columns))
+    pruned = GoogLeNetSEP(**{**model.model_kwargs, "widths": widths})
+    pruned.load_state_dict(state)
+    first = next(model.parameters())
+    return pruned.to(device=first.device, dtype=first.dtype).train(model.training)
+
+
+def prune_channels(
+    model: GoogLeNetSEP, importance: Mapping[str, Tensor], fraction: float, prefix: str = ""
+) -> GoogLeNetSEP:
+    """Remove the ``fraction`` of lowest-importance channels of every SEP-followed layer.
+
+    Returns a new, physically smaller network (the input is left unchanged); its
+    ``model_kwargs`` rebuild it, e.g. for a checkpoint.
+    """
+    return apply_channel_plan(model, plan_channel_pruning(model, importance, fraction, prefix))
+
+
+def prune_hybrid_channels(hybrid: HybridCNN, importance: Mapping[str, Tensor], fraction: float) -> HybridCNN:
+    """Prune both branches of a hybrid model, each by its own importances (keys
+    ``"global_branch.se.3a"`` ..., as :func:`compute_channel_importance` names them on a hybrid)."""
+    return HybridCNN(
+        prune_channels(hybrid.global_branch, importance, fraction, prefix="global_branch."),
+        prune_channels(hybrid.local_branch, importance, fraction, prefix="local_branch."),
+        fusion_weight=hybrid.fusion_weight,
+        patch_rule=hybrid.patch_rule,
+        min_spread=hybrid.min_spread,
+        mode=hybrid.mode,
+    )
+
+
+@dataclass
+class PruningLoop:
+    """One loop of multi-loop pruning: the importances it ranked by and the channels it kept."""
+
+    loop: int
+    fraction: float
+    importance: dict[str, Tensor]
+    kept: ChannelPlan
+    widths: dict[str, list[int]]
+
+
+@dataclass
+class PruningResult:
+    """The final (retrained) pruned network and the record of every loop."""
+
+    model: GoogLeNetSEP
+    loops: list[PruningLoop]
+
+
+def prune_in_loops(
+    model: GoogLeNetSEP,
+    target_ratio: float,
+    loops: int,
+    measure_importance: ImportanceFn,
+    retrain: RetrainFn | None = None,
+) -> PruningResult:
+    """Paper A's pruning flow (Fig. 5): R times {importance -> prune X -> retrain}.
+
+    ``measure_importance(model)`` returns the SE importances of the current network (typically
+    ``compute_channel_importance(model, train_loader)``); ``retrain(model, loop)`` trains the
+    pruned network of loop ``loop`` (1-based) and returns it (or None when it trained in place).
+    """
+    fraction = per_loop_fraction(target_ratio, loops)
+    history = []
+    for loop in range(1, loops + 1):
+        importance = {key: value.detach().cpu() for key, value in measure_importance(model).items()}
+        kept = plan_channel_pruning(model, importance, fraction)
+        model = apply_channel_plan(model, kept)
+        if retrain is not None:
+            model = retrain(model, loop) or model
+        history.append(PruningLoop(loop, fraction, importance, kept, model.model_kwargs["widths"]))
+    return PruningResult(model, history)
