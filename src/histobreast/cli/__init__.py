@@ -21,6 +21,8 @@ app = typer.Typer(
 
 # Order here is the order of `histobreast --help`.
 COMMAND_MODULES: list[str] = [
+    "stain",
+    "krem",
 ]
 
 

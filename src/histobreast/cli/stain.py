@@ -1,0 +1,95 @@
+"""``histobreast stain``: fit a stain-normalisation target on a reference image, apply it to images."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+
+import typer
+from PIL import Image
+from rich.console import Console
+from rich.progress import track
+
+from histobreast.atomic import atomic_path
+from histobreast.data.imageio import is_image_file, list_images, read_rgb
+from histobreast.errors import ConfigError
+from histobreast.preprocess.stain import StainError, create_normalizer, load_normalizer
+
+stain_app = typer.Typer(
+    help="Stain normalisation of H&E images (Reinhard colour transfer, Macenko): fit a target, apply it.",
+    no_args_is_help=True,
+)
+
+
+class Method(str, Enum):
+    """Stain normalisation methods."""
+
+    reinhard = "reinhard"
+    macenko = "macenko"
+
+
+@stain_app.command("fit")
+def fit(
+    reference: Path = typer.Argument(..., help="Reference H&E image whose colours become the target."),
+    output: Path = typer.Option(..., "-o", "--output", help="Target JSON file to write."),
+    method: Method = typer.Option(Method.reinhard, "--method",
+                                  help="reinhard: LAB mean/std of tissue (System A); macenko: H&E stain vectors."),
+) -> None:
+    """Fit a stain target on REFERENCE and write it as JSON (for `histobreast stain apply`)."""
+    normalizer = create_normalizer(method.value)
+    try:
+        normalizer.fit(read_rgb(reference))
+    except StainError as err:
+        raise StainError(f"{reference}: {err}") from None
+    normalizer.save(output)
+    Console(soft_wrap=True).print(f"wrote {method.value} target fitted on {reference} to {output}")
+
+
+def _collect(inputs: list[Path], out: Path) -> list[tuple[Path, Path]]:
+    """(source, destination) pairs: a file goes to out/<stem>.png, a folder's images keep their relative paths."""
+    pairs: list[tuple[Path, Path]] = []
+    for item in inputs:
+        if item.is_dir():
+            found = list_images(item)
+            if not found:
+                raise ConfigError(f"{item}: folder holds no images")
+            pairs += [(p, out / p.relative_to(item).with_suffix(".png")) for p in found]
+        elif item.is_file() and is_image_file(item):
+            pairs.append((item, out / f"{item.stem}.png"))
+        else:
+            raise ConfigError(f"{item}: not an image file or folder")
+    targets: dict[Path, Path] = {}
+    for source, dest in pairs:
+        if dest.resolve() == source.resolve():
+            raise ConfigError(f"{source}: output would overwrite the input; choose another --out")
+        if targets.setdefault(dest, source) != source:
+            raise ConfigError(f"{source} and {targets[dest]} would both be written to {dest}")
+    return pairs
+
+
+@stain_app.command("apply")
+def apply(
+    target: Path = typer.Argument(..., help="Target JSON written by `histobreast stain fit`."),
+    inputs: list[Path] = typer.Argument(..., help="Images and/or folders (searched recursively)."),
+    out: Path = typer.Option(..., "--out", help="Output folder; images are written as PNG."),
+) -> None:
+    """Normalise images to TARGET; images with too little tissue are copied unchanged and listed."""
+    normalizer = load_normalizer(target)
+    pairs = _collect(inputs, out)
+    unchanged: list[tuple[Path, str]] = []
+    for source, dest in track(pairs, description="normalising", transient=True):
+        result = normalizer.normalize(read_rgb(source))
+        if result.fell_back:
+            unchanged.append((source, result.fallback_reason or ""))
+        with atomic_path(dest) as tmp:
+            Image.fromarray(result.image).save(tmp, format="PNG")
+    done = len(pairs) - len(unchanged)
+    Console(soft_wrap=True).print(f"{done} of {len(pairs)} images normalised to {target} -> {out}")
+    warn = Console(stderr=True, soft_wrap=True)
+    for source, reason in unchanged:
+        warn.print(f"[yellow]written unchanged:[/] {source}: {reason}", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``stain`` command group."""
+    app.add_typer(stain_app, name="stain")
