@@ -1,0 +1,187 @@
+"""Experiment configs: typed loading, errors that name file and key, extends, overrides, round trip."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from histobreast.engine.config import (
+    ExperimentConfig,
+    ModelConfig,
+    TrainConfig,
+    apply_overrides,
+    build_dataclass,
+    config_to_dict,
+    load_config,
+    save_config,
+)
+from histobreast.errors import ConfigError
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+BASE = """\
+seed: 7
+data: {kind: breakhis, root: data/breakhis, magnification: 40, fold: 2}
+model: {name: hybrid_sep, kwargs: {fusion_weight: 0.6, patch_rule: mean}}
+train:
+  optimizer: sgd
+  lr: 4.0e-4
+  momentum: 0.9
+  weight_decay: 0.009
+  batch_size: 10
+  iterations: 40000
+  schedule: {name: step, unit: iteration, step_size: 10000, gamma: 0.1}
+"""
+
+
+def test_loads_typed_sections_with_defaults(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path / "zhu_breakhis.yaml", BASE))
+    assert cfg.name == "zhu_breakhis"  # defaults to the file name
+    assert cfg.seed == 7
+    assert cfg.data.magnification == 40 and cfg.data.fold == 2
+    assert cfg.model.kwargs == {"fusion_weight": 0.6, "patch_rule": "mean"}
+    assert cfg.train.lr == pytest.approx(4e-4) and isinstance(cfg.train.lr, float)
+    assert cfg.train.iterations == 40000 and cfg.train.epochs is None
+    assert cfg.train.schedule.step_size == 10000
+    assert cfg.train.aux_weight == 0.3 and cfg.train.amp == "auto"
+    assert cfg.preprocess.patches.grid == (5, 3)
+
+
+def test_integer_given_for_float_is_accepted_but_bool_is_not_an_int(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path / "a.yaml", BASE), ["train.lr=1"])
+    assert cfg.train.lr == 1.0 and isinstance(cfg.train.lr, float)
+    with pytest.raises(ConfigError, match=r"train\.batch_size: expected an integer, got bool True"):
+        load_config(tmp_path / "a.yaml", ["train.batch_size=true"])
+
+
+def test_unknown_key_is_named_with_file_and_suggestion(tmp_path: Path) -> None:
+    path = write(tmp_path / "bad.yaml", BASE + "  learning_rate: 0.1\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    message = str(err.value)
+    assert str(path) in message
+    assert "train.learning_rate" in message
+    unknown_top = write(tmp_path / "bad2.yaml", BASE + "trian: {}\n")
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) trian \(did you mean train\?\)"):
+        load_config(unknown_top)
+
+
+@pytest.mark.parametrize(
+    ("override", "pattern"),
+    [
+        ("train.lr=fast", r"train\.lr: expected a number, got str 'fast'"),
+        ("train.optimizer=adam", r"train\.optimizer: must be one of 'sgd', 'adamw', got str 'adam'"),
+        ("data.magnification=50", r"data\.magnification: must be 40, 100, 200 or 400, got 50"),
+        ("train.lr=-0.1", r"train\.lr: must be a positive number"),
+        ("train.betas=[0.9]", r"train\.betas: expected a list of 2 values"),
+        ("train.schedule.gamma=2", r"train\.schedule\.gamma: must be in \(0, 1\]"),
+        ("train.grad_accum=3", r"train\.grad_accum: must divide batch_size=10"),
+        ("train.epochs=3", r"train\.epochs: set exactly one of train\.epochs and train\.iterations"),
+        ("model.kwargs=[1]", r"model\.kwargs: expected a mapping"),
+        ("train.amp=maybe", r"train\.amp: expected true/false or one of 'auto'"),
+        ("train.device=gpu", r"train\.device: must be auto, cpu, cuda or cuda:N"),
+    ],
+)
+def test_wrong_values_name_the_dotted_key(tmp_path: Path, override: str, pattern: str) -> None:
+    path = write(tmp_path / "exp.yaml", BASE)
+    with pytest.raises(ConfigError, match=pattern) as err:
+        load_config(path, [override])
+    assert str(err.value).startswith(str(path))
+
+
+def test_extends_deep_merges_and_child_wins(tmp_path: Path) -> None:
+    write(tmp_path / "base.yaml", BASE)
+    (tmp_path / "exp").mkdir()
+    child = write(
+        tmp_path / "exp" / "child.yaml",
+        "extends: ../base.yaml\nname: child\ndata: {magnification: 400}\nmodel: {kwargs: {patch_rule: max}}\n"
+        "train: {lr: 0.001}\n",
+    )
+    cfg = load_config(child)
+    assert cfg.name == "child"
+    assert cfg.data.magnification == 400 and cfg.data.fold == 2 and cfg.data.kind == "breakhis"
+    assert cfg.model.kwargs == {"fusion_weight": 0.6, "patch_rule": "max"}  # mappings merge deeply
+    assert cfg.train.lr == 0.001 and cfg.train.weight_decay == 0.009 and cfg.train.iterations == 40000
+
+
+def test_extends_list_replaces_lists_and_later_parent_wins(tmp_path: Path) -> None:
+    write(tmp_path / "a.yaml", "seed: 1\ndata: {classes: [x, y, z]}\n")
+    write(tmp_path / "b.yaml", "seed: 2\n")
+    child = write(tmp_path / "c.yaml", "extends: [a.yaml, b.yaml]\ndata: {classes: [p, q]}\n")
+    cfg = load_config(child)
+    assert cfg.seed == 2
+    assert cfg.data.classes == ["p", "q"]
+
+
+def test_extends_cycle_and_missing_parent_are_errors(tmp_path: Path) -> None:
+    write(tmp_path / "a.yaml", "extends: b.yaml\n")
+    write(tmp_path / "b.yaml", "extends: a.yaml\n")
+    with pytest.raises(ConfigError, match="cycle"):
+        load_config(tmp_path / "a.yaml")
+    write(tmp_path / "c.yaml", "extends: nowhere.yaml\n")
+    with pytest.raises(ConfigError, match=r"nowhere\.yaml: config file not found \(extended from"):
+        load_config(tmp_path / "c.yaml")
+
+
+def test_overrides_parse_yaml_values_and_create_free_form_keys(tmp_path: Path) -> None:
+    path = write(tmp_path / "exp.yaml", BASE)
+    cfg = load_config(path, ["train.lr=0.01", "train.amp=false", "model.kwargs.width=0.5",
+                             "data.classes=[benign, malignant]", "train.grad_clip=null"])
+    assert cfg.train.lr == 0.01
+    assert cfg.train.amp is False
+    assert cfg.model.kwargs["width"] == 0.5
+    assert cfg.data.classes == ["benign", "malignant"]
+    assert cfg.train.grad_clip is None
+    with pytest.raises(ConfigError, match="expected dotted.key=value"):
+        apply_overrides({}, ["train.lr"])
+    with pytest.raises(ConfigError, match=r"train\.lr is a value, not a section"):
+        apply_overrides({"train": {"lr": 1}}, ["train.lr.x=1"])
+
+
+def test_saved_config_reloads_identically(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path / "exp.yaml", BASE), ["train.betas=[0.8, 0.99]"])
+    saved = save_config(cfg, tmp_path / "run" / "config.yaml")
+    again = load_config(saved)
+    assert again == cfg
+    assert yaml.safe_load(saved.read_text())["train"]["betas"] == [0.8, 0.99]
+
+
+def test_file_level_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "absent.yaml")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(write(tmp_path / "broken.yaml", "train: [1, 2\n"))
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_config(write(tmp_path / "list.yaml", "- 1\n- 2\n"))
+    with pytest.raises(ConfigError, match=r"model\.name: is required"):
+        load_config(write(tmp_path / "noname.yaml", "model: {}\n"))
+
+
+def test_build_dataclass_validates_other_modules_option_sets() -> None:
+    @dataclass(frozen=True)
+    class Params:
+        windows: tuple[int, ...] = (897, 400, 224)
+        min_area: float = 80.0
+        name: str | None = None
+
+    params = build_dataclass(Params, {"windows": [500, 200], "min_area": 50}, source="exp.yaml",
+                             prefix="preprocess.regions.krem")
+    assert params == Params(windows=(500, 200), min_area=50.0)
+    with pytest.raises(ConfigError, match=r"exp\.yaml: unknown key\(s\) preprocess\.regions\.krem\.min_aera "
+                                          r"\(did you mean preprocess\.regions\.krem\.min_area\?\)"):
+        build_dataclass(Params, {"min_aera": 1}, source="exp.yaml", prefix="preprocess.regions.krem")
+    with pytest.raises(ConfigError, match=r"krem\.windows\[1\]: expected an integer, got str 'x'"):
+        build_dataclass(Params, {"windows": [1, "x"]}, source="exp.yaml", prefix="krem")
+
+
+def test_default_sections_are_valid_and_round_trip() -> None:
+    cfg = ExperimentConfig(name="defaults", model=ModelConfig(name="tiny"))
+    assert build_dataclass(ExperimentConfig, config_to_dict(cfg)) == cfg
+    assert build_dataclass(TrainConfig, {"epochs": 1}).run_length == "epochs"
