@@ -1,0 +1,112 @@
+"""Running a model over batches: device transfer, forward calls, class probabilities, Predictions.
+
+Batches are ``(inputs, target)`` where ``inputs`` is a tensor or a dict of tensors (the hybrid
+model takes ``{"global": ..., "patches": ...}``); a dict is passed as keyword arguments.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Literal, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from histobreast.data.records import ImageRecord
+from histobreast.engine.distributed import resolve_device
+from histobreast.engine.losses import main_logits
+from histobreast.predictions import Predictions
+
+Inputs = Tensor | Mapping[str, Tensor]
+Flag = bool | Literal["auto"]
+
+
+def resolve_flag(flag: Flag, device: torch.device) -> bool:
+    """``auto`` means on for CUDA devices, off elsewhere (bf16 autocast, channels_last)."""
+    return device.type == "cuda" if flag == "auto" else bool(flag)
+
+
+def to_device(inputs: Inputs, device: torch.device, channels_last: bool = False) -> Inputs:
+    """Copy a tensor or dict of tensors to ``device`` without blocking; 4-D image batches go channels_last."""
+
+    def move(t: Tensor) -> Tensor:
+        t = t.to(device, non_blocking=True)
+        return t.contiguous(memory_format=torch.channels_last) if channels_last and t.dim() == 4 else t
+
+    if isinstance(inputs, Mapping):
+        return {k: move(v) for k, v in inputs.items()}
+    return move(inputs)
+
+
+def call_model(fn: Any, inputs: Inputs) -> Any:
+    """``fn(**inputs)`` for a dict of inputs, ``fn(inputs)`` for a tensor."""
+    return fn(**inputs) if isinstance(inputs, Mapping) else fn(inputs)
+
+
+def autocast(device: torch.device, enabled: bool) -> torch.autocast:
+    """bf16 autocast on ``device`` (no loss scaling is needed for bf16)."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+@torch.inference_mode()
+def predict_probabilities(
+    model: nn.Module,
+    dataloader: Iterable[tuple[Inputs, Any]],
+    device: str | torch.device = "auto",
+    amp: Flag = "auto",
+    channels_last: Flag = "auto",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Class probabilities ``(N, C)`` float32 and targets ``(N,)`` int64 over ``dataloader``.
+
+    Uses ``model.predict_proba`` when the model has one (voting models), else the softmax of its
+    logits. The model is put in eval mode and returned to its previous mode afterwards.
+    """
+    device = resolve_device(device) if isinstance(device, str) else device
+    use_amp, use_cl = resolve_flag(amp, device), resolve_flag(channels_last, device)
+    predict = getattr(model, "predict_proba", None)
+    was_training = model.training
+    model.eval()
+    probs: list[Tensor] = []
+    targets: list[Tensor] = []
+    try:
+        for inputs, target in dataloader:
+            inputs = to_device(inputs, device, use_cl)
+            with autocast(device, use_amp):
+                if predict is not None:
+                    p = call_model(predict, inputs)
+                else:
+                    p = torch.softmax(main_logits(call_model(model, inputs)).float(), dim=1)
+            probs.append(p.float())
+            targets.append(torch.as_tensor(target).reshape(-1))
+    finally:
+        model.train(was_training)
+    if not probs:
+        return np.zeros((0, 0), dtype=np.float32), np.zeros(0, dtype=np.int64)
+    return torch.cat(probs).cpu().numpy(), torch.cat(targets).to(torch.int64).cpu().numpy()
+
+
+def predictions_from_records(
+    records: Sequence[ImageRecord],
+    probs: np.ndarray,
+    classes: Sequence[str],
+    label_map: Mapping[str, str] | None = None,
+) -> Predictions:
+    """A :class:`~histobreast.predictions.Predictions` table from records (in ``probs`` row order).
+
+    A record's label (mapped through ``label_map`` when given, e.g. BACH's four classes to the
+    binary task) that is not one of ``classes`` gets label index -1 (unknown).
+    """
+    if len(records) != len(probs):
+        raise ValueError(f"{len(records)} records but {len(probs)} probability rows")
+    label_map = label_map or {}
+    index = {c: i for i, c in enumerate(classes)}
+    labels = [index.get(label_map.get(r.label, r.label), -1) for r in records]
+    return Predictions(
+        classes=list(classes),
+        image_ids=[r.image_id for r in records],
+        probs=probs,
+        labels=np.asarray(labels, dtype=np.int64),
+        patient_ids=[r.patient_id for r in records],
+        magnifications=[r.magnification for r in records],
+        paths=[str(r.path) for r in records],
+    )

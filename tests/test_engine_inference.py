@@ -1,0 +1,75 @@
+"""Generic inference: probabilities over tensor and dict batches, predict_proba, Predictions rows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from histobreast.data.records import ImageRecord
+from histobreast.engine.inference import predict_probabilities, predictions_from_records, to_device
+
+
+class FixedLogits(nn.Module):
+    """Logits = the first C input features, so expected probabilities are a hand-computed softmax."""
+
+    def __init__(self, classes: int = 3) -> None:
+        super().__init__()
+        self.classes = classes
+        self.dummy = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x[:, : self.classes] + self.dummy
+
+
+class VotingModel(FixedLogits):
+    """Has its own predict_proba (like the hybrid model's patch vote), which must be preferred."""
+
+    def predict_proba(self, whole: Tensor, parts: Tensor) -> Tensor:
+        return torch.full((whole.shape[0], self.classes), 1.0 / self.classes)
+
+
+def test_softmax_of_logits_in_dataset_order_and_mode_restored() -> None:
+    x = torch.tensor([[0.0, 0.0, 0.0], [np.log(2.0), 0.0, 0.0], [0.0, 0.0, np.log(3.0)]], dtype=torch.float32)
+    y = torch.tensor([0, 1, 2])
+    model = FixedLogits().train()
+    probs, targets = predict_probabilities(model, DataLoader(TensorDataset(x, y), batch_size=2), device="cpu")
+    expected = np.array([[1 / 3, 1 / 3, 1 / 3], [0.5, 0.25, 0.25], [0.2, 0.2, 0.6]])
+    np.testing.assert_allclose(probs, expected, atol=1e-6)
+    assert probs.dtype == np.float32 and targets.dtype == np.int64
+    assert targets.tolist() == [0, 1, 2]
+    assert model.training  # put back in train mode
+
+
+def test_predict_proba_is_used_with_dict_inputs() -> None:
+    batches = [({"whole": torch.randn(2, 3), "parts": torch.randn(2, 4, 3)}, torch.tensor([1, 0]))]
+    probs, targets = predict_probabilities(VotingModel(), batches, device="cpu", amp=False)
+    np.testing.assert_allclose(probs, np.full((2, 3), 1 / 3), atol=1e-7)
+    assert targets.tolist() == [1, 0]
+
+
+def test_to_device_makes_image_batches_channels_last() -> None:
+    moved = to_device({"img": torch.randn(2, 3, 4, 4), "vec": torch.randn(2, 5)}, torch.device("cpu"), channels_last=True)
+    assert moved["img"].is_contiguous(memory_format=torch.channels_last)
+    assert moved["vec"].shape == (2, 5)
+
+
+def test_predictions_from_records(tmp_path: Path) -> None:
+    records = [
+        ImageRecord(path=Path("a/SOB_B_A-14-22549AB-40-001.png"), label="benign", patient_id="p1",
+                    microns_per_pixel=0.49, source="breakhis", magnification=40),
+        ImageRecord(path=Path("b/n001.tif"), label="Normal", patient_id="g1", microns_per_pixel=0.42, source="bach"),
+        ImageRecord(path=Path("c/x.png"), label="weird", patient_id="q", microns_per_pixel=1.0, source="folder"),
+    ]
+    probs = np.array([[0.9, 0.1], [0.3, 0.7], [0.5, 0.5]])
+    pred = predictions_from_records(records, probs, ["benign", "malignant"], label_map={"Normal": "benign"})
+    assert pred.labels.tolist() == [0, 0, -1]  # Normal -> benign via the map; unknown label -> -1
+    assert pred.image_ids == ["SOB_B_A-14-22549AB-40-001", "n001", "x"]
+    assert pred.patient_ids == ["p1", "g1", "q"] and pred.magnifications == [40, None, None]
+    assert pred.predicted.tolist() == [0, 1, 0]
+    with pytest.raises(ValueError, match="3 records but 2 probability rows"):
+        predictions_from_records(records, probs[:2], ["benign", "malignant"])
