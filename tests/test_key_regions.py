@@ -18,13 +18,14 @@ from histobreast.data.key_regions import (
     image_predictions,
     level1_candidates,
     random_key_regions,
+    view_box_to_raw,
     view_predictions,
 )
 from histobreast.data.records import ImageRecord
 from histobreast.data.synthetic import synth_bach
 from histobreast.errors import ConfigError, DatasetError
 from histobreast.preprocess.krem import KremParams, crop_key_region, key_regions
-from histobreast.preprocess.transforms import to_model_input
+from histobreast.preprocess.transforms import normalize, to_model_input
 from histobreast.preprocess.views import SIX_VIEWS, apply_view
 
 CLASSES = list(BACH_CLASSES)
@@ -54,6 +55,30 @@ def test_each_test_image_yields_six_views_of_three_crops_from_the_densest_region
         expected = to_model_input(crop_key_region(viewed, densest, 32))
         torch.testing.assert_close(crops, expected, rtol=0, atol=0)
         assert data.regions(1, v)[0] == densest
+
+
+def test_view_box_to_raw_finds_the_raw_pixels_of_a_box_in_every_view() -> None:
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)  # not square: rotations swap the axes
+    for view in SIX_VIEWS:
+        viewed = apply_view(image, view)
+        for _ in range(20):
+            w, h = rng.integers(1, viewed.shape[1] + 1), rng.integers(1, viewed.shape[0] + 1)
+            x, y = rng.integers(0, viewed.shape[1] - w + 1), rng.integers(0, viewed.shape[0] - h + 1)
+            rx, ry, rw, rh = view_box_to_raw((x, y, w, h), view, (53, 37))
+            np.testing.assert_array_equal(apply_view(image[ry : ry + rh, rx : rx + rw], view),
+                                          viewed[y : y + h, x : x + w])
+    with pytest.raises(ConfigError, match="unknown view 'rot45'"):
+        view_box_to_raw((0, 0, 1, 1), "rot45", (53, 37))
+
+
+def test_uint8_samples_are_the_float_samples_before_normalisation(records) -> None:
+    floats = KeyRegionDataset(records[:1], CLASSES, params=PARAMS)
+    raw = KeyRegionDataset(records[:1], CLASSES, params=PARAMS, uint8=True)
+    assert raw.transform_id == "uint8" != floats.transform_id
+    crops = raw[3][0]
+    assert crops.dtype == torch.uint8 and crops.shape == (3, 3, 32, 32)
+    torch.testing.assert_close(normalize(crops.float() / 255), floats[3][0])
 
 
 def test_training_takes_the_twelve_densest_windows_per_view(records) -> None:
@@ -166,3 +191,18 @@ def test_an_image_with_fewer_windows_than_top_k_says_so_and_uses_all_it_has(tmp_
     assert "only 3 level-1 windows fit, fewer than top_k=12" in caplog.text
     assert len(data) == 6 * 3
     assert data[17][0].shape == (3, 3, 32, 32)
+
+
+@pytest.mark.realdata
+def test_a_real_bach_image_at_0_84_um_per_px_gives_448_200_112_px_windows(bach_dir: Path) -> None:
+    from histobreast.data.bach import read_bach
+
+    record = next(r for r in read_bach(bach_dir, microns_per_pixel=0.84) if r.label == "Invasive")
+    data = KeyRegionDataset([record], CLASSES, params=KremParams())
+    assert len(data) == 6
+    for v in range(6):
+        region = data.regions(0, v)[0]
+        assert [box[2:] for box in region.boxes] == [(448, 448), (200, 200), (112, 112)]
+        assert region.counts[0] > 0  # KREM finds nuclei in real tissue
+    crops, target = data[5]
+    assert crops.shape == (3, 3, 224, 224) and target == CLASSES.index("Invasive")

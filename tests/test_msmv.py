@@ -19,6 +19,7 @@ from histobreast.models.msmv import (
     table4_variant,
 )
 from histobreast.models.weights import save_weights
+from histobreast.preprocess.transforms import normalize
 
 SIZE = 64  # tiny crops keep every test cheap; all encoders pool adaptively
 
@@ -139,6 +140,14 @@ def test_channels_last_model_gives_the_same_scores() -> None:
         model.to(memory_format=torch.channels_last)
         assert model._encoder_input(x, 0).is_contiguous(memory_format=torch.channels_last)
         torch.testing.assert_close(model(x), reference, atol=1e-4, rtol=1e-4)
+
+
+def test_uint8_crops_are_normalised_by_the_model() -> None:
+    model = MSMVPFENet(encoder="resnet18").eval()
+    raw = torch.randint(0, 256, (2, 3, 3, SIZE, SIZE), dtype=torch.uint8)
+    with torch.no_grad():
+        torch.testing.assert_close(model(raw), model(normalize(raw.float() / 255)), rtol=1e-5, atol=1e-5)
+    assert "uint8_mean" not in model.state_dict()  # not a weight
 
 
 def test_a_local_torchvision_weights_file_initialises_every_encoder(tmp_path) -> None:

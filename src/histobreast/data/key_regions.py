@@ -51,6 +51,15 @@ Selection = Literal["density", "random"]
 Box = tuple[int, int, int, int]
 
 
+def crops_as_uint8(crops: np.ndarray) -> Tensor:
+    """``(S, H, W, 3)`` uint8 crops -> ``(S, 3, H, W)`` uint8 tensor, not normalised.
+
+    For fast loaders: a quarter of the bytes of float32 and no float work on the host;
+    :class:`~histobreast.models.msmv.MSMVPFENet` normalises uint8 input on its device.
+    """
+    return torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).contiguous()
+
+
 def level1_candidates(size: tuple[int, int], microns_per_pixel: float, params: KremParams) -> int:
     """How many level-1 windows KREM slides over an image of ``size = (width, height)``.
 
@@ -68,6 +77,24 @@ def _grid_boxes(parent: Box, window: int, stride: int) -> np.ndarray:
     w, h = min(window, pw), min(window, ph)
     x0, y0 = np.meshgrid(px + window_starts(pw, w, stride), py + window_starts(ph, h, stride))
     return np.stack([x0.ravel(), y0.ravel(), np.full(x0.size, w), np.full(x0.size, h)], axis=1)
+
+
+def view_box_to_raw(box: Box, view: str, raw_size: tuple[int, int]) -> Box:
+    """The box of the raw image (``raw_size = (width, height)``) that ``view`` turns into ``box``:
+    ``apply_view(raw[raw box], view) == apply_view(raw, view)[box]``."""
+    x, y, w, h = box
+    width, height = raw_size
+    raw_boxes = {
+        "raw": (x, y, w, h),
+        "rot90": (width - y - h, x, h, w),  # np.rot90: viewed[i, j] = raw[j, W-1-i]
+        "rot180": (width - x - w, height - y - h, w, h),
+        "rot270": (y, height - x - w, h, w),  # viewed[i, j] = raw[H-1-j, i]
+        "flip_x": (x, height - y - h, w, h),
+        "flip_y": (width - x - w, y, w, h),
+    }
+    if view not in raw_boxes:
+        raise ConfigError(f"unknown view {view!r}; expected one of {', '.join(SIX_VIEWS)}")
+    return raw_boxes[view]
 
 
 def random_key_regions(
@@ -97,8 +124,9 @@ class KeyRegionDataset(Dataset):
     samples of ``records[j]``. ``levels`` picks the KREM scales delivered (pass ``model.scales``).
     ``stain`` normalises each whole image before KREM (its target is part of the cache key);
     ``preload`` decodes every image once into memory (needed for fast shuffled training);
-    ``transform`` maps ``(S, H, W, 3)`` uint8 crops to the model input (default: ImageNet
-    normalisation) and, when it is not the default, needs a ``transform_id`` for feature caches.
+    ``transform`` maps ``(S, H, W, 3)`` uint8 crops to the model input (default: ImageNet-normalised
+    float32; ``uint8=True``: :func:`crops_as_uint8`, normalised by the model on its device) and,
+    when it is neither, needs a ``transform_id`` for feature caches.
     """
 
     def __init__(
@@ -115,6 +143,7 @@ class KeyRegionDataset(Dataset):
         cache_dir: str | Path | None = None,
         stain: StainNormalizer | None = None,
         preload: bool = False,
+        uint8: bool = False,
         transform: Callable[[np.ndarray], Tensor] | None = None,
         transform_id: str | None = None,
     ) -> None:
@@ -127,15 +156,16 @@ class KeyRegionDataset(Dataset):
         self.selection = selection
         self.seed = seed
         self.stain = stain
-        self.transform = transform or to_model_input
-        self.transform_id = "imagenet_normalize" if transform is None else transform_id
+        if transform is None:
+            transform, transform_id = (crops_as_uint8, "uint8") if uint8 else (to_model_input, "imagenet_normalize")
+        self.transform = transform
+        self.transform_id = transform_id
         self._check_options()
         self.targets = np.array([self._class_index(r) for r in self.records], dtype=np.int64)
         self._cache = DiskCache(cache_dir) if cache_dir is not None else None
         self._fingerprints: dict[int, str] = {}
         self._regions: dict[tuple[int, int], list[KeyRegion]] = {}
         self._last_image: tuple[int, np.ndarray] | None = None
-        self._last_view: tuple[int, int, np.ndarray] | None = None
         self._images = [self._read(j) for j in range(len(self.records))] if preload else None
         self.regions_per_view = np.array([self._expected_regions(r) for r in self.records], dtype=np.int64)
         counts = self.regions_per_view * len(self.views)
@@ -180,11 +210,22 @@ class KeyRegionDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
         j, v, r = int(self.sample_image[index]), int(self.sample_view[index]), int(self.sample_region[index])
-        region = self.regions(j, v)[r]
-        picked = KeyRegion(boxes=tuple(region.boxes[lv] for lv in self.levels),
-                           counts=tuple(region.counts[lv] for lv in self.levels))
-        crops = crop_key_region(self._viewed(j, v), picked, self.params.output_size)
-        return self.transform(crops), int(self.targets[j])
+        return self.transform(self.crops(j, v, self.regions(j, v)[r])), int(self.targets[j])
+
+    def crops(self, j: int, v: int, region: KeyRegion) -> np.ndarray:
+        """``(S, size, size, 3)`` uint8 crops of ``region`` (in view ``v``'s coordinates) at ``levels``.
+
+        Equal to ``crop_key_region(apply_view(image, view), region)``, but only the level-1 window
+        is cut from the raw image and turned into the view (a full-image rotation costs ~10x more).
+        """
+        image, view = self.image(j), self.views[v]
+        outer = region.boxes[0]
+        x, y, w, h = view_box_to_raw(outer, view, (image.shape[1], image.shape[0]))
+        window = apply_view(image[y : y + h, x : x + w], view)
+        local = KeyRegion(boxes=tuple((bx - outer[0], by - outer[1], bw, bh)
+                                      for bx, by, bw, bh in (region.boxes[lv] for lv in self.levels)),
+                          counts=tuple(region.counts[lv] for lv in self.levels))
+        return crop_key_region(window, local, self.params.output_size)
 
     # -- images, views and regions -------------------------------------------------------------
 
@@ -199,11 +240,6 @@ class KeyRegionDataset(Dataset):
         if self._last_image is None or self._last_image[0] != j:
             self._last_image = (j, self._read(j))
         return self._last_image[1]
-
-    def _viewed(self, j: int, v: int) -> np.ndarray:
-        if self._last_view is None or self._last_view[:2] != (j, v):
-            self._last_view = (j, v, apply_view(self.image(j), self.views[v]))
-        return self._last_view[2]
 
     def fingerprint(self, j: int) -> str:
         """Content hash of ``records[j]``'s file (cached per dataset)."""
@@ -243,7 +279,7 @@ class KeyRegionDataset(Dataset):
 
     def _compute_regions(self, j: int, v: int) -> dict[str, np.ndarray]:
         record = self.records[j]
-        viewed = self._viewed(j, v)
+        viewed = apply_view(self.image(j), self.views[v])
         if self.selection == "density":
             regions = key_regions(viewed, record.microns_per_pixel, self.params, self.top_k)
         else:

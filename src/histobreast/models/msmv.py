@@ -34,6 +34,7 @@ from histobreast.errors import ConfigError
 from histobreast.models.encoders import build_encoder, encoder_spec
 from histobreast.models.layers import ProbabilityMixin
 from histobreast.models.registry import register_model
+from histobreast.preprocess.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 # KREM levels, coarse -> fine: 0 = 897 px window (4x down), 1 = 400 px (1.79x), 2 = 224 px (1x).
 N_LEVELS = 3
@@ -132,9 +133,14 @@ class MSMVPFENet(ProbabilityMixin, nn.Module):
         self.encoders = nn.ModuleList(build_encoder(encoder, encoder_weights) for _ in self.scales)
         self.discriminator = build_discriminator(discriminator, self.feature_dim, len(self.scales), num_classes,
                                                  hidden=hidden, lstm_layers=lstm_layers, dropout=dropout)
+        # uint8 crops are normalised here, on the model's device (not saved in the state dict).
+        self.register_buffer("uint8_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255, persistent=False)
+        self.register_buffer("uint8_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255, persistent=False)
 
     def _encoder_input(self, x: Tensor, i: int) -> Tensor:
         crop = x[:, i]
+        if crop.dtype == torch.uint8:
+            crop = (crop.float() - self.uint8_mean) / self.uint8_std
         weight = next(self.encoders[i].parameters())
         # A 5-D batch cannot be channels_last itself; follow the encoder's layout per crop.
         if weight.dim() == 4 and not weight.is_contiguous() and weight.is_contiguous(memory_format=torch.channels_last):
@@ -142,7 +148,8 @@ class MSMVPFENet(ProbabilityMixin, nn.Module):
         return crop
 
     def encode(self, x: Tensor) -> Tensor:
-        """Pooled per-scale vectors ``(B, S, D)`` of crops ``x`` ``(B, S, 3, H, W)``."""
+        """Pooled per-scale vectors ``(B, S, D)`` of crops ``x`` ``(B, S, 3, H, W)``: ImageNet-normalised
+        floats, or raw uint8 RGB that is normalised on the model's device."""
         if x.ndim != 5 or x.shape[1] != len(self.scales) or x.shape[2] != 3:
             raise ValueError(f"MSMVPFENet expects (batch, {len(self.scales)} scales, 3, H, W) crops "
                              f"(levels {list(self.scales)}), got shape {tuple(x.shape)}")
