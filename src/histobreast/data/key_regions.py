@@ -60,23 +60,21 @@ def crops_as_uint8(crops: np.ndarray) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).contiguous()
 
 
-def level1_candidates(size: tuple[int, int], microns_per_pixel: float, params: KremParams) -> int:
-    """How many level-1 windows KREM slides over an image of ``size = (width, height)``.
-
-    KREM returns ``min(top_k, this)`` regions per view (the count is the same for every view, since
-    rotations only swap the axes).
-    """
-    window, stride = params.scaled_windows(microns_per_pixel)[0]
-    width, height = size
-    return len(window_starts(width, min(window, width), stride)) * len(window_starts(height, min(window, height), stride))
-
-
 def _grid_boxes(parent: Box, window: int, stride: int) -> np.ndarray:
     """Every window of KREM's stride grid inside ``parent``: ``(M, 4)`` boxes ``(x, y, w, h)``."""
     px, py, pw, ph = parent
     w, h = min(window, pw), min(window, ph)
     x0, y0 = np.meshgrid(px + window_starts(pw, w, stride), py + window_starts(ph, h, stride))
     return np.stack([x0.ravel(), y0.ravel(), np.full(x0.size, w), np.full(x0.size, h)], axis=1)
+
+
+def level1_candidates(size: tuple[int, int], microns_per_pixel: float, params: KremParams) -> int:
+    """How many level-1 windows KREM slides over an image of ``size = (width, height)``.
+
+    KREM returns ``min(top_k, this)`` regions per view (the count is the same for every view, since
+    rotations only swap the axes).
+    """
+    return len(_grid_boxes((0, 0, *size), *params.scaled_windows(microns_per_pixel)[0]))
 
 
 def view_box_to_raw(box: Box, view: str, raw_size: tuple[int, int]) -> Box:
@@ -168,14 +166,11 @@ class KeyRegionDataset(Dataset):
         self._last_image: tuple[int, np.ndarray] | None = None
         self._images = [self._read(j) for j in range(len(self.records))] if preload else None
         self.regions_per_view = np.array([self._expected_regions(r) for r in self.records], dtype=np.int64)
-        counts = self.regions_per_view * len(self.views)
-        starts = np.concatenate([[0], np.cumsum(counts)])
+        rows = [(j, v, r) for j, k in enumerate(self.regions_per_view)
+                for v in range(len(self.views)) for r in range(k)]
+        self.sample_image, self.sample_view, self.sample_region = np.array(rows, dtype=np.int64).reshape(-1, 3).T
+        starts = np.concatenate([[0], np.cumsum(self.regions_per_view * len(self.views))])
         self.image_slices = [slice(int(a), int(b)) for a, b in zip(starts[:-1], starts[1:])]
-        self.sample_image = np.repeat(np.arange(len(self.records)), counts)
-        within = np.concatenate([np.arange(n) for n in counts]) if len(counts) else np.zeros(0, dtype=np.int64)
-        k = np.repeat(self.regions_per_view, counts)
-        self.sample_view = (within // np.maximum(k, 1)).astype(np.int64)
-        self.sample_region = (within % np.maximum(k, 1)).astype(np.int64)
 
     def _check_options(self) -> None:
         problems = []
@@ -184,8 +179,10 @@ class KeyRegionDataset(Dataset):
         if not self.views or any(v not in SIX_VIEWS for v in self.views):
             problems.append(f"views must be a non-empty subset of {list(SIX_VIEWS)}, got {list(self.views)}")
         n_levels = len(self.params.windows)
-        if not self.levels or list(self.levels) != sorted(set(self.levels)) or not all(0 <= lv < n_levels for lv in self.levels):
-            problems.append(f"levels must be distinct KREM levels in 0..{n_levels - 1}, coarse first; got {list(self.levels)}")
+        in_range = all(0 <= lv < n_levels for lv in self.levels)
+        if not self.levels or list(self.levels) != sorted(set(self.levels)) or not in_range:
+            problems.append(f"levels must be distinct KREM levels in 0..{n_levels - 1}, coarse first; "
+                            f"got {list(self.levels)}")
         if self.selection not in ("density", "random"):
             problems.append(f"selection must be 'density' or 'random', got {self.selection!r}")
         if self.transform_id is None:

@@ -103,7 +103,8 @@ def resolve_scales(n_encoders: int, scales: Sequence[int] | None) -> tuple[int, 
     if len(resolved) != n_encoders:
         raise ConfigError(f"scales {list(resolved)} has {len(resolved)} entries but n_encoders={n_encoders}")
     if not resolved or list(resolved) != sorted(set(resolved)) or not all(0 <= s < N_LEVELS for s in resolved):
-        raise ConfigError(f"scales must be distinct KREM levels in 0..{N_LEVELS - 1}, coarse first; got {list(resolved)}")
+        raise ConfigError(f"scales must be distinct KREM levels in 0..{N_LEVELS - 1}, coarse first; "
+                          f"got {list(resolved)}")
     return resolved
 
 
