@@ -52,6 +52,19 @@ def test_predict_proba_is_used_with_dict_inputs() -> None:
     assert targets.tolist() == [1, 0]
 
 
+class MappingModel(FixedLogits):
+    """Takes one mapping, like the hybrid model with the contract's {"global", "patches"} keys."""
+
+    def forward(self, inputs: dict[str, Tensor]) -> Tensor:  # type: ignore[override]
+        return inputs["global"][:, : self.classes] + inputs["patches"].mean(dim=1)[:, : self.classes] + self.dummy
+
+
+def test_dict_with_a_python_keyword_key_is_passed_as_one_mapping() -> None:
+    batches = [({"global": torch.zeros(2, 3), "patches": torch.zeros(2, 15, 3)}, torch.tensor([0, 1]))]
+    probs, _ = predict_probabilities(MappingModel(), batches, device="cpu")
+    np.testing.assert_allclose(probs, np.full((2, 3), 1 / 3), atol=1e-7)
+
+
 def test_to_device_makes_image_batches_channels_last() -> None:
     moved = to_device({"img": torch.randn(2, 3, 4, 4), "vec": torch.randn(2, 5)}, torch.device("cpu"), channels_last=True)
     assert moved["img"].is_contiguous(memory_format=torch.channels_last)

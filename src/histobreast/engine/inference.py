@@ -1,11 +1,14 @@
 """Running a model over batches: device transfer, forward calls, class probabilities, Predictions.
 
-Batches are ``(inputs, target)`` where ``inputs`` is a tensor or a dict of tensors (the hybrid
-model takes ``{"global": ..., "patches": ...}``); a dict is passed as keyword arguments.
+Batches are ``(inputs, target)`` where ``inputs`` is a tensor or a dict of tensors. A dict is
+passed as keyword arguments (``model(**inputs)``) when its keys can be Python argument names;
+otherwise, e.g. the hybrid model's ``{"global": ..., "patches": ...}`` (``global`` is a Python
+keyword), it is passed as one positional mapping, as ``compress.importance`` does.
 """
 
 from __future__ import annotations
 
+import keyword
 from typing import Any, Iterable, Literal, Mapping, Sequence
 
 import numpy as np
@@ -39,8 +42,10 @@ def to_device(inputs: Inputs, device: torch.device, channels_last: bool = False)
 
 
 def call_model(fn: Any, inputs: Inputs) -> Any:
-    """``fn(**inputs)`` for a dict of inputs, ``fn(inputs)`` for a tensor."""
-    return fn(**inputs) if isinstance(inputs, Mapping) else fn(inputs)
+    """``fn(**inputs)`` for a dict whose keys can be argument names, else ``fn(inputs)``."""
+    if isinstance(inputs, Mapping) and all(k.isidentifier() and not keyword.iskeyword(k) for k in inputs):
+        return fn(**inputs)
+    return fn(inputs)
 
 
 def autocast(device: torch.device, enabled: bool) -> torch.autocast:
