@@ -230,8 +230,9 @@ _MIN_STAIN_ANGLE_DEG = 5.0
 class MacenkoNormalizer(StainNormalizer):
     """Macenko normalisation: estimate H and E vectors in optical density (OD) space, rescale concentrations.
 
-    ``io`` is the transmitted-light intensity, ``beta`` the OD below which a pixel is background
-    (in any channel), ``alpha`` the angle percentile that picks the extreme stain directions.
+    ``io`` is the transmitted-light intensity, ``beta`` the OD that a pixel must reach in every
+    channel to enter the stain estimate, ``alpha`` the angle percentile that picks the extreme stain
+    directions. Whether an image has enough tissue at all is decided as for Reinhard (L* < 80).
     Unfitted, it targets Macenko's standard reference stains.
     """
 
@@ -251,15 +252,17 @@ class MacenkoNormalizer(StainNormalizer):
 
     def _estimate(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | str:
         """``(stain_matrix (3, 2), concentrations (H*W, 2), max_concentrations (2,))`` or a failure reason."""
-        od_of_intensity = (-np.log((np.arange(256) + 1.0) / self.io)).astype(np.float32)
-        od = od_of_intensity[image.reshape(-1, 3)]  # (H*W, 3) optical density, via a 256-entry table
-        # Tissue: OD >= beta in every channel, i.e. every channel at most io * exp(-beta) - 1.
-        brightest = float(np.floor(self.io * np.exp(-self.beta) - 1.0))
-        tissue = cv2.inRange(image, (0, 0, 0), (brightest,) * 3).reshape(-1).view(bool)
-        reason = _too_little_tissue(tissue)
+        reason = _too_little_tissue(tissue_mask(image))  # the same tissue test as Reinhard's
         if reason:
             return reason
-        od_tissue = od[tissue]
+        od_of_intensity = (-np.log((np.arange(256) + 1.0) / self.io)).astype(np.float32)
+        od = od_of_intensity[image.reshape(-1, 3)]  # (H*W, 3) optical density, via a 256-entry table
+        # Stained pixels (Macenko): OD >= beta in every channel, i.e. every channel <= io * exp(-beta) - 1.
+        brightest = float(np.floor(self.io * np.exp(-self.beta) - 1.0))
+        stained = cv2.inRange(image, (0, 0, 0), (brightest,) * 3).reshape(-1).view(bool)
+        if stained.sum() < MIN_TISSUE_PIXELS:
+            return f"too few stained pixels: {stained.sum()} with optical density >= {self.beta} in every channel"
+        od_tissue = od[stained]
         _, eigvecs = np.linalg.eigh(np.cov(od_tissue, rowvar=False))
         plane = eigvecs[:, 1:3] * np.where(eigvecs[:, 1:3].sum(axis=0) < 0, -1.0, 1.0)  # point into +OD
         plane = np.ascontiguousarray(plane, dtype=np.float32)
