@@ -298,6 +298,10 @@ class ExperimentConfig:
     """One experiment: every section of a config file, validated."""
 
     name: str
+    # Which end-to-end pipeline (histobreast.pipelines) runs this experiment: Zhu et al. 2019's
+    # hybrid System A, Liu et al. 2022's MSMV-PFENet System B, the Spanhol et al. 2016 patch
+    # baseline, or a plain whole-image classifier (e.g. the ResNet18 baseline).
+    pipeline: Literal["zhu2019", "liu2022", "spanhol2016", "image"] = "image"
     seed: int = 0
     data: DataConfig = field(default_factory=DataConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
