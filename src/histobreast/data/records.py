@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable, Mapping
 
-from histobreast.atomic import atomic_path
+from histobreast.atomic import atomic_path, atomic_write_json
 from histobreast.errors import DatasetError
 
 
@@ -95,3 +97,72 @@ def read_records_csv(path: str | Path) -> list[ImageRecord]:
             except (ValueError, DatasetError) as err:
                 raise DatasetError(f"{path}:{line_no}: {err}") from err
     return out
+
+
+def relabel(records: Iterable[ImageRecord],
+            mapping: Mapping[str, str] | Callable[[ImageRecord], str]) -> list[ImageRecord]:
+    """New records whose label is ``mapping[label]`` (or ``mapping(record)``); the old label is kept.
+
+    The first original label is stored in ``extra["original_label"]``, so chained relabelling still
+    remembers it. A label missing from ``mapping`` raises :class:`DatasetError` naming it and a file.
+    Example: ``relabel(records, BACH_BINARY)`` for System A's carcinoma vs non-carcinoma task, or
+    ``relabel(records, lambda r: r.subtype)`` for BreaKHis's 8-subtype task.
+    """
+    out = []
+    for record in records:
+        if callable(mapping):
+            new_label = mapping(record)
+        elif record.label in mapping:
+            new_label = mapping[record.label]
+        else:
+            raise DatasetError(f"{record.path}: label {record.label!r} is not in the relabel mapping "
+                               f"(known: {sorted(mapping)})")
+        extra = {"original_label": record.label, **record.extra}
+        out.append(dataclasses.replace(record, label=new_label, extra=extra))
+    return out
+
+
+#: Name of the optional scale file at a dataset root: ``{"microns_per_pixel": 0.84}``, or for
+#: BreaKHis one value per magnification ``{"microns_per_pixel": {"40": 9.8, "100": 3.92, ...}}``.
+SCALE_FILE = "histobreast.json"
+
+Scale = float | dict[int, float]
+
+
+def _positive(value: object, path: Path) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise DatasetError(f"{path}: microns_per_pixel values must be positive numbers, got {value!r}")
+    return float(value)
+
+
+def read_scale_file(directory: str | Path) -> Scale | None:
+    """The ``microns_per_pixel`` stored in ``directory/histobreast.json``, or ``None`` if there is no file.
+
+    Returns a float, or a dict magnification -> float. A malformed file raises :class:`DatasetError`.
+    """
+    path = Path(directory) / SCALE_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DatasetError(f"{path}: not a readable JSON file ({err})") from err
+    if not isinstance(data, dict) or "microns_per_pixel" not in data:
+        raise DatasetError(f"{path}: expected an object with the key 'microns_per_pixel'")
+    value = data["microns_per_pixel"]
+    if isinstance(value, dict):
+        try:
+            return {int(mag): _positive(mpp, path) for mag, mpp in value.items()}
+        except ValueError as err:
+            raise DatasetError(f"{path}: magnification keys must be integers ({err})") from err
+    return _positive(value, path)
+
+
+def write_scale_file(directory: str | Path, microns_per_pixel: float | Mapping[int, float]) -> Path:
+    """Write ``directory/histobreast.json`` atomically (see :data:`SCALE_FILE`)."""
+    path = Path(directory) / SCALE_FILE
+    if isinstance(microns_per_pixel, Mapping):
+        value: object = {str(mag): _positive(mpp, path) for mag, mpp in sorted(microns_per_pixel.items())}
+    else:
+        value = _positive(microns_per_pixel, path)
+    return atomic_write_json(path, {"microns_per_pixel": value})

@@ -1,0 +1,168 @@
+"""BACH / ICIAR 2018 microscopy (Aresta et al. 2019): tree reader, ground truth, pseudo-patients.
+
+Layout: ``ICIAR2018_BACH_Challenge/Photos/<Class>/<n|b|is|iv>NNN.<ext>`` with ``<ext>`` any of
+.tif/.tiff/.png/.jpg/.jpeg and images of any size, plus ``Photos/microscopy_ground_truth.csv``
+(``n001.tif,Normal``, no header) when present. The CSV is matched by image number, not extension, and
+may list images that are absent (the real copies are 268 of the 400); a folder/CSV disagreement is an
+error naming the CSV line and the file.
+
+**Pseudo-patients.** BACH publishes no patient ids, but one patient's images were numbered
+consecutively. ``patient_id`` is therefore a block of ``block_size`` consecutive numbers within a
+class: with the default 10, ``n001`` .. ``n010`` are ``"Normal:001-010"``. Splits group by it, so
+neighbouring images never land on two sides.
+
+**Scale.** ``microns_per_pixel`` defaults to BACH's native 0.42 µm/px. When it is not given and a
+``histobreast.json`` (``{"microns_per_pixel": x}``) sits in the ``Photos`` folder or one of its two
+parents (the synthetic generator writes one for reduced-size images), that value is used. Our real
+copies are 1024x768 JPEGs at about 0.84 µm/px: pass ``microns_per_pixel=0.84``.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+
+from histobreast.data.imageio import SkipReport, header_ok, is_image_file, list_images, raise_or_skip
+from histobreast.data.records import ImageRecord, read_scale_file
+from histobreast.errors import DatasetError
+
+BACH_CLASSES = ("Normal", "Benign", "InSitu", "Invasive")
+BACH_PREFIXES = {"Normal": "n", "Benign": "b", "InSitu": "is", "Invasive": "iv"}
+#: System A's binary BACH task (Zhu et al. 2019): normal+benign vs in situ+invasive.
+BACH_BINARY = {"Normal": "non-carcinoma", "Benign": "non-carcinoma", "InSitu": "carcinoma", "Invasive": "carcinoma"}
+BACH_BINARY_CLASSES = ("non-carcinoma", "carcinoma")
+BACH_MICRONS_PER_PIXEL = 0.42
+NATIVE_SIZE = (2048, 1536)  # (width, height)
+DEFAULT_BLOCK_SIZE = 10
+GROUND_TRUTH_CSV = "microscopy_ground_truth.csv"
+DATASET_DIR = "ICIAR2018_BACH_Challenge"
+
+_CLASS_OF_PREFIX = {prefix: label for label, prefix in BACH_PREFIXES.items()}
+_NAME = re.compile(r"^(?P<prefix>n|b|is|iv)(?P<number>\d+)\.(?:tif|tiff|png|jpg|jpeg)$", re.IGNORECASE)
+
+
+def bach_patient_id(label: str, number: int, block_size: int = DEFAULT_BLOCK_SIZE) -> str:
+    """Pseudo-patient of image ``number`` of class ``label``: e.g. ``("Normal", 7) -> "Normal:001-010"``."""
+    if block_size < 1:
+        raise DatasetError(f"block_size must be >= 1, got {block_size}")
+    start = (number - 1) // block_size * block_size + 1
+    return f"{label}:{start:03d}-{start + block_size - 1:03d}"
+
+
+def bach_filename(label: str, number: int, suffix: str = ".tif") -> str:
+    """The BACH file name of image ``number`` of ``label``: ``("InSitu", 7) -> "is007.tif"``."""
+    return f"{BACH_PREFIXES[label]}{number:03d}{suffix}"
+
+
+def find_photos_dir(root: str | Path) -> Path:
+    """The ``Photos`` folder of a BACH tree given its root, ``ICIAR2018_BACH_Challenge`` or ``Photos`` itself."""
+    root = Path(root)
+    for candidate in (root, root / "Photos", root / DATASET_DIR / "Photos"):
+        if candidate.is_dir() and any((candidate / label).is_dir() for label in BACH_CLASSES):
+            return candidate
+    raise DatasetError(f"{root}: no BACH Photos folder with class folders {BACH_CLASSES} found "
+                       f"(looked in ., Photos/ and {DATASET_DIR}/Photos/)")
+
+
+def read_ground_truth(path: str | Path) -> dict[tuple[str, int], tuple[str, int]]:
+    """Read ``microscopy_ground_truth.csv``: ``(prefix, number) -> (label, line number)``.
+
+    Malformed lines, unknown labels and names whose prefix contradicts their label raise
+    :class:`DatasetError` naming the file and line.
+    """
+    path = Path(path)
+    out: dict[tuple[str, int], tuple[str, int]] = {}
+    with path.open(newline="") as fh:
+        for line_no, row in enumerate(csv.reader(fh), start=1):
+            if not row or not "".join(row).strip():
+                continue
+            match = _NAME.match(row[0].strip()) if len(row) == 2 else None
+            label = row[1].strip() if len(row) == 2 else ""
+            if match is None or label not in BACH_CLASSES:
+                raise DatasetError(f"{path}:{line_no}: expected '<n|b|is|iv>NNN.tif,<{'|'.join(BACH_CLASSES)}>', got {row}")
+            prefix = match["prefix"].lower()
+            if _CLASS_OF_PREFIX[prefix] != label:
+                raise DatasetError(f"{path}:{line_no}: {row[0]} is labelled {label}, but its prefix means "
+                                   f"{_CLASS_OF_PREFIX[prefix]}")
+            out[(prefix, int(match["number"]))] = (label, line_no)
+    return out
+
+
+def resolve_bach_scale(photos: Path, microns_per_pixel: float | None) -> float:
+    """The argument if given, else ``histobreast.json`` near ``photos``, else BACH's native 0.42."""
+    if microns_per_pixel is not None:
+        return float(microns_per_pixel)
+    for directory in (photos, photos.parent, photos.parent.parent):
+        scale = read_scale_file(directory)
+        if isinstance(scale, dict):
+            raise DatasetError(f"{directory}/histobreast.json: BACH needs one microns_per_pixel, not one per magnification")
+        if scale is not None:
+            return scale
+    return BACH_MICRONS_PER_PIXEL
+
+
+def read_bach(root: str | Path, microns_per_pixel: float | None = None, *,
+              block_size: int = DEFAULT_BLOCK_SIZE, skip: SkipReport | None = None,
+              verify: bool = True) -> list[ImageRecord]:
+    """Read BACH microscopy images into records, in class order then image number.
+
+    ``microns_per_pixel=None`` means ``histobreast.json`` if present, else 0.42 (see module doc).
+    A badly named file, a prefix that contradicts its folder, a duplicate image number, a CSV
+    disagreement, an image missing from the CSV or (with ``verify``) an unreadable header raises, or is
+    recorded in ``skip`` when one is given. Hidden files and non-image files are not images and are
+    ignored; folders other than the four classes are reported.
+    """
+    photos = find_photos_dir(root)
+    scale = resolve_bach_scale(photos, microns_per_pixel)
+    ground_truth_path = photos / GROUND_TRUTH_CSV
+    ground_truth = read_ground_truth(ground_truth_path) if ground_truth_path.is_file() else None
+    for entry in sorted(photos.iterdir()):
+        if entry.name.startswith(".") or entry.name in BACH_CLASSES:
+            continue
+        if entry.is_dir() or is_image_file(entry):
+            raise_or_skip(DatasetError(f"{entry}: not inside one of the class folders {BACH_CLASSES}"), entry, skip)
+    records: list[ImageRecord] = []
+    for label in BACH_CLASSES:
+        folder = photos / label
+        if not folder.is_dir():
+            continue
+        numbered: dict[int, Path] = {}
+        for path in list_images(folder):
+            number = _check_bach_file(path, label, numbered, ground_truth, ground_truth_path, skip)
+            if number is None or (verify and not header_ok(path, skip)):
+                continue
+            numbered[number] = path
+        for number, path in sorted(numbered.items()):
+            records.append(ImageRecord(
+                path=path, label=label, patient_id=bach_patient_id(label, number, block_size),
+                microns_per_pixel=scale, source="bach", index=number))
+    if not records and skip is None:
+        raise DatasetError(f"{photos}: no BACH images found")
+    return records
+
+
+def _check_bach_file(path: Path, label: str, numbered: dict[int, Path],
+                     ground_truth: dict[tuple[str, int], tuple[str, int]] | None,
+                     ground_truth_path: Path, skip: SkipReport | None) -> int | None:
+    """The image number of ``path``, or ``None`` after raising/recording its problem."""
+    match = _NAME.match(path.name)
+    problem = None
+    if match is None:
+        problem = f"not a BACH image name (expected {BACH_PREFIXES[label]}NNN.<tif|tiff|png|jpg|jpeg>)"
+    elif _CLASS_OF_PREFIX[match["prefix"].lower()] != label:
+        problem = f"prefix {match['prefix']!r} means {_CLASS_OF_PREFIX[match['prefix'].lower()]}, but the file is in {label}/"
+    else:
+        number = int(match["number"])
+        key = (match["prefix"].lower(), number)
+        if number in numbered:
+            problem = f"image number {number} is also {numbered[number].name}"
+        elif ground_truth is not None and key not in ground_truth:
+            problem = f"not listed in {ground_truth_path}"
+        elif ground_truth is not None and ground_truth[key][0] != label:
+            gt_label, line_no = ground_truth[key]
+            problem = f"in folder {label}/ but {ground_truth_path}:{line_no} says {gt_label}"
+        else:
+            return number
+    raise_or_skip(DatasetError(f"{path}: {problem}"), path, skip)
+    return None

@@ -1,0 +1,82 @@
+"""One entry point for every dataset layout, canonical class orders, and image checks over records."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from histobreast.data.bach import BACH_BINARY_CLASSES, BACH_CLASSES, find_photos_dir, read_bach
+from histobreast.data.breakhis import BREAKHIS_CLASSES, BREAKHIS_SUBTYPES, TREE_PREFIX, read_breakhis
+from histobreast.data.folder import read_folder
+from histobreast.data.imageio import SkipReport, image_size, raise_or_skip, read_rgb
+from histobreast.data.records import ImageRecord
+from histobreast.errors import DatasetError, ImageReadError
+
+DATASET_KINDS = ("breakhis", "bach", "folder")
+_READERS: dict[str, Callable[..., list[ImageRecord]]] = {
+    "breakhis": read_breakhis, "bach": read_bach, "folder": read_folder,
+}
+#: Known label sets and their canonical order (class index = position).
+CLASS_ORDERS: tuple[tuple[str, ...], ...] = (BACH_CLASSES, BACH_BINARY_CLASSES, BREAKHIS_CLASSES, BREAKHIS_SUBTYPES)
+
+
+def detect_kind(root: str | Path) -> str:
+    """Guess a tree's layout: ``breakhis`` (a BreaKHis_v1 tree or SOB_*.png files), ``bach`` (a
+    Photos folder with BACH class folders), else ``folder``."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: dataset folder not found")
+    tree_top = TREE_PREFIX.parts[0]
+    if root.name == tree_top or (root / tree_top).is_dir() or next(root.rglob("SOB_*.png"), None) is not None:
+        return "breakhis"
+    try:
+        find_photos_dir(root)
+    except DatasetError:
+        return "folder"
+    return "bach"
+
+
+def read_dataset(root: str | Path, kind: str = "auto", **options: Any) -> list[ImageRecord]:
+    """Read a dataset of any supported layout; ``options`` go to the layout's reader.
+
+    ``kind`` is ``auto`` (see :func:`detect_kind`), ``breakhis``, ``bach`` or ``folder``.
+    """
+    if kind == "auto":
+        kind = detect_kind(root)
+    if kind not in _READERS:
+        raise DatasetError(f"unknown dataset kind {kind!r}; expected auto or one of {DATASET_KINDS}")
+    try:
+        return _READERS[kind](root, **options)
+    except TypeError as err:
+        raise DatasetError(f"{kind} reader: {err}") from err
+
+
+def class_names(records: Iterable[ImageRecord]) -> list[str]:
+    """The class order for these records: a known dataset's full canonical order, else sorted labels.
+
+    BACH gives ``Normal, Benign, InSitu, Invasive`` even when a subset lacks a class, so class
+    indices agree across splits; unknown label sets (folder datasets) are sorted.
+    """
+    labels = {r.label for r in records}
+    for order in CLASS_ORDERS:
+        if labels <= set(order):
+            return list(order)
+    return sorted(labels)
+
+
+def check_images(records: Sequence[ImageRecord], skip: SkipReport | None = None,
+                 decode: bool = True) -> list[ImageRecord]:
+    """The records whose image can be read: fully decoded (``decode``, catches truncation) or header only.
+
+    A bad image raises :class:`ImageReadError`, or is recorded in ``skip`` and left out.
+    """
+    check = read_rgb if decode else image_size
+    good = []
+    for record in records:
+        try:
+            check(record.path)
+        except ImageReadError as err:
+            raise_or_skip(err, record.path, skip)
+            continue
+        good.append(record)
+    return good
