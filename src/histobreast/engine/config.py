@@ -308,6 +308,13 @@ class ExperimentConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=1))
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    # Options of the optional stages, free mappings validated where used (like preprocess.regions.krem):
+    # channel pruning / DNS (histobreast.pipelines.pruning.PruneOptions), bagging
+    # (histobreast.pipelines.bagging.EnsembleOptions), the Spanhol 2016 baseline
+    # (histobreast.pipelines.spanhol2016.SpanholOptions).
+    prune: dict[str, Any] = field(default_factory=dict)
+    ensemble: dict[str, Any] = field(default_factory=dict)
+    spanhol: dict[str, Any] = field(default_factory=dict)
 
     def problems(self) -> Problems:
         if not self.name:
