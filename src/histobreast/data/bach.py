@@ -11,10 +11,12 @@ consecutively. ``patient_id`` is therefore a block of ``block_size`` consecutive
 class: with the default 10, ``n001`` .. ``n010`` are ``"Normal:001-010"``. Splits group by it, so
 neighbouring images never land on two sides.
 
-**Scale.** ``microns_per_pixel`` defaults to BACH's native 0.42 µm/px. When it is not given and a
-``histobreast.json`` (``{"microns_per_pixel": x}``) sits in the ``Photos`` folder or one of its two
-parents (the synthetic generator writes one for reduced-size images), that value is used. Our real
-copies are 1024x768 JPEGs at about 0.84 µm/px: pass ``microns_per_pixel=0.84``.
+**Scale.** In order: the ``microns_per_pixel`` argument; else a ``histobreast.json``
+(``{"microns_per_pixel": x}``) in the ``Photos`` folder or one of its two parents (the synthetic
+generator writes one for reduced-size images); else it is inferred from the image width, assuming
+every file shows BACH's whole 2048x1536 field at 0.42 µm/px: ``0.42 * 2048 / width`` (native
+2048-wide TIFFs keep 0.42; our real 1024x768 copies get 0.84). Inference needs all images to share
+one width; a tree of mixed widths without an explicit scale is an error, not a guess.
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ from __future__ import annotations
 import csv
 import re
 from pathlib import Path
+from typing import Iterable
 
-from histobreast.data.imageio import SkipReport, header_ok, is_image_file, list_images, raise_or_skip
-from histobreast.data.records import ImageRecord, read_scale_file
+from histobreast.data.imageio import SkipReport, is_image_file, list_images, raise_or_skip, readable_size
+from histobreast.data.records import SCALE_FILE, ImageRecord, read_scale_file
 from histobreast.errors import DatasetError
 
 BACH_CLASSES = ("Normal", "Benign", "InSitu", "Invasive")
@@ -89,17 +92,28 @@ def read_ground_truth(path: str | Path) -> dict[tuple[str, int], tuple[str, int]
     return out
 
 
-def resolve_bach_scale(photos: Path, microns_per_pixel: float | None) -> float:
-    """The argument if given, else ``histobreast.json`` near ``photos``, else BACH's native 0.42."""
+def resolve_bach_scale(photos: Path, microns_per_pixel: float | None, widths: Iterable[int] = ()) -> float:
+    """µm/pixel of a BACH tree: the argument, else ``histobreast.json`` near ``photos``, else inferred
+    from the images' common width as ``0.42 * 2048 / width`` (see the module doc).
+
+    Mixed ``widths`` without an explicit scale raise :class:`DatasetError`; no widths give 0.42.
+    """
     if microns_per_pixel is not None:
         return float(microns_per_pixel)
     for directory in (photos, photos.parent, photos.parent.parent):
         scale = read_scale_file(directory)
         if isinstance(scale, dict):
-            raise DatasetError(f"{directory}/histobreast.json: BACH needs one microns_per_pixel, not one per magnification")
+            raise DatasetError(f"{directory / SCALE_FILE}: BACH needs one microns_per_pixel, not one per magnification")
         if scale is not None:
             return scale
-    return BACH_MICRONS_PER_PIXEL
+    distinct = sorted(set(widths))
+    if len(distinct) > 1:
+        raise DatasetError(f"{photos}: images have different widths {distinct}, so the scale cannot be inferred "
+                           f"from BACH's {NATIVE_SIZE[0]}-pixel field: pass microns_per_pixel (CLI --mpp) or "
+                           f"write {SCALE_FILE} with {{\"microns_per_pixel\": ...}}")
+    if not distinct:
+        return BACH_MICRONS_PER_PIXEL
+    return round(BACH_MICRONS_PER_PIXEL * NATIVE_SIZE[0] / distinct[0], 4)
 
 
 def read_bach(root: str | Path, microns_per_pixel: float | None = None, *,
@@ -107,14 +121,14 @@ def read_bach(root: str | Path, microns_per_pixel: float | None = None, *,
               verify: bool = True) -> list[ImageRecord]:
     """Read BACH microscopy images into records, in class order then image number.
 
-    ``microns_per_pixel=None`` means ``histobreast.json`` if present, else 0.42 (see module doc).
+    ``microns_per_pixel=None`` means ``histobreast.json`` if present, else inferred from the common
+    image width (0.42 µm/px at 2048 px wide, 0.84 at 1024; see the module doc).
     A badly named file, a prefix that contradicts its folder, a duplicate image number, a CSV
     disagreement, an image missing from the CSV or (with ``verify``) an unreadable header raises, or is
     recorded in ``skip`` when one is given. Hidden files and non-image files are not images and are
     ignored; folders other than the four classes are reported.
     """
     photos = find_photos_dir(root)
-    scale = resolve_bach_scale(photos, microns_per_pixel)
     ground_truth_path = photos / GROUND_TRUTH_CSV
     ground_truth = read_ground_truth(ground_truth_path) if ground_truth_path.is_file() else None
     for entry in sorted(photos.iterdir()):
@@ -122,7 +136,10 @@ def read_bach(root: str | Path, microns_per_pixel: float | None = None, *,
             continue
         if entry.is_dir() or is_image_file(entry):
             raise_or_skip(DatasetError(f"{entry}: not inside one of the class folders {BACH_CLASSES}"), entry, skip)
-    records: list[ImageRecord] = []
+    # Headers are read when verifying, and when the scale may have to be inferred from the widths.
+    read_sizes = verify or microns_per_pixel is None
+    found: list[tuple[str, int, Path]] = []
+    widths: list[int] = []
     for label in BACH_CLASSES:
         folder = photos / label
         if not folder.is_dir():
@@ -130,13 +147,17 @@ def read_bach(root: str | Path, microns_per_pixel: float | None = None, *,
         numbered: dict[int, Path] = {}
         for path in list_images(folder):
             number = _check_bach_file(path, label, numbered, ground_truth, ground_truth_path, skip)
-            if number is None or (verify and not header_ok(path, skip)):
+            size = readable_size(path, skip) if number is not None and read_sizes else None
+            if number is None or (read_sizes and size is None):
                 continue
             numbered[number] = path
-        for number, path in sorted(numbered.items()):
-            records.append(ImageRecord(
-                path=path, label=label, patient_id=bach_patient_id(label, number, block_size),
-                microns_per_pixel=scale, source="bach", index=number))
+            if size is not None:
+                widths.append(size[0])
+        found += [(label, number, path) for number, path in sorted(numbered.items())]
+    scale = resolve_bach_scale(photos, microns_per_pixel, widths)
+    records = [ImageRecord(path=path, label=label, patient_id=bach_patient_id(label, number, block_size),
+                           microns_per_pixel=scale, source="bach", index=number)
+               for label, number, path in found]
     if not records and skip is None:
         raise DatasetError(f"{photos}: no BACH images found")
     return records

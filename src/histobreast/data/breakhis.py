@@ -26,7 +26,7 @@ from pathlib import Path, PurePosixPath
 from typing import Iterable, Mapping
 
 from histobreast.atomic import atomic_write_text
-from histobreast.data.imageio import SkipReport, header_ok, list_images, raise_or_skip
+from histobreast.data.imageio import SkipReport, list_images, raise_or_skip, readable_size
 from histobreast.data.records import ImageRecord, Scale, read_scale_file
 from histobreast.data.splits import Split
 from histobreast.errors import DatasetError
@@ -176,7 +176,7 @@ def read_breakhis(root: str | Path, *, magnifications: Iterable[int] | None = No
             raise_or_skip(DatasetError(f"{path}: {problem}"), path, skip)
             continue
         first_seen[path.name] = path
-        if parsed.magnification not in wanted or (verify and not header_ok(path, skip)):
+        if parsed.magnification not in wanted or (verify and readable_size(path, skip) is None):
             continue
         records.append(ImageRecord(
             path=path, label=parsed.label, patient_id=parsed.patient_id,

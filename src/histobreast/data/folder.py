@@ -19,7 +19,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from histobreast.data.imageio import SkipReport, header_ok, is_image_file, list_images, raise_or_skip
+from histobreast.data.imageio import SkipReport, is_image_file, list_images, raise_or_skip, readable_size
 from histobreast.data.records import SCALE_FILE, ImageRecord, read_scale_file
 from histobreast.errors import DatasetError
 
@@ -91,7 +91,7 @@ def read_folder(root: str | Path, microns_per_pixel: float | None = None, *,
                 raise_or_skip(DatasetError(f"{path}: {problem}"), path, skip)
                 continue
             first_seen[path.stem] = path
-            if verify and not header_ok(path, skip):
+            if verify and readable_size(path, skip) is None:
                 continue
             records.append(ImageRecord(path=path, label=class_dir.name, patient_id=patient,
                                        microns_per_pixel=float(scale), source="folder"))

@@ -209,11 +209,10 @@ def raise_or_skip(err: Exception, path: str | Path, skip: SkipReport | None) -> 
     skip.add_error(err, path)
 
 
-def header_ok(path: str | Path, skip: SkipReport | None) -> bool:
-    """Check ``path`` has a readable image header; a bad file raises, or is recorded in ``skip``."""
+def readable_size(path: str | Path, skip: SkipReport | None) -> tuple[int, int] | None:
+    """``(width, height)`` from ``path``'s header; a bad file raises, or is recorded in ``skip`` (-> ``None``)."""
     try:
-        image_size(path)
+        return image_size(path)
     except ImageReadError as err:
         raise_or_skip(err, path, skip)
-        return False
-    return True
+        return None
