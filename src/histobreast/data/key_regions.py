@@ -124,7 +124,8 @@ class KeyRegionDataset(Dataset):
     ``preload`` decodes every image once into memory (needed for fast shuffled training);
     ``transform`` maps ``(S, H, W, 3)`` uint8 crops to the model input (default: ImageNet-normalised
     float32; ``uint8=True``: :func:`crops_as_uint8`, normalised by the model on its device) and,
-    when it is neither, needs a ``transform_id`` for feature caches.
+    when it is neither, needs a ``transform_id`` for feature caches. ``unknown_labels=True`` gives
+    labels outside ``classes`` the target -1 (prediction on unlabelled images) instead of an error.
     """
 
     def __init__(
@@ -144,6 +145,7 @@ class KeyRegionDataset(Dataset):
         uint8: bool = False,
         transform: Callable[[np.ndarray], Tensor] | None = None,
         transform_id: str | None = None,
+        unknown_labels: bool = False,
     ) -> None:
         self.records = list(records)
         self.classes = list(classes)
@@ -154,6 +156,7 @@ class KeyRegionDataset(Dataset):
         self.selection = selection
         self.seed = seed
         self.stain = stain
+        self.unknown_labels = unknown_labels
         if transform is None:
             transform, transform_id = (crops_as_uint8, "uint8") if uint8 else (to_model_input, "imagenet_normalize")
         self.transform = transform
@@ -192,6 +195,8 @@ class KeyRegionDataset(Dataset):
 
     def _class_index(self, record: ImageRecord) -> int:
         if record.label not in self.classes:
+            if self.unknown_labels:
+                return -1
             raise DatasetError(f"{record.path}: label {record.label!r} is not one of the classes {self.classes}")
         return self.classes.index(record.label)
 

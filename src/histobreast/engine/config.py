@@ -127,6 +127,7 @@ class RegionConfig:
     top_k_train: int = 12  # densest level-1 windows per view for training (paper B)
     top_k_test: int = 1  # the densest window at test time (paper B)
     krem: dict[str, Any] = field(default_factory=dict)  # validated against KremParams where used
+    selection: Literal["density", "random"] = "density"  # random: paper B's random-region control
 
     def problems(self) -> Problems:
         if self.top_k_train < 1 or self.top_k_test < 1:
@@ -159,6 +160,8 @@ class ModelConfig:
     num_classes: int | None = None  # None: the number of data classes
     weights: str | None = None  # local safetensors file to initialise from
     kwargs: dict[str, Any] = field(default_factory=dict)
+    # System B's frozen-encoder mode: encode every crop once (cached) and train only the discriminator.
+    frozen_encoders: bool = False
 
     def problems(self) -> Problems:
         if not self.name:
