@@ -213,7 +213,8 @@ class SeededSamples(Dataset):
     Random transforms that use python's, numpy's or torch's global generators then give the same
     result for a sample whichever worker, process or resumed run loads it. In the main process
     (``num_workers=0``) the previous generator states are put back afterwards, so the model's own
-    randomness (dropout) does not depend on the data pipeline.
+    randomness (dropout) does not depend on the data pipeline. A dataset with ``set_epoch(epoch)``
+    (e.g. ``histobreast.data.datasets``) is told the item's epoch first, in whichever process loads it.
     """
 
     def __init__(self, dataset: Dataset, seed: int) -> None:
@@ -233,8 +234,11 @@ class SeededSamples(Dataset):
             saved = (random.getstate(), np.random.get_state(), torch.random.default_generator.get_state())
         try:
             items = []
+            set_epoch = getattr(self.dataset, "set_epoch", None)  # datasets with their own seeded choices
             for epoch, index in keys:
                 seed_host_generators(derive_seed(self.seed, epoch, index))
+                if set_epoch is not None:
+                    set_epoch(epoch)
                 items.append(self.dataset[index])
             return items
         finally:
