@@ -81,7 +81,7 @@ class StainConfig:
     """Colour normalisation: Reinhard (paper A) or Macenko to one reference image."""
 
     method: Literal["none", "reinhard", "macenko"] = "none"
-    target: str | None = None  # reference image, or a saved normaliser (.json)
+    target: str | None = None  # reference image, a saved normaliser (.json), or "train": fitted on a training image
 
     def problems(self) -> Problems:
         if self.method != "none" and self.target is None:
@@ -113,10 +113,13 @@ class PatchConfig:
 
     grid: tuple[int, int] = (5, 3)  # columns x rows: 1120x672 -> 15 patches of 224 (paper A)
     size: int = 224
+    per_image: int | None = None  # local-branch training: random patches per image and epoch (None: all)
 
     def problems(self) -> Problems:
         if min(self.grid) < 1 or self.size < 1:
             yield "grid", f"grid and size must be positive, got grid={self.grid}, size={self.size}"
+        if self.per_image is not None and not 1 <= self.per_image <= self.grid[0] * self.grid[1]:
+            yield "per_image", f"must be between 1 and the grid's {self.grid[0] * self.grid[1]} patches, got {self.per_image}"
 
 
 @dataclass
@@ -141,6 +144,9 @@ class PreprocessConfig:
     """Pre-processing: typed sub-sections; each system reads the ones it uses (A: patches, B: regions)."""
 
     input_size: int = 224
+    # Resample images to this physical scale and crop input_size px (None: resize the whole image
+    # to input_size x input_size). Used by the image pipeline, e.g. 112 px crops at ~3.4 µm/px.
+    microns_per_pixel: float | None = None
     stain: StainConfig = field(default_factory=StainConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     patches: PatchConfig = field(default_factory=PatchConfig)
@@ -150,6 +156,8 @@ class PreprocessConfig:
     def problems(self) -> Problems:
         if self.input_size < 1:
             yield "input_size", f"must be >= 1, got {self.input_size}"
+        if self.microns_per_pixel is not None and self.microns_per_pixel <= 0:
+            yield "microns_per_pixel", f"must be > 0, got {self.microns_per_pixel}"
 
 
 @dataclass
