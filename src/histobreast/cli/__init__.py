@@ -21,6 +21,7 @@ app = typer.Typer(
 
 # Order here is the order of `histobreast --help`.
 COMMAND_MODULES: list[str] = [
+    "data",
     "stain",
     "krem",
 ]

@@ -23,7 +23,7 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
 
 from histobreast.atomic import atomic_write_text
 from histobreast.data.imageio import SkipReport, list_images, raise_or_skip, readable_size
@@ -243,21 +243,45 @@ def _read_kaggle_folds(path: Path) -> list[Split]:
     return [_fold_split(f"fold{fold}", rows[fold], str(path)) for fold in sorted(rows)]
 
 
+def find_fold_files(folder: str | Path) -> list[Path]:
+    """The fold files of ``folder`` or its ``mkfold/``: ``dsfold*.txt`` in fold order, else ``[Folds.csv]``, else ``[]``."""
+    for candidate in (Path(folder), Path(folder) / "mkfold"):
+        fold_files = sorted(candidate.glob("dsfold*.txt"), key=lambda p: (len(p.name), p.name))
+        if fold_files:
+            return fold_files
+        if (candidate / "Folds.csv").is_file():
+            return [candidate / "Folds.csv"]
+    return []
+
+
 def read_breakhis_folds(source: str | Path) -> list[Split]:
     """Read the official folds: a folder holding ``dsfold1..5.txt`` (or ``mkfold/`` or ``Folds.csv``),
     one ``dsfoldN.txt``, or a Kaggle ``Folds.csv``. Returns one :class:`Split` per fold (``fold1`` ...),
     subsets ``train``/``test``, each checked for patient leakage.
     """
     source = Path(source)
-    if source.is_file():
-        return _read_kaggle_folds(source) if source.suffix.lower() == ".csv" else [_read_dsfold(source)]
-    for folder in (source, source / "mkfold"):
-        fold_files = sorted(folder.glob("dsfold*.txt"), key=lambda p: (len(p.name), p.name))
-        if fold_files:
-            return [_read_dsfold(p) for p in fold_files]
-        if (folder / "Folds.csv").is_file():
-            return _read_kaggle_folds(folder / "Folds.csv")
-    raise DatasetError(f"{source}: no BreaKHis fold files (dsfold*.txt or Folds.csv) found here or in mkfold/")
+    fold_files = [source] if source.is_file() else find_fold_files(source)
+    if not fold_files:
+        raise DatasetError(f"{source}: no BreaKHis fold files (dsfold*.txt or Folds.csv) found here or in mkfold/")
+    if fold_files[0].suffix.lower() == ".csv":
+        return _read_kaggle_folds(fold_files[0])
+    return [_read_dsfold(p) for p in fold_files]
+
+
+def official_folds(records: Sequence[ImageRecord], source: str | Path) -> list[Split]:
+    """The official folds restricted to ``records`` (e.g. a subset of the tree).
+
+    An image the fold files do not list raises :class:`DatasetError` naming it: the official
+    protocol has no place for it, and nothing is dropped silently.
+    """
+    folds = read_breakhis_folds(source)
+    listed = set(folds[0].subsets)
+    unlisted = [r.path for r in records if r.image_id not in listed]
+    if unlisted:
+        more = f" and {len(unlisted) - 1} more" if len(unlisted) > 1 else ""
+        raise DatasetError(f"{unlisted[0]}{more}: not listed in the official fold files at {source}")
+    ids = [r.image_id for r in records]
+    return [fold.restrict(ids) for fold in folds]
 
 
 def split_by_magnification(split: Split) -> dict[int, Split]:

@@ -1,15 +1,16 @@
-"""One entry point for every dataset layout, canonical class orders, and image checks over records."""
+"""One entry point for every dataset layout and split scheme, canonical class orders, and image checks."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from histobreast.data.bach import BACH_BINARY_CLASSES, BACH_CLASSES, find_photos_dir, read_bach
-from histobreast.data.breakhis import BREAKHIS_CLASSES, BREAKHIS_SUBTYPES, TREE_PREFIX, read_breakhis
+from histobreast.data.breakhis import BREAKHIS_CLASSES, BREAKHIS_SUBTYPES, TREE_PREFIX, official_folds, read_breakhis
 from histobreast.data.folder import read_folder
 from histobreast.data.imageio import SkipReport, image_size, raise_or_skip, read_rgb
 from histobreast.data.records import ImageRecord
+from histobreast.data.splits import Split, bagging_splits, contiguous_folds, patient_split
 from histobreast.errors import DatasetError, ImageReadError
 
 DATASET_KINDS = ("breakhis", "bach", "folder")
@@ -80,3 +81,29 @@ def check_images(records: Sequence[ImageRecord], skip: SkipReport | None = None,
             continue
         good.append(record)
     return good
+
+
+SPLIT_SCHEMES = ("official", "contiguous", "patient", "bagging")
+
+
+def make_splits(records: Sequence[ImageRecord], scheme: str, *, k: int = 5, seed: int = 0,
+                fractions: Mapping[str, float] | None = None,
+                folds_source: str | Path | None = None) -> list[Split]:
+    """Splits of ``records`` by ``scheme``, each patient-disjoint (checked):
+
+    - ``official``: the BreaKHis fold files at ``folds_source`` restricted to ``records``;
+    - ``contiguous``: ``k`` folds of contiguous image-number ranges per class (BACH);
+    - ``patient``: one stratified patient-level split by ``fractions`` (default train/val/test 0.7/0.15/0.15);
+    - ``bagging``: ``k`` disjoint subsets, split j validating on subset j (contiguous ranges for BACH).
+    """
+    if scheme == "official":
+        if folds_source is None:
+            raise DatasetError("the official scheme needs the BreaKHis fold files (dsfold*.txt or Folds.csv)")
+        return official_folds(records, folds_source)
+    if scheme == "contiguous":
+        return contiguous_folds(records, k)
+    if scheme == "patient":
+        return [patient_split(records, fractions, seed=seed)]
+    if scheme == "bagging":
+        return bagging_splits(records, k, seed, contiguous=all(r.source == "bach" for r in records))
+    raise DatasetError(f"unknown split scheme {scheme!r}; expected one of {SPLIT_SCHEMES}")
