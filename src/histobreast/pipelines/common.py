@@ -1,0 +1,210 @@
+"""What every pipeline needs from a config before training: records, classes, splits, a stain target.
+
+- :func:`experiment_records`: read ``data.root`` (any layout), keep ``data.magnification``, map
+  labels to the task's classes (``data.task`` / ``data.label_map``) in a fixed class order.
+- :func:`experiment_splits`: the evaluation protocol's rounds: BreaKHis's official folds,
+  contiguous image-number folds for BACH, patient-disjoint folds otherwise, or a saved split file;
+  every split is checked for patient leakage when built.
+- :func:`validation_split`: a patient-disjoint validation subset of a fold's training images.
+- :func:`fit_stain_normalizer`: the stain target of ``preprocess.stain`` (a reference image, a saved
+  target, or ``train``: a typical training image).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from histobreast.data.bach import BACH_BINARY, BACH_BINARY_CLASSES
+from histobreast.data.breakhis import BREAKHIS_SUBTYPES, read_breakhis_folds
+from histobreast.data.imageio import read_rgb
+from histobreast.data.readers import class_names, detect_kind, read_dataset
+from histobreast.data.records import ImageRecord, relabel
+from histobreast.data.splits import (
+    Split,
+    bagging_splits,
+    contiguous_folds,
+    patient_split,
+    read_splits_csv,
+)
+from histobreast.engine.config import ExperimentConfig
+from histobreast.errors import ConfigError, DatasetError
+from histobreast.preprocess.stain import ReinhardNormalizer, StainError, StainNormalizer, create_normalizer, load_normalizer
+
+log = logging.getLogger(__name__)
+
+# data.task values with a built-in label mapping: (dataset kind, mapping or record field, classes).
+TASKS = {
+    ("bach", "binary"): (BACH_BINARY, list(BACH_BINARY_CLASSES)),  # System A: normal+benign vs in situ+invasive
+    ("breakhis", "subtype"): ("subtype", list(BREAKHIS_SUBTYPES)),  # BreaKHis's 8-class task
+}
+# data.split values: the protocol of each dataset kind under "official".
+SPLIT_SCHEMES = ("official", "contiguous", "patient")
+# Images the "train" stain target compares before picking the most typical one.
+STAIN_CANDIDATES = 16
+
+
+def dataset_kind(cfg: ExperimentConfig) -> str:
+    """The layout of ``data.root`` (``synthetic`` trees have a real layout and are detected)."""
+    if not cfg.data.root:
+        raise ConfigError("data.root: no dataset folder given (set data.root or pass --data)")
+    kind = cfg.data.kind
+    return detect_kind(cfg.data.root) if kind in ("auto", "synthetic") else kind
+
+
+def experiment_records(cfg: ExperimentConfig) -> tuple[list[ImageRecord], list[str]]:
+    """The experiment's labelled records and class order (class index = position)."""
+    data = cfg.data
+    kind = dataset_kind(cfg)
+    options: dict[str, object] = {}
+    if data.microns_per_pixel is not None:
+        options["microns_per_pixel"] = data.microns_per_pixel
+    if data.magnification is not None:
+        if kind != "breakhis":
+            raise ConfigError(f"data.magnification: only BreaKHis has magnifications, but {data.root} is a {kind} tree")
+        options["magnifications"] = [data.magnification]
+    records = read_dataset(data.root, kind, **options)  # type: ignore[arg-type]
+    classes = list(data.classes)
+    if data.label_map:
+        records = relabel(records, data.label_map)
+    elif data.task is not None:
+        if (kind, data.task) not in TASKS:
+            known = ", ".join(f"{t} ({k})" for k, t in TASKS)
+            raise ConfigError(f"data.task: {data.task!r} is not known for {kind} data; known: {known}, "
+                              "or give data.label_map")
+        mapping, task_classes = TASKS[(kind, data.task)]
+        records = relabel(records, (lambda r: getattr(r, mapping)) if isinstance(mapping, str) else mapping)
+        classes = classes or task_classes
+    classes = classes or class_names(records)
+    unknown = sorted({r.label for r in records} - set(classes))
+    if unknown:
+        raise ConfigError(f"data.classes: labels {unknown} of {data.root} are not among the classes {classes}")
+    return records, classes
+
+
+def _restricted(splits: Sequence[Split], records: Sequence[ImageRecord], source: str) -> list[Split]:
+    """Splits limited to ``records``; a record that a split does not mention is an error."""
+    ids = [r.image_id for r in records]
+    out = []
+    for split in splits:
+        split = split.restrict(ids)
+        missing = split.unassigned(records)
+        if missing:
+            raise DatasetError(f"{source}: {split.name} does not assign {len(missing)} image(s), "
+                               f"e.g. {missing[0].path}")
+        out.append(split)
+    return out
+
+
+def _patient_folds(records: Sequence[ImageRecord], k: int, seed: int) -> list[Split]:
+    """k patient-disjoint folds stratified by label: fold j tests on part j, trains on the rest."""
+    folds = []
+    for j, split in enumerate(bagging_splits(records, k, seed), start=1):
+        folds.append(dataclasses.replace(split, name=f"fold{j}",
+                                         subsets={i: "test" if s == "val" else s for i, s in split.subsets.items()}))
+    return folds
+
+
+def _original_labels(records: Sequence[ImageRecord]) -> list[ImageRecord]:
+    return [dataclasses.replace(r, label=r.extra.get("original_label", r.label)) for r in records]
+
+
+def experiment_splits(cfg: ExperimentConfig, records: Sequence[ImageRecord]) -> list[Split]:
+    """Every round of the experiment's protocol (``fold1`` ...), subsets ``train`` and ``test``.
+
+    ``data.folds_file`` (a splits.csv, a dsfoldN.txt or a Folds.csv) wins; otherwise
+    ``data.split``: ``official`` = BreaKHis's dsfold files under ``data.root`` (or its mkfold/),
+    contiguous image-number folds for BACH (neighbouring images share a patient), patient folds
+    for other trees; ``contiguous`` and ``patient`` force those schemes (``data.n_folds`` rounds).
+    """
+    data = cfg.data
+    if data.split not in SPLIT_SCHEMES:
+        raise ConfigError(f"data.split: must be one of {', '.join(SPLIT_SCHEMES)}, got {data.split!r}")
+    if data.folds_file:
+        path = Path(data.folds_file)
+        if not path.exists():
+            raise ConfigError(f"data.folds_file: {path} not found")
+        splits = read_splits_csv(path) if path.suffix == ".csv" and path.name != "Folds.csv" else read_breakhis_folds(path)
+        return _restricted(splits, records, str(path))
+    kind = dataset_kind(cfg)
+    scheme = data.split
+    if scheme == "official":
+        scheme = {"breakhis": "official", "bach": "contiguous"}.get(kind, "patient")
+    if scheme == "official":
+        return _restricted(read_breakhis_folds(data.root), records, f"{data.root} (official folds)")  # type: ignore[arg-type]
+    if scheme == "contiguous":
+        # Image numbers run per original class (BACH's b001.. and is001..), so contiguity is cut there.
+        return contiguous_folds(_original_labels(records), data.n_folds)
+    return _patient_folds(records, data.n_folds, cfg.seed)
+
+
+def validation_split(cfg: ExperimentConfig, train_records: Sequence[ImageRecord],
+                     fold: int = 1) -> tuple[list[ImageRecord], list[ImageRecord]]:
+    """``(train, val)``: ``data.val_fraction`` of the images as whole patients (0: no validation)."""
+    fraction = cfg.data.val_fraction
+    train_records = list(train_records)
+    if fraction == 0:
+        return train_records, []
+    split = patient_split(train_records, {"train": 1.0 - fraction, "val": fraction}, seed=cfg.seed * 1000 + fold,
+                          name=f"fold{fold}-validation")
+    return split.select(train_records, "train"), split.select(train_records, "val")
+
+
+def select_split(split: Split, records: Sequence[ImageRecord], subset: str) -> list[ImageRecord]:
+    """``split.select`` that returns [] for a subset the split does not have."""
+    return split.select(records, subset) if subset in split.subset_names else []
+
+
+def _typical_image(cfg: ExperimentConfig, records: Sequence[ImageRecord]) -> tuple[ImageRecord, np.ndarray]:
+    """The training image whose tissue LAB statistics are nearest the median of up to 16 seeded picks."""
+    rng = np.random.default_rng(cfg.seed)
+    picks = [records[i] for i in sorted(rng.choice(len(records), min(STAIN_CANDIDATES, len(records)), replace=False))]
+    stats, images = [], []
+    for record in picks:
+        image = read_rgb(record.path)
+        try:
+            fitted = ReinhardNormalizer().fit(image)
+        except StainError:
+            continue
+        stats.append(np.concatenate([fitted.target_mean, fitted.target_std]))  # type: ignore[list-item]
+        images.append((record, image))
+    if not images:
+        raise StainError(f"preprocess.stain.target 'train': none of {len(picks)} training images has enough tissue")
+    stats_array = np.array(stats)
+    scale = stats_array.std(axis=0) + 1e-6
+    distance = np.abs((stats_array - np.median(stats_array, axis=0)) / scale).sum(axis=1)
+    return images[int(np.argmin(distance))]
+
+
+def fit_stain_normalizer(cfg: ExperimentConfig, train_records: Sequence[ImageRecord]) -> StainNormalizer | None:
+    """The fitted normaliser of ``preprocess.stain`` (None for ``method: none``).
+
+    ``target`` is a reference image, a target JSON saved by ``histobreast stain fit`` (its method
+    must match), or ``train``: fitted on the most typical of up to 16 seeded training images
+    (nearest the median tissue colour statistics), never on a test image.
+    """
+    stain = cfg.preprocess.stain
+    if stain.method == "none":
+        return None
+    target = stain.target or "train"
+    if target == "train":
+        record, image = _typical_image(cfg, list(train_records))
+        log.info("stain target: %s fitted on training image %s", stain.method, record.path)
+        return create_normalizer(stain.method).fit(image)
+    path = Path(target)
+    if not path.is_file():
+        raise ConfigError(f"preprocess.stain.target: {path} not found")
+    if path.suffix.lower() == ".json":
+        normalizer = load_normalizer(path)
+        if normalizer.method != stain.method:
+            raise ConfigError(f"preprocess.stain.target: {path} holds a {normalizer.method} target, "
+                              f"but preprocess.stain.method is {stain.method}")
+        return normalizer
+    try:
+        return create_normalizer(stain.method).fit(read_rgb(path))
+    except StainError as err:
+        raise StainError(f"preprocess.stain.target {path}: {err}") from None

@@ -1,0 +1,195 @@
+"""Model folders: one trained classifier with everything needed to apply it to new images.
+
+A model folder is what ``predict``, ``evaluate``, ``prune`` and ``ensemble`` consume::
+
+    model/
+      model.json          {"format": "histobreast-model", "version": 1, "pipeline", "model_name",
+                           "model_kwargs", "classes", "preprocess", "microns_per_pixel", "config",
+                           "metrics", "created", ...extra}
+      model.safetensors   the weights
+
+``model_kwargs`` rebuild the network with ``create_model(model_name, **model_kwargs)`` (a pruned
+network's widths included); ``preprocess`` is the resolved pre-processing section with the fitted
+stain target under ``preprocess.stain.fitted``. An ensemble folder (``ensemble.json``) is not a
+model folder: :func:`load_model_folder` refuses it and names the ensemble API.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from torch import nn
+
+from histobreast.atomic import atomic_write_json
+from histobreast.engine.config import ExperimentConfig, config_to_dict, parse_config
+from histobreast.errors import CheckpointError
+from histobreast.models import create_model
+from histobreast.models.googlenet_sep import GoogLeNetSEP
+from histobreast.models.hybrid import HybridCNN
+from histobreast.models.weights import load_weights, save_weights
+from histobreast.preprocess.stain import NORMALIZERS, StainNormalizer
+
+MODEL_FORMAT = "histobreast-model"
+ENSEMBLE_FORMAT = "histobreast-ensemble"
+FORMAT_VERSION = 1
+MODEL_JSON = "model.json"
+WEIGHTS_FILE = "model.safetensors"
+ENSEMBLE_JSON = "ensemble.json"
+
+# Models whose own ``model_kwargs`` property rebuilds them (pruned widths included), by registry name.
+_SELF_DESCRIBING: tuple[tuple[type[nn.Module], str], ...] = (
+    (HybridCNN, "hybrid_googlenet_sep"),
+    (GoogLeNetSEP, "googlenet_sep"),
+)
+
+
+@dataclass
+class LoadedModel:
+    """A model folder in memory: the model (eval mode), its ``model.json`` and what it implies."""
+
+    model: nn.Module
+    info: dict[str, Any]
+    classes: list[str]
+    pipeline: str
+    cfg: ExperimentConfig
+    path: Path
+    stain: StainNormalizer | None = None
+
+    @property
+    def preprocess(self) -> dict[str, Any]:
+        """The resolved pre-processing section stored with the model."""
+        return dict(self.info.get("preprocess", {}))
+
+
+def model_identity(model: nn.Module, cfg: ExperimentConfig, classes: Sequence[str]) -> tuple[str, dict[str, Any]]:
+    """``(registry name, kwargs)`` that rebuild ``model``: its own ``model_kwargs`` for System A's
+    networks (so pruned widths survive), else ``cfg.model`` with ``num_classes`` filled in."""
+    for cls, name in _SELF_DESCRIBING:
+        if isinstance(model, cls):
+            return name, dict(model.model_kwargs)  # type: ignore[attr-defined]
+    return cfg.model.name, {"num_classes": cfg.model.num_classes or len(classes), **cfg.model.kwargs}
+
+
+def stain_section(cfg: ExperimentConfig, stain: StainNormalizer | None) -> dict[str, Any]:
+    """``preprocess`` as stored in model.json: the config section plus the fitted stain target."""
+    section = config_to_dict(cfg.preprocess)
+    section["stain"]["fitted"] = stain.to_dict() if stain is not None else None
+    return section
+
+
+def _training_scale(cfg: ExperimentConfig) -> float | None:
+    return cfg.preprocess.microns_per_pixel or cfg.data.microns_per_pixel
+
+
+def save_model_folder(
+    path: str | Path,
+    model: nn.Module,
+    cfg: ExperimentConfig,
+    classes: Sequence[str],
+    *,
+    stain: StainNormalizer | None = None,
+    metrics: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
+    model_name: str | None = None,
+    model_kwargs: Mapping[str, Any] | None = None,
+    microns_per_pixel: float | None = None,
+) -> Path:
+    """Write ``model.safetensors`` then ``model.json`` (atomically, the JSON last) into ``path``.
+
+    ``model_name``/``model_kwargs`` default to :func:`model_identity`; ``microns_per_pixel`` (the
+    training images' scale) to the config's. ``extra`` keys are added to model.json (they may not
+    replace the standard ones). Returns ``path``.
+    """
+    path = Path(path)
+    name, kwargs = model_identity(model, cfg, classes)
+    name = model_name or name
+    kwargs = dict(model_kwargs) if model_kwargs is not None else kwargs
+    info: dict[str, Any] = {
+        "format": MODEL_FORMAT,
+        "version": FORMAT_VERSION,
+        "pipeline": cfg.pipeline,
+        "model_name": name,
+        "model_kwargs": kwargs,
+        "classes": list(classes),
+        "preprocess": stain_section(cfg, stain),
+        "microns_per_pixel": microns_per_pixel if microns_per_pixel is not None else _training_scale(cfg),
+        "config": config_to_dict(cfg),
+        "metrics": _json_numbers(dict(metrics or {})),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    clashes = sorted(set(extra or {}) & set(info))
+    if clashes:
+        raise ValueError(f"extra keys {clashes} would replace standard model.json keys")
+    info.update(extra or {})
+    save_weights(model, path / WEIGHTS_FILE)
+    atomic_write_json(path / MODEL_JSON, info)
+    return path
+
+
+def _json_numbers(obj: Any) -> Any:
+    """NaN/inf become null so model.json stays strict JSON."""
+    if isinstance(obj, Mapping):
+        return {str(k): _json_numbers(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_numbers(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def read_model_info(path: str | Path) -> dict[str, Any]:
+    """The ``model.json`` of a model folder, checked; errors say what the folder is instead."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: model folder not found")
+    if path.is_file():
+        raise CheckpointError(f"{path}: expected a model folder (holding {MODEL_JSON} and {WEIGHTS_FILE}), got a file")
+    if (path / ENSEMBLE_JSON).is_file():
+        raise CheckpointError(f"{path}: is an ensemble ({ENSEMBLE_JSON}), not a single model; load it with "
+                              "histobreast.pipelines.bagging (or pass it to `histobreast ensemble`)")
+    meta = path / MODEL_JSON
+    if not meta.is_file():
+        hint = " (an experiment folder? its models are in fold*/model)" if any(path.glob("fold*/model")) else ""
+        raise CheckpointError(f"{path}: no {MODEL_JSON}; not a model folder{hint}")
+    try:
+        info = json.loads(meta.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{meta}: not readable JSON ({err})") from err
+    if not isinstance(info, dict) or info.get("format") != MODEL_FORMAT:
+        raise CheckpointError(f"{meta}: 'format' must be {MODEL_FORMAT!r}")
+    if info.get("version") != FORMAT_VERSION:
+        raise CheckpointError(f"{meta}: version {info.get('version')!r} is not supported (expected {FORMAT_VERSION})")
+    missing = [k for k in ("pipeline", "model_name", "model_kwargs", "classes", "config") if k not in info]
+    if missing:
+        raise CheckpointError(f"{meta}: missing keys {missing}")
+    return info
+
+
+def fitted_stain(info: Mapping[str, Any], source: str = MODEL_JSON) -> StainNormalizer | None:
+    """The stain normaliser stored in a model's ``preprocess.stain.fitted`` (None when off)."""
+    fitted = info.get("preprocess", {}).get("stain", {}).get("fitted")
+    if not fitted:
+        return None
+    method = fitted.get("method")
+    if method not in NORMALIZERS:
+        raise CheckpointError(f"{source}: preprocess.stain.fitted.method {method!r} is unknown")
+    return NORMALIZERS[method].from_dict(fitted, source=f"{source}: preprocess.stain.fitted")
+
+
+def load_model_folder(path: str | Path, device: str = "cpu") -> LoadedModel:
+    """Rebuild a model folder's network, load its weights, put it in eval mode on ``device``."""
+    path = Path(path)
+    info = read_model_info(path)
+    meta = str(path / MODEL_JSON)
+    cfg = parse_config(info["config"], source=f"{meta}: config")
+    kwargs = dict(info["model_kwargs"])
+    model = create_model(info["model_name"], **kwargs)
+    load_weights(model, path / WEIGHTS_FILE)
+    model.to(device).eval()
+    return LoadedModel(model=model, info=info, classes=list(info["classes"]), pipeline=info["pipeline"], cfg=cfg,
+                       path=path, stain=fitted_stain(info, meta))

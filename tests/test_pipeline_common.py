@@ -1,0 +1,93 @@
+"""Config -> records, classes, protocol splits, validation subsets and stain targets."""
+
+from __future__ import annotations
+
+import pytest
+
+from histobreast.data.synthetic import synth_bach, synth_breakhis
+from histobreast.engine.config import parse_config
+from histobreast.errors import ConfigError, DatasetError
+from histobreast.pipelines.common import (
+    experiment_records,
+    experiment_splits,
+    fit_stain_normalizer,
+    validation_split,
+)
+from histobreast.preprocess.stain import ReinhardNormalizer
+
+
+def _cfg(data, **sections):
+    return parse_config({"name": "t", "model": {"name": "resnet18"}, "train": {"epochs": 1}, "data": data, **sections})
+
+
+@pytest.fixture(scope="module")
+def bach_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bach")
+    synth_bach(root, per_class=21, size=(96, 72), image_format="png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def breakhis_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("breakhis")
+    synth_breakhis(root, patients_per_subtype=1, images_per_magnification=2, magnifications=(40, 100), size=(70, 46))
+    return root
+
+
+def test_bach_binary_task_and_contiguous_folds(bach_root):
+    cfg = _cfg({"root": str(bach_root), "task": "binary", "n_folds": 3})
+    records, classes = experiment_records(cfg)
+    assert classes == ["non-carcinoma", "carcinoma"] and len(records) == 84
+    assert {r.extra["original_label"] for r in records if r.label == "carcinoma"} == {"InSitu", "Invasive"}
+    splits = experiment_splits(cfg, records)
+    assert [s.name for s in splits] == ["fold1", "fold2", "fold3"]
+    tested = [i for s in splits for i in s.ids("test")]
+    assert sorted(tested) == sorted(r.image_id for r in records)  # every image tested exactly once
+    for split in splits:  # each class's test images are one contiguous range of numbers
+        for prefix in ("n", "b", "is", "iv"):
+            numbers = sorted(int(i[len(prefix):]) for i in split.ids("test") if i.rstrip("0123456789") == prefix)
+            assert numbers == list(range(numbers[0], numbers[-1] + 1))
+
+
+def test_breakhis_official_folds_per_magnification(breakhis_root):
+    cfg = _cfg({"root": str(breakhis_root), "magnification": 40})
+    records, classes = experiment_records(cfg)
+    assert classes == ["benign", "malignant"] and {r.magnification for r in records} == {40}
+    splits = experiment_splits(cfg, records)
+    assert len(splits) == 5 and all(set(s.subsets) == {r.image_id for r in records} for s in splits)
+
+
+def test_validation_split_is_patient_disjoint(bach_root):
+    cfg = _cfg({"root": str(bach_root), "val_fraction": 0.25})
+    records, _ = experiment_records(cfg)
+    train, val = validation_split(cfg, records)
+    assert val and len(train) + len(val) == len(records)
+    assert not {r.patient_id for r in train} & {r.patient_id for r in val}
+    assert validation_split(_cfg({"root": str(bach_root), "val_fraction": 0.0}), records) == (records, [])
+
+
+def test_stain_target_fitted_on_a_training_image(bach_root, tmp_path):
+    cfg = _cfg({"root": str(bach_root)}, preprocess={"stain": {"method": "reinhard", "target": "train"}})
+    records, _ = experiment_records(cfg)
+    normalizer = fit_stain_normalizer(cfg, records[:10])
+    assert isinstance(normalizer, ReinhardNormalizer) and normalizer.target_std.shape == (3,)
+    saved = normalizer.save(tmp_path / "target.json")
+    cfg_file = _cfg({"root": str(bach_root)}, preprocess={"stain": {"method": "reinhard", "target": str(saved)}})
+    assert fit_stain_normalizer(cfg_file, records).to_dict() == normalizer.to_dict()
+    assert fit_stain_normalizer(_cfg({"root": str(bach_root)}), records) is None
+    wrong = _cfg({"root": str(bach_root)}, preprocess={"stain": {"method": "macenko", "target": str(saved)}})
+    with pytest.raises(ConfigError, match="reinhard target"):
+        fit_stain_normalizer(wrong, records)
+
+
+def test_clear_errors(bach_root, tmp_path):
+    with pytest.raises(ConfigError, match="data.root"):
+        experiment_records(_cfg({}))
+    with pytest.raises(DatasetError, match="not found"):
+        experiment_records(_cfg({"root": str(tmp_path / "absent")}))
+    with pytest.raises(ConfigError, match="data.task"):
+        experiment_records(_cfg({"root": str(bach_root), "task": "subtype"}))
+    with pytest.raises(ConfigError, match="not among the classes"):
+        experiment_records(_cfg({"root": str(bach_root), "classes": ["Normal", "Benign"]}))
+    with pytest.raises(ConfigError, match="magnification"):
+        experiment_records(_cfg({"root": str(bach_root), "magnification": 40}))
