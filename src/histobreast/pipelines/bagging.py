@@ -1,0 +1,327 @@
+"""Paper A's bagging: k models trained on k rotations of one training set, voting together.
+
+The training set is cut into k non-overlapping, patient-disjoint subsets
+(:func:`histobreast.data.splits.bagging_splits`); member j trains on the other k-1 subsets and
+validates on subset j (Zhu et al. 2019, Fig. 7: k = 5). Members are ordinary model folders
+written by their pipeline's ``train_fold`` (optionally channel-pruned afterwards), so any
+pipeline can be bagged. An ensemble is a folder holding them and ``ensemble.json``::
+
+    {"format": "histobreast-ensemble", "version": 1, "members": ["member1/model", ...],
+     "rule": "sum" | "max" | "majority", "classes": [...], "created": ..., ...}
+
+At evaluation every member predicts with its own pipeline (its headline method), the member
+probabilities are combined by the rule (:func:`histobreast.votes.combine_members`; the sum rule is
+the paper's), and each image's member disagreement (the fraction of members voting against the
+majority, :func:`histobreast.votes.member_disagreement`) is kept as its ``uncertainty``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping, Sequence
+
+import numpy as np
+
+from histobreast.atomic import atomic_write_json
+from histobreast.data.records import ImageRecord, read_records_csv, write_records_csv
+from histobreast.data.splits import Split, bagging_splits, write_splits_csv
+from histobreast.engine.config import ExperimentConfig, build_dataclass, save_config
+from histobreast.errors import CheckpointError, ConfigError
+from histobreast.metrics import evaluate_predictions
+from histobreast.pipelines.package import ENSEMBLE_FORMAT, MODEL_JSON, load_model_folder
+from histobreast.pipelines.package import ENSEMBLE_JSON as MANIFEST
+from histobreast.predictions import Predictions
+from histobreast.votes import EnsembleRule, combine_members, member_disagreement
+
+ENSEMBLE_VERSION = 1
+TEST_RECORDS = "test_records.csv"
+RULES: tuple[str, ...] = ("sum", "max", "majority")
+
+
+@dataclass
+class EnsembleOptions:
+    """The ``ensemble`` section of an experiment config.
+
+    ``members``: k (paper A: 5). ``rule``: how members vote (paper A: sum). ``prune_ratio`` > 0
+    channel-prunes every member to that target ratio in ``prune_loops`` loops after training.
+    ``contiguous``: cut the subsets as contiguous image-number ranges per class (BACH, whose
+    neighbouring images share a patient) instead of a seeded random pick of patients; null
+    chooses contiguous for ``data.kind: bach``.
+    """
+
+    members: int = 5
+    rule: Literal["sum", "max", "majority"] = "sum"
+    prune_ratio: float = 0.0
+    prune_loops: int = 1
+    contiguous: bool | None = None
+
+    def problems(self) -> Any:
+        if self.members < 2:
+            yield "members", f"an ensemble needs at least 2 members, got {self.members}"
+        if not 0.0 <= self.prune_ratio < 1.0:
+            yield "prune_ratio", f"must be in [0, 1), got {self.prune_ratio}"
+        if self.prune_loops < 1:
+            yield "prune_loops", f"must be >= 1, got {self.prune_loops}"
+
+
+def ensemble_options(cfg: ExperimentConfig, **overrides: Any) -> EnsembleOptions:
+    """The validated ``ensemble`` section of ``cfg``, with non-None ``overrides`` applied (CLI flags)."""
+    mapping = {**cfg.ensemble, **{k: v for k, v in overrides.items() if v is not None}}
+    return build_dataclass(EnsembleOptions, mapping, source=f"config {cfg.name!r}", prefix="ensemble")
+
+
+# ---------------------------------------------------------------------------------------------
+# The ensemble folder
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class EnsembleFolder:
+    """A parsed ``ensemble.json``: absolute member folders, the voting rule and the other facts."""
+
+    path: Path
+    members: list[Path]
+    rule: EnsembleRule
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def member_names(self) -> list[str]:
+        """Display names: each member's path relative to the ensemble folder, without a trailing ``/model``."""
+        names = []
+        for member in self.members:
+            rel = member.relative_to(self.path) if member.is_relative_to(self.path) else Path(member.name)
+            names.append((rel.parent if rel.name == "model" and rel.parent != Path(".") else rel).as_posix())
+        return names
+
+
+def _check_rule(rule: str, where: str) -> None:
+    if rule not in RULES:
+        raise ConfigError(f"{where}: voting rule must be one of {', '.join(RULES)}, got {rule!r}")
+
+
+def is_ensemble_folder(path: str | Path) -> bool:
+    """Whether ``path`` is a folder holding an ``ensemble.json``."""
+    return (Path(path) / MANIFEST).is_file()
+
+
+def save_ensemble_folder(
+    path: str | Path,
+    members: Sequence[str | Path],
+    rule: str = "sum",
+    *,
+    classes: Sequence[str] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write ``path/ensemble.json`` (atomically) listing ``members`` (model folders inside ``path``,
+    stored relative to it so the ensemble folder can be moved as a whole)."""
+    path = Path(path)
+    _check_rule(rule, str(path / MANIFEST))
+    if len(members) < 1:
+        raise ConfigError(f"{path}: an ensemble needs at least one member")
+    relative = []
+    for member in members:
+        member = Path(member)
+        absolute = member if member.is_absolute() else path / member
+        if not (absolute / MODEL_JSON).is_file():
+            raise CheckpointError(f"{absolute}: ensemble member is not a model folder (no model.json)")
+        try:
+            relative.append(absolute.resolve().relative_to(path.resolve()).as_posix())
+        except ValueError:
+            raise CheckpointError(f"{absolute}: ensemble members must lie inside the ensemble folder {path}") from None
+    manifest = {
+        "format": ENSEMBLE_FORMAT,
+        "version": ENSEMBLE_VERSION,
+        "members": relative,
+        "rule": rule,
+        "classes": list(classes) if classes is not None else None,
+        "created": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        **dict(extra or {}),
+    }
+    atomic_write_json(path / MANIFEST, manifest)
+    return path
+
+
+def read_ensemble_folder(path: str | Path) -> EnsembleFolder:
+    """Parse ``path/ensemble.json``; a missing or malformed manifest raises CheckpointError."""
+    path = Path(path)
+    manifest_path = path / MANIFEST
+    if not manifest_path.is_file():
+        raise CheckpointError(f"{path}: not an ensemble folder (no {MANIFEST}); a single model folder has model.json")
+    try:
+        info = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{manifest_path}: unreadable ensemble manifest ({err})") from err
+    if not isinstance(info, dict) or info.get("format") != ENSEMBLE_FORMAT:
+        raise CheckpointError(f"{manifest_path}: format is not {ENSEMBLE_FORMAT!r}")
+    members = info.get("members")
+    if not isinstance(members, list) or not members or not all(isinstance(m, str) for m in members):
+        raise CheckpointError(f"{manifest_path}: 'members' must be a non-empty list of folder names")
+    rule = info.get("rule", "sum")
+    _check_rule(rule, str(manifest_path))
+    folders = []
+    for member in members:
+        folder = (path / member).resolve()
+        if not folder.resolve().is_relative_to(path.resolve()):
+            raise CheckpointError(f"{manifest_path}: member {member!r} lies outside the ensemble folder")
+        if not (folder / MODEL_JSON).is_file():
+            raise CheckpointError(f"{manifest_path}: member {member!r} is not a model folder (no model.json)")
+        folders.append(folder)
+    return EnsembleFolder(path.resolve(), folders, rule, info)
+
+
+# ---------------------------------------------------------------------------------------------
+# Prediction
+# ---------------------------------------------------------------------------------------------
+
+
+def predict_member(
+    model_folder: str | Path | Any, records: Sequence[ImageRecord], **options: Any
+) -> Predictions:
+    """One model folder's headline predictions (the first method of its pipeline's ``predict_records``)."""
+    from histobreast.pipelines import get_pipeline
+
+    loaded = load_model_folder(model_folder) if isinstance(model_folder, (str, Path)) else model_folder
+    methods = get_pipeline(loaded.pipeline).predict_records(loaded, records, **options)
+    return next(iter(methods.values()))
+
+
+@dataclass
+class EnsemblePredictions:
+    """The ensemble's predictions (with an ``uncertainty`` column) and each member's."""
+
+    ensemble: Predictions
+    members: dict[str, Predictions]
+    rule: EnsembleRule
+
+
+def combine_predictions(members: Mapping[str, Predictions], rule: EnsembleRule = "sum") -> Predictions:
+    """Vote member predictions of the same images by ``rule``; adds the per-image ``uncertainty``
+    (member disagreement, 0 = unanimous)."""
+    tables = list(members.values())
+    if not tables:
+        raise ValueError("no member predictions to combine")
+    first = tables[0]
+    for name, table in members.items():
+        if table.classes != first.classes or table.image_ids != first.image_ids:
+            raise CheckpointError(f"ensemble member {name!r} predicts other classes or images than the first member")
+    stacked = np.stack([t.probs for t in tables])
+    return Predictions(
+        classes=list(first.classes),
+        image_ids=list(first.image_ids),
+        probs=combine_members(stacked, rule).numpy(),
+        labels=first.labels,
+        patient_ids=list(first.patient_ids),
+        magnifications=list(first.magnifications),
+        paths=list(first.paths),
+        extra={"uncertainty": member_disagreement(stacked).numpy()},
+    )
+
+
+def predict_ensemble(
+    path: str | Path, records: Sequence[ImageRecord], rule: EnsembleRule | None = None, **options: Any
+) -> EnsemblePredictions:
+    """Every member's headline predictions on ``records`` and their vote (by ``rule``, default the
+    folder's); ``options`` go to each member pipeline's ``predict_records``."""
+    folder = read_ensemble_folder(path)
+    rule = rule or folder.rule
+    _check_rule(rule, str(path))
+    members = {name: predict_member(member, records, **options) for name, member in zip(folder.member_names(), folder.members)}
+    return EnsemblePredictions(combine_predictions(members, rule), members, rule)
+
+
+# ---------------------------------------------------------------------------------------------
+# Training and evaluation
+# ---------------------------------------------------------------------------------------------
+
+
+def _contiguous(cfg: ExperimentConfig, options: EnsembleOptions) -> bool:
+    return options.contiguous if options.contiguous is not None else cfg.data.kind == "bach"
+
+
+def bag_training_set(cfg: ExperimentConfig, records: Sequence[ImageRecord], options: EnsembleOptions) -> list[Split]:
+    """The k bagging splits (``bag1`` ... ``bagk``: ``train`` = k-1 subsets, ``val`` = the k-th)."""
+    return bagging_splits(records, options.members, seed=cfg.seed, contiguous=_contiguous(cfg, options))
+
+
+def train_ensemble(
+    cfg: ExperimentConfig,
+    train_records: Sequence[ImageRecord],
+    classes: Sequence[str],
+    out_dir: str | Path,
+    *,
+    options: EnsembleOptions | None = None,
+    test_records: Sequence[ImageRecord] = (),
+    resume: bool = False,
+) -> Path:
+    """Train the k members of ``cfg``'s pipeline on the bagging splits of ``train_records`` and
+    write the ensemble folder ``out_dir`` (members in ``out_dir/member<j>/model``; pruned ones in
+    ``out_dir/member<j>/pruned``). ``test_records`` are remembered for ``evaluate`` without data."""
+    from histobreast.pipelines import get_pipeline
+
+    options = options or ensemble_options(cfg)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out_dir / "config.yaml")
+    splits = bag_training_set(cfg, train_records, options)
+    write_splits_csv(splits, out_dir / "bagging_splits.csv")
+    if test_records:
+        write_records_csv(test_records, out_dir / TEST_RECORDS)
+    pipeline = get_pipeline(cfg.pipeline)
+    members = []
+    for number, split in enumerate(splits, start=1):
+        member_dir = out_dir / f"member{number}"
+        member_train, member_val = split.select(train_records, "train"), split.select(train_records, "val")
+        folder = pipeline.train_fold(cfg, member_train, member_val, classes, member_dir, resume=resume)
+        if options.prune_ratio > 0:
+            from histobreast.pipelines.pruning import PruneOptions, prune_model_folder
+
+            prune = PruneOptions(ratio=options.prune_ratio, loops=options.prune_loops)
+            folder = prune_model_folder(folder, member_dir / "pruned", member_train, member_val, options=prune)
+        members.append(folder)
+    extra = {"pipeline": cfg.pipeline, "config": cfg.name,
+             "bagging": {"members": options.members, "contiguous": _contiguous(cfg, options),
+                         "prune_ratio": options.prune_ratio, "prune_loops": options.prune_loops}}
+    return save_ensemble_folder(out_dir, members, options.rule, classes=classes, extra=extra)
+
+
+def held_out_records(path: str | Path) -> list[ImageRecord]:
+    """The test records remembered by :func:`train_ensemble`; ConfigError when there are none."""
+    csv_path = Path(path) / TEST_RECORDS
+    if not csv_path.is_file():
+        raise ConfigError(f"{path}: the ensemble has no remembered test images ({TEST_RECORDS}); pass --data")
+    return read_records_csv(csv_path)
+
+
+def evaluate_ensemble(
+    path: str | Path,
+    records: Sequence[ImageRecord],
+    out_dir: str | Path,
+    rule: EnsembleRule | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """Predict ``records`` with the ensemble and each member, write ``predictions.csv`` (ensemble,
+    with ``uncertainty``), ``members/<name>.csv`` and a report (the ensemble beside each member,
+    paper A Table 9); returns ``{"ensemble": metrics, "members": {name: metrics}, "rule", "gain"}``."""
+    from histobreast.report import Report, RunInfo, ensemble_table
+
+    out_dir = Path(out_dir)
+    result = predict_ensemble(path, records, rule, **options)
+    result.ensemble.to_csv(out_dir / "predictions.csv")
+    for name, table in result.members.items():
+        table.to_csv(out_dir / "members" / f"{name.replace('/', '_')}.csv")
+    ensemble_metrics = evaluate_predictions(result.ensemble)
+    member_metrics = {name: evaluate_predictions(table) for name, table in result.members.items()}
+    best = max(member_metrics.values(), key=lambda m: m["metrics"]["image_level_accuracy"])
+    gain = ensemble_metrics["metrics"]["image_level_accuracy"] - best["metrics"]["image_level_accuracy"]
+    report = Report(out_dir / "report", f"Ensemble of {len(member_metrics)} models ({result.rule} rule)",
+                    RunInfo(str(records[0].path.parent) if records else "-", "ensemble evaluation",
+                            str(Path(path)), str(Path(path) / MANIFEST)))
+    report.add_table(ensemble_table(member_metrics, ensemble_metrics, result.rule))
+    uncertainty = result.ensemble.extra["uncertainty"]
+    report.add_text(f"Member disagreement (uncertainty column of predictions.csv): mean {uncertainty.mean():.3f}, "
+                    f"{int((uncertainty > 0).sum())} of {len(uncertainty)} images without a unanimous vote.")
+    report.add_evaluation(f"Ensemble ({result.rule})", ensemble_metrics, result.ensemble)
+    report.write()
+    return {"rule": result.rule, "ensemble": ensemble_metrics, "members": member_metrics, "gain_over_best_member": gain}

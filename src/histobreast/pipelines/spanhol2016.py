@@ -1,0 +1,170 @@
+"""The Spanhol et al. 2016 baseline (paper A's Table 9 comparison) as a pipeline.
+
+Spanhol et al. (IJCNN 2016) trained a small patch CNN (:mod:`histobreast.models.spanhol`) on
+32x32 and on 64x64 patches, extracted by a sliding window with 50 % overlap or at random
+positions, classified an image by combining its patches' probabilities, and fused the four
+resulting models with the max rule. Here each of the four models is an ordinary model folder,
+and the fused baseline is an ensemble folder (``ensemble.json``, rule ``max``) holding them, so
+``histobreast ensemble evaluate`` works on it as on any ensemble.
+
+``train_fold`` trains the members (one engine run each, ``fold_dir/<member>/``) and writes the
+ensemble at ``fold_dir/model``; ``predict_records`` on that folder returns the fused result first
+(``"max_fusion"``) and then every member (``"patch32_sliding"`` ...), on a single member folder
+``{"image": ...}``. At test time every member cuts its image into sliding windows of its own size
+(50 % overlap); the patch probabilities are combined by ``patch_rule`` (sum = mean, Spanhol's sum
+rule; or max).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import numpy as np
+import torch
+
+from histobreast.data.records import ImageRecord
+from histobreast.data.spanhol_patches import EXTRACTIONS, SpanholPatchDataset, image_patch_batches, load_scaled
+from histobreast.engine import Trainer
+from histobreast.engine.config import ExperimentConfig, build_dataclass
+from histobreast.engine.distributed import resolve_device
+from histobreast.engine.inference import predictions_from_records
+from histobreast.errors import CheckpointError
+from histobreast.models import create_model
+from histobreast.pipelines.bagging import is_ensemble_folder, predict_ensemble, save_ensemble_folder
+from histobreast.pipelines.common import fit_stain_normalizer
+from histobreast.pipelines.package import LoadedModel, load_model_folder, save_model_folder
+from histobreast.predictions import Predictions
+from histobreast.seeding import derive_seed, seed_everything
+from histobreast.votes import combine_members
+
+MODEL_NAME = "spanhol_patch_cnn"
+
+
+@dataclass
+class SpanholOptions:
+    """The ``spanhol`` section of a baseline config (defaults: Spanhol et al. 2016).
+
+    One member is trained per (patch size, extraction) pair. ``scale`` resizes images before
+    patches are cut (Spanhol et al. worked on half-size 350x230 BreaKHis images; 0.5 here).
+    ``random_patches``: random windows per training image. ``patch_rule``: how an image's patch
+    probabilities become its probabilities; ``fusion``: how the members vote (paper: max).
+    """
+
+    patch_sizes: list[int] = field(default_factory=lambda: [32, 64])
+    extractions: list[Literal["sliding", "random"]] = field(default_factory=lambda: ["sliding", "random"])
+    overlap: float = 0.5
+    random_patches: int = 1000
+    scale: float = 0.5
+    patch_rule: Literal["sum", "max"] = "sum"
+    fusion: Literal["sum", "max", "majority"] = "max"
+    eval_batch_size: int = 512
+
+    def problems(self) -> Any:
+        if not self.patch_sizes or any(size < 8 for size in self.patch_sizes):
+            yield "patch_sizes", f"needs at least one size, each >= 8 pixels, got {self.patch_sizes}"
+        if not self.extractions or len(set(self.extractions)) != len(self.extractions):
+            yield "extractions", f"needs distinct values among {EXTRACTIONS}, got {self.extractions}"
+        if not 0.0 <= self.overlap < 1.0:
+            yield "overlap", f"must be in [0, 1), got {self.overlap}"
+        if self.random_patches < 1 or self.eval_batch_size < 1:
+            yield "random_patches", "random_patches and eval_batch_size must be >= 1"
+        if self.scale <= 0:
+            yield "scale", f"must be > 0, got {self.scale}"
+
+    def members(self) -> list[tuple[str, int, str]]:
+        """``(name, patch size, extraction)`` of every member, sizes outer."""
+        return [(f"patch{size}_{kind}", size, kind) for size in self.patch_sizes for kind in self.extractions]
+
+
+def spanhol_options(cfg: ExperimentConfig) -> SpanholOptions:
+    """The validated ``spanhol`` section of ``cfg``."""
+    return build_dataclass(SpanholOptions, cfg.spanhol, source=f"config {cfg.name!r}", prefix="spanhol")
+
+
+def train_fold(
+    cfg: ExperimentConfig,
+    train_records: Sequence[ImageRecord],
+    val_records: Sequence[ImageRecord],
+    classes: Sequence[str],
+    fold_dir: str | Path,
+    *,
+    resume: bool = False,
+) -> Path:
+    """Train the four (patch size x extraction) members and write the max-rule ensemble at
+    ``fold_dir/model`` (members in ``fold_dir/model/<member>``); returns that folder."""
+    options = spanhol_options(cfg)
+    fold_dir = Path(fold_dir)
+    if resume and is_ensemble_folder(fold_dir / "model"):
+        return fold_dir / "model"
+    stain = fit_stain_normalizer(cfg, train_records)
+    members = []
+    for number, (name, size, extraction) in enumerate(options.members()):
+        folder = fold_dir / "model" / name
+        if resume and (folder / "model.json").is_file():
+            members.append(folder)  # finished before the interruption
+            continue
+        seed = derive_seed(cfg.seed, number)
+        seed_everything(seed)
+        kwargs = {"num_classes": len(classes), "patch_size": size}
+        model = create_model(MODEL_NAME, **kwargs)
+        patches = dict(patch_size=size, overlap=options.overlap, scale=options.scale, stain=stain, seed=seed)
+        train_data = SpanholPatchDataset(train_records, classes, extraction=extraction,
+                                         random_patches=options.random_patches, **patches)
+        val_data = SpanholPatchDataset(val_records, classes, **patches) if val_records else None
+        trainer = Trainer(model, cfg.train, seed=seed, run_dir=fold_dir / name, model_name=MODEL_NAME,
+                          model_kwargs=kwargs, experiment=cfg, metadata={"classes": list(classes)})
+        result = trainer.fit(train_data, val_data, resume=resume)
+        member = {"name": name, "patch_size": size, "extraction": extraction, **asdict(options)}
+        members.append(save_model_folder(folder, trainer.model.cpu(), cfg, classes, stain=stain,
+                                         metrics=result.final_metrics, extra={"spanhol": member},
+                                         model_name=MODEL_NAME, model_kwargs=kwargs))
+    return save_ensemble_folder(fold_dir / "model", members, options.fusion, classes=classes,
+                                extra={"pipeline": "spanhol2016", "config": cfg.name})
+
+
+def _member_settings(info: dict[str, Any]) -> dict[str, Any]:
+    settings = info.get("spanhol")
+    if not isinstance(settings, dict):
+        raise CheckpointError(f"model folder of {info.get('model_name')!r} has no 'spanhol' settings: "
+                              "not a Spanhol 2016 member")
+    return settings
+
+
+@torch.inference_mode()
+def predict_member_records(loaded: LoadedModel, records: Sequence[ImageRecord], *, device: str = "auto") -> Predictions:
+    """One member's image predictions: sliding-window patches of each (scaled) image, patch
+    probabilities combined by the member's ``patch_rule``."""
+    settings = _member_settings(loaded.info)
+    device_ = resolve_device(device)
+    model = loaded.model.to(device_).eval()
+    stain = loaded.stain
+    rows = []
+    for record in records:
+        image = load_scaled(record, settings["scale"], stain)
+        probs = torch.cat([model.predict_proba(batch.to(device_)).float().cpu()
+                           for batch in image_patch_batches(image, settings["patch_size"], settings["overlap"],
+                                                            settings["eval_batch_size"])])
+        rows.append(combine_members(probs[:, None, :], settings["patch_rule"])[0])
+    probs_array = torch.stack(rows).numpy() if rows else np.zeros((0, len(loaded.classes)))
+    return predictions_from_records(records, probs_array, loaded.classes)
+
+
+def predict_records(
+    model_folder_or_loaded: Any,
+    records: Sequence[ImageRecord],
+    *,
+    tta_views: Sequence[str] = (),
+    batch_size: int | None = None,
+    device: str = "auto",
+) -> dict[str, Predictions]:
+    """``{"<rule>_fusion": fused, <member>: ...}`` for the baseline's ensemble folder, or
+    ``{"image": ...}`` for one member folder. ``tta_views`` and ``batch_size`` are not used by
+    this baseline (patches are batched by the member's ``eval_batch_size``)."""
+    if isinstance(model_folder_or_loaded, (str, Path)) and is_ensemble_folder(model_folder_or_loaded):
+        result = predict_ensemble(model_folder_or_loaded, records, device=device)
+        return {f"{result.rule}_fusion": result.ensemble, **result.members}
+    loaded = model_folder_or_loaded if isinstance(model_folder_or_loaded, LoadedModel) \
+        else load_model_folder(model_folder_or_loaded)
+    return {"image": predict_member_records(loaded, records, device=device)}
