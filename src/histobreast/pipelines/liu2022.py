@@ -1,0 +1,205 @@
+"""System B end to end (Liu et al. 2022, MSMV-PFENet): records -> six views x KREM crops -> model.
+
+``train_fold`` builds the key-region datasets of a fold (training: 6 views x the 12 densest level-1
+regions per image; validation: 6 views x the densest region), then either trains PFENet and FDNet
+jointly with :class:`~histobreast.engine.Trainer` (the paper), or, with ``model.frozen_encoders:
+true``, encodes every crop once with the initial encoders (cached on disk, shared by folds and
+runs) and trains only the discriminator on the pooled vectors. Either way the fold's model folder
+holds the complete model, so ``predict_records`` runs from images.
+
+``predict_records`` scores the densest region of each view and returns ``{"image": six-view
+majority vote, "patch": one row per view}`` (paper B's image- and patch-level results).
+
+Config keys read here (besides the engine's ``train`` section): ``preprocess.input_size`` (crop
+side), ``preprocess.regions`` (``views``, ``top_k_train``, ``top_k_test``, ``krem`` = fields of
+:class:`~histobreast.preprocess.krem.KremParams`, ``selection``: ``density`` = KREM or ``random`` =
+the paper's random-region control), ``preprocess.stain``, ``preprocess.cache_dir`` (default: a
+``cache`` folder next to the fold folders), ``model`` (``msmv_pfenet`` kwargs, ``frozen_encoders``).
+``preprocess.augment`` is not used: the six views and the twelve regions are the paper's
+augmentation.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from histobreast.data.key_regions import KeyRegionDataset, image_predictions, view_predictions
+from histobreast.data.records import ImageRecord
+from histobreast.engine.config import ExperimentConfig, build_dataclass
+from histobreast.engine.distributed import resolve_device
+from histobreast.engine.inference import predict_probabilities
+from histobreast.engine.trainer import Trainer, classification_metrics
+from histobreast.errors import ConfigError
+from histobreast.features import SVMDiscriminator, extract_features
+from histobreast.models import create_model
+from histobreast.models.msmv import MSMVPFENet
+from histobreast.pipelines.common import fit_stain_normalizer
+from histobreast.pipelines.package import LoadedModel, load_model_folder, save_model_folder
+from histobreast.predictions import Predictions
+from histobreast.preprocess.krem import KremParams
+from histobreast.preprocess.stain import StainNormalizer
+from histobreast.seeding import seed_everything
+
+log = logging.getLogger(__name__)
+
+MODEL_NAME = "msmv_pfenet"
+#: What the validation reports besides the engine's patch-level val_loss / val_accuracy.
+VAL_IMAGE_ACCURACY = "val_image_accuracy"
+
+
+def krem_params(cfg: ExperimentConfig, source: str = "config") -> KremParams:
+    """KREM settings: ``preprocess.regions.krem`` fields, crops resized to ``preprocess.input_size``."""
+    krem = dict(cfg.preprocess.regions.krem)
+    size = krem.setdefault("output_size", cfg.preprocess.input_size)
+    if size != cfg.preprocess.input_size:
+        raise ConfigError(f"{source}: preprocess.regions.krem.output_size={size} differs from "
+                          f"preprocess.input_size={cfg.preprocess.input_size}; set only input_size")
+    return build_dataclass(KremParams, krem, source, "preprocess.regions.krem")
+
+
+def model_kwargs(cfg: ExperimentConfig, classes: Sequence[str]) -> dict[str, Any]:
+    """``create_model`` kwargs of the experiment's MSMV-PFENet (``num_classes`` filled in)."""
+    if cfg.model.name != MODEL_NAME:
+        raise ConfigError(f"pipeline liu2022 trains {MODEL_NAME!r}, but model.name is {cfg.model.name!r}")
+    if cfg.model.kwargs.get("discriminator") == "svm":
+        raise ConfigError("model.kwargs.discriminator: 'svm' is not trained by the liu2022 pipeline; it is Table 4's "
+                          "SVM row, fitted on the pooled features of the PFENet + FC model by `histobreast ablate`")
+    return {"num_classes": cfg.model.num_classes or len(classes), **cfg.model.kwargs}
+
+
+def build_model(cfg: ExperimentConfig, classes: Sequence[str]) -> MSMVPFENet:
+    """The experiment's model; its initial weights follow ``cfg.seed`` (so every fold starts equal,
+    and frozen encoders, hence their cached features, are shared by the folds)."""
+    seed_everything(cfg.seed)
+    return create_model(MODEL_NAME, weights=cfg.model.weights, **model_kwargs(cfg, classes))
+
+
+def region_dataset(cfg: ExperimentConfig, records: Sequence[ImageRecord], classes: Sequence[str],
+                   levels: Sequence[int], *, train: bool, cache_dir: Path | None,
+                   stain: StainNormalizer | None = None, views: Sequence[str] = (),
+                   unknown_labels: bool = False) -> KeyRegionDataset:
+    """The training (``top_k_train`` regions per view, images preloaded) or evaluation
+    (``top_k_test``) key-region dataset of ``records``; samples are uint8 crops normalised by the model."""
+    regions = cfg.preprocess.regions
+    return KeyRegionDataset(
+        records, classes, top_k=regions.top_k_train if train else regions.top_k_test,
+        views=tuple(views) or tuple(regions.views), levels=levels, params=krem_params(cfg, cfg.name),
+        selection=regions.selection, seed=cfg.seed, cache_dir=cache_dir / "regions" if cache_dir else None,
+        stain=stain, preload=train, uint8=True, unknown_labels=unknown_labels,
+    )
+
+
+def cache_dir_of(cfg: ExperimentConfig, fold_dir: Path) -> Path:
+    """``preprocess.cache_dir``, or ``<experiment folder>/cache`` shared by the folds."""
+    return Path(cfg.preprocess.cache_dir) if cfg.preprocess.cache_dir else Path(fold_dir).parent / "cache"
+
+
+def _eval_batch_size(cfg: ExperimentConfig) -> int:
+    return cfg.evaluate.batch_size or cfg.train.eval_batch_size or max(1, 2 * cfg.train.batch_size // cfg.train.grad_accum)
+
+
+def validation_fn(val: KeyRegionDataset, inputs: Dataset, batch_size: int, device: str) -> Callable[[nn.Module], dict[str, float]]:
+    """``validate(model)`` for the Trainer: patch-level ``val_loss``/``val_accuracy`` and the six-view
+    vote's ``val_image_accuracy`` over ``inputs`` (``val`` itself, or its cached features)."""
+
+    def validate(model: nn.Module) -> dict[str, float]:
+        probs, targets = predict_probabilities(model, DataLoader(inputs, batch_size=batch_size), device)
+        image = image_predictions(val, probs)
+        return {**classification_metrics(probs, targets, prefix="val_"),
+                VAL_IMAGE_ACCURACY: float(np.mean(image.predicted == image.labels))}
+
+    return validate
+
+
+def train_fold(cfg: ExperimentConfig, train_records: Sequence[ImageRecord], val_records: Sequence[ImageRecord],
+               classes: Sequence[str], fold_dir: Path, *, resume: bool = False) -> Path:
+    """Train one fold and write its model folder ``fold_dir/model`` (returned).
+
+    Live mode trains the whole model (run folder ``fold_dir/msmv``); frozen mode
+    (``model.frozen_encoders``) trains the discriminator on cached features (``fold_dir/discriminator``).
+    With ``resume`` a finished fold is returned as it is and an interrupted one continues.
+    """
+    fold_dir = Path(fold_dir)
+    target = fold_dir / "model"
+    if resume and (target / "model.json").is_file():
+        return target
+    classes = list(classes)
+    stain = fit_stain_normalizer(cfg, train_records)
+    model = build_model(cfg, classes)
+    cache = cache_dir_of(cfg, fold_dir)
+    train = region_dataset(cfg, train_records, classes, model.scales, train=True, cache_dir=cache, stain=stain)
+    val = region_dataset(cfg, val_records, classes, model.scales, train=False, cache_dir=cache, stain=stain) \
+        if val_records else None
+    log.info("%s: %d training samples (%d images), %d validation samples", fold_dir, len(train),
+             len(train_records), len(val) if val is not None else 0)
+    train.prepare()
+    kwargs = model_kwargs(cfg, classes)
+    trainer_args = dict(seed=cfg.seed, experiment=cfg, metadata={"classes": classes})
+    batch = _eval_batch_size(cfg)
+    if cfg.model.frozen_encoders:
+        device = str(resolve_device(cfg.train.device))
+        features = cache / "features"
+        train_inputs = extract_features(model, train, features, batch_size=batch, device=device)
+        validate = None
+        if val is not None:
+            val_features = extract_features(model, val, features, batch_size=batch, device=device)
+            validate = validation_fn(val, val_features, batch, device)
+        trainer = Trainer(model.discriminator, cfg.train, run_dir=fold_dir / "discriminator", validate=validate,
+                          **trainer_args)
+        result = trainer.fit(train_inputs, resume=resume)
+    else:
+        validate = validation_fn(val, val, batch, cfg.train.device) if val is not None else None
+        trainer = Trainer(model, cfg.train, run_dir=fold_dir / "msmv", validate=validate, model_name=MODEL_NAME,
+                          model_kwargs=kwargs, **trainer_args)
+        result = trainer.fit(train, resume=resume)
+    model.eval()
+    return save_model_folder(target, model.cpu(), cfg, classes, stain=stain, metrics=result.final_metrics)
+
+
+def predict_records(model_folder_or_loaded: str | Path | LoadedModel, records: Sequence[ImageRecord], *,
+                    tta_views: Sequence[str] = (), batch_size: int | None = None,
+                    device: str = "auto") -> dict[str, Predictions]:
+    """``{"image": six-view majority vote per image, "patch": one row per view}``.
+
+    Each view contributes its densest key region (``top_k_test``); ``tta_views`` replaces the
+    config's views (the voters). Labels outside the model's classes become -1 (unlabelled images).
+    The vote's tie rule: the larger summed probability, then the lower class index.
+    """
+    loaded = model_folder_or_loaded if isinstance(model_folder_or_loaded, LoadedModel) \
+        else load_model_folder(model_folder_or_loaded, device=str(resolve_device(device)))
+    cfg = loaded.cfg
+    cache = Path(cfg.preprocess.cache_dir) if cfg.preprocess.cache_dir else None
+    data = region_dataset(cfg, records, loaded.classes, loaded.model.scales, train=False, cache_dir=cache,
+                          stain=loaded.stain, views=tta_views, unknown_labels=True)
+    probs, _ = predict_probabilities(loaded.model, DataLoader(data, batch_size=batch_size or _eval_batch_size(cfg)),
+                                     device)
+    return {"image": image_predictions(data, probs), "patch": view_predictions(data, probs)}
+
+
+
+def predict_records_svm(model_folder: str | Path, train_records: Sequence[ImageRecord],
+                        records: Sequence[ImageRecord], *, batch_size: int | None = None,
+                        device: str = "auto") -> dict[str, Predictions]:
+    """Table 4's "PFENet + SVM": an SVM fitted on the pooled features of ``model_folder``'s encoders
+    over ``train_records`` (6 views x ``top_k_train`` regions), then :func:`predict_records`' outputs
+    with the SVM's probabilities. Features are cached next to the model's regions; the SVM is refitted
+    each time (seconds; it is never pickled)."""
+    loaded = load_model_folder(model_folder, device="cpu")
+    cfg, model, classes = loaded.cfg, loaded.model, loaded.classes
+    cache = cache_dir_of(cfg, Path(model_folder).parent)  # where train_fold kept the source model's features
+    device = str(resolve_device(device))
+    batch = batch_size or _eval_batch_size(cfg)
+    train = region_dataset(cfg, train_records, classes, model.scales, train=True, cache_dir=cache, stain=loaded.stain)
+    test = region_dataset(cfg, records, classes, model.scales, train=False, cache_dir=cache, stain=loaded.stain,
+                          unknown_labels=True)
+    model.to(device)
+    svm = SVMDiscriminator(len(classes)).fit_features(extract_features(model, train, cache / "features",
+                                                                       batch_size=batch, device=device))
+    probs = svm.predict_proba(extract_features(model, test, cache / "features", batch_size=batch, device=device).features)
+    return {"image": image_predictions(test, probs), "patch": view_predictions(test, probs)}

@@ -1,0 +1,167 @@
+"""System B pipeline on a tiny synthetic BACH tree: train_fold -> model folder -> predict_records, in
+live (joint) and frozen-encoder modes; six views x three crops per test image, the six-view vote and
+its tie rule, the random-region control, and the loss going down."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from histobreast.data.bach import BACH_CLASSES
+from histobreast.data.records import ImageRecord
+from histobreast.data.synthetic import synth_bach
+from histobreast.engine.config import ExperimentConfig, config_to_dict, parse_config
+from histobreast.errors import ConfigError
+from histobreast.pipelines import get_pipeline, liu2022
+from histobreast.pipelines.package import LoadedModel, load_model_folder
+from histobreast.preprocess.views import SIX_VIEWS
+
+CLASSES = list(BACH_CLASSES)
+
+
+def tiny_config(**model: Any) -> ExperimentConfig:
+    """ResNet18 encoders on 32 px crops, 2 regions per training view, one epoch of 6 steps."""
+    return parse_config({
+        "name": "tiny_liu2022", "pipeline": "liu2022", "seed": 0,
+        "preprocess": {"input_size": 32, "regions": {"top_k_train": 2}},
+        "model": {"name": "msmv_pfenet", "kwargs": {"encoder": "resnet18"}, **model},
+        "train": {"batch_size": 16, "epochs": 1, "lr": 0.01, "weight_decay": 1e-4, "num_workers": 0,
+                  "device": "cpu", "log_every": 1, "tensorboard": False, "progress": False},
+    })
+
+
+@pytest.fixture(scope="module")
+def records(tmp_path_factory) -> list[ImageRecord]:
+    """Three synthetic images per class at 512x384 (BACH's field of view at 1.68 µm/px)."""
+    return synth_bach(tmp_path_factory.mktemp("bach"), per_class=3, size=(512, 384), image_format="png")
+
+
+def split(records: list[ImageRecord]) -> tuple[list[ImageRecord], list[ImageRecord], list[ImageRecord]]:
+    return records[0::3], records[1::3], records[2::3]  # one image per class in each
+
+
+def check_outputs(out: dict, test: list[ImageRecord]) -> None:
+    assert list(out) == ["image", "patch"]  # the headline method first
+    image, patch = out["image"], out["patch"]
+    assert image.image_ids == [r.image_id for r in test]
+    assert patch.image_ids == [f"{r.image_id}/{v}" for r in test for v in SIX_VIEWS]
+    assert image.labels.tolist() == [CLASSES.index(r.label) for r in test]
+    for j in range(len(test)):  # each image's label is the majority of its six view labels
+        votes = np.bincount(patch.predicted[6 * j: 6 * j + 6], minlength=4)
+        assert votes[image.predicted[j]] == votes.max()
+
+
+def test_live_training_writes_a_model_folder_that_predicts_six_views_per_image(records, tmp_path) -> None:
+    train, val, test = split(records)
+    cfg = tiny_config()
+    folder = liu2022.train_fold(cfg, train, val, CLASSES, tmp_path / "fold1")
+    assert folder == tmp_path / "fold1" / "model"
+    loaded = load_model_folder(folder)
+    assert loaded.pipeline == "liu2022" and loaded.classes == CLASSES
+    assert loaded.info["model_kwargs"] == {"num_classes": 4, "encoder": "resnet18"}
+    assert {"val_accuracy", "val_image_accuracy", "val_loss"} <= set(loaded.info["metrics"])
+    assert (tmp_path / "fold1" / "msmv" / "checkpoints" / "last.json").is_file()
+    check_outputs(liu2022.predict_records(loaded, test), test)
+    # resume returns the finished fold as it is
+    assert liu2022.train_fold(cfg, train, val, CLASSES, tmp_path / "fold1", resume=True) == folder
+    assert get_pipeline("liu2022") is liu2022
+
+
+def test_frozen_mode_trains_only_the_discriminator_on_cached_features_and_lowers_the_loss(records, tmp_path) -> None:
+    train, val, test = split(records)
+    cfg = parse_config({**_as_dict(tiny_config(frozen_encoders=True)),
+                        "train": {**_as_dict(tiny_config())["train"], "epochs": 8, "optimizer": "adamw", "lr": 1e-3}})
+    folder = liu2022.train_fold(cfg, train, val, CLASSES, tmp_path / "fold1")
+    initial = liu2022.build_model(cfg, CLASSES)
+    trained = load_model_folder(folder).model
+    for (name, before), after in zip(initial.encoders.state_dict().items(), trained.encoders.state_dict().values()):
+        torch.testing.assert_close(after, before, rtol=0, atol=0, msg=name)  # encoders untouched
+    changed = [not torch.equal(a, b) for a, b in zip(initial.discriminator.parameters(), trained.discriminator.parameters())]
+    assert all(changed)
+    cache = tmp_path / "cache" / "features"
+    entries = sorted(cache.rglob("*.npy"))
+    assert len(entries) == len(train) + len(val)  # one entry per image
+    with open(tmp_path / "fold1" / "discriminator" / "train_log.csv") as fh:
+        losses = [float(row["train_loss"]) for row in csv.DictReader(fh)]
+    steps = 4 * 6 * 2 // 16  # per epoch: 4 images x 6 views x 2 regions, batch 16
+    assert len(losses) == 8 * steps and np.mean(losses[-steps:]) < 0.8 * np.mean(losses[:steps]), losses
+    check_outputs(liu2022.predict_records(folder, test), test)
+    # A second fold on the same images reads the features instead of encoding again.
+    liu2022.train_fold(cfg, train, val, CLASSES, tmp_path / "fold2")
+    assert sorted(cache.rglob("*.npy")) == entries
+
+
+def _as_dict(cfg: ExperimentConfig) -> dict:
+    return config_to_dict(cfg)
+
+
+class ScriptedModel(nn.Module):
+    """Returns prepared probability rows in call order (to stage a 3-3 tie between views)."""
+
+    scales = (0, 1, 2)
+
+    def __init__(self, rows: np.ndarray) -> None:
+        super().__init__()
+        self.rows = torch.as_tensor(rows, dtype=torch.float32)
+        self.seen = 0
+        self.crop_shapes: list[tuple[int, ...]] = []
+
+    def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
+        self.crop_shapes += [tuple(s.shape) for s in x]
+        out = self.rows[self.seen: self.seen + len(x)]
+        self.seen += len(x)
+        return out
+
+
+def test_each_test_image_gives_six_views_of_three_crops_and_ties_go_to_the_summed_probability(records, tmp_path) -> None:
+    _, _, test = split(records)
+    test = test[:2]
+    cfg = tiny_config()
+    # Image 1: three views say Normal (0.4), three say Invasive (0.8): a 3-3 tie -> Invasive (2.4 > 1.5 summed).
+    tie = [[0.4, 0.3, 0.3, 0.0]] * 3 + [[0.1, 0.0, 0.1, 0.8]] * 3
+    clear = [[0.1, 0.7, 0.1, 0.1]] * 4 + [[0.0, 0.0, 1.0, 0.0]] * 2  # image 2: Benign 4-2
+    model = ScriptedModel(np.array(tie + clear))
+    loaded = _loaded(model, cfg)
+    out = liu2022.predict_records(loaded, test, batch_size=4)
+    assert model.crop_shapes == [(3, 3, 32, 32)] * 12  # 2 images x 6 views, each 3 crops (coarse -> fine)
+    assert out["image"].predicted.tolist() == [3, 1]
+    assert out["patch"].predicted.tolist() == [0, 0, 0, 3, 3, 3, 1, 1, 1, 1, 2, 2]
+    np.testing.assert_allclose(out["image"].extra["view_disagreement"], [0.5, 2 / 6])
+
+
+def _loaded(model: nn.Module, cfg: ExperimentConfig) -> LoadedModel:
+    return LoadedModel(model=model, info={}, classes=CLASSES, pipeline="liu2022", cfg=cfg, path=Path("."))
+
+
+def test_random_region_control_picks_other_windows_of_the_same_sizes(records, tmp_path) -> None:
+    train, _, _ = split(records)
+    density = tiny_config()
+    random = parse_config({**_as_dict(density), "preprocess": {**_as_dict(density)["preprocess"],
+                                                               "regions": {"top_k_train": 2, "selection": "random"}}})
+    kremmed = liu2022.region_dataset(density, train[:1], CLASSES, (0, 1, 2), train=True, cache_dir=tmp_path)
+    drawn = liu2022.region_dataset(random, train[:1], CLASSES, (0, 1, 2), train=True, cache_dir=tmp_path)
+    assert drawn.selection == "random" and kremmed.selection == "density"
+    for v in range(6):
+        a, b = kremmed.regions(0, v), drawn.regions(0, v)
+        assert [box[2:] for r in a for box in r.boxes] == [box[2:] for r in b for box in r.boxes]  # window sizes
+        assert [r.boxes for r in a] != [r.boxes for r in b]  # positions
+    assert not torch.equal(kremmed[0][0], drawn[0][0])
+
+
+def test_config_mistakes_name_the_key() -> None:
+    cfg = tiny_config()
+    svm = parse_config({**_as_dict(cfg), "model": {"name": "msmv_pfenet", "kwargs": {"discriminator": "svm"}}})
+    with pytest.raises(ConfigError, match="discriminator: 'svm'"):
+        liu2022.build_model(svm, CLASSES)
+    other = parse_config({**_as_dict(cfg), "model": {"name": "resnet18"}})
+    with pytest.raises(ConfigError, match="model.name is 'resnet18'"):
+        liu2022.build_model(other, CLASSES)
+    clash = parse_config({**_as_dict(cfg), "preprocess": {"input_size": 32, "regions": {"krem": {"output_size": 64}}}})
+    with pytest.raises(ConfigError, match="output_size=64 differs from preprocess.input_size=32"):
+        liu2022.krem_params(clash)
