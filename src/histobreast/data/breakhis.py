@@ -29,7 +29,7 @@ from histobreast.atomic import atomic_write_text
 from histobreast.data.imageio import SkipReport, list_images, raise_or_skip, readable_size
 from histobreast.data.records import ImageRecord, Scale, read_scale_file
 from histobreast.data.splits import Split
-from histobreast.errors import DatasetError
+from histobreast.errors import DatasetError, SplitLeakageError
 
 BREAKHIS_CLASSES = ("benign", "malignant")
 BREAKHIS_SUBTYPES = ("A", "F", "PT", "TA", "DC", "LC", "MC", "PC")
@@ -207,7 +207,10 @@ def _fold_split(name: str, rows: Iterable[tuple[str, str, int, str]], where: str
         patients[image_id] = parsed.patient_id
     if not subsets:
         raise DatasetError(f"{where}: no images listed")
-    return Split(name, subsets, patients)
+    try:
+        return Split(name, subsets, patients)
+    except SplitLeakageError as err:
+        raise SplitLeakageError(f"{where}: {err}") from err
 
 
 def _read_dsfold(path: Path) -> Split:
