@@ -142,9 +142,11 @@ def _label_problems(records: Sequence[ImageRecord]) -> list[Problem]:
         patients_of[record.label].add(record.patient_id)
     problems = [Problem("warning", f"patient {patient!r} has images of several classes: {sorted(labels)}")
                 for patient, labels in sorted(labels_of.items()) if len(labels) > 1]
-    problems += [Problem("warning", f"class {label!r} has a single patient ({next(iter(patients))!r}): "
-                                    "a patient-level split cannot put it on both sides")
-                 for label, patients in sorted(patients_of.items()) if len(patients) == 1]
+    single = [f"{label} ({next(iter(patients))})" for label, patients in sorted(patients_of.items())
+              if len(patients) == 1]
+    if single:
+        problems.append(Problem("warning", f"single-patient class(es), which a patient-level split cannot put "
+                                           f"on both sides: {', '.join(single)}"))
     return problems
 
 
@@ -237,6 +239,15 @@ def _scale_text(summary: DatasetSummary) -> str:
     return ", ".join(parts)
 
 
+def _shown_path(path: Path | None, root: Path | None) -> str:
+    """``path`` relative to the dataset root when it lies below it (shorter tables), else as given."""
+    if path is None:
+        return ""
+    if root is not None and path.is_relative_to(root):
+        return path.relative_to(root).as_posix()
+    return str(path)
+
+
 def print_summary(summary: DatasetSummary, console: Any = None) -> None:
     """Print ``summary`` as rich tables: counts per class/subtype/magnification, sizes, problems."""
     from rich.console import Console
@@ -283,9 +294,9 @@ def print_summary(summary: DatasetSummary, console: Any = None) -> None:
     problems = Table(title=f"Problems: {len(summary.errors)} error(s), {len(summary.warnings)} warning(s)",
                      title_justify="left")
     problems.add_column("severity")
-    problems.add_column("file")
+    problems.add_column("file" + (f" (in {summary.root})" if summary.root else ""), overflow="fold")
     problems.add_column("problem", overflow="fold")
     for problem in summary.problems:
         colour = "red" if problem.severity == "error" else "yellow"
-        problems.add_row(f"[{colour}]{problem.severity}[/]", str(problem.path or ""), problem.message)
+        problems.add_row(f"[{colour}]{problem.severity}[/]", _shown_path(problem.path, summary.root), problem.message)
     console.print(problems)
