@@ -8,6 +8,8 @@
 - :func:`validation_split`: a patient-disjoint validation subset of a fold's training images.
 - :func:`fit_stain_normalizer`: the stain target of ``preprocess.stain`` (a reference image, a saved
   target, or ``train``: a typical training image).
+- :func:`train_network`: build a registered network (seeded) and train it with the one engine.
+- :func:`average_over_views`: test-time augmentation, any prediction function averaged over views.
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
+from torch import nn
+from torch.utils.data import Dataset
 
 from histobreast.data.bach import BACH_BINARY, BACH_BINARY_CLASSES
 from histobreast.data.breakhis import BREAKHIS_SUBTYPES, read_breakhis_folds
@@ -31,9 +35,13 @@ from histobreast.data.splits import (
     patient_split,
     read_splits_csv,
 )
-from histobreast.engine.config import ExperimentConfig
+from histobreast.engine.config import AugmentConfig, ExperimentConfig
+from histobreast.engine.trainer import FitResult, Trainer
 from histobreast.errors import ConfigError, DatasetError
+from histobreast.models import create_model
 from histobreast.preprocess.stain import ReinhardNormalizer, StainError, StainNormalizer, create_normalizer, load_normalizer
+from histobreast.preprocess.views import apply_view
+from histobreast.seeding import derive_seed, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -208,3 +216,48 @@ def fit_stain_normalizer(cfg: ExperimentConfig, train_records: Sequence[ImageRec
         return create_normalizer(stain.method).fit(read_rgb(path))
     except StainError as err:
         raise StainError(f"preprocess.stain.target {path}: {err}") from None
+
+
+def augment_config(cfg: ExperimentConfig) -> AugmentConfig | None:
+    """``preprocess.augment`` when it changes anything, else None (no augmentation work per item)."""
+    aug = cfg.preprocess.augment
+    active = aug.rotation > 0 or aug.shear > 0 or aug.hflip or aug.vflip or aug.color_jitter > 0
+    return aug if active else None
+
+
+def eval_batch_size(cfg: ExperimentConfig) -> int:
+    """Images per inference batch: ``evaluate.batch_size``, else ``train.eval_batch_size``, else ``train.batch_size``."""
+    return cfg.evaluate.batch_size or cfg.train.eval_batch_size or cfg.train.batch_size
+
+
+def build_network(cfg: ExperimentConfig, num_classes: int, seed_key: int = 0, name: str | None = None,
+                  kwargs: Mapping[str, Any] | None = None) -> nn.Module:
+    """``create_model`` for the config's network with initial weights seeded by ``(seed, seed_key)``."""
+    seed_everything(derive_seed(cfg.seed, seed_key))
+    kwargs = dict(cfg.model.kwargs if kwargs is None else kwargs)
+    return create_model(name or cfg.model.name, num_classes=num_classes, weights=cfg.model.weights, **kwargs)
+
+
+def train_network(cfg: ExperimentConfig, model: nn.Module, train_data: Dataset, val_data: Any, run_dir: Path,
+                  classes: Sequence[str], *, resume: bool, model_name: str | None = None,
+                  model_kwargs: Mapping[str, Any] | None = None) -> FitResult:
+    """Train ``model`` in place with ``cfg.train`` (engine run folder ``run_dir``); returns the fit summary."""
+    trainer = Trainer(model, cfg.train, seed=cfg.seed, run_dir=run_dir, model_name=model_name or cfg.model.name,
+                      model_kwargs=model_kwargs, experiment=cfg, metadata={"classes": list(classes)})
+    result = trainer.fit(train_data, val_data, resume=resume)
+    model.eval()
+    return result
+
+
+def view_reader(view: str | None) -> Callable[[ImageRecord], np.ndarray] | None:
+    """An image reader for datasets that applies one of the six views (None: the raw image)."""
+    if view is None or view == "raw":
+        return None
+    return lambda record: apply_view(read_rgb(record.path), view)
+
+
+def average_over_views(predict: Callable[[str | None], Mapping[str, np.ndarray]],
+                       views: Sequence[str] = ()) -> dict[str, np.ndarray]:
+    """Test-time augmentation: ``predict(view)`` for every view (or once, raw), probabilities averaged per key."""
+    runs = [predict(view) for view in (list(views) or [None])]
+    return {key: np.mean([run[key] for run in runs], axis=0) for key in runs[0]}

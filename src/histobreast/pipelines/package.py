@@ -23,10 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import torch
 from torch import nn
 
 from histobreast.atomic import atomic_write_json
 from histobreast.engine.config import ExperimentConfig, config_to_dict, parse_config
+from histobreast.engine.distributed import resolve_device
 from histobreast.errors import CheckpointError
 from histobreast.models import create_model
 from histobreast.models.googlenet_sep import GoogLeNetSEP
@@ -193,3 +195,18 @@ def load_model_folder(path: str | Path, device: str = "cpu") -> LoadedModel:
     model.to(device).eval()
     return LoadedModel(model=model, info=info, classes=list(info["classes"]), pipeline=info["pipeline"], cfg=cfg,
                        path=path, stain=fitted_stain(info, meta))
+
+
+def as_loaded(model_folder_or_loaded: str | Path | LoadedModel, device: str | torch.device = "auto") -> LoadedModel:
+    """A :class:`LoadedModel` on ``device`` (``auto``: the GPU when there is one) from a folder or a loaded model."""
+    device = resolve_device(device) if isinstance(device, str) else device
+    if isinstance(model_folder_or_loaded, LoadedModel):
+        model_folder_or_loaded.model.to(device)
+        return model_folder_or_loaded
+    return load_model_folder(model_folder_or_loaded, device=str(device))
+
+
+def finished_model_folder(fold_dir: str | Path, resume: bool) -> Path | None:
+    """``fold_dir/model`` when resuming a fold whose model folder is already written, else None."""
+    target = Path(fold_dir) / "model"
+    return target if resume and (target / MODEL_JSON).is_file() else None

@@ -1,0 +1,50 @@
+"""Plain whole-image pipeline: whole-image resize and physical-scale crops, train -> predict."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from histobreast.data.synthetic import synth_bach
+from histobreast.engine.config import parse_config
+from histobreast.pipelines import get_pipeline
+from histobreast.pipelines.common import experiment_records, experiment_splits, validation_split
+from histobreast.pipelines.package import read_model_info
+
+
+@pytest.fixture(scope="module")
+def bach_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bach")
+    synth_bach(root, per_class=40, size=(96, 72), image_format="jpg")
+    return root
+
+
+def _cfg(root, **preprocess):
+    return parse_config({
+        "name": "img", "pipeline": "image",
+        "data": {"root": str(root), "task": "binary", "n_folds": 2},
+        "preprocess": {"input_size": 32, "augment": {"hflip": True, "color_jitter": 0.1}, **preprocess},
+        "model": {"name": "resnet18"},
+        "train": {"epochs": 1, "batch_size": 16, "num_workers": 0, "tensorboard": False, "progress": False},
+    })
+
+
+@pytest.mark.parametrize("preprocess", [{}, {"microns_per_pixel": 18.0}], ids=["resized", "physical-scale"])
+def test_train_fold_then_predict(bach_root, tmp_path, preprocess):
+    cfg = _cfg(bach_root, **preprocess)
+    records, classes = experiment_records(cfg)
+    split = experiment_splits(cfg, records)[0]
+    train, val = validation_split(cfg, split.select(records, "train"))
+    pipeline = get_pipeline("image")
+    folder = pipeline.train_fold(cfg, train, val, classes, tmp_path / "fold1")
+    info = read_model_info(folder)
+    assert info["model_name"] == "resnet18" and info["classes"] == ["non-carcinoma", "carcinoma"]
+    assert "val_accuracy" in info["metrics"]
+    test = split.select(records, "test")
+    views = ["raw", "flip_y"] if preprocess else []
+    out = pipeline.predict_records(folder, test, tta_views=views, device="cpu")
+    assert list(out) == ["image"]
+    pred = out["image"]
+    assert pred.probs.shape == (len(test), 2)
+    np.testing.assert_allclose(pred.probs.sum(axis=1), 1.0, atol=1e-5)
+    assert pred.image_ids == [r.image_id for r in test]
