@@ -599,7 +599,8 @@ def synth_breakhis(out_dir: str | Path, *, patients_per_subtype: int = 2, images
     """Write a synthetic BreaKHis tree under ``out_dir`` and return its records.
 
     Writes ``BreaKHis_v1/histology_slides/breast/...`` PNGs named by the real scheme, and
-    ``mkfold/dsfold1..N.txt``: copies of ``from_folds``'s files when given, else ``folds`` random
+    ``mkfold/dsfold1..N.txt``: ``from_folds``'s folds when given (limited to the images written:
+    the same folds when every magnification is written), else ``folds`` random
     patient-disjoint 70/30 splits (stratified by class, as the official protocol). ``size`` (width,
     height) below the native 700x460 keeps the field of view, so µm/pixel grows; the tree then gets a
     ``histobreast.json`` with the scale per magnification, which :func:`read_breakhis` picks up.
@@ -623,9 +624,10 @@ def synth_breakhis(out_dir: str | Path, *, patients_per_subtype: int = 2, images
     if (width, height) != BREAKHIS_NATIVE_SIZE:
         write_scale_file(out_dir, scale)
     if from_folds is not None:
+        written = [r.image_id for r in records]
         for split in read_breakhis_folds(from_folds):
             fold = int(split.name.removeprefix("fold"))
-            write_dsfold(split, out_dir / "mkfold" / f"dsfold{fold}.txt", fold)
+            write_dsfold(split.restrict(written), out_dir / "mkfold" / f"dsfold{fold}.txt", fold)
     else:
         for fold in range(1, folds + 1):
             split = patient_split(records, {"train": 0.7, "test": 0.3}, seed=seed * 1000 + fold, name=f"fold{fold}")
