@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from histobreast.errors import ConfigError, DatasetError
@@ -101,21 +102,26 @@ def synth(
     from histobreast.data.synthetic import synth_bach, synth_breakhis
 
     console = Console(soft_wrap=True)
+    options: dict[str, object] = {"size": _parse_size(size)} if size else {}
+    if kind is SynthKind.bach and from_folds is not None:
+        raise ConfigError("--from-folds applies to --kind breakhis only")
+    with Progress(TextColumn("synthesising"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console, transient=True) as bar:
+        task = bar.add_task("synth", total=None)
+        options["progress"] = lambda done, total: bar.update(task, completed=done, total=total)
+        if kind is SynthKind.breakhis:
+            records = synth_breakhis(out, patients_per_subtype=patients_per_subtype,
+                                     images_per_magnification=images_per_magnification,
+                                     magnifications=_parse_ints(magnifications, "--magnifications"),
+                                     from_folds=from_folds, folds=folds, seed=seed, **options)
+        else:
+            records = synth_bach(out, per_class=per_class, image_format=image_format, seed=seed, **options)
     if kind is SynthKind.breakhis:
-        options = {"size": _parse_size(size)} if size else {}
-        records = synth_breakhis(out, patients_per_subtype=patients_per_subtype,
-                                 images_per_magnification=images_per_magnification,
-                                 magnifications=_parse_ints(magnifications, "--magnifications"),
-                                 from_folds=from_folds, folds=folds, seed=seed, **options)
         mags = sorted({r.magnification for r in records})
         console.print(f"wrote {len(records)} synthetic BreaKHis images ({len({r.patient_id for r in records})} "
                       f"patients, magnifications {', '.join(f'{m}X' for m in mags)}) and mkfold/ fold files "
                       f"to {out}", highlight=False)
     else:
-        if from_folds is not None:
-            raise ConfigError("--from-folds applies to --kind breakhis only")
-        options = {"size": _parse_size(size)} if size else {}
-        records = synth_bach(out, per_class=per_class, image_format=image_format, seed=seed, **options)
         console.print(f"wrote {len(records)} synthetic BACH images ({per_class} per class, "
                       f"{records[0].microns_per_pixel:g} µm/px) to {out}", highlight=False)
     console.print(f"next: histobreast data inspect {out}", highlight=False)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import cv2
 import numpy as np
@@ -48,6 +48,7 @@ from histobreast.errors import DatasetError
 HAEMATOXYLIN_OD = np.array([0.5626, 0.7201, 0.4062], dtype=np.float32)
 EOSIN_OD = np.array([0.2159, 0.8012, 0.5581], dtype=np.float32)
 _H_SCALE = 1.6  # haematoxylin concentration stored as 255 in the nuclei map
+Progress = Callable[[int, int], None]  # (images done, images in total)
 
 
 @dataclass(frozen=True)
@@ -595,7 +596,8 @@ def plan_breakhis(patients_per_subtype: int = 2, images_per_magnification: int =
 
 def synth_breakhis(out_dir: str | Path, *, patients_per_subtype: int = 2, images_per_magnification: int = 3,
                    magnifications: Iterable[int] = MAGNIFICATIONS, size: tuple[int, int] = BREAKHIS_NATIVE_SIZE,
-                   from_folds: str | Path | None = None, folds: int = 5, seed: int = 0) -> list[ImageRecord]:
+                   from_folds: str | Path | None = None, folds: int = 5, seed: int = 0,
+                   progress: Progress | None = None) -> list[ImageRecord]:
     """Write a synthetic BreaKHis tree under ``out_dir`` and return its records.
 
     Writes ``BreaKHis_v1/histology_slides/breast/...`` PNGs named by the real scheme, and
@@ -604,6 +606,7 @@ def synth_breakhis(out_dir: str | Path, *, patients_per_subtype: int = 2, images
     patient-disjoint 70/30 splits (stratified by class, as the official protocol). ``size`` (width,
     height) below the native 700x460 keeps the field of view, so µm/pixel grows; the tree then gets a
     ``histobreast.json`` with the scale per magnification, which :func:`read_breakhis` picks up.
+    ``progress(done, total)`` is called after each image.
     """
     out_dir = Path(out_dir)
     width, height = _check_size(size)
@@ -621,6 +624,8 @@ def synth_breakhis(out_dir: str | Path, *, patients_per_subtype: int = 2, images
         records.append(ImageRecord(path=path, label=name.label, patient_id=name.patient_id,
                                    microns_per_pixel=scale[name.magnification], source="breakhis",
                                    subtype=name.subtype, magnification=name.magnification, index=name.sequence))
+        if progress is not None:
+            progress(len(records), len(names))
     if (width, height) != BREAKHIS_NATIVE_SIZE:
         write_scale_file(out_dir, scale)
     if from_folds is not None:
@@ -637,7 +642,7 @@ def synth_breakhis(out_dir: str | Path, *, patients_per_subtype: int = 2, images
 
 def synth_bach(out_dir: str | Path, *, per_class: int = 20, size: tuple[int, int] = (512, 384),
                image_format: str = "tif", classes: Sequence[str] = BACH_CLASSES, seed: int = 0,
-               block_size: int = DEFAULT_BLOCK_SIZE) -> list[ImageRecord]:
+               block_size: int = DEFAULT_BLOCK_SIZE, progress: Progress | None = None) -> list[ImageRecord]:
     """Write a synthetic BACH microscopy tree under ``out_dir`` and return its records.
 
     Writes ``ICIAR2018_BACH_Challenge/Photos/<Class>/<n|b|is|iv>NNN.<format>`` (numbers 1..per_class)
@@ -645,7 +650,7 @@ def synth_bach(out_dir: str | Path, *, per_class: int = 20, size: tuple[int, int
     (runs of 3-12 images share a stain style), as in the real data. The field of view is BACH's
     (2048x1536 at 0.42 µm/px), so a smaller ``size`` means more µm/pixel; then ``histobreast.json``
     at ``out_dir`` records the scale for :func:`read_bach`. ``block_size`` sets the records'
-    pseudo-patients (as the reader would).
+    pseudo-patients (as the reader would). ``progress(done, total)`` is called after each image.
     """
     out_dir = Path(out_dir)
     width, height = _check_size(size)
@@ -673,6 +678,8 @@ def synth_bach(out_dir: str | Path, *, per_class: int = 20, size: tuple[int, int
             truth.append(f"{filename},{label}")
             records.append(ImageRecord(path=path, label=label, patient_id=bach_patient_id(label, number, block_size),
                                        microns_per_pixel=mpp, source="bach", index=number))
+            if progress is not None:
+                progress(len(records), per_class * len(classes))
     atomic_write_text(photos / GROUND_TRUTH_CSV, "\n".join(truth) + "\n")
     if (width, height) != BACH_NATIVE_SIZE:
         write_scale_file(out_dir, mpp)
