@@ -106,7 +106,7 @@ def synth(
     if kind is SynthKind.bach and from_folds is not None:
         raise ConfigError("--from-folds applies to --kind breakhis only")
     with Progress(TextColumn("synthesising"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=console, transient=True) as bar:
+                  console=console, transient=True, disable=not console.is_terminal) as bar:
         task = bar.add_task("synth", total=None)
         options["progress"] = lambda done, total: bar.update(task, completed=done, total=total)
         if kind is SynthKind.breakhis:
