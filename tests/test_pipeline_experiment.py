@@ -1,0 +1,59 @@
+"""run_experiment end to end on tiny synthetic BreaKHis (2 folds), then re-evaluation of the run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from histobreast.data.synthetic import synth_breakhis
+from histobreast.errors import CheckpointError, ConfigError
+from histobreast.pipelines.experiment import evaluate_model_folder, read_fold_predictions, run_experiment
+from test_pipeline_zhu2019 import one_torch_thread, tiny_config  # noqa: F401 (autouse fixture)
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory):
+    root = tmp_path_factory.mktemp("breakhis")
+    synth_breakhis(root, patients_per_subtype=1, images_per_magnification=2, magnifications=(40,), size=(96, 64))
+    cfg = tiny_config(root, data={"val_fraction": 0.0})
+    out = tmp_path_factory.mktemp("runs") / "zhu"
+    return root, cfg, out, run_experiment(cfg, out, folds=[1, 2])
+
+
+def test_run_writes_layout_and_report(experiment):
+    _, _, out, result = experiment
+    assert result.folds == [1, 2] and result.methods[0] == "hybrid"
+    for name in ("config.yaml", "splits.csv", "fold1/model/model.json", "fold2/predictions/local_max.csv",
+                 "report/report.md", "report/report.html", "report/metrics.json"):
+        assert (out / name).is_file(), name
+    assert list((out / "report" / "figures").glob("*roc.png")) and list((out / "report" / "figures").glob("*confusion.png"))
+    markdown = (out / "report" / "report.md").read_text()
+    assert "Tables 2-3" in markdown and "3 (hybrid)" in markdown and "2 (Max)" in markdown and "40X" in markdown
+    metrics = json.loads((out / "report" / "metrics.json").read_text())
+    assert set(metrics["results"]["summary"]) == set(result.methods)
+    mean, _ = result.mean_std("image_level_accuracy")
+    assert 0.0 <= mean <= 1.0
+
+
+def test_resume_reuses_finished_folds(experiment):
+    _, cfg, out, result = experiment
+    again = run_experiment(cfg, out, folds=[1], resume=True)
+    assert again.model_folders[1] == result.model_folders[1]
+    with pytest.raises(CheckpointError, match="already holds a checkpoint"):
+        run_experiment(cfg, out, folds=[1])
+
+
+def test_evaluate_run_and_model_folder(experiment, tmp_path):
+    root, _, out, result = experiment
+    rescored = evaluate_model_folder(out, out_dir=tmp_path / "again")
+    assert rescored.summary["hybrid"]["metrics"]["metrics/image_level_accuracy"]["mean"] == pytest.approx(
+        result.mean_std()[0])
+    model = evaluate_model_folder(out / "fold1" / "model", root, tmp_path / "model_eval")
+    assert (tmp_path / "model_eval" / "report" / "report.html").is_file()
+    assert model.evaluations["hybrid"][0]["n_images"] == 16
+    assert set(read_fold_predictions(out)) == {1, 2}
+    with pytest.raises(ConfigError, match="--data"):
+        evaluate_model_folder(out / "fold1" / "model")
+    with pytest.raises(ConfigError, match="fold"):
+        run_experiment(experiment[1], tmp_path / "x", folds=[9])
