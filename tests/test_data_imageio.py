@@ -122,3 +122,12 @@ def test_list_images_ignores_hidden_and_non_image_files(tmp_path: Path) -> None:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(b"x")
     assert [p.relative_to(tmp_path).as_posix() for p in list_images(tmp_path)] == ["a.png", "b.TIF", "sub/d.jpeg"]
+
+
+@pytest.mark.realdata
+def test_real_rgba_bracs_sample_becomes_rgb(bracs_dir: Path) -> None:
+    path = bracs_dir / "images" / "1231_pathologicalbenign_23.png"
+    assert Image.open(path).mode == "RGBA"
+    image = read_rgb(path)
+    _rgb_ok(image, (480, 691))
+    assert np.array_equal(image, np.asarray(Image.open(path).convert("RGB")))  # opaque: alpha changes nothing

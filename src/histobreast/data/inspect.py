@@ -121,16 +121,20 @@ def _groups(records: Sequence[ImageRecord], classes: list[str], magnifications: 
 
 
 def _size_problems(sizes: dict[Path, tuple[int, int]]) -> list[Problem]:
-    """One warning when images differ in size, naming the files of every size but the commonest."""
+    """One warning when images differ in size; when most share one size, it names the other files."""
     by_size: dict[tuple[int, int], list[Path]] = defaultdict(list)
     for path, size in sizes.items():
         by_size[size].append(path)
     if len(by_size) < 2:
         return []
     ranked = sorted(by_size.items(), key=lambda item: (-len(item[1]), item[0]))
-    counts = ", ".join(f"{w}x{h} ({len(paths)})" for (w, h), paths in ranked)
-    others = "; ".join(f"{w}x{h}: {_quote(paths)}" for (w, h), paths in ranked[1:])
-    return [Problem("warning", f"images differ in size: {counts}; not {ranked[0][0][0]}x{ranked[0][0][1]}: {others}")]
+    (common_w, common_h), common = ranked[0]
+    if 2 * len(common) <= len(sizes):  # no dominant size: the sizes' range says enough
+        widths, heights = [w for w, _ in by_size], [h for _, h in by_size]
+        return [Problem("warning", f"images differ in size: {len(by_size)} sizes, widths {min(widths)}-"
+                                   f"{max(widths)}, heights {min(heights)}-{max(heights)}")]
+    others = "; ".join(f"{w}x{h} ({len(paths)}): {_quote(paths)}" for (w, h), paths in ranked[1:])
+    return [Problem("warning", f"images differ in size: {len(common)} are {common_w}x{common_h}, others {others}")]
 
 
 def _label_problems(records: Sequence[ImageRecord]) -> list[Problem]:
@@ -239,6 +243,10 @@ def _scale_text(summary: DatasetSummary) -> str:
     return ", ".join(parts)
 
 
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
 def _shown_path(path: Path | None, root: Path | None) -> str:
     """``path`` relative to the dataset root when it lies below it (shorter tables), else as given."""
     if path is None:
@@ -258,7 +266,7 @@ def print_summary(summary: DatasetSummary, console: Any = None) -> None:
     where = f" {summary.root}" if summary.root else ""
     subtypes = {g.subtype for g in summary.groups} - {None}
     console.print(f"[bold]{kind_name} dataset{where}[/]: {summary.images} images, {summary.patients} patients, "
-                  f"{len(summary.classes)} classes" + (f", {len(subtypes)} subtypes" if subtypes else "")
+                  f"{_count(len(summary.classes), 'class', 'classes')}" + (f", {len(subtypes)} subtypes" if subtypes else "")
                   + (f", {len(summary.magnifications)} magnifications" if summary.magnifications else ""),
                   highlight=False)
 
@@ -291,10 +299,11 @@ def print_summary(summary: DatasetSummary, console: Any = None) -> None:
     if not summary.problems:
         console.print("[green]No problems found.[/]")
         return
-    problems = Table(title=f"Problems: {len(summary.errors)} error(s), {len(summary.warnings)} warning(s)",
+    where = f" (files relative to {summary.root})" if summary.root else ""
+    problems = Table(title=f"Problems: {len(summary.errors)} error(s), {len(summary.warnings)} warning(s){where}",
                      title_justify="left")
     problems.add_column("severity")
-    problems.add_column("file" + (f" (in {summary.root})" if summary.root else ""), overflow="fold")
+    problems.add_column("file", overflow="fold")
     problems.add_column("problem", overflow="fold")
     for problem in summary.problems:
         colour = "red" if problem.severity == "error" else "yellow"
