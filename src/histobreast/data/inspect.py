@@ -19,6 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from rich.console import Console
+from rich.table import Table
+
 from histobreast.data.bach import DEFAULT_BLOCK_SIZE
 from histobreast.data.breakhis import BREAKHIS_SUBTYPES, find_fold_files, read_breakhis_folds
 from histobreast.data.imageio import SkipReport, image_size
@@ -77,10 +80,12 @@ class DatasetSummary:
 
     @property
     def errors(self) -> list[Problem]:
+        """Problems that make files unusable."""
         return [p for p in self.problems if p.severity == "error"]
 
     @property
     def warnings(self) -> list[Problem]:
+        """Problems worth a look that leave the data usable."""
         return [p for p in self.problems if p.severity == "warning"]
 
     def to_dict(self) -> dict[str, Any]:
@@ -178,7 +183,7 @@ def summarise(records: Sequence[ImageRecord], skip_report: SkipReport | None = N
         scales[record.magnification].add(record.microns_per_pixel)
     sources = sorted({r.source for r in records})
     return DatasetSummary(
-        kind=kind or (sources[0] if len(sources) == 1 else "mixed"),
+        kind=kind or (sources[0] if len(sources) == 1 else "mixed" if sources else "empty"),
         root=Path(root) if root is not None else None,
         images=len(records), patients=len({r.patient_id for r in records}), classes=classes,
         groups=_groups(records, classes, magnifications), magnifications=magnifications,
@@ -256,11 +261,8 @@ def _shown_path(path: Path | None, root: Path | None) -> str:
     return str(path)
 
 
-def print_summary(summary: DatasetSummary, console: Any = None) -> None:
+def print_summary(summary: DatasetSummary, console: Console | None = None) -> None:
     """Print ``summary`` as rich tables: counts per class/subtype/magnification, sizes, problems."""
-    from rich.console import Console
-    from rich.table import Table
-
     console = console or Console(soft_wrap=True)
     kind_name = {"breakhis": "BreaKHis", "bach": "BACH", "folder": "folder"}.get(summary.kind, summary.kind)
     where = f" {summary.root}" if summary.root else ""
