@@ -108,13 +108,15 @@ def main(argv: list[str] | None = None) -> str:
     """Run every measurement, print the Markdown section and (unless --no-write) save it."""
     args = _parse(argv)
     cv2.setNumThreads(1)
+    load = os.getloadavg()[0]  # the machine is shared: say how busy it was
     with tempfile.TemporaryDirectory(prefix="bench_data_") as tmp:
         rows = _rows(args.repeats, Path(tmp))
     markdown = "\n".join([
         "## Data: synthetic generation, reading, inspection",
         "",
         f"`python -m benchmarks.bench_data` on {today()}: {machine_info()}. One core: OpenCV and BLAS limited "
-        f"to one thread. Median of {args.repeats} runs after a warm-up; the machine is shared, so rates are noisy.",
+        f"to one thread. Median of {args.repeats} runs after a warm-up. The machine is shared (1-minute load "
+        f"average {load:.1f} at the start), so rates vary by up to ~1.5x between runs.",
         "",
         *rows,
     ])
