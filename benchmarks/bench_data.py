@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> str:
         "",
         f"`python -m benchmarks.bench_data` on {today()}: {machine_info()}. One core: OpenCV and BLAS limited "
         f"to one thread. Median of {args.repeats} runs after a warm-up. The machine is shared (1-minute load "
-        f"average {load:.1f} at the start), so rates vary by up to ~1.5x between runs.",
+        f"average {load:.1f} at the start), so rates vary by up to ~2x between runs.",
         "",
         *rows,
     ])
