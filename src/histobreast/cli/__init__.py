@@ -24,6 +24,10 @@ COMMAND_MODULES: list[str] = [
     "data",
     "stain",
     "krem",
+    "train",
+    "evaluate",
+    "predict",
+    "models",
 ]
 
 

@@ -41,6 +41,14 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def model_builder(name: str) -> ModelBuilder:
+    """The registered builder of ``name`` (its docstring describes the model)."""
+    _ensure_builtin_models()
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown model {name!r}; registered models: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
 def create_model(
     name: str,
     *,

@@ -1,0 +1,81 @@
+"""``histobreast predict``: class probabilities for new images from a trained model folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from histobreast.errors import ConfigError
+
+# Label of images whose class is unknown (prediction rows get label index -1).
+UNLABELLED = "unlabelled"
+
+
+def collect_images(inputs: list[Path]) -> list[Path]:
+    """Image files named directly or found below folders (sorted, each once); anything else is an error."""
+    from histobreast.data.imageio import is_image_file, list_images
+
+    found: dict[Path, None] = {}
+    for item in inputs:
+        if item.is_dir():
+            images = list_images(item)
+            if not images:
+                raise ConfigError(f"{item}: folder holds no images")
+            found.update(dict.fromkeys(images))
+        elif item.is_file() and is_image_file(item):
+            found[item] = None
+        else:
+            raise ConfigError(f"{item}: not an image file or folder")
+    return list(found)
+
+
+def predict(
+    model: Path = typer.Argument(..., help="Model folder (model.json + model.safetensors)."),
+    inputs: list[Path] = typer.Argument(..., help="Images and/or folders (searched recursively)."),
+    out: Path = typer.Option(..., "--out", help="CSV to write: image_id, path, predicted, p_<class>..."),
+    tta: bool = typer.Option(False, "--tta", help="Average over the six views (raw, 3 rotations, 2 flips)."),
+    method: Optional[str] = typer.Option(None, "--method", help="Evaluation method (default: the pipeline's headline, "
+                                                                "e.g. hybrid; zhu2019 also: global, local, hybrid_max, local_max)."),
+    microns_per_pixel: Optional[float] = typer.Option(None, "--microns-per-pixel",
+                                                      help="Scale of the images (default: the training images')."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per inference batch."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+) -> None:
+    """Predict class probabilities for every image; writes one CSV row per image.
+
+    Example: histobreast predict runs/zhu_bach/fold1/model slides/ --out predictions.csv --tta
+    """
+    from collections import Counter
+
+    from rich.console import Console
+
+    from histobreast.data.records import ImageRecord
+    from histobreast.pipelines import get_pipeline
+    from histobreast.pipelines.package import load_model_folder
+    from histobreast.preprocess.views import SIX_VIEWS
+
+    loaded = load_model_folder(model)
+    scale = microns_per_pixel or loaded.info.get("microns_per_pixel")
+    if scale is None:
+        if loaded.cfg.preprocess.microns_per_pixel is not None:
+            raise ConfigError(f"{model}: this model works at a physical scale; pass --microns-per-pixel for the images")
+        scale = 1.0  # the model resizes whole images: their scale is not used
+    records = [ImageRecord(path=p, label=UNLABELLED, patient_id=p.stem, microns_per_pixel=scale, source="predict")
+               for p in collect_images(inputs)]
+    results = get_pipeline(loaded.pipeline).predict_records(loaded, records, tta_views=SIX_VIEWS if tta else (),
+                                                            batch_size=batch_size, device=device)
+    chosen = method or next(iter(results))
+    if chosen not in results:
+        raise ConfigError(f"--method: {chosen!r} is not one of this model's methods {list(results)}")
+    pred = results[chosen]
+    pred.to_csv(out)
+    counts = Counter(pred.classes[i] for i in pred.predicted)
+    summary = ", ".join(f"{c} {counts.get(c, 0)}" for c in pred.classes)
+    Console(soft_wrap=True).print(f"{len(pred)} images ({chosen}{', six-view TTA' if tta else ''}): {summary} -> {out}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``predict`` command."""
+    app.command("predict")(predict)

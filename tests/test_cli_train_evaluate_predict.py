@@ -1,0 +1,98 @@
+"""CLI: train -> evaluate -> predict on a tiny synthetic BreaKHis tree; models list/info/convert; clear errors."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from histobreast.cli import app
+from histobreast.data.synthetic import synth_breakhis
+from histobreast.engine.config import config_to_dict
+from histobreast.errors import CheckpointError, ConfigError, DatasetError
+from histobreast.models import create_model
+from test_pipeline_zhu2019 import one_torch_thread, tiny_config  # noqa: F401 (autouse fixture)
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cli")
+    root = tmp / "breakhis"
+    synth_breakhis(root, patients_per_subtype=1, images_per_magnification=2, magnifications=(40, 100), size=(96, 64))
+    raw = config_to_dict(tiny_config(root, data={"val_fraction": 0.0}))
+    raw["data"]["root"] = str(tmp / "elsewhere")  # replaced by --data below
+    raw["data"]["magnification"] = 100  # replaced by --magnification below
+    config = tmp / "tiny.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    out = tmp / "run"
+    result = runner.invoke(app, ["train", "--config", str(config), "--data", str(root), "--magnification", "40",
+                                 "--fold", "1", "--set", "train.iterations=1", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return tmp, root, config, out, result.output
+
+
+def test_train_writes_the_experiment_and_prints_results(trained):
+    _, _, _, out, output = trained
+    assert "hybrid" in output and "report.html" in output
+    assert (out / "fold1" / "model" / "model.json").is_file() and not (out / "fold2").exists()
+    assert (out / "report" / "report.md").is_file()
+    assert yaml.safe_load((out / "config.yaml").read_text())["train"]["iterations"] == 1
+
+
+def test_evaluate_run_and_model(trained):
+    tmp, root, _, out, _ = trained
+    result = runner.invoke(app, ["evaluate", str(out), "--out", str(tmp / "rescored")])
+    assert result.exit_code == 0, result.output
+    assert (tmp / "rescored" / "report" / "metrics.json").is_file()
+    result = runner.invoke(app, ["evaluate", str(out / "fold1" / "model"), "--data", str(root),
+                                 "--out", str(tmp / "model_eval")])
+    assert result.exit_code == 0, result.output
+    assert (tmp / "model_eval" / "predictions" / "hybrid.csv").is_file()
+
+
+def test_predict_folder_with_tta(trained):
+    tmp, root, _, out, _ = trained
+    images = root / "BreaKHis_v1" / "histology_slides" / "breast" / "benign"
+    csv_path = tmp / "pred.csv"
+    result = runner.invoke(app, ["predict", str(out / "fold1" / "model"), str(images), "--out", str(csv_path),
+                                 "--tta", "--method", "local"])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(csv_path.open()))
+    assert len(rows) == 16 and {"p_benign", "p_malignant"} <= set(rows[0])
+    assert all(abs(float(r["p_benign"]) + float(r["p_malignant"]) - 1) < 1e-4 for r in rows)
+    assert all(r["label"] == "" for r in rows)
+
+
+def test_models_list_info_and_convert(tmp_path):
+    result = runner.invoke(app, ["models", "list"])
+    assert result.exit_code == 0 and "googlenet_sep" in result.output and "hybrid_googlenet_sep" in result.output
+    result = runner.invoke(app, ["models", "info", "spanhol_patch_cnn"])
+    assert result.exit_code == 0 and "parameters" in result.output and "MACs" in result.output
+    pickle = tmp_path / "w.pth"
+    torch.save(create_model("spanhol_patch_cnn", num_classes=2).state_dict(), pickle)
+    result = runner.invoke(app, ["models", "convert-weights", str(pickle), str(tmp_path / "w.safetensors"),
+                                 "--model", "spanhol_patch_cnn", "--num-classes", "2"])
+    assert result.exit_code == 0, result.output
+    assert "loads into spanhol_patch_cnn" in result.output
+
+
+@pytest.mark.parametrize("args, error, message", [
+    (["train", "--config", "absent.yaml"], ConfigError, "config file not found"),
+    (["evaluate", "no/such/run"], CheckpointError, "not found"),
+    (["predict", "no/such/model", ".", "--out", "x.csv"], CheckpointError, "model folder not found"),
+    (["train", "--config", "{config}", "--data", "{tmp}/missing"], DatasetError, "not found"),
+    (["train", "--config", "{config}", "--set", "data.classes=[benign]"], ConfigError, "not among the classes"),
+    (["train", "--config", "{config}", "--fold", "x"], ConfigError, "--fold"),
+])
+def test_bad_inputs_give_one_clear_error(trained, args, error, message):
+    tmp, root, config, _, _ = trained
+    args = [a.format(config=config, tmp=tmp) for a in args] + (["--data", str(root)] if "--data" not in args and
+                                                                args[0] == "train" and "absent" not in args[2] else [])
+    result = runner.invoke(app, args)
+    assert result.exit_code != 0
+    assert isinstance(result.exception, error) and message in str(result.exception)
