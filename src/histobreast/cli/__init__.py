@@ -27,6 +27,7 @@ COMMAND_MODULES: list[str] = [
     "train",
     "evaluate",
     "predict",
+    "ablate",
     "models",
 ]
 
