@@ -62,10 +62,7 @@ def create_model(
     ``weights`` must be a path: the strings "imagenet"/"DEFAULT" are refused with a clear message,
     because no pretrained weights can be downloaded here.
     """
-    _ensure_builtin_models()
-    if name not in _REGISTRY:
-        raise ConfigError(f"unknown model {name!r}; registered models: {', '.join(sorted(_REGISTRY))}")
-    model = _REGISTRY[name](num_classes=num_classes, **kwargs)
+    model = model_builder(name)(num_classes=num_classes, **kwargs)
     if weights is not None:
         from histobreast.models.weights import load_weights
 
