@@ -130,3 +130,13 @@ def test_color_jitter_identity_and_range():
     assert np.array_equal(color_jitter(image, 1.0, 1.0, 1.0), image)
     darker = color_jitter(image, 0.5, 1.0, 1.0)
     assert darker.dtype == np.uint8 and darker.mean() < image.mean()
+
+
+def test_prepared_image_cache_stays_within_its_budget(records):
+    one_image = 16 * 16 * 3
+    data = ImageDataset(records, CLASSES, size=16, cache_bytes=3 * one_image)
+    first = data[0][0]
+    for i in range(len(records)):
+        data[i]
+    assert len(data._cache) == 3 and data._cached_bytes == 3 * one_image
+    assert torch.equal(data[0][0], first)  # re-prepared after eviction: the same tensor

@@ -15,8 +15,8 @@ Every random choice (augmentation, colour jitter, random crop, patch subset) com
 generator seeded by ``(seed, epoch, index)``: a dataset is deterministic under a seed, and
 :meth:`set_epoch` (which the engine's loader calls in every worker) draws new choices per epoch.
 Stain normalisation runs on the full-resolution image before any resizing; the prepared (stained,
-resized, not yet augmented) arrays of recently used images are kept in a small in-memory cache, so
-the 15 patch samples of one image decode it once.
+resized, not yet augmented) arrays of recently used images are kept in an in-memory LRU cache of
+``cache_bytes`` (per worker), so the 15 patch samples of an image, and later epochs, decode it once.
 """
 
 from __future__ import annotations
@@ -42,9 +42,9 @@ from histobreast.seeding import derive_seed
 Prepared = TypeVar("Prepared")
 Crop = Literal["random", "center", "none"]
 
-# Prepared images kept per dataset instance (per DataLoader worker): enough for the patches of a
-# batch of images to share one decode, small enough for full-size BACH canvases (~2.3 MB each).
-DEFAULT_CACHE_ITEMS = 64
+# Bytes of prepared images kept per dataset instance (per DataLoader worker): every image of a
+# CPU-sized run (BACH at 112 px: ~0.6 MB per image with its grid), ~100 paper-sized grids (2.3 MB).
+DEFAULT_CACHE_BYTES = 256 * 2**20
 
 
 class Augmenter:
@@ -112,7 +112,7 @@ class _RecordDataset(Dataset, Generic[Prepared]):
         augment: AugmentConfig | None = None,
         seed: int = 0,
         require_labels: bool = True,
-        cache_items: int = DEFAULT_CACHE_ITEMS,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
         read_image: Callable[[ImageRecord], np.ndarray] | None = None,
     ) -> None:
         self.records = list(records)
@@ -134,8 +134,9 @@ class _RecordDataset(Dataset, Generic[Prepared]):
         self.augmenter = Augmenter(augment) if augment is not None else None
         self.seed = seed
         self.epoch = 0
-        self.cache_items = cache_items
+        self.cache_bytes = cache_bytes
         self._cache: OrderedDict[int, Prepared] = OrderedDict()
+        self._cached_bytes = 0
         self._read = read_image or (lambda record: read_rgb(record.path))
 
     def set_epoch(self, epoch: int) -> None:
@@ -157,10 +158,12 @@ class _RecordDataset(Dataset, Generic[Prepared]):
             self._cache.move_to_end(image_index)
             return self._cache[image_index]
         value = self._prepare(self.records[image_index])
-        if self.cache_items > 0:
+        size = _nbytes(value)
+        if size <= self.cache_bytes:
             self._cache[image_index] = value
-            if len(self._cache) > self.cache_items:
-                self._cache.popitem(last=False)
+            self._cached_bytes += size
+            while self._cached_bytes > self.cache_bytes:
+                self._cached_bytes -= _nbytes(self._cache.popitem(last=False)[1])
         return value
 
     def _prepare(self, record: ImageRecord) -> Prepared:
@@ -168,7 +171,11 @@ class _RecordDataset(Dataset, Generic[Prepared]):
 
     def __getstate__(self) -> dict[str, Any]:
         # DataLoader workers get their own, empty cache (not a pickled copy of the parent's).
-        return {**self.__dict__, "_cache": OrderedDict()}
+        return {**self.__dict__, "_cache": OrderedDict(), "_cached_bytes": 0}
+
+
+def _nbytes(value: np.ndarray | tuple[np.ndarray, ...]) -> int:
+    return sum(a.nbytes for a in value) if isinstance(value, tuple) else value.nbytes
 
 
 def _positive_size(name: str, value: int) -> int:
