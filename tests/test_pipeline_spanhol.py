@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from tiny_system_a import one_torch_thread  # noqa: F401 (autouse fixture)
 
 from histobreast.data.imageio import read_rgb
 from histobreast.data.spanhol_patches import SpanholPatchDataset, image_patch_batches, load_scaled

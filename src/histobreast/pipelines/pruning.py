@@ -1,0 +1,335 @@
+"""Paper A's compact-model flow on a trained model folder: SEP importance -> prune -> retrain.
+
+``prune_model_folder`` takes a model folder whose network has SEP blocks (System A's hybrid, or a
+plain ``googlenet_sep`` image classifier), and:
+
+1. measures the channel importance (mean SE gate per channel, paper A eqs. 5-6) in one no-grad
+   pass over the training images (``importance_before.safetensors``);
+2. R times (``loops``): removes the fraction ``X = 1 - (1 - O)^(1/R)`` of the lowest-importance
+   channels of every SEP-followed layer of every backbone (physically: smaller convs, BatchNorm,
+   SE and consumer layers; :mod:`histobreast.compress.prune`), then retrains the pruned network with
+   the engine (each branch of a hybrid on its own data, as it was trained), re-measuring the
+   importance before each later loop;
+3. optionally runs Dynamic Network Surgery on the pruned network (weight masks with splicing
+   during one more retraining) and stores its weights compactly (``model.sparse.safetensors``);
+4. measures the importance of the final network (``importance_after.safetensors``), draws paper
+   A's Fig. 11 (``importance.png``) and writes a normal model folder whose ``model_kwargs`` carry
+   the pruned widths, with the pruning record in ``pruning.json``.
+
+With ``ratio = 0`` nothing is removed but the network is retrained all the same, which gives the
+like-for-like "O = 0" reference of the compression report.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from histobreast.atomic import atomic_write_json
+from histobreast.compress.dns import DNSConfig, DynamicNetworkSurgery, save_sparse_weights
+from histobreast.compress.importance import compute_channel_importance, save_importance
+from histobreast.compress.profile import count_nonzero_parameters, count_parameters
+from histobreast.compress.prune import per_loop_fraction, prune_channels, prune_hybrid_channels
+from histobreast.data.datasets import HybridDataset
+from histobreast.data.records import ImageRecord
+from histobreast.data.splits import read_splits_csv
+from histobreast.engine import Trainer
+from histobreast.engine.config import ExperimentConfig, TrainConfig, build_dataclass, config_to_dict
+from histobreast.errors import ConfigError
+from histobreast.models.googlenet_sep import INCEPTION_NAMES, GoogLeNetSEP
+from histobreast.models.hybrid import HybridCNN
+from histobreast.pipelines.common import experiment_records, select_split, validation_split
+from histobreast.pipelines.package import LoadedModel, load_model_folder, save_model_folder
+from histobreast.report.compression import plot_channel_importance
+from histobreast.seeding import derive_seed, seed_everything
+
+log = logging.getLogger(__name__)
+
+PRUNING_RECORD = "pruning.json"
+SPARSE_WEIGHTS = "model.sparse.safetensors"
+# Fig. 11 shows two layers; we show the first and the widest SEP-followed layer of each backbone.
+FIG11_LAYERS = ("se.3a", "se.4e")
+
+
+@dataclass
+class PruneOptions:
+    """The ``prune`` section of an experiment config (and the ``histobreast prune`` flags).
+
+    ``ratio`` O and ``loops`` R (paper A: O = 0.5, R = 1). ``retrain_iterations``: optimizer steps
+    of each retraining (None: the model's own ``train`` section). ``importance_batches`` limits the
+    importance pass (None: the whole training set, as in the paper). ``dns``: run Dynamic Network
+    Surgery after channel pruning, with sensitivity ``dns_sensitivity`` (c of Guo et al.).
+    ``report_ratios``, ``report_loops`` and ``report_loop_ratio`` are the sweeps of
+    ``histobreast prune report`` (paper A: Fig. 12 / Table 7, Fig. 10 at O = 0.8).
+    """
+
+    ratio: float = 0.5
+    loops: int = 1
+    retrain_iterations: int | None = None
+    importance_batches: int | None = None
+    batch_size: int = 8
+    dns: bool = False
+    dns_sensitivity: float = 0.0
+    report_ratios: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.7, 0.9, 0.95])
+    report_loops: list[int] = field(default_factory=lambda: [1, 2, 3, 4])
+    report_loop_ratio: float = 0.8
+    report_dns_sensitivities: list[float] = field(default_factory=list)
+
+    def problems(self) -> Any:
+        for name in ("ratio", "report_loop_ratio"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                yield name, f"must be in [0, 1), got {getattr(self, name)}"
+        if any(not 0.0 <= r < 1.0 for r in self.report_ratios):
+            yield "report_ratios", f"every ratio must be in [0, 1), got {self.report_ratios}"
+        if self.loops < 1 or any(r < 1 for r in self.report_loops):
+            yield "loops", "loops (and every report_loops entry) must be >= 1"
+        for name in ("retrain_iterations", "importance_batches"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                yield name, f"must be >= 1, got {value}"
+        if self.batch_size < 1:
+            yield "batch_size", f"must be >= 1, got {self.batch_size}"
+
+
+def prune_options(cfg: ExperimentConfig, **overrides: Any) -> PruneOptions:
+    """The validated ``prune`` section of ``cfg`` with non-None ``overrides`` applied (CLI flags)."""
+    mapping = {**cfg.prune, **{k: v for k, v in overrides.items() if v is not None}}
+    return build_dataclass(PruneOptions, mapping, source=f"config {cfg.name!r}", prefix="prune")
+
+
+# ---------------------------------------------------------------------------------------------
+# Networks: which backbones a model has, pruning them, retraining them
+# ---------------------------------------------------------------------------------------------
+
+
+def sep_backbones(model: nn.Module) -> dict[str, GoogLeNetSEP]:
+    """The prunable GoogLeNetSEP backbones of ``model`` by importance-key prefix
+    (``""`` for a GoogLeNetSEP, ``"global_branch."`` / ``"local_branch."`` for a hybrid)."""
+    if isinstance(model, GoogLeNetSEP):
+        backbones = {"": model}
+    elif isinstance(model, HybridCNN):
+        backbones = {"global_branch.": model.global_branch, "local_branch.": model.local_branch}
+    else:
+        raise ConfigError(f"channel pruning needs a googlenet_sep or hybrid_googlenet_sep model, got {type(model).__name__}")
+    for prefix, backbone in backbones.items():
+        if not isinstance(backbone, GoogLeNetSEP) or not backbone.has_se:
+            raise ConfigError(f"channel pruning needs SEP blocks; backbone {prefix or 'model'!r} has none")
+    return backbones
+
+
+def prune_network(model: nn.Module, importance: dict[str, torch.Tensor], fraction: float) -> nn.Module:
+    """A new, physically smaller copy of ``model`` without the ``fraction`` of lowest-importance
+    channels of every SEP-followed layer (each hybrid branch by its own importances)."""
+    sep_backbones(model)  # type check with a clear message
+    if isinstance(model, HybridCNN):
+        return prune_hybrid_channels(model, importance, fraction)
+    return prune_channels(model, importance, fraction)
+
+
+def channel_widths(model: nn.Module) -> dict[str, dict[str, int]]:
+    """Output channels of every SEP-followed layer of every backbone: ``{prefix: {layer: C}}``."""
+    return {prefix or "model": {name: backbone.widths[name].out_channels for name in INCEPTION_NAMES}
+            for prefix, backbone in sep_backbones(model).items()}
+
+
+@dataclass
+class PruningData:
+    """What pruning needs from a pipeline: the importance pass input and one retraining per backbone.
+
+    ``importance`` yields the batches of the whole-model pass; ``retrain[prefix]`` is
+    ``(train dataset, validation dataset or loader or None)`` for that backbone.
+    """
+
+    importance: DataLoader
+    retrain: dict[str, tuple[Dataset, Any]]
+
+
+def pruning_data(cfg: ExperimentConfig, model: nn.Module, classes: Sequence[str], stain: Any,
+                 train_records: Sequence[ImageRecord], val_records: Sequence[ImageRecord],
+                 batch_size: int = 8) -> PruningData:
+    """The datasets the model's pipeline trains with (hybrid: global images and grid patches, each
+    branch its own; plain image model: images); the importance pass sees the training images
+    without augmentation, as the pipeline evaluates them."""
+    if isinstance(model, HybridCNN):
+        from histobreast.pipelines import zhu2019
+
+        pre = cfg.preprocess
+        importance = HybridDataset(train_records, classes, size=pre.input_size, grid=tuple(pre.patches.grid),
+                                   patch_size=pre.patches.size, stain=stain, seed=cfg.seed)
+        branches = zhu2019._datasets(cfg, train_records, val_records, classes, stain)  # the branches' own training data
+        return PruningData(DataLoader(importance, batch_size=batch_size),
+                           {"global_branch.": branches["global"], "local_branch.": branches["local"]})
+    from histobreast.pipelines.image import eval_loader, image_dataset
+
+    val = eval_loader(cfg, image_dataset(cfg, val_records, classes, train=False, stain=stain)) if val_records else None
+    importance = eval_loader(cfg, image_dataset(cfg, train_records, classes, train=False, stain=stain), batch_size)
+    return PruningData(importance, {"": (image_dataset(cfg, train_records, classes, train=True, stain=stain), val)})
+
+
+def measure_importance(model: nn.Module, data: PruningData, options: PruneOptions, device: str = "cpu") -> dict[str, torch.Tensor]:
+    """Mean SE gate per channel of every backbone over the training images (one no-grad pass; a
+    hybrid runs both branches whatever its mode)."""
+    saved_mode = getattr(model, "mode", None)
+    if isinstance(model, HybridCNN):
+        model.mode = "hybrid"
+    try:
+        return compute_channel_importance(model, data.importance, device=device, max_batches=options.importance_batches)
+    finally:
+        if saved_mode is not None:
+            model.mode = saved_mode
+
+
+def retrain_config(train: TrainConfig, options: PruneOptions) -> TrainConfig:
+    """The retraining schedule: the model's ``train`` section, with ``retrain_iterations`` steps when set."""
+    if options.retrain_iterations is None:
+        return train
+    mapping = {**config_to_dict(train), "epochs": None, "iterations": options.retrain_iterations}
+    return build_dataclass(TrainConfig, mapping, source="prune.retrain_iterations", prefix="train")
+
+
+StepCallback = Callable[[Trainer], Any]
+
+
+def retrain_backbones(model: nn.Module, data: PruningData, cfg: ExperimentConfig, train: TrainConfig,
+                      run_dir: Path, seed: int, callbacks: Sequence[StepCallback] = ()) -> dict[str, float]:
+    """Retrain every backbone of ``model`` in place (``run_dir/<branch>``); returns the last
+    validation metrics, prefixed by branch for a hybrid."""
+    metrics: dict[str, float] = {}
+    for number, (prefix, backbone) in enumerate(sep_backbones(model).items()):
+        seed_everything(derive_seed(seed, number))
+        train_data, val_data = data.retrain[prefix]
+        name = prefix.rstrip(".").replace("_branch", "") or "model"
+        trainer = Trainer(backbone, train, seed=derive_seed(seed, number), run_dir=run_dir / name,
+                          model_name="googlenet_sep", model_kwargs=backbone.model_kwargs, experiment=cfg,
+                          callbacks=callbacks)
+        result = trainer.fit(train_data, val_data)
+        metrics.update({f"{prefix.replace('_branch.', '_')}{k}": v for k, v in result.final_metrics.items()})
+    model.cpu()
+    return metrics
+
+
+# ---------------------------------------------------------------------------------------------
+# The flow on a model folder
+# ---------------------------------------------------------------------------------------------
+
+
+def _importance_lists(importance: dict[str, torch.Tensor], prefix: str) -> dict[str, list[float]]:
+    return {key: importance[f"{prefix}{key}"].tolist() for key in FIG11_LAYERS}
+
+
+def plot_importance(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor], model: nn.Module, out_dir: Path) -> list[Path]:
+    """Paper A Fig. 11 for each backbone: importance per channel and histogram, before and after."""
+    paths = []
+    for prefix in sep_backbones(model):
+        name = prefix.rstrip(".") or "model"
+        paths.append(plot_channel_importance(_importance_lists(before, prefix), out_dir / f"importance_{name}.png",
+                                             after=_importance_lists(after, prefix),
+                                             title=f"SEP channel importance ({name})"))
+    return paths
+
+
+def run_dns(model: nn.Module, data: PruningData, cfg: ExperimentConfig, train: TrainConfig, run_dir: Path,
+            options: PruneOptions) -> nn.Module:
+    """Dynamic Network Surgery on every conv/linear layer while retraining once more; masks baked in."""
+    surgery = DynamicNetworkSurgery(model, DNSConfig(sensitivity=options.dns_sensitivity), seed=cfg.seed)
+    retrain_backbones(model, data, cfg, train, run_dir, derive_seed(cfg.seed, 7919), callbacks=[lambda _: surgery.step()])
+    log.info("DNS kept %.1f %% of the masked weights", 100 * surgery.remaining_fraction())
+    return surgery.finalize()
+
+
+def training_records(loaded: LoadedModel, data: str | Path | None = None) -> tuple[list[ImageRecord], list[ImageRecord]]:
+    """``(train, val)`` images to prune and retrain a model folder with.
+
+    With ``data``: every image under that folder (read like the model's training data, with its
+    task's labels), a ``data.val_fraction`` of the patients held out for validation. Without: the
+    model's own training images, found through its experiment folder (``<run>/foldK/model`` next
+    to ``<run>/splits.csv``), split into train and validation as the experiment split them.
+    """
+    cfg = loaded.cfg
+    if data is not None:
+        records, classes = experiment_records(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=str(data))))
+        fold_records, fold = records, 1
+    else:
+        fold_dir = loaded.path.resolve().parent
+        splits_csv = fold_dir.parent / "splits.csv"
+        if not splits_csv.is_file():
+            raise ConfigError(f"{loaded.path}: not inside an experiment folder ({splits_csv} not found); "
+                              "pass --data with the training images")
+        split = next((s for s in read_splits_csv(splits_csv) if s.name == fold_dir.name), None)
+        if split is None:
+            raise ConfigError(f"{splits_csv}: has no split named {fold_dir.name!r} (the folder of {loaded.path})")
+        records, classes = experiment_records(cfg)
+        fold_records = select_split(split, records, "train") + select_split(split, records, "val")
+        fold = int(fold_dir.name[4:]) if fold_dir.name[4:].isdigit() else 1
+    if list(classes) != list(loaded.classes):
+        raise ConfigError(f"{loaded.path}: the data's classes {classes} differ from the model's {loaded.classes}")
+    return validation_split(cfg, fold_records, fold)
+
+
+def prune_model_folder(
+    model_folder: str | Path | LoadedModel,
+    out_dir: str | Path,
+    train_records: Sequence[ImageRecord],
+    val_records: Sequence[ImageRecord] = (),
+    *,
+    options: PruneOptions | None = None,
+    train: TrainConfig | None = None,
+    device: str = "cpu",
+) -> Path:
+    """Prune and retrain the model of ``model_folder`` on ``train_records`` (validating on
+    ``val_records``); write the pruned model folder ``out_dir`` and return it.
+
+    ``options`` default to the model config's ``prune`` section; ``train`` (the retraining
+    schedule) to its ``train`` section with ``options.retrain_iterations`` applied.
+    """
+    out_dir = Path(out_dir)
+    loaded = model_folder if isinstance(model_folder, LoadedModel) else load_model_folder(model_folder)
+    cfg: ExperimentConfig = loaded.cfg
+    options = options or prune_options(cfg)
+    train = train or retrain_config(cfg.train, options)
+    model = copy.deepcopy(loaded.model).cpu()
+    data = pruning_data(cfg, model, loaded.classes, loaded.stain, train_records, val_records, options.batch_size)
+    fraction = per_loop_fraction(options.ratio, options.loops)
+    first = measure_importance(model, data, options, device)
+    save_importance(first, out_dir / "importance_before.safetensors")
+    importance, loops, metrics = first, [], {}
+    for loop in range(1, options.loops + 1):
+        if loop > 1:
+            importance = measure_importance(model, data, options, device)
+        model = prune_network(model, importance, fraction)
+        log.info("loop %d/%d: pruned %.3f of the channels, retraining", loop, options.loops, fraction)
+        metrics = retrain_backbones(model, data, cfg, train, out_dir / "runs" / f"loop{loop}", derive_seed(cfg.seed, loop))
+        loops.append({"loop": loop, "fraction": fraction, "widths": channel_widths(model), "metrics": metrics})
+    record: dict[str, Any] = {
+        "source": str(loaded.path),
+        "options": asdict(options),
+        "per_loop_fraction": fraction,
+        "loops": loops,
+        "parameters_before": count_parameters(loaded.model),
+        "parameters_after": count_parameters(model),
+        "train_images": len(train_records),
+        "val_images": len(val_records),
+    }
+    if options.dns:
+        model = run_dns(model, data, cfg, train, out_dir / "runs" / "dns", options)
+        record["dns"] = {"sensitivity": options.dns_sensitivity, "nonzero_parameters": count_nonzero_parameters(model)}
+    after = measure_importance(model, data, options, device)
+    save_importance(after, out_dir / "importance_after.safetensors")
+    record["figures"] = [p.name for p in plot_importance(first, after, model, out_dir)]
+    model.eval()
+    summary = {"source": record["source"], "ratio": options.ratio, "loops": options.loops,
+               "per_loop_fraction": fraction, "dns": options.dns}
+    save_model_folder(out_dir, model, cfg, loaded.classes, stain=loaded.stain, metrics=metrics,
+                      extra={"pruning": summary})
+    if options.dns:
+        save_sparse_weights(model, out_dir / SPARSE_WEIGHTS)
+    atomic_write_json(out_dir / PRUNING_RECORD, record)
+    return out_dir
