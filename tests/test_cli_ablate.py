@@ -13,8 +13,10 @@ from typer.testing import CliRunner
 
 from histobreast.cli import ablate
 from histobreast.data.synthetic import synth_bach
+from histobreast.engine.config import load_config
 from histobreast.errors import ConfigError
 from histobreast.pipelines.ablation import load_ablation
+from histobreast.pipelines.liu2022 import krem_params
 
 
 def write_yaml(path: Path, data: dict) -> Path:
@@ -78,6 +80,13 @@ def test_ablation_files_are_checked(tmp_path: Path, ablation_file: Path) -> None
 
 
 def test_the_shipped_configs_load() -> None:
-    configs = Path(__file__).resolve().parents[1] / "configs" / "liu2022"
-    ablation, base = load_ablation(configs / "ablation_table4.yaml")
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    ablation, base = load_ablation(configs / "liu2022" / "ablation_table4.yaml")
     assert len(ablation.variants) == 10 and base.model.frozen_encoders
+    loaded = {p.stem: load_config(p) for p in [*configs.glob("liu2022/bach4*.yaml"), configs / "demo" / "liu2022_synthetic.yaml"]}
+    assert all(cfg.pipeline == "liu2022" and krem_params(cfg) for cfg in loaded.values())
+    paper = loaded["bach4"]
+    assert (paper.model.kwargs, paper.train.batch_size, paper.train.iterations) == (
+        {"encoder": "resnet50", "n_encoders": 3, "discriminator": "bilstm", "lstm_layers": 2, "hidden": 256}, 64, 27000)
+    assert loaded["bach4_random_regions"].preprocess.regions.selection == "random"
+    assert loaded["bach4_cpu"].model.kwargs["encoder"] == "resnet18" and loaded["bach4_cpu"].preprocess.input_size == 112
