@@ -27,6 +27,9 @@ COMMAND_MODULES: list[str] = [
     "train",
     "evaluate",
     "predict",
+    "prune",
+    "ensemble",
+    "baseline",
     "ablate",
     "models",
 ]

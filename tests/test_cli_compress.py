@@ -1,0 +1,103 @@
+"""``histobreast prune``, ``prune report``, ``ensemble train/evaluate`` and ``baseline spanhol`` via CliRunner."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from tiny_system_a import one_torch_thread, tiny_zhu_config  # noqa: F401 (autouse fixture)
+from typer.testing import CliRunner
+
+from histobreast.cli import app
+from histobreast.data.synthetic import synth_bach
+from histobreast.engine.config import config_to_dict
+from histobreast.pipelines.bagging import read_ensemble_folder
+from histobreast.pipelines.experiment import run_experiment
+from histobreast.pipelines.package import load_model_folder
+from histobreast.pipelines.pruning import channel_widths
+
+runner = CliRunner()
+
+
+def invoke(*args: str) -> str:
+    result = runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory) -> Path:
+    """Four 10-image patient blocks per class: two contiguous folds of two blocks each."""
+    root = tmp_path_factory.mktemp("data")
+    synth_bach(root / "bach", per_class=40, size=(64, 48))
+    config = root / "zhu_tiny.yaml"
+    config.write_text(yaml.safe_dump(config_to_dict(tiny_zhu_config(root / "bach", ensemble={"members": 2}))))
+    return root
+
+
+@pytest.fixture(scope="module")
+def experiment(tree, tmp_path_factory) -> Path:
+    cfg = tiny_zhu_config(tree / "bach")
+    out = tmp_path_factory.mktemp("runs") / "zhu_tiny"
+    run_experiment(cfg, out, folds=[1])
+    return out
+
+
+def test_help_lists_the_commands() -> None:
+    for group, commands in (("prune", ("run", "report")), ("ensemble", ("train", "evaluate")), ("baseline", ("spanhol",))):
+        output = invoke(group, "--help")
+        assert all(command in output for command in commands)
+
+
+def test_prune_a_model_folder_of_an_experiment(experiment, tmp_path) -> None:
+    output = invoke("prune", experiment / "fold1" / "model", "--ratio", "0.5", "--loops", "1", "--iterations", "1",
+                    "--out", tmp_path / "pruned")
+    assert "pruned model folder" in output
+    pruned, base = load_model_folder(tmp_path / "pruned"), load_model_folder(experiment / "fold1" / "model")
+    assert channel_widths(pruned.model)["local_branch."]["4e"] < channel_widths(base.model)["local_branch."]["4e"]
+    assert json.loads((tmp_path / "pruned" / "pruning.json").read_text())["train_images"] == 80
+    result = runner.invoke(app, ["prune", "run", str(experiment / "fold1" / "model"), "--out", str(tmp_path / "x"),
+                                 "--iterations", "1", "--retrain-config", str(tmp_path / "r.yaml")])
+    assert result.exit_code != 0 and "not both" in str(result.exception)
+
+
+def test_prune_report_runs_and_remeasures_a_study(tree, tmp_path) -> None:
+    out = tmp_path / "study"
+    output = invoke("prune", "report", "--config", tree / "zhu_tiny.yaml", "--out", out, "--ratio", "0", "--ratio", "0.5",
+                    "--loops", "0", "--iterations", "1", "--latency-repeats", "1")
+    assert "ratio0.5: O = 0.5" in output
+    assert (out / "report" / "figures" / "fig12_pruning_ratio.png").is_file()
+    again = invoke("prune", "report", "--measure-only", "--out", out, "--latency-repeats", "1")
+    assert again.count("GMACs") == 3  # the base model and the two ratios
+    refused = runner.invoke(app, ["prune", "report", "--out", str(out)])
+    assert refused.exit_code != 0
+
+
+def test_ensemble_train_then_evaluate(tree, tmp_path) -> None:
+    out = tmp_path / "ensemble"
+    invoke("ensemble", "train", "--config", tree / "zhu_tiny.yaml", "--out", out, "--fold", "2")
+    assert len(read_ensemble_folder(out).members) == 2
+    output = invoke("ensemble", "evaluate", out, "--rule", "max")
+    assert "ensemble (max)" in output and "over the best member" in output
+    with (out / "evaluation" / "predictions.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 80 and "uncertainty" in rows[0]
+    invoke("ensemble", "evaluate", out, "--data", tree / "bach", "--out", tmp_path / "all")
+    with (tmp_path / "all" / "predictions.csv").open() as fh:
+        assert len(list(csv.DictReader(fh))) == 160
+
+
+def test_baseline_spanhol_runs_an_experiment(tree, tmp_path) -> None:
+    cfg = tiny_zhu_config(tree / "bach", pipeline="spanhol2016", model={"name": "spanhol_patch_cnn", "kwargs": {}},
+                          spanhol={"patch_sizes": [16], "random_patches": 4, "scale": 0.5})
+    config = tmp_path / "spanhol.yaml"
+    config.write_text(yaml.safe_dump(config_to_dict(cfg)))
+    invoke("baseline", "spanhol", "--config", config, "--out", tmp_path / "run", "--folds", "1")
+    assert read_ensemble_folder(tmp_path / "run" / "fold1" / "model").rule == "max"
+    assert (tmp_path / "run" / "fold1" / "predictions" / "max_fusion.csv").is_file()
+    assert (tmp_path / "run" / "report" / "report.md").is_file()
+    wrong = runner.invoke(app, ["baseline", "spanhol", "--config", str(tree / "zhu_tiny.yaml")])
+    assert wrong.exit_code != 0 and "spanhol2016" in str(wrong.exception)
