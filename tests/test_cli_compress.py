@@ -101,3 +101,18 @@ def test_baseline_spanhol_runs_an_experiment(tree, tmp_path) -> None:
     assert (tmp_path / "run" / "report" / "report.md").is_file()
     wrong = runner.invoke(app, ["baseline", "spanhol", "--config", str(tree / "zhu_tiny.yaml")])
     assert wrong.exit_code != 0 and "spanhol2016" in str(wrong.exception)
+
+
+@pytest.mark.parametrize("name", ["zhu2019/prune_breakhis_40x", "zhu2019/prune_bach_binary", "zhu2019/prune_bach_binary_cpu",
+                                  "zhu2019/ensemble_bach_binary", "zhu2019/ensemble_bach_binary_cpu",
+                                  "baselines/spanhol2016_bach_binary", "baselines/spanhol2016_bach_binary_cpu",
+                                  "demo/prune_synthetic", "demo/ensemble_synthetic"])
+def test_shipped_configs_validate(name) -> None:
+    from histobreast.engine.config import load_config
+    from histobreast.pipelines.bagging import ensemble_options
+    from histobreast.pipelines.pruning import prune_options
+    from histobreast.pipelines.spanhol2016 import spanhol_options
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml")
+    prune_options(cfg), ensemble_options(cfg), spanhol_options(cfg)
+    assert cfg.pipeline == ("spanhol2016" if "spanhol" in name else "zhu2019")

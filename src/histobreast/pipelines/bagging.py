@@ -275,9 +275,9 @@ def train_ensemble(
         member_train, member_val = split.select(train_records, "train"), split.select(train_records, "val")
         folder = pipeline.train_fold(cfg, member_train, member_val, classes, member_dir, resume=resume)
         if options.prune_ratio > 0:
-            from histobreast.pipelines.pruning import PruneOptions, prune_model_folder
+            from histobreast.pipelines.pruning import prune_model_folder, prune_options
 
-            prune = PruneOptions(ratio=options.prune_ratio, loops=options.prune_loops)
+            prune = prune_options(cfg, ratio=options.prune_ratio, loops=options.prune_loops)
             folder = prune_model_folder(folder, member_dir / "pruned", member_train, member_val, options=prune)
         members.append(folder)
     extra = {"pipeline": cfg.pipeline, "config": cfg.name,
