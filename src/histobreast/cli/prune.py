@@ -40,8 +40,10 @@ def _overrides(options: dict[str, Any]) -> dict[str, Any]:
 
 @prune_app.command("run")
 def run(
-    model_folder: Path = typer.Argument(..., help="Trained model folder (model.json) of a SEP model: zhu2019 hybrid or googlenet_sep."),
-    out: Path = typer.Option(..., "--out", help="Folder of the pruned model (a normal model folder)."),
+    model_folder: Path = typer.Argument(..., help="Trained model folder (model.json) of a SEP model (zhu2019 hybrid or "
+                                                 "googlenet_sep), or an experiment folder: every fold*/model is pruned."),
+    out: Path = typer.Option(..., "--out", help="Folder of the pruned model (a normal model folder); "
+                                                 "for an experiment folder, out/fold<k> per fold."),
     ratio: Optional[float] = typer.Option(None, "--ratio", help="Target pruning ratio O in [0, 1) (paper: 0.5)."),
     loops: Optional[int] = typer.Option(None, "--loops", help="Loops R; each removes X = 1 - (1 - O)^(1/R) (paper: 1)."),
     retrain_config: Optional[Path] = typer.Option(None, "--retrain-config",
@@ -56,21 +58,25 @@ def run(
     Example: histobreast prune runs/zhu2019_bach/fold1/model --ratio 0.5 --loops 1 --out runs/pruned_f1
     """
     from histobreast.engine.config import load_config
-    from histobreast.pipelines.package import load_model_folder
+    from histobreast.pipelines.package import MODEL_JSON, load_model_folder
     from histobreast.pipelines.pruning import prune_model_folder, prune_options, retrain_config as schedule, training_records
 
     if retrain_config is not None and iterations is not None:
         raise ConfigError("give --retrain-config or --iterations, not both")
-    loaded = load_model_folder(model_folder)
-    options = prune_options(loaded.cfg, **_overrides({"ratio": ratio, "loops": loops, "retrain_iterations": iterations,
-                                                      "dns": dns or None, "dns_sensitivity": dns_sensitivity}))
-    train = load_config(retrain_config).train if retrain_config is not None else schedule(loaded.cfg.train, options)
-    train_records, val_records = training_records(loaded, data)
+    folds = sorted(model_folder.glob("fold*/model"))
+    targets = [(model_folder, out)] if (model_folder / MODEL_JSON).is_file() or not folds else \
+        [(folder, out / folder.parent.name) for folder in folds]
     console = Console(soft_wrap=True)
-    console.print(f"pruning {model_folder}: O = {options.ratio:g}, R = {options.loops}, {len(train_records)} training "
-                  f"and {len(val_records)} validation images")
-    folder = prune_model_folder(loaded, out, train_records, val_records, options=options, train=train)
-    console.print(f"wrote the pruned model folder {folder} (importance plots and pruning.json beside it)")
+    for source, destination in targets:
+        loaded = load_model_folder(source)
+        options = prune_options(loaded.cfg, **_overrides({"ratio": ratio, "loops": loops, "retrain_iterations": iterations,
+                                                          "dns": dns or None, "dns_sensitivity": dns_sensitivity}))
+        train = load_config(retrain_config).train if retrain_config is not None else schedule(loaded.cfg.train, options)
+        train_records, val_records = training_records(loaded, data)
+        console.print(f"pruning {source}: O = {options.ratio:g}, R = {options.loops}, {len(train_records)} training "
+                      f"and {len(val_records)} validation images")
+        folder = prune_model_folder(loaded, destination, train_records, val_records, options=options, train=train)
+        console.print(f"wrote the pruned model folder {folder} (importance plots and pruning.json beside it)")
 
 
 @prune_app.command("report")
