@@ -13,6 +13,7 @@ from histobreast.errors import CheckpointError
 from histobreast.models import create_model
 from histobreast.pipelines.package import load_model_folder, read_model_info, save_model_folder
 from histobreast.preprocess.stain import ReinhardNormalizer
+from test_pipeline_zhu2019 import one_torch_thread  # noqa: F401 (autouse fixture)
 
 TINY_WIDTHS = {name: [4, 4, 4, 4, 4, 4] for name in ("3a", "3b", "4a", "4b", "4c", "4d", "4e")}
 
