@@ -69,3 +69,12 @@ def test_bad_folders_are_refused(tmp_path):
     (tmp_path / "bad" / "model.json").write_text('{"format": "other"}')
     with pytest.raises(CheckpointError, match="format"):
         load_model_folder(tmp_path / "bad")
+
+
+def test_images_scale_is_the_median():
+    from types import SimpleNamespace
+
+    from histobreast.pipelines.package import images_scale
+
+    assert images_scale([SimpleNamespace(microns_per_pixel=m) for m in (0.84, 0.42, 0.84)]) == 0.84
+    assert images_scale([]) is None

@@ -64,6 +64,7 @@ def test_train_fold_then_predict_all_methods(breakhis_root, tmp_path):
     info = json.loads((folder / "model.json").read_text())
     assert info["model_name"] == "hybrid_googlenet_sep" and info["model_kwargs"]["fusion_weight"] == 0.6
     assert info["preprocess"]["stain"]["fitted"]["method"] == "reinhard"
+    assert info["microns_per_pixel"] == pytest.approx(records[0].microns_per_pixel)  # the training images' scale
     assert set(info["metrics"]) == {"global", "local"} and "val_accuracy" in info["metrics"]["local"]
 
     out = pipeline.predict_records(folder, records[20:], device="cpu")

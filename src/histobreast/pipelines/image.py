@@ -29,7 +29,14 @@ from histobreast.pipelines.common import (
     train_network,
     view_reader,
 )
-from histobreast.pipelines.package import LoadedModel, as_loaded, finished_model_folder, model_identity, save_model_folder
+from histobreast.pipelines.package import (
+    LoadedModel,
+    as_loaded,
+    finished_model_folder,
+    images_scale,
+    model_identity,
+    save_model_folder,
+)
 from histobreast.predictions import Predictions
 from histobreast.preprocess.stain import StainNormalizer
 
@@ -67,7 +74,8 @@ def train_fold(cfg: ExperimentConfig, train_records: Sequence[ImageRecord], val_
     name, kwargs = model_identity(model, cfg, classes)
     result = train_network(cfg, model, train, val, fold_dir / "image", classes, resume=resume,
                            model_name=name, model_kwargs=kwargs)
-    return save_model_folder(fold_dir / "model", model.cpu(), cfg, classes, stain=stain, metrics=result.final_metrics)
+    return save_model_folder(fold_dir / "model", model.cpu(), cfg, classes, stain=stain, metrics=result.final_metrics,
+                             microns_per_pixel=images_scale(train_records))
 
 
 def predict_records(model_folder_or_loaded: str | Path | LoadedModel, records: Sequence[ImageRecord], *,

@@ -84,8 +84,10 @@ def stain_section(cfg: ExperimentConfig, stain: StainNormalizer | None) -> dict[
     return section
 
 
-def _training_scale(cfg: ExperimentConfig) -> float | None:
-    return cfg.preprocess.microns_per_pixel or cfg.data.microns_per_pixel
+def images_scale(records: Sequence[Any]) -> float | None:
+    """The median µm/px of training records: the scale ``predict`` assumes for new images by default."""
+    scales = sorted(r.microns_per_pixel for r in records)
+    return scales[len(scales) // 2] if scales else None
 
 
 def save_model_folder(
@@ -104,8 +106,8 @@ def save_model_folder(
     """Write ``model.safetensors`` then ``model.json`` (atomically, the JSON last) into ``path``.
 
     ``model_name``/``model_kwargs`` default to :func:`model_identity`; ``microns_per_pixel`` (the
-    training images' scale) to the config's. ``extra`` keys are added to model.json (they may not
-    replace the standard ones). Returns ``path``.
+    training images' scale, see :func:`images_scale`) to ``data.microns_per_pixel``. ``extra`` keys
+    are added to model.json (they may not replace the standard ones). Returns ``path``.
     """
     path = Path(path)
     name, kwargs = model_identity(model, cfg, classes)
@@ -119,7 +121,7 @@ def save_model_folder(
         "model_kwargs": kwargs,
         "classes": list(classes),
         "preprocess": stain_section(cfg, stain),
-        "microns_per_pixel": microns_per_pixel if microns_per_pixel is not None else _training_scale(cfg),
+        "microns_per_pixel": microns_per_pixel if microns_per_pixel is not None else cfg.data.microns_per_pixel,
         "config": config_to_dict(cfg),
         "metrics": _json_numbers(dict(metrics or {})),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

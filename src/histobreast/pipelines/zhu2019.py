@@ -46,7 +46,13 @@ from histobreast.pipelines.common import (
     train_network,
     view_reader,
 )
-from histobreast.pipelines.package import LoadedModel, as_loaded, finished_model_folder, save_model_folder
+from histobreast.pipelines.package import (
+    LoadedModel,
+    as_loaded,
+    finished_model_folder,
+    images_scale,
+    save_model_folder,
+)
 from histobreast.predictions import Predictions
 from histobreast.preprocess.stain import StainNormalizer
 from histobreast.votes import DEFAULT_FUSION_WEIGHT, DEFAULT_MIN_SPREAD, fuse_branches, patch_vote
@@ -117,7 +123,8 @@ def train_fold(cfg: ExperimentConfig, train_records: Sequence[ImageRecord], val_
         branches[branch] = model  # type: ignore[assignment]
         metrics[branch] = result.final_metrics
     hybrid = HybridCNN(branches["global"].cpu(), branches["local"].cpu(), **hybrid_kwargs)
-    return save_model_folder(fold_dir / "model", hybrid, cfg, classes, stain=stain, metrics=metrics, model_name=HYBRID_NAME)
+    return save_model_folder(fold_dir / "model", hybrid, cfg, classes, stain=stain, metrics=metrics,
+                             model_name=HYBRID_NAME, microns_per_pixel=images_scale(train_records))
 
 
 @torch.inference_mode()
