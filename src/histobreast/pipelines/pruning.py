@@ -43,6 +43,7 @@ from histobreast.data.records import ImageRecord
 from histobreast.data.splits import read_splits_csv
 from histobreast.engine import Trainer
 from histobreast.engine.config import ExperimentConfig, TrainConfig, build_dataclass, config_to_dict
+from histobreast.engine.distributed import resolve_device
 from histobreast.errors import ConfigError
 from histobreast.models.googlenet_sep import INCEPTION_NAMES, GoogLeNetSEP
 from histobreast.models.hybrid import HybridCNN
@@ -55,6 +56,8 @@ log = logging.getLogger(__name__)
 
 PRUNING_RECORD = "pruning.json"
 SPARSE_WEIGHTS = "model.sparse.safetensors"
+# Seed key of the DNS retraining (the pruning loops use their loop numbers 1..R).
+DNS_SEED_KEY = 1000
 # Fig. 11 shows two layers; we show the first and the widest SEP-followed layer of each backbone.
 FIG11_LAYERS = ("se.3a", "se.4e")
 
@@ -177,6 +180,7 @@ def pruning_data(cfg: ExperimentConfig, model: nn.Module, classes: Sequence[str]
 def measure_importance(model: nn.Module, data: PruningData, options: PruneOptions, device: str = "cpu") -> dict[str, torch.Tensor]:
     """Mean SE gate per channel of every backbone over the training images (one no-grad pass; a
     hybrid runs both branches whatever its mode)."""
+    model.to(device)
     saved_mode = getattr(model, "mode", None)
     if isinstance(model, HybridCNN):
         model.mode = "hybrid"
@@ -240,7 +244,8 @@ def run_dns(model: nn.Module, data: PruningData, cfg: ExperimentConfig, train: T
             options: PruneOptions) -> nn.Module:
     """Dynamic Network Surgery on every conv/linear layer while retraining once more; masks baked in."""
     surgery = DynamicNetworkSurgery(model, DNSConfig(sensitivity=options.dns_sensitivity), seed=cfg.seed)
-    retrain_backbones(model, data, cfg, train, run_dir, derive_seed(cfg.seed, 7919), callbacks=[lambda _: surgery.step()])
+    retrain_backbones(model, data, cfg, train, run_dir, derive_seed(cfg.seed, DNS_SEED_KEY),
+                      callbacks=[lambda _: surgery.step()])
     log.info("DNS kept %.1f %% of the masked weights", 100 * surgery.remaining_fraction())
     return surgery.finalize()
 
@@ -282,7 +287,6 @@ def prune_model_folder(
     *,
     options: PruneOptions | None = None,
     train: TrainConfig | None = None,
-    device: str = "cpu",
 ) -> Path:
     """Prune and retrain the model of ``model_folder`` on ``train_records`` (validating on
     ``val_records``); write the pruned model folder ``out_dir`` and return it.
@@ -295,6 +299,7 @@ def prune_model_folder(
     cfg: ExperimentConfig = loaded.cfg
     options = options or prune_options(cfg)
     train = train or retrain_config(cfg.train, options)
+    device = str(resolve_device(train.device))  # the importance passes run where training runs
     model = copy.deepcopy(loaded.model).cpu()
     data = pruning_data(cfg, model, loaded.classes, loaded.stain, train_records, val_records, options.batch_size)
     fraction = per_loop_fraction(options.ratio, options.loops)
@@ -322,6 +327,7 @@ def prune_model_folder(
         model = run_dns(model, data, cfg, train, out_dir / "runs" / "dns", options)
         record["dns"] = {"sensitivity": options.dns_sensitivity, "nonzero_parameters": count_nonzero_parameters(model)}
     after = measure_importance(model, data, options, device)
+    model.cpu()
     save_importance(after, out_dir / "importance_after.safetensors")
     record["figures"] = [p.name for p in plot_importance(first, after, model, out_dir)]
     model.eval()
