@@ -91,7 +91,7 @@ class EnsembleFolder:
         """Display names: each member's path relative to the ensemble folder, without a trailing ``/model``."""
         names = []
         for member in self.members:
-            rel = member.relative_to(self.path) if member.is_relative_to(self.path) else Path(member.name)
+            rel = member.relative_to(self.path)  # read_ensemble_folder keeps members inside the folder
             names.append((rel.parent if rel.name == "model" and rel.parent != Path(".") else rel).as_posix())
         return names
 
@@ -163,7 +163,7 @@ def read_ensemble_folder(path: str | Path) -> EnsembleFolder:
     folders = []
     for member in members:
         folder = (path / member).resolve()
-        if not folder.resolve().is_relative_to(path.resolve()):
+        if not folder.is_relative_to(path.resolve()):
             raise CheckpointError(f"{manifest_path}: member {member!r} lies outside the ensemble folder")
         if not (folder / MODEL_JSON).is_file():
             raise CheckpointError(f"{manifest_path}: member {member!r} is not a model folder (no model.json)")
