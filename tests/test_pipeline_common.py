@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from histobreast.data.synthetic import synth_bach, synth_breakhis
@@ -91,3 +93,25 @@ def test_clear_errors(bach_root, tmp_path):
         experiment_records(_cfg({"root": str(bach_root), "classes": ["Normal", "Benign"]}))
     with pytest.raises(ConfigError, match="magnification"):
         experiment_records(_cfg({"root": str(bach_root), "magnification": 40}))
+
+
+@pytest.mark.realdata
+def test_real_bach_binary_folds(bach_dir):
+    from histobreast.engine.config import load_config
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "zhu2019" / "bach_binary.yaml",
+                      [f"data.root={bach_dir}"])
+    records, classes = experiment_records(cfg)
+    splits = experiment_splits(cfg, records)
+    assert len(records) == 268 and classes == ["non-carcinoma", "carcinoma"]
+    assert sorted(i for s in splits for i in s.ids("test")) == sorted(r.image_id for r in records)
+    assert all(abs(len(s.ids("test")) - 268 / 5) < 8 for s in splits)
+
+
+@pytest.mark.realdata
+def test_real_breakhis_official_folds(breakhis_dir):
+    cfg = _cfg({"root": str(breakhis_dir)})
+    records, classes = experiment_records(cfg)
+    splits = experiment_splits(cfg, records)
+    assert classes == ["benign", "malignant"] and len(splits) == 5
+    assert all(set(s.subsets) == {r.image_id for r in records} for s in splits)

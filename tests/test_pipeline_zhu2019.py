@@ -103,3 +103,15 @@ def test_wrong_branch_network_is_refused(breakhis_root, tmp_path):
     records, classes = experiment_records(cfg)
     with pytest.raises(ConfigError, match="model.name"):
         get_pipeline("zhu2019").train_fold(cfg, records, [], classes, tmp_path)
+
+
+@pytest.mark.realdata
+def test_real_bach_images_through_the_pipeline(bach_dir, tmp_path):
+    cfg = tiny_config(bach_dir, data={"magnification": None, "task": "binary", "microns_per_pixel": 0.84,
+                                      "val_fraction": 0.0})
+    records, classes = experiment_records(cfg)
+    picked = records[:4] + records[-4:]  # Normal and Invasive: both binary classes
+    pipeline = get_pipeline("zhu2019")
+    folder = pipeline.train_fold(cfg, picked[::2], [], classes, tmp_path / "fold1")
+    out = pipeline.predict_records(folder, picked[1::2], device="cpu")
+    assert out["hybrid"].probs.shape == (4, 2) and list(out["hybrid"].labels) == [0, 0, 1, 1]
