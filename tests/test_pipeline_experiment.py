@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
 from histobreast.data.synthetic import synth_breakhis
 from histobreast.errors import CheckpointError, ConfigError
 from histobreast.pipelines.experiment import evaluate_model_folder, read_fold_predictions, run_experiment
+from histobreast.predictions import Predictions
 from test_pipeline_zhu2019 import one_torch_thread, tiny_config  # noqa: F401 (autouse fixture)
 
 
@@ -57,3 +59,22 @@ def test_evaluate_run_and_model_folder(experiment, tmp_path):
         evaluate_model_folder(out / "fold1" / "model")
     with pytest.raises(ConfigError, match="fold"):
         run_experiment(experiment[1], tmp_path / "x", folds=[9])
+
+
+def test_runs_of_two_magnifications_make_one_table(experiment, tmp_path):
+    _, _, out, _ = experiment
+    other = tmp_path / "zhu_100x"
+    shutil.copytree(out, other, ignore=shutil.ignore_patterns("global", "local", "model", "report"))
+    for csv_path in other.glob("fold*/predictions/*.csv"):
+        pred = Predictions.from_csv(csv_path)
+        pred.magnifications = [100] * len(pred)
+        pred.to_csv(csv_path)
+    combined = evaluate_model_folder([out, other], out_dir=tmp_path / "tables")
+    metrics = json.loads((tmp_path / "tables" / "report" / "metrics.json").read_text())
+    assert set(metrics["results"]["by_magnification"]["hybrid"]) == {"40", "100"}
+    assert combined.evaluations["hybrid"][0]["n_images"] == 2 * result_images(out)
+    assert "100X" in (tmp_path / "tables" / "report" / "report.md").read_text()
+
+
+def result_images(run):
+    return len(Predictions.from_csv(run / "fold1" / "predictions" / "hybrid.csv"))
