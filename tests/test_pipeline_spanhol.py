@@ -9,7 +9,6 @@ import pytest
 import torch
 from tiny_system_a import one_torch_thread  # noqa: F401 (autouse fixture)
 
-from histobreast.data.imageio import read_rgb
 from histobreast.data.spanhol_patches import SpanholPatchDataset, image_patch_batches, load_scaled
 from histobreast.data.synthetic import synth_bach
 from histobreast.engine.config import parse_config
