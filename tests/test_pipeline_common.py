@@ -57,6 +57,10 @@ def test_breakhis_official_folds_per_magnification(breakhis_root):
     assert classes == ["benign", "malignant"] and {r.magnification for r in records} == {40}
     splits = experiment_splits(cfg, records)
     assert len(splits) == 5 and all(set(s.subsets) == {r.image_id for r in records} for s in splits)
+    subtypes, subtype_classes = experiment_records(_cfg({"root": str(breakhis_root), "task": "subtype"}))
+    assert subtype_classes == ["A", "F", "PT", "TA", "DC", "LC", "MC", "PC"]
+    assert [r.label for r in subtypes] == [r.subtype for r in subtypes]
+    assert experiment_records(_cfg({"root": str(breakhis_root), "task": "binary"}))[1] == ["benign", "malignant"]
 
 
 def test_validation_split_is_patient_disjoint(bach_root):

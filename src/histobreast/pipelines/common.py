@@ -23,8 +23,8 @@ import numpy as np
 from torch import nn
 from torch.utils.data import Dataset
 
-from histobreast.data.bach import BACH_BINARY, BACH_BINARY_CLASSES
-from histobreast.data.breakhis import BREAKHIS_SUBTYPES, read_breakhis_folds
+from histobreast.data.bach import BACH_BINARY, BACH_BINARY_CLASSES, BACH_CLASSES
+from histobreast.data.breakhis import BREAKHIS_CLASSES, BREAKHIS_SUBTYPES, read_breakhis_folds
 from histobreast.data.imageio import read_rgb
 from histobreast.data.readers import class_names, detect_kind, read_dataset
 from histobreast.data.records import ImageRecord, relabel
@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 # data.task values with a built-in label mapping: (dataset kind, mapping or record field, classes).
 TASKS = {
     ("bach", "binary"): (BACH_BINARY, list(BACH_BINARY_CLASSES)),  # System A: normal+benign vs in situ+invasive
+    ("bach", "multiclass"): ({c: c for c in BACH_CLASSES}, list(BACH_CLASSES)),  # the challenge's 4 classes
+    ("breakhis", "binary"): ({c: c for c in BREAKHIS_CLASSES}, list(BREAKHIS_CLASSES)),  # benign vs malignant
     ("breakhis", "subtype"): ("subtype", list(BREAKHIS_SUBTYPES)),  # BreaKHis's 8-class task
 }
 # data.split values: the protocol of each dataset kind under "official".
