@@ -140,3 +140,14 @@ def test_prepared_image_cache_stays_within_its_budget(records):
         data[i]
     assert len(data._cache) == 3 and data._cached_bytes == 3 * one_image
     assert torch.equal(data[0][0], first)  # re-prepared after eviction: the same tensor
+
+
+def test_datasets_pickle_for_spawned_workers(records):
+    import pickle
+
+    from histobreast.pipelines.common import view_reader
+
+    data = ImageDataset(records, CLASSES, size=16, read_image=view_reader("rot90"))
+    data[0]
+    copy = pickle.loads(pickle.dumps(data))
+    assert not copy._cache and torch.equal(copy[0][0], data[0][0])

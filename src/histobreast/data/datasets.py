@@ -100,6 +100,11 @@ def color_jitter(image: np.ndarray, brightness: float, contrast: float, saturati
     return np.clip(x + 0.5, 0, 255).astype(np.uint8)
 
 
+def read_record(record: ImageRecord) -> np.ndarray:
+    """The default image reader: the record's file as uint8 RGB."""
+    return read_rgb(record.path)
+
+
 class _RecordDataset(Dataset, Generic[Prepared]):
     """Shared machinery: label checks, reading + stain, a small LRU cache, seeded generators."""
 
@@ -137,7 +142,7 @@ class _RecordDataset(Dataset, Generic[Prepared]):
         self.cache_bytes = cache_bytes
         self._cache: OrderedDict[int, Prepared] = OrderedDict()
         self._cached_bytes = 0
-        self._read = read_image or (lambda record: read_rgb(record.path))
+        self._read = read_image or read_record
 
     def set_epoch(self, epoch: int) -> None:
         """Draw later items' random choices for ``epoch`` (the engine's loader calls this per sample)."""

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -251,11 +252,16 @@ def train_network(cfg: ExperimentConfig, model: nn.Module, train_data: Dataset, 
     return result
 
 
+def read_view(record: ImageRecord, view: str) -> np.ndarray:
+    """The record's image seen in one of the six views."""
+    return apply_view(read_rgb(record.path), view)
+
+
 def view_reader(view: str | None) -> Callable[[ImageRecord], np.ndarray] | None:
-    """An image reader for datasets that applies one of the six views (None: the raw image)."""
+    """A picklable image reader for datasets that applies one of the six views (None: the raw image)."""
     if view is None or view == "raw":
         return None
-    return lambda record: apply_view(read_rgb(record.path), view)
+    return functools.partial(read_view, view=view)
 
 
 def average_over_views(predict: Callable[[str | None], Mapping[str, np.ndarray]],
