@@ -216,6 +216,10 @@ def report_experiment(fold_predictions: FoldPredictions, report_dir: Path, cfg: 
                                        f"{headline}: {cfg.evaluate.ci:.0%} bootstrap intervals (patients resampled)",
                                        row_header="Predictions"))
         report.add_metrics("bootstrap", intervals)
+    repeated = len(pooled.image_ids) - len(set(pooled.image_ids))
+    if repeated:
+        report.add_text(f"{repeated} pooled rows are images tested in more than one fold (the folds are independent "
+                        "train/test splits, e.g. BreaKHis's official ones); they count once per fold below.")
     report.add_evaluation(f"{headline}, test predictions of all folds pooled", evaluate_predictions(pooled), pooled)
     for run_dir in run_dirs:
         for log_file in sorted(Path(run_dir).glob("*/train_log.csv")):
