@@ -78,3 +78,12 @@ def test_runs_of_two_magnifications_make_one_table(experiment, tmp_path):
 
 def result_images(run):
     return len(Predictions.from_csv(run / "fold1" / "predictions" / "hybrid.csv"))
+
+
+def test_run_models_repredict_their_folds_identically(experiment, tmp_path):
+    root, _, out, result = experiment
+    again = evaluate_model_folder(out, root, tmp_path / "redo")
+    assert again.folds == [1, 2]
+    for method in result.methods:
+        for before, after in zip(result.evaluations[method], again.evaluations[method]):
+            assert after["metrics"]["image_level_accuracy"] == before["metrics"]["image_level_accuracy"]
