@@ -9,6 +9,8 @@ holds the complete model, so ``predict_records`` runs from images.
 
 ``predict_records`` scores the densest region of each view and returns ``{"image": six-view
 majority vote, "patch": one row per view}`` (paper B's image- and patch-level results).
+``predict_records_svm`` gives the same for Table 4's SVM row: an SVM fitted on a model folder's
+pooled features (``histobreast ablate``).
 
 Config keys read here (besides the engine's ``train`` section): ``preprocess.input_size`` (crop
 side), ``preprocess.regions`` (``views``, ``top_k_train``, ``top_k_test``, ``krem`` = fields of
