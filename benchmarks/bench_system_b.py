@@ -209,6 +209,26 @@ def render(results: list[dict], machine: str, date: str, threads: int) -> str:
     return "\n".join(lines)
 
 
+def bach_results(run_dirs: list[Path]) -> str:
+    """The ``system_b_bach`` section: per-fold patch- and image-level accuracy of finished
+    ``histobreast train`` experiment folders (their ``report/metrics.json``), with each run's command."""
+    lines = ["| run | level | " + " | ".join(f"fold {f}" for f in range(1, 6)) + " | mean ± std |",
+             "| --- | --- | " + " | ".join("---:" for _ in range(5)) + " | ---: |"]
+    notes = []
+    for run_dir in run_dirs:
+        metrics = json.loads((run_dir / "report" / "metrics.json").read_text())
+        for method in ("patch", "image"):
+            folds = metrics["results"]["folds"][method]
+            values = {int(f): e["metrics"]["image_level_accuracy"] for f, e in folds.items()}
+            summary = metrics["results"]["summary"][method]["metrics"]["metrics/image_level_accuracy"]
+            cells = " | ".join(f"{100 * values[f]:.1f}" if f in values else "–" for f in range(1, 6))
+            spread = f" ± {100 * summary['std']:.1f}" if summary.get("std") is not None else ""
+            lines.append(f"| {run_dir.name} | {method} | {cells} | {100 * summary['mean']:.1f}{spread} |")
+        run = metrics["run"]
+        notes.append(f"- `{run_dir.name}`: `{run['command']}` ({run['date']}; {run['machine']})")
+    return "\n".join(lines + [""] + notes)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
@@ -218,7 +238,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA)")
     parser.add_argument("--case", help=argparse.SUPPRESS)  # internal: run one case, print JSON
     parser.add_argument("--no-write", action="store_true", help="print, do not update BENCHMARKS.md")
+    parser.add_argument("--bach-runs", nargs="+", type=Path, help="instead: record these finished System B "
+                        "BACH experiment folders' per-fold accuracy (section system_b_bach)")
     args = parser.parse_args(argv)
+    if args.bach_runs:
+        from benchmarks.common import write_section
+
+        text = bach_results(args.bach_runs)
+        print(text)
+        if not args.no_write:
+            write_section("system_b_bach", "## System B on real BACH (4 classes, 5 contiguous folds)\n\n"
+                          "Accuracy (%) of each fold's test images: patch = one result per view, image = the "
+                          "six views' majority vote.\n\n" + text)
+        return 0
     import torch
 
     torch.set_num_threads(args.threads)
