@@ -1,16 +1,24 @@
-"""Cost of SEP channel pruning: O = 0.5 against O = 0 on an untrained GoogLeNetSEP.
+"""Cost and accuracy of SEP channel pruning: O = 0.5 against O = 0.
 
-Parameters, MACs, checkpoint size and CPU latency (and GPU throughput when CUDA is present) of
-the backbone alone (one 224 px image) and of the hybrid model on one image (global 224 px +
-15 patches of 224 px, paper A's inference unit). Which channels go does not change the costs, so
-an untrained network with importances from one random batch is enough; accuracy is measured by
-the pruning pipeline on real data, not here. The deployable network is measured (no auxiliary
-heads). Latencies of the two ratios are measured in alternating rounds (median of the rounds'
-medians), so that load from other processes on a shared machine hits both alike.
+Two sections of BENCHMARKS.md:
 
-    python -m benchmarks.bench_compress [--ratios 0 0.5] [--rounds 5] [--repeats 5]
+- ``compress``: parameters, MACs, checkpoint size and CPU latency (and GPU throughput when CUDA is
+  present) of the untrained full-size network: the backbone alone (one 224 px image) and the hybrid
+  model on one image (global 224 px + 15 patches of 224 px, paper A's inference unit). Which
+  channels go does not change the costs, so importances from one random batch are enough.
+- ``compression``: the whole workflow side by side on synthetic data: a full-width hybrid trained
+  by the zhu2019 pipeline (small CPU schedule) on a synthetic BreaKHis 40X tree, then pruned to
+  O = 0.5 and, as the like-for-like reference, to O = 0 (both retrained with the same schedule),
+  and tested on the fold's test images: MACs, parameters, CPU latency ratio (target >= 1.6x) and
+  accuracy change (target within 1 point).
 
-Writes the ``compress`` section of BENCHMARKS.md.
+The deployable network is measured (no auxiliary heads). Latencies of the ratios are measured in
+alternating rounds (median of the rounds' medians), so that load from other processes on a shared
+machine hits both alike; torch uses one thread (the machine is shared).
+
+    python -m benchmarks.bench_compress [--ratios 0 0.5] [--rounds 5] [--repeats 5] [--skip-costs] [--skip-training]
+
+Writes the ``compress`` and ``compression`` sections of BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -19,8 +27,10 @@ import argparse
 import statistics
 import tempfile
 from pathlib import Path
+from typing import Any, Mapping, Sequence
 
 import torch
+from torch import nn
 
 from benchmarks.common import machine_info, today, write_section
 from histobreast.compress.importance import compute_channel_importance
@@ -38,6 +48,7 @@ from histobreast.models.weights import save_weights
 
 SIZE = 224
 PATCHES = 15  # the 5x3 grid of paper A's local branch
+DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo" / "zhu2019_synthetic.yaml"
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -45,13 +56,28 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--ratios", type=float, nargs="+", default=[0.0, 0.5], help="pruning ratios O (first = baseline)")
     parser.add_argument("--rounds", type=int, default=5, help="alternating timing rounds")
     parser.add_argument("--repeats", type=int, default=5, help="timed passes per round")
-    parser.add_argument("--no-write", action="store_true", help="print the table, leave BENCHMARKS.md alone")
+    parser.add_argument("--skip-costs", action="store_true", help="leave out the untrained 224 px cost table")
+    parser.add_argument("--skip-training", action="store_true", help="leave out the trained synthetic comparison")
+    parser.add_argument("--input-size", type=int, default=112, help="trained comparison: global input and patch size")
+    parser.add_argument("--iterations", type=int, default=60, help="trained comparison: steps per branch (base and retraining)")
+    parser.add_argument("--images", type=int, default=6, help="trained comparison: synthetic images per patient")
+    parser.add_argument("--work", type=Path, default=None, help="keep the synthetic tree and models here")
+    parser.add_argument("--no-write", action="store_true", help="print the tables, leave BENCHMARKS.md alone")
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> str:
-    """Measure every ratio, print the Markdown section and (unless --no-write) save it."""
-    args = _parse(argv)
+def alternating_latency(models: Mapping[Any, nn.Module], inputs: Sequence[torch.Tensor], rounds: int,
+                        repeats: int) -> dict[Any, float]:
+    """Median over ``rounds`` of each model's median latency (ms), the models timed in turn each round."""
+    times: dict[Any, list[float]] = {key: [] for key in models}
+    for _ in range(rounds):
+        for key, model in models.items():
+            times[key].append(measure_latency(model, tuple(inputs), repeats, warmup=1))
+    return {key: statistics.median(values) for key, values in times.items()}
+
+
+def cost_section(args: argparse.Namespace) -> str:
+    """The ``compress`` section: costs of the untrained full-size network against O."""
     torch.manual_seed(0)
     base = GoogLeNetSEP(num_classes=2, aux_logits=False).eval()
     importance = compute_channel_importance(base, [torch.randn(4, 3, SIZE, SIZE)])
@@ -69,13 +95,9 @@ def main(argv: list[str] | None = None) -> str:
                 "macs": count_macs(model, image),
                 "hybrid_macs": count_macs(hybrids[ratio], (image, patches)),
                 "size": checkpoint_size_bytes(path),
-                "backbone_ms": [],
-                "hybrid_ms": [],
             }
-    for _ in range(args.rounds):
-        for ratio in args.ratios:
-            rows[ratio]["backbone_ms"].append(measure_latency(backbones[ratio], image, args.repeats, warmup=1))
-            rows[ratio]["hybrid_ms"].append(measure_latency(hybrids[ratio], (image, patches), args.repeats, warmup=1))
+    backbone_ms = alternating_latency(backbones, [image], args.rounds, args.repeats)
+    hybrid_ms = alternating_latency(hybrids, [image, patches], args.rounds, args.repeats)
 
     gpu = {}
     if torch.cuda.is_available():
@@ -98,27 +120,118 @@ def main(argv: list[str] | None = None) -> str:
         "| CPU ms (hybrid image) | CPU speed-up (hybrid)" + (" | GPU img/s (bf16, batch 256)" if gpu else "") + " |",
         "|---|---|---|---|---|---|---|---" + ("|---" if gpu else "") + "|",
     ]
-    hybrid_base = statistics.median(rows[baseline]["hybrid_ms"])
     for ratio in args.ratios:
         row = rows[ratio]
-        backbone_ms, hybrid_ms = statistics.median(row["backbone_ms"]), statistics.median(row["hybrid_ms"])
         cells = [
             f"{ratio:g}",
             f"{row['params'] / 1e6:.2f} M",
             f"{row['macs'] / 1e9:.3f}",
             f"{row['hybrid_macs'] / 1e9:.2f}",
             f"{row['size'] / 2**20:.1f} MiB",
-            f"{backbone_ms:.1f}",
-            f"{hybrid_ms:.0f}",
-            f"{hybrid_base / hybrid_ms:.2f}x",
+            f"{backbone_ms[ratio]:.1f}",
+            f"{hybrid_ms[ratio]:.0f}",
+            f"{hybrid_ms[baseline] / hybrid_ms[ratio]:.2f}x",
         ] + ([f"{gpu[ratio]:.0f}"] if gpu else [])
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Accuracy at each ratio comes from the pruning pipeline on real data (see the System A sections)."]
-    markdown = "\n".join(lines)
-    print(markdown)
-    if not args.no_write:
-        write_section("compress", markdown)
-    return markdown
+    lines += ["", "The trained comparison on synthetic data (accuracy included) is the `compression` section."]
+    return "\n".join(lines)
+
+
+def training_section(args: argparse.Namespace, work: Path) -> str:
+    """The ``compression`` section: train, prune to O = 0.5 and O = 0 (both retrained), test, time."""
+    from histobreast.data.synthetic import synth_breakhis
+    from histobreast.engine.config import load_config
+    from histobreast.pipelines.common import experiment_records, experiment_splits, select_split
+    from histobreast.pipelines.package import load_model_folder
+    from histobreast.pipelines.pruning import PruneOptions
+    from histobreast.pipelines.pruning_report import example_inputs, measure_sweep, run_sweep
+
+    root = work / "synthetic_breakhis"
+    if not root.is_dir():
+        synth_breakhis(root, patients_per_subtype=3, images_per_magnification=args.images, magnifications=(40,),
+                       size=(350, 230))
+    size = args.input_size
+    cfg = load_config(DEMO_CONFIG, [
+        f"name=compression_bench", f"data.root={root}",
+        "model.kwargs={fusion_weight: 0.6}",  # GoogLeNet's full widths (the demo uses a quarter)
+        f"preprocess.input_size={size}", f"preprocess.patches={{grid: [5, 3], size: {size}, per_image: 4}}",
+        f"train.iterations={args.iterations}",
+    ])
+    records, classes = experiment_records(cfg)
+    split = experiment_splits(cfg, records)[0]
+    train, test = select_split(split, records, "train"), select_split(split, records, "test")
+    options = PruneOptions(report_ratios=list(args.ratios), report_loops=[], retrain_iterations=args.iterations)
+    study = run_sweep(cfg, work / "study", train, [], test, classes, options=options, resume=True)
+    rows = {row["folder"]: row for row in measure_sweep(study, latency_repeats=1)}
+    folders = {ratio: f"ratio{ratio:g}" for ratio in args.ratios}
+    loaded = {ratio: load_model_folder(study / folder) for ratio, folder in folders.items()}
+    inputs = example_inputs(loaded[args.ratios[0]])
+    latency = alternating_latency({r: m.model for r, m in loaded.items()}, inputs, args.rounds, args.repeats)
+    base = args.ratios[0]
+    base_row = rows[str((study / "base" / "model").resolve())]
+    lines = [
+        "## SEP channel pruning on synthetic data: O = 0.5 against O = 0, trained",
+        "",
+        f"`python -m benchmarks.bench_compress` on {today()}: {machine_info()}.",
+        f"Synthetic BreaKHis 40X tree ({len(records)} images at 350x230, {len(train)} training / {len(test)} test "
+        f"images of fold 1), full-width hybrid GoogLeNet-SEP at {size} px (global image + 5x3 patches of {size} px), "
+        f"trained from scratch by the zhu2019 pipeline for {args.iterations} iterations of batch 8 per branch "
+        f"(configs/demo/zhu2019_synthetic.yaml otherwise). Each O is pruned from that model in one loop and both "
+        f"branches retrained for {args.iterations} iterations (O = 0: retrained without pruning, the like-for-like "
+        f"reference). CPU latency: one image (global + 15 patches), median of {args.rounds} alternating rounds of "
+        f"{args.repeats} passes; GMACs of one image; parameters without the auxiliary heads.",
+        "",
+        "| model | parameters | GMACs / image | weights file (aux heads incl.) | CPU ms / image | speed-up vs O = 0 "
+        "| test accuracy | change vs O = 0 (points) |",
+        "|---|---|---|---|---|---|---|---|",
+        f"| trained base (before retraining) | {base_row['params'] / 1e6:.2f} M | {base_row['macs'] / 1e9:.2f} "
+        f"| {base_row['size_bytes'] / 2**20:.1f} MiB | | | {base_row['accuracy']:.3f} | |",
+    ]
+    for ratio in args.ratios:
+        row = rows[folders[ratio]]
+        change = 100 * (row["accuracy"] - rows[folders[base]]["accuracy"])
+        lines.append(f"| O = {ratio:g} | {row['params'] / 1e6:.2f} M | {row['macs'] / 1e9:.2f} "
+                     f"| {row['size_bytes'] / 2**20:.1f} MiB | {latency[ratio]:.0f} | {latency[base] / latency[ratio]:.2f}x "
+                     f"| {row['accuracy']:.3f} | {change:+.1f} |")
+    pruned = args.ratios[-1]
+    speedup = latency[base] / latency[pruned]
+    change = 100 * (rows[folders[pruned]]["accuracy"] - rows[folders[base]]["accuracy"])
+    macs_ratio = rows[folders[base]]["macs"] / rows[folders[pruned]]["macs"]
+    lines += [
+        "",
+        f"Targets at O = {pruned:g}: CPU speed-up >= 1.6x: {'met' if speedup >= 1.6 else 'NOT met'} ({speedup:.2f}x; "
+        f"MACs fall {macs_ratio:.2f}x); accuracy within 1 point of O = 0: "
+        f"{'met' if abs(change) <= 1.0 else 'NOT met'} ({change:+.1f} points on {len(test)} test images, "
+        f"one image = {100 / len(test):.1f} points).",
+    ]
+    if all(rows[folder]["accuracy"] == 1.0 for folder in folders.values()):
+        lines.append("Every model classifies every synthetic test image correctly: the synthetic task is too easy to "
+                     "show an accuracy cost of pruning; the BACH numbers of the System A section are the real test.")
+    lines.append(f"MACs fall less than parameters because, as in the paper, only the outputs of the Inception "
+                 f"modules (the SEP-followed layers) are pruned: the stem and the 1x1 reduce convs inside each "
+                 f"module keep their widths.")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> str:
+    """Measure, print the Markdown sections and (unless --no-write) save them."""
+    args = _parse(argv)
+    torch.set_num_threads(1)
+    sections = {}
+    if not args.skip_costs:
+        sections["compress"] = cost_section(args)
+    if not args.skip_training:
+        if args.work is not None:
+            args.work.mkdir(parents=True, exist_ok=True)
+            sections["compression"] = training_section(args, args.work)
+        else:
+            with tempfile.TemporaryDirectory() as folder:
+                sections["compression"] = training_section(args, Path(folder))
+    for name, markdown in sections.items():
+        print(markdown, end="\n\n")
+        if not args.no_write:
+            write_section(name, markdown)
+    return "\n\n".join(sections.values())
 
 
 if __name__ == "__main__":
