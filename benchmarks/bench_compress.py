@@ -62,6 +62,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--iterations", type=int, default=60, help="trained comparison: steps per branch (base and retraining)")
     parser.add_argument("--images", type=int, default=6, help="trained comparison: synthetic images per patient")
     parser.add_argument("--work", type=Path, default=None, help="keep the synthetic tree and models here")
+    parser.add_argument("--bach-study", type=Path, nargs="*", default=[],
+                        help="measured `prune report` study folders on real BACH (one per fold) for `compression_bach`")
+    parser.add_argument("--bach-ensemble", type=Path, nargs="*", default=[],
+                        help="`ensemble evaluate` output folders on the same BACH folds for `compression_bach`")
     parser.add_argument("--no-write", action="store_true", help="print the tables, leave BENCHMARKS.md alone")
     return parser.parse_args(argv)
 
@@ -213,6 +217,44 @@ def training_section(args: argparse.Namespace, work: Path) -> str:
     return "\n".join(lines)
 
 
+def bach_section(studies: Sequence[Path], ensembles: Sequence[Path]) -> str:
+    """The ``compression_bach`` section from runs on the real BACH folds (already measured): the
+    O = 0.5 and O = 0 rows of each study and each ensemble's gain over its best member."""
+    import json
+
+    lines = [
+        "## SEP channel pruning and bagging on real BACH (binary task, contiguous folds)",
+        "",
+        f"Tabulated by `python -m benchmarks.bench_compress --bach-study ... --bach-ensemble ...` on {today()} "
+        f"from runs on this machine: {machine_info()}. Configs: configs/zhu2019/prune_bach_binary_cpu.yaml "
+        "(base: the fold's configs/zhu2019/bach_binary_cpu.yaml model; O = 0 and O = 0.5 both retrained 150 "
+        "iterations per branch) and configs/zhu2019/ensemble_bach_binary_cpu.yaml. Latency: one image, CPU, "
+        "1 thread, shared machine.",
+    ]
+    if studies:
+        lines += ["", "| study | model | parameters | GMACs / image | CPU ms / image | speed-up vs O = 0 "
+                      "| test accuracy | change vs O = 0 (points) |", "|---|---|---|---|---|---|---|---|"]
+    for study in studies:
+        rows = json.loads((study / "report" / "metrics.json").read_text())["results"]["rows"]
+        by_ratio = {row["ratio"]: row for row in rows if row["study"] == "ratio"}
+        base = next(row for row in rows if row["study"] == "base")
+        reference = by_ratio[0.0]
+        for name, row in [("base (before retraining)", base)] + [(f"O = {o:g}", r) for o, r in sorted(by_ratio.items())]:
+            lines.append(f"| {study.name} | {name} | {row['params'] / 1e6:.2f} M | {row['macs'] / 1e9:.2f} "
+                         f"| {row['latency_ms']:.0f} | {reference['latency_ms'] / row['latency_ms']:.2f}x "
+                         f"| {row['accuracy']:.3f} | {100 * (row['accuracy'] - reference['accuracy']):+.1f} |")
+    if ensembles:
+        lines += ["", "| ensemble | rule | test images | members' accuracy | ensemble accuracy | gain over the best member |",
+                  "|---|---|---|---|---|---|"]
+    for folder in ensembles:
+        summary = json.loads((folder / "summary.json").read_text())
+        members = ", ".join(f"{acc:.3f}" for acc in summary["members"].values())
+        lines.append(f"| {folder.parent.name if folder.name == 'evaluation' else folder.name} | {summary['rule']} "
+                     f"| {summary['images']} | {members} | {summary['ensemble']:.3f} "
+                     f"| {100 * summary['gain_over_best_member']:+.1f} points |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> str:
     """Measure, print the Markdown sections and (unless --no-write) save them."""
     args = _parse(argv)
@@ -227,6 +269,8 @@ def main(argv: list[str] | None = None) -> str:
         else:
             with tempfile.TemporaryDirectory() as folder:
                 sections["compression"] = training_section(args, Path(folder))
+    if args.bach_study or args.bach_ensemble:
+        sections["compression_bach"] = bach_section(args.bach_study, args.bach_ensemble)
     for name, markdown in sections.items():
         print(markdown, end="\n\n")
         if not args.no_write:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -135,3 +136,6 @@ def test_ensemble_of_pruned_members_trains_loads_and_predicts(bach, tmp_path) ->
     assert len(rows) == len(test) and all(float(row["uncertainty"]) in (0.0, 0.5) for row in rows)
     assert (tmp_path / "evaluation" / "members" / "member1_pruned.csv").is_file()
     assert "best member" in (tmp_path / "evaluation" / "report" / "report.md").read_text()
+    summary = json.loads((tmp_path / "evaluation" / "summary.json").read_text())
+    assert summary["gain_over_best_member"] == pytest.approx(metrics["gain_over_best_member"])
+    assert summary["images"] == len(test) and set(summary["members"]) == set(direct)

@@ -38,6 +38,7 @@ from histobreast.votes import EnsembleRule, combine_members, member_disagreement
 
 ENSEMBLE_VERSION = 1
 TEST_RECORDS = "test_records.csv"
+SUMMARY = "summary.json"  # evaluate_ensemble's headline numbers (image-level accuracies, gain)
 RULES: tuple[str, ...] = ("sum", "max", "majority")
 
 
@@ -303,7 +304,8 @@ def evaluate_ensemble(
 ) -> dict[str, Any]:
     """Predict ``records`` with the ensemble and each member, write ``predictions.csv`` (ensemble,
     with ``uncertainty``), ``members/<name>.csv`` and a report (the ensemble beside each member,
-    paper A Table 9); returns ``{"ensemble": metrics, "members": {name: metrics}, "rule", "gain"}``."""
+    paper A Table 9) and ``summary.json`` (the accuracies and the gain over the best member); returns
+    ``{"ensemble": metrics, "members": {name: metrics}, "rule", "gain_over_best_member"}``."""
     from histobreast.report import Report, RunInfo, ensemble_table
 
     out_dir = Path(out_dir)
@@ -324,4 +326,9 @@ def evaluate_ensemble(
                     f"{int((uncertainty > 0).sum())} of {len(uncertainty)} images without a unanimous vote.")
     report.add_evaluation(f"Ensemble ({result.rule})", ensemble_metrics, result.ensemble)
     report.write()
+    accuracy = {name: m["metrics"]["image_level_accuracy"] for name, m in member_metrics.items()}
+    atomic_write_json(out_dir / SUMMARY, {
+        "rule": result.rule, "images": len(records), "ensemble": ensemble_metrics["metrics"]["image_level_accuracy"],
+        "members": accuracy, "best_member": max(accuracy, key=accuracy.__getitem__), "gain_over_best_member": gain,
+        "mean_uncertainty": float(uncertainty.mean())})
     return {"rule": result.rule, "ensemble": ensemble_metrics, "members": member_metrics, "gain_over_best_member": gain}
