@@ -15,7 +15,7 @@ from histobreast.compress.profile import count_macs, count_parameters
 from histobreast.compress.prune import per_loop_fraction
 from histobreast.data.splits import write_splits_csv
 from histobreast.data.synthetic import synth_bach
-from histobreast.errors import ConfigError
+from histobreast.errors import CheckpointError, ConfigError
 from histobreast.models.weights import read_weights
 from histobreast.pipelines import get_pipeline
 from histobreast.pipelines.common import experiment_records, experiment_splits
@@ -98,6 +98,18 @@ def test_pruned_model_folder_loads_predicts_and_retrains(trained, tmp_path) -> N
     # The pruned folder is a model folder like any other: it can be pruned (retrained) again.
     again = prune_model_folder(out, tmp_path / "again", trained["train"][:4], options=PruneOptions(ratio=0.0))
     assert channel_widths(load_model_folder(again).model) == after
+
+
+def test_an_interrupted_pruning_resumes(trained, tmp_path) -> None:
+    options = PruneOptions(ratio=0.5)
+    done = prune_model_folder(trained["folder"], tmp_path / "done", trained["train"][:4], options=options)
+    (done / "model.json").unlink()  # as if killed after retraining, before the folder was written
+    with pytest.raises(CheckpointError, match="already holds a checkpoint"):
+        prune_model_folder(trained["folder"], done, trained["train"][:4], options=options)
+    resumed = prune_model_folder(trained["folder"], done, trained["train"][:4], options=options, resume=True)
+    fresh = prune_model_folder(trained["folder"], tmp_path / "fresh", trained["train"][:4], options=options)
+    for key, value in read_weights(fresh / "model.safetensors").items():
+        torch.testing.assert_close(read_weights(resumed / "model.safetensors")[key], value)
 
 
 def test_macs_and_parameters_fall_monotonically_with_the_ratio(trained) -> None:

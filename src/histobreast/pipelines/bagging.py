@@ -275,11 +275,14 @@ def train_ensemble(
         member_dir = out_dir / f"member{number}"
         member_train, member_val = split.select(train_records, "train"), split.select(train_records, "val")
         folder = pipeline.train_fold(cfg, member_train, member_val, classes, member_dir, resume=resume)
-        if options.prune_ratio > 0:
+        if options.prune_ratio > 0 and resume and (member_dir / "pruned" / MODEL_JSON).is_file():
+            folder = member_dir / "pruned"  # pruned before the interruption
+        elif options.prune_ratio > 0:
             from histobreast.pipelines.pruning import prune_model_folder, prune_options
 
             prune = prune_options(cfg, ratio=options.prune_ratio, loops=options.prune_loops)
-            folder = prune_model_folder(folder, member_dir / "pruned", member_train, member_val, options=prune)
+            folder = prune_model_folder(folder, member_dir / "pruned", member_train, member_val, options=prune,
+                                        resume=resume)
         members.append(folder)
     extra = {"pipeline": cfg.pipeline, "config": cfg.name,
              "bagging": {"members": options.members, "contiguous": _contiguous(cfg, options),

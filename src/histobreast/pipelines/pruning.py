@@ -203,9 +203,10 @@ StepCallback = Callable[[Trainer], Any]
 
 
 def retrain_backbones(model: nn.Module, data: PruningData, cfg: ExperimentConfig, train: TrainConfig,
-                      run_dir: Path, seed: int, callbacks: Sequence[StepCallback] = ()) -> dict[str, float]:
-    """Retrain every backbone of ``model`` in place (``run_dir/<branch>``); returns the last
-    validation metrics, prefixed by branch for a hybrid."""
+                      run_dir: Path, seed: int, callbacks: Sequence[StepCallback] = (),
+                      resume: bool = False) -> dict[str, float]:
+    """Retrain every backbone of ``model`` in place (``run_dir/<branch>``; ``resume`` continues
+    interrupted runs); returns the last validation metrics, prefixed by branch for a hybrid."""
     metrics: dict[str, float] = {}
     for number, (prefix, backbone) in enumerate(sep_backbones(model).items()):
         seed_everything(derive_seed(seed, number))
@@ -214,7 +215,7 @@ def retrain_backbones(model: nn.Module, data: PruningData, cfg: ExperimentConfig
         trainer = Trainer(backbone, train, seed=derive_seed(seed, number), run_dir=run_dir / name,
                           model_name="googlenet_sep", model_kwargs=backbone.model_kwargs, experiment=cfg,
                           callbacks=callbacks)
-        result = trainer.fit(train_data, val_data)
+        result = trainer.fit(train_data, val_data, resume=resume)
         metrics.update({f"{prefix.replace('_branch.', '_')}{k}": v for k, v in result.final_metrics.items()})
     model.cpu()
     return metrics
@@ -241,11 +242,11 @@ def plot_importance(before: dict[str, torch.Tensor], after: dict[str, torch.Tens
 
 
 def run_dns(model: nn.Module, data: PruningData, cfg: ExperimentConfig, train: TrainConfig, run_dir: Path,
-            options: PruneOptions) -> nn.Module:
+            options: PruneOptions, resume: bool = False) -> nn.Module:
     """Dynamic Network Surgery on every conv/linear layer while retraining once more; masks baked in."""
     surgery = DynamicNetworkSurgery(model, DNSConfig(sensitivity=options.dns_sensitivity), seed=cfg.seed)
     retrain_backbones(model, data, cfg, train, run_dir, derive_seed(cfg.seed, DNS_SEED_KEY),
-                      callbacks=[lambda _: surgery.step()])
+                      callbacks=[lambda _: surgery.step()], resume=resume)
     log.info("DNS kept %.1f %% of the masked weights", 100 * surgery.remaining_fraction())
     return surgery.finalize()
 
@@ -287,12 +288,15 @@ def prune_model_folder(
     *,
     options: PruneOptions | None = None,
     train: TrainConfig | None = None,
+    resume: bool = False,
 ) -> Path:
     """Prune and retrain the model of ``model_folder`` on ``train_records`` (validating on
     ``val_records``); write the pruned model folder ``out_dir`` and return it.
 
     ``options`` default to the model config's ``prune`` section; ``train`` (the retraining
-    schedule) to its ``train`` section with ``options.retrain_iterations`` applied.
+    schedule) to its ``train`` section with ``options.retrain_iterations`` applied. The pruned
+    networks are a deterministic function of the model and the data, so ``resume`` continues
+    interrupted retraining runs in ``out_dir/runs``.
     """
     out_dir = Path(out_dir)
     loaded = model_folder if isinstance(model_folder, LoadedModel) else load_model_folder(model_folder)
@@ -311,7 +315,8 @@ def prune_model_folder(
             importance = measure_importance(model, data, options, device)
         model = prune_network(model, importance, fraction)
         log.info("loop %d/%d: pruned %.3f of the channels, retraining", loop, options.loops, fraction)
-        metrics = retrain_backbones(model, data, cfg, train, out_dir / "runs" / f"loop{loop}", derive_seed(cfg.seed, loop))
+        metrics = retrain_backbones(model, data, cfg, train, out_dir / "runs" / f"loop{loop}", derive_seed(cfg.seed, loop),
+                                    resume=resume)
         loops.append({"loop": loop, "fraction": fraction, "widths": channel_widths(model), "metrics": metrics})
     record: dict[str, Any] = {
         "source": str(loaded.path),
@@ -324,7 +329,7 @@ def prune_model_folder(
         "val_images": len(val_records),
     }
     if options.dns:
-        model = run_dns(model, data, cfg, train, out_dir / "runs" / "dns", options)
+        model = run_dns(model, data, cfg, train, out_dir / "runs" / "dns", options, resume)
         record["dns"] = {"sensitivity": options.dns_sensitivity, "nonzero_parameters": count_nonzero_parameters(model)}
     after = measure_importance(model, data, options, device)
     model.cpu()

@@ -91,7 +91,7 @@ def run_sweep(
 ) -> Path:
     """Train the base model of ``cfg``'s pipeline (unless ``base`` is given), prune it for every
     entry of :func:`sweep_entries` (``out_dir/<entry>``) and write ``sweep.json``. With ``resume``
-    finished models are kept."""
+    finished models are kept and interrupted ones continue."""
     from histobreast.pipelines import get_pipeline
 
     out_dir = Path(out_dir)
@@ -111,7 +111,7 @@ def run_sweep(
                                             dns=entry.dns_sensitivity is not None,
                                             dns_sensitivity=entry.dns_sensitivity or 0.0)
         log.info("compression study: %s", entry.folder)
-        prune_model_folder(base, folder, train_records, val_records, options=entry_options)
+        prune_model_folder(base, folder, train_records, val_records, options=entry_options, resume=resume)
     atomic_write_json(out_dir / SWEEP_JSON, {"base": str(Path(base).resolve()), "classes": list(classes),
                                               "entries": [dataclasses.asdict(e) for e in entries]})
     return out_dir
