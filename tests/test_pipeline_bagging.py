@@ -108,6 +108,11 @@ def test_ensemble_of_pruned_members_trains_loads_and_predicts(bach, tmp_path) ->
     vals = [set(s.ids("val")) for s in splits]
     assert not vals[0] & vals[1] and vals[0] | vals[1] == {r.image_id for r in train}
     assert all(set(s.ids("train")) == vals[1 - j] for j, s in enumerate(splits))
+    # BACH: contiguous image-number ranges per original class (the binary task merges two numberings).
+    for val in vals:
+        for original in ("Normal", "Benign", "InSitu", "Invasive"):
+            numbers = sorted(r.index for r in train if r.image_id in val and r.extra["original_label"] == original)
+            assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))
 
     ensemble = read_ensemble_folder(folder)
     assert ensemble.member_names() == ["member1/pruned", "member2/pruned"]

@@ -17,6 +17,7 @@ majority, :func:`histobreast.votes.member_disagreement`) is kept as its ``uncert
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import json
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from histobreast.data.splits import Split, bagging_splits, write_splits_csv
 from histobreast.engine.config import ExperimentConfig, build_dataclass, save_config
 from histobreast.errors import CheckpointError, ConfigError
 from histobreast.metrics import evaluate_predictions
+from histobreast.pipelines.common import dataset_kind
 from histobreast.pipelines.package import ENSEMBLE_FORMAT, MODEL_JSON, load_model_folder
 from histobreast.pipelines.package import ENSEMBLE_JSON as MANIFEST
 from histobreast.predictions import Predictions
@@ -238,12 +240,17 @@ def predict_ensemble(
 
 
 def _contiguous(cfg: ExperimentConfig, options: EnsembleOptions) -> bool:
-    return options.contiguous if options.contiguous is not None else cfg.data.kind == "bach"
+    return options.contiguous if options.contiguous is not None else dataset_kind(cfg) == "bach"
 
 
 def bag_training_set(cfg: ExperimentConfig, records: Sequence[ImageRecord], options: EnsembleOptions) -> list[Split]:
     """The k bagging splits (``bag1`` ... ``bagk``: ``train`` = k-1 subsets, ``val`` = the k-th)."""
-    return bagging_splits(records, options.members, seed=cfg.seed, contiguous=_contiguous(cfg, options))
+    if not _contiguous(cfg, options):
+        return bagging_splits(records, options.members, seed=cfg.seed)
+    # Image numbers run per original class (BACH: b001..., is001...), so contiguous ranges are cut
+    # there, not in a task class that merges two numberings (the splits hold ids and patients only).
+    originals = [dataclasses.replace(r, label=r.extra.get("original_label", r.label)) for r in records]
+    return bagging_splits(originals, options.members, seed=cfg.seed, contiguous=True)
 
 
 def train_ensemble(
