@@ -119,7 +119,9 @@ def report(
         test = select_split(split, records, "test")
         console.print(f"compression study on {split.name}: {len(train)} training, {len(val)} validation, "
                       f"{len(test)} test images; O = {options.report_ratios}, R = {options.report_loops}")
-        run_sweep(cfg, out, train, val, test, classes, base=base, options=options, resume=resume)
+        run_sweep(cfg, out, train, val, test, classes, base=base, options=options, resume=resume,
+                  description=f"{cfg.data.root}, {split.name}: {len(train)} training, {len(val)} validation, "
+                              f"{len(test)} test images")
     result = compression_report(out, latency_repeats=latency_repeats)
     for row in result["rows"]:
         console.print(f"{row['folder']}: O = {row['ratio']:g}, R = {row['loops']}, {row['params'] / 1e6:.3f} M params, "

@@ -88,10 +88,12 @@ def run_sweep(
     base: str | Path | None = None,
     options: PruneOptions | None = None,
     resume: bool = False,
+    description: str = "",
 ) -> Path:
     """Train the base model of ``cfg``'s pipeline (unless ``base`` is given), prune it for every
     entry of :func:`sweep_entries` (``out_dir/<entry>``) and write ``sweep.json``. With ``resume``
-    finished models are kept and interrupted ones continue."""
+    finished models are kept and interrupted ones continue. ``description`` (e.g. the fold and its
+    image counts) heads the report."""
     from histobreast.pipelines import get_pipeline
 
     out_dir = Path(out_dir)
@@ -112,7 +114,9 @@ def run_sweep(
                                             dns_sensitivity=entry.dns_sensitivity or 0.0)
         log.info("compression study: %s", entry.folder)
         prune_model_folder(base, folder, train_records, val_records, options=entry_options, resume=resume)
+    description = description or f"{len(train_records)} training, {len(test_records)} test images"
     atomic_write_json(out_dir / SWEEP_JSON, {"base": str(Path(base).resolve()), "classes": list(classes),
+                                              "description": description,
                                               "entries": [dataclasses.asdict(e) for e in entries]})
     return out_dir
 
@@ -210,13 +214,14 @@ def compression_report(sweep_dir: str | Path, out_dir: str | Path | None = None,
 
     sweep_dir = Path(sweep_dir)
     out_dir = Path(out_dir) if out_dir is not None else sweep_dir / "report"
+    info, _ = read_sweep(sweep_dir)
     rows = measure_sweep(sweep_dir, test_records, latency_repeats)
     by_study = {study: [r for r in rows if r["study"] == study] for study in ("base", "ratio", "loops", "dns")}
     report = Report(out_dir, "Channel pruning and DNS (paper A, Table 7 and Figs. 10-13)",
-                    RunInfo("test images of the study fold", "see config.yaml", str(sweep_dir / SWEEP_JSON),
-                            str(sweep_dir / "config.yaml")))
-    report.add_text("Every pruned network was retrained with the same schedule (O = 0 too); the base row is the "
-                    "model before pruning and retraining. Latency: one image on the CPU (hybrid: global image + "
+                    RunInfo(info.get("description", "the study's test images"), "see sweep.json",
+                            f"base {info['base']}", str(sweep_dir / "config.yaml")))
+    report.add_text("Every pruned network was retrained with the same schedule (O = 0 too); the row with R = 0 is "
+                    "the base model before pruning and retraining. Latency: one image on the CPU (hybrid: global image + "
                     "its grid patches), median of timed passes.")
     ratio_rows = sorted(by_study["ratio"], key=lambda r: r["ratio"])
     if ratio_rows:
