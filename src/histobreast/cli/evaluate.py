@@ -16,17 +16,19 @@ def _cell(entry: dict[str, Any]) -> str:
     mean, std = entry["mean"], entry["std"]
     if mean != mean:  # NaN
         return "–"
-    return f"{mean:.3f}" if std != std else f"{mean:.3f} ± {std:.3f}"
+    return f"{mean:.3f}" if std != std else f"{mean:.3f}±{std:.3f}"
 
 
 def print_result(result: Any, console: Any) -> None:
     """A table of every method's mean ± std over folds, and where the report is."""
+    from rich import box
     from rich.table import Table
 
-    table = Table(title=f"{len(result.folds)} fold(s): mean ± std", title_justify="left")
-    table.add_column("method")
+    table = Table(title=f"{len(result.folds)} fold(s): mean ± std", title_justify="left", box=box.SIMPLE_HEAD,
+                  pad_edge=False)
+    table.add_column("method", no_wrap=True)
     for _, header in SUMMARY_COLUMNS:
-        table.add_column(header, justify="right")
+        table.add_column(header, justify="right", no_wrap=True, min_width=11)
     for method in result.methods:
         metrics = result.summary[method]["metrics"]
         table.add_row(method, *[_cell(metrics[f"metrics/{key}"]) for key, _ in SUMMARY_COLUMNS])
