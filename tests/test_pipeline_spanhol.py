@@ -118,3 +118,15 @@ def test_resume_keeps_finished_members(tmp_path, records) -> None:
     again = spanhol2016.train_fold(cfg, records[:4], [], CLASSES, tmp_path / "fold", resume=True)
     assert again == folder
     assert json.loads((folder / "patch16_sliding" / "model.json").read_text())["created"] == stamp
+
+
+@pytest.mark.realdata
+def test_real_bach_images_give_the_configured_patches(bach_dir) -> None:
+    from histobreast.data.readers import read_dataset
+
+    records = read_dataset(bach_dir, "bach")[:2]
+    data = SpanholPatchDataset(records, sorted({r.label for r in records}), patch_size=64, scale=0.25)
+    # 1024x768 copies at a quarter: 256x192; 64 px windows every 32 px: 7 x 5 per image.
+    assert [img.shape for img in data.images] == [(192, 256, 3)] * 2
+    assert len(data) == 2 * 35
+    assert data[0][0].shape == (3, 64, 64)
