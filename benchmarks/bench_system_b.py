@@ -211,7 +211,8 @@ def render(results: list[dict], machine: str, date: str, threads: int) -> str:
 
 def bach_results(run_dirs: list[Path]) -> str:
     """The ``system_b_bach`` section: per-fold patch- and image-level accuracy of finished
-    ``histobreast train`` experiment folders (their ``report/metrics.json``), with each run's command."""
+    ``histobreast train`` experiment folders (their ``report/metrics.json``), with each run's schedule."""
+    from histobreast.engine.config import load_config
     lines = ["| run | level | " + " | ".join(f"fold {f}" for f in range(1, 6)) + " | mean ± std |",
              "| --- | --- | " + " | ".join("---:" for _ in range(5)) + " | ---: |"]
     notes = []
@@ -225,7 +226,13 @@ def bach_results(run_dirs: list[Path]) -> str:
             spread = f" ± {100 * summary['std']:.1f}" if summary.get("std") is not None else ""
             lines.append(f"| {run_dir.name} | {method} | {cells} | {100 * summary['mean']:.1f}{spread} |")
         run = metrics["run"]
-        notes.append(f"- `{run_dir.name}`: `{run['command']}` ({run['date']}; {run['machine']})")
+        cfg = load_config(run_dir / "config.yaml")
+        mode = "frozen encoders, only FDNet trained" if cfg.model.frozen_encoders else "joint training"
+        length = f"{cfg.train.epochs} epochs" if cfg.train.epochs else f"{cfg.train.iterations} iterations"
+        notes.append(f"- `{run_dir.name}`: 3 x {cfg.model.kwargs.get('encoder', 'resnet50')} on "
+                     f"{cfg.preprocess.input_size} px crops ({mode}), regions: {cfg.preprocess.regions.selection}, "
+                     f"{cfg.train.optimizer} lr {cfg.train.lr:g}, batch {cfg.train.batch_size}, {length}; "
+                     f"`{run['command']}` (finished {run['date']}; {run['machine']})")
     return "\n".join(lines + [""] + notes)
 
 
