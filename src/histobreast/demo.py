@@ -1,0 +1,179 @@
+"""The main job on built-in data (``make demo`` / ``histobreast demo``): both systems end to end.
+
+Five stages, all on synthetic H&E trees written here in the real datasets' layouts, at toy sizes
+so the whole job fits in a few minutes on a 2-core CPU:
+
+1. System A (Zhu et al. 2019): the hybrid GoogLeNet-SEP model trained and tested on 2 official
+   folds of a synthetic BreaKHis 40X tree; five evaluation methods; paper-layout report.
+2. SEP channel pruning of fold 1's model to O = 0.5 with a short retraining: parameters, MACs,
+   CPU latency and accuracy before and after.
+3. Bagging: 3 members trained on non-overlapping subsets of fold 1's training set, sum rule.
+4. System B (Liu et al. 2022): MSMV-PFENet on a synthetic BACH tree, six-view majority vote.
+5. A summary report (``OUT/report/report.md`` and ``.html``) pointing to every stage's report.
+
+The experiment configs are ``configs/demo/*.yaml`` in the source tree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from histobreast.data.synthetic import synth_bach, synth_breakhis
+from histobreast.engine.config import ExperimentConfig, load_config
+from histobreast.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+#: The demo's experiment configs, in the source tree beside ``src/``.
+DEFAULT_CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "demo"
+SYSTEM_A_CONFIG = "zhu2019_synthetic.yaml"
+SYSTEM_B_CONFIG = "liu2022_synthetic.yaml"
+
+# Stage sizes (kept here, not in the configs, because they size the demo rather than the method).
+BREAKHIS_PATIENTS_PER_SUBTYPE = 2  # 16 patients, 8 subtypes
+BREAKHIS_IMAGES_PER_PATIENT = 6  # at one magnification
+BREAKHIS_MAGNIFICATION = 200  # the config's data.magnification
+BREAKHIS_SIZE = (350, 230)  # half of BreaKHis's 700x460 (same field of view, twice the µm/px)
+BACH_PER_CLASS = 20
+BACH_SIZE = (512, 384)  # a quarter of BACH's 2048x1536
+SYSTEM_A_FOLDS = (1, 2)
+PRUNE_RATIO = 0.5  # paper A's chosen O
+PRUNE_RETRAIN_ITERATIONS = 40
+ENSEMBLE_MEMBERS = 3  # paper A: 5; 3 keeps the demo short
+ENSEMBLE_ITERATIONS = 100
+
+
+@dataclass
+class DemoResult:
+    """Where everything went and the headline numbers (image-level accuracy unless named)."""
+
+    out_dir: Path
+    report_dir: Path
+    numbers: dict[str, Any] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _config(config_dir: Path, name: str, root: Path, overrides: list[str]) -> ExperimentConfig:
+    path = config_dir / name
+    if not path.is_file():
+        raise ConfigError(f"{path}: demo config not found; run from a source checkout or pass --configs DIR")
+    return load_config(path, [f"data.root={root}", *overrides])
+
+
+def run_demo(out_dir: str | Path, *, config_dir: str | Path | None = None, seed: int = 0,
+             say: Callable[[str], None] = print) -> DemoResult:
+    """Run the five stages into ``out_dir`` (created; an earlier demo there is replaced stage by stage)."""
+    from histobreast.pipelines.bagging import EnsembleOptions, evaluate_ensemble, train_ensemble
+    from histobreast.pipelines.common import experiment_records, experiment_splits, select_split, validation_split
+    from histobreast.pipelines.experiment import run_experiment
+    from histobreast.pipelines.package import load_model_folder
+    from histobreast.pipelines.pruning import PruneOptions, prune_model_folder
+    from histobreast.pipelines.pruning_report import image_accuracy, model_costs
+
+    out = Path(out_dir)
+    configs = Path(config_dir) if config_dir is not None else DEFAULT_CONFIG_DIR
+    result = DemoResult(out, out / "report")
+    seed_override = [f"seed={seed}"]
+
+    def timed(stage: str, fn: Callable[[], Any]) -> Any:
+        say(f"[demo] {stage} ...")
+        start = time.perf_counter()
+        value = fn()
+        result.seconds[stage] = time.perf_counter() - start
+        say(f"[demo] {stage}: done in {result.seconds[stage]:.0f} s")
+        return value
+
+    breakhis_root = out / "data" / "breakhis"
+    timed("synthesise BreaKHis", lambda: synth_breakhis(
+        breakhis_root, patients_per_subtype=BREAKHIS_PATIENTS_PER_SUBTYPE,
+        images_per_magnification=BREAKHIS_IMAGES_PER_PATIENT, magnifications=(BREAKHIS_MAGNIFICATION,), size=BREAKHIS_SIZE,
+        seed=seed))
+    cfg_a = _config(configs, SYSTEM_A_CONFIG, breakhis_root,
+                    [*seed_override, f"data.magnification={BREAKHIS_MAGNIFICATION}"])
+    system_a = timed("System A: train and evaluate", lambda: run_experiment(
+        cfg_a, out / "system_a", folds=list(SYSTEM_A_FOLDS), resume=False))
+    for method in system_a.methods:
+        mean, std = system_a.mean_std("image_level_accuracy", method)
+        result.numbers[f"system_a/{method}"] = {"mean": mean, "std": std}
+
+    # Stages 2 and 3 reuse fold 1's training and test images.
+    records, classes = experiment_records(cfg_a)
+    split = experiment_splits(cfg_a, records)[SYSTEM_A_FOLDS[0] - 1]
+    train, val = validation_split(cfg_a, select_split(split, records, "train"), SYSTEM_A_FOLDS[0])
+    test = select_split(split, records, "test")
+    unpruned_folder = system_a.model_folders[SYSTEM_A_FOLDS[0]]
+
+    prune_options = PruneOptions(ratio=PRUNE_RATIO, loops=1, retrain_iterations=PRUNE_RETRAIN_ITERATIONS)
+    pruned_folder = timed("prune O=0.5 and retrain", lambda: prune_model_folder(
+        unpruned_folder, out / "pruned", train, val, options=prune_options))
+    for name, folder in (("unpruned", unpruned_folder), ("pruned", pruned_folder)):
+        loaded = load_model_folder(folder)
+        costs = model_costs(loaded, latency_repeats=5)
+        result.numbers[f"compression/{name}"] = {**costs, "accuracy": image_accuracy(loaded, test)}
+
+    cfg_bag = dataclasses.replace(cfg_a, train=dataclasses.replace(cfg_a.train, iterations=ENSEMBLE_ITERATIONS))
+    ensemble_dir = out / "ensemble"
+    timed("ensemble: train 3 members", lambda: train_ensemble(
+        cfg_bag, train, classes, ensemble_dir, options=EnsembleOptions(members=ENSEMBLE_MEMBERS), test_records=test))
+    bagging = timed("ensemble: evaluate", lambda: evaluate_ensemble(ensemble_dir, test, ensemble_dir / "evaluation"))
+    result.numbers["ensemble/sum"] = bagging["ensemble"]["metrics"]["image_level_accuracy"]
+    result.numbers["ensemble/members"] = {name: m["metrics"]["image_level_accuracy"]
+                                          for name, m in bagging["members"].items()}
+
+    bach_root = out / "data" / "bach"
+    timed("synthesise BACH", lambda: synth_bach(bach_root, per_class=BACH_PER_CLASS, size=BACH_SIZE, seed=seed))
+    cfg_b = _config(configs, SYSTEM_B_CONFIG, bach_root, seed_override)
+    system_b = timed("System B: train and evaluate", lambda: run_experiment(cfg_b, out / "system_b"))
+    for method in system_b.methods:
+        mean, std = system_b.mean_std("image_level_accuracy", method)
+        result.numbers[f"system_b/{method}"] = {"mean": mean, "std": std}
+
+    write_demo_report(result, chance={"system_a": 1 / len(classes), "system_b": 1 / len(cfg_b.data.classes or [0] * 4)})
+    say(f"[demo] finished in {sum(result.seconds.values()):.0f} s; report: {result.report_dir / 'report.md'}")
+    return result
+
+
+def write_demo_report(result: DemoResult, chance: dict[str, float]) -> dict[str, Path]:
+    """The one-page summary of the demo: a table per stage and links to the stages' own reports."""
+    from histobreast.report import Column, Report, RunInfo, Table
+
+    numbers = result.numbers
+    report = Report(result.report_dir, "histobreast demo (synthetic data)",
+                    RunInfo("synthetic BreaKHis 40X and BACH trees", "see each stage", "System A, System B",
+                            "configs/demo/*.yaml"),
+                    intro="Toy-sized versions of both systems on synthetic H&E images; the numbers show the "
+                          "machinery works end to end, not how well it does on real tissue (see BENCHMARKS.md).")
+    accuracy_rows = [{"stage": f"System A, method {key.split('/', 1)[1]}", "accuracy": value}
+                     for key, value in numbers.items() if key.startswith("system_a/")]
+    accuracy_rows += [{"stage": f"System B, {key.split('/', 1)[1]} level", "accuracy": value}
+                      for key, value in numbers.items() if key.startswith("system_b/")]
+    accuracy_rows.append({"stage": f"Ensemble of {len(numbers['ensemble/members'])} (sum rule), fold 1",
+                          "accuracy": numbers["ensemble/sum"]})
+    accuracy_rows += [{"stage": f"  member {name}, fold 1", "accuracy": acc}
+                      for name, acc in numbers["ensemble/members"].items()]
+    report.add_table(Table("Image-level accuracy", [Column("stage", "Stage"), Column("accuracy", "Accuracy")],
+                           accuracy_rows,
+                           caption=f"Mean ± std over folds where several. Chance: System A "
+                                   f"{chance['system_a']:.2f} (2 classes), System B {chance['system_b']:.2f}."))
+    cost_columns = [Column("model", "Model"), Column("params", "Parameters", fmt=",.0f"),
+                    Column("macs", "MACs", fmt=",.0f"), Column("latency_ms", "CPU latency (ms)", fmt=".1f"),
+                    Column("accuracy", "Accuracy (fold 1)")]
+    cost_rows = [{"model": name, **numbers[f"compression/{name}"]} for name in ("unpruned", "pruned")]
+    report.add_table(Table(f"SEP channel pruning, O = {PRUNE_RATIO}", cost_columns, cost_rows,
+                           caption="Hybrid model (global + 15 patches) on one image; latency measured on this machine."))
+    report.add_heading("Each stage's own report")
+    report.add_bullets([
+        "System A: `system_a/report/report.md` (Tables 2-4 layout, ROC, confusion matrices)",
+        "Pruning: `pruned/` (importance before/after, Fig. 11)",
+        "Ensemble: `ensemble/evaluation/report/report.md` (members beside the ensemble, uncertainty)",
+        "System B: `system_b/report/report.md` (view and image level, confusion matrix)",
+    ])
+    report.add_table(Table("Time per stage", [Column("stage", "Stage"), Column("seconds", "Seconds", fmt=".0f")],
+                           [{"stage": k, "seconds": v} for k, v in result.seconds.items()]))
+    report.add_metrics("demo", {"numbers": numbers, "seconds": result.seconds})
+    return report.write()

@@ -1,0 +1,53 @@
+"""The main job (`histobreast demo`): config lookup, the summary report, and (slow) the whole run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from histobreast.cli import app
+from histobreast.demo import DEFAULT_CONFIG_DIR, SYSTEM_A_CONFIG, SYSTEM_B_CONFIG, DemoResult, run_demo, write_demo_report
+from histobreast.errors import ConfigError
+
+
+def test_demo_configs_exist_in_the_source_tree() -> None:
+    assert (DEFAULT_CONFIG_DIR / SYSTEM_A_CONFIG).is_file()
+    assert (DEFAULT_CONFIG_DIR / SYSTEM_B_CONFIG).is_file()
+
+
+def test_missing_config_dir_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"nowhere.*zhu2019_synthetic\.yaml: demo config not found"):
+        run_demo(tmp_path / "out", config_dir=tmp_path / "nowhere", say=lambda _: None)
+
+
+def test_summary_report_holds_every_stage(tmp_path: Path) -> None:
+    costs = {"params": 1000, "macs": 5000, "latency_ms": 2.0, "size_bytes": 4000}
+    result = DemoResult(tmp_path, tmp_path / "report", numbers={
+        "system_a/hybrid": {"mean": 0.8, "std": 0.05},
+        "system_b/image": {"mean": 0.55, "std": float("nan")},
+        "compression/unpruned": {**costs, "accuracy": 0.75},
+        "compression/pruned": {**costs, "params": 480, "accuracy": 0.74},
+        "ensemble/sum": 0.9,
+        "ensemble/members": {"member1": 0.8, "member2": 0.85},
+    }, seconds={"System A: train and evaluate": 80.0})
+    paths = write_demo_report(result, chance={"system_a": 0.5, "system_b": 0.25})
+    text = paths["markdown"].read_text()
+    assert "| System A, method hybrid | 0.800 ± 0.050 |" in text
+    assert "| pruned | 480 |" in text
+    assert "Ensemble of 2 (sum rule)" in text and "member2" in text
+    assert paths["html"].is_file() and paths["metrics"].is_file()
+
+
+def test_demo_help() -> None:
+    result = CliRunner().invoke(app, ["demo", "--help"])
+    assert result.exit_code == 0 and "--out" in result.output
+
+
+@pytest.mark.slow
+def test_whole_demo_beats_chance(tmp_path: Path) -> None:
+    result = run_demo(tmp_path, say=lambda _: None)
+    assert result.numbers["system_a/hybrid"]["mean"] > 0.6  # 2 classes
+    assert result.numbers["system_b/image"]["mean"] > 0.35  # 4 classes
+    assert (result.report_dir / "report.md").is_file()
