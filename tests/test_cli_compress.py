@@ -78,9 +78,10 @@ def test_prune_report_runs_and_remeasures_a_study(tree, tmp_path) -> None:
     assert refused.exit_code != 0
 
 
-def test_ensemble_train_then_evaluate(tree, tmp_path) -> None:
+def test_ensemble_train_then_evaluate(tree, tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # a relative --out, as users type it
     out = tmp_path / "ensemble"
-    invoke("ensemble", "train", "--config", tree / "zhu_tiny.yaml", "--out", out, "--fold", "2")
+    invoke("ensemble", "train", "--config", tree / "zhu_tiny.yaml", "--out", "ensemble", "--fold", "2")
     assert len(read_ensemble_folder(out).members) == 2
     output = invoke("ensemble", "evaluate", out, "--rule", "max")
     assert "ensemble (max)" in output and "over the best member" in output

@@ -67,6 +67,11 @@ def test_members_must_predict_the_same_images() -> None:
 def test_ensemble_folder_is_checked(tmp_path) -> None:
     with pytest.raises(CheckpointError, match="not a model folder"):
         save_ensemble_folder(tmp_path / "ens", [tmp_path / "ens" / "nothing"])
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "model.json").write_text("{}")
+    with pytest.raises(CheckpointError, match="inside the ensemble folder"):
+        save_ensemble_folder(tmp_path / "ens", [outside])
     with pytest.raises(CheckpointError, match="not an ensemble folder"):
         read_ensemble_folder(tmp_path)
     (tmp_path / "ens").mkdir()

@@ -117,8 +117,9 @@ def save_ensemble_folder(
     classes: Sequence[str] | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write ``path/ensemble.json`` (atomically) listing ``members`` (model folders inside ``path``,
-    stored relative to it so the ensemble folder can be moved as a whole)."""
+    """Write ``path/ensemble.json`` (atomically) listing ``members``: model folders (paths as usual,
+    relative to the working directory unless absolute) that lie inside ``path``; they are stored
+    relative to it, so the ensemble folder can be moved as a whole."""
     path = Path(path)
     _check_rule(rule, str(path / MANIFEST))
     if len(members) < 1:
@@ -126,13 +127,12 @@ def save_ensemble_folder(
     relative = []
     for member in members:
         member = Path(member)
-        absolute = member if member.is_absolute() else path / member
-        if not (absolute / MODEL_JSON).is_file():
-            raise CheckpointError(f"{absolute}: ensemble member is not a model folder (no model.json)")
+        if not (member / MODEL_JSON).is_file():
+            raise CheckpointError(f"{member}: ensemble member is not a model folder (no model.json)")
         try:
-            relative.append(absolute.resolve().relative_to(path.resolve()).as_posix())
+            relative.append(member.resolve().relative_to(path.resolve()).as_posix())
         except ValueError:
-            raise CheckpointError(f"{absolute}: ensemble members must lie inside the ensemble folder {path}") from None
+            raise CheckpointError(f"{member}: ensemble members must lie inside the ensemble folder {path}") from None
     manifest = {
         "format": ENSEMBLE_FORMAT,
         "version": ENSEMBLE_VERSION,
