@@ -14,7 +14,7 @@ from histobreast.data.synthetic import synth_bach
 from histobreast.errors import ConfigError
 from histobreast.features import FeatureDataset, SVMDiscriminator, encoder_fingerprint, extract_features
 from histobreast.models import create_model
-from histobreast.models.msmv import MSMVPFENet, table4_variant
+from histobreast.models.msmv import MSMVPFENet, build_discriminator, table4_variant
 from histobreast.preprocess.krem import KremParams
 
 
@@ -126,6 +126,25 @@ def test_svm_gives_zero_to_classes_it_never_saw_and_handles_two_classes() -> Non
         SVMDiscriminator(num_classes=4).fit(x[:8], labels[:8])
     with pytest.raises(ConfigError, match="before fit"):
         SVMDiscriminator(num_classes=4).predict_proba(x)
+
+
+@pytest.mark.parametrize("labels", [[c for c in range(4) for _ in range(10)], [0] * 8 + [2] * 8,
+                                    [0] * 6 + [1] * 6 + [3] * 6], ids=["four", "two", "three-of-four"])
+def test_a_fitted_svm_exported_as_a_module_gives_the_same_probabilities(labels: list[int]) -> None:
+    rng = np.random.default_rng(2)
+    centres = rng.normal(0, 1, (4, 3, 4))
+    x = np.stack([centres[c] + rng.normal(0, 1.0, (3, 4)) for c in labels])  # overlapping: margins matter
+    svm = SVMDiscriminator(num_classes=4).fit(x, labels)
+    head = svm.to_module(in_features=4, n_scales=3)
+    queries = rng.normal(0, 1.5, (60, 3, 4))
+    with torch.no_grad():
+        probs = head.predict_proba(torch.as_tensor(queries, dtype=torch.float32)).numpy()
+    np.testing.assert_allclose(probs, svm.predict_proba(queries), atol=1e-6)
+    rebuilt = build_discriminator("svm", 4, 3, 4, svm_support_vectors=len(head.support_vectors),
+                                  svm_seen_classes=len(head.classes))
+    rebuilt.load_state_dict(head.state_dict())  # the shapes follow from the two model kwargs
+    with pytest.raises(ConfigError, match="Platt"):
+        SVMDiscriminator(num_classes=4, probability=True).fit(x, labels).to_module(4, 3)
 
 
 def test_table4_pfenet_svm_fits_on_the_pooled_features_of_its_pfenet(dataset, tmp_path) -> None:

@@ -18,6 +18,7 @@ from histobreast.data.records import ImageRecord
 from histobreast.data.synthetic import synth_bach
 from histobreast.engine.config import ExperimentConfig, config_to_dict, parse_config
 from histobreast.errors import ConfigError
+from histobreast.features import SVMDiscriminator, extract_features
 from histobreast.pipelines import get_pipeline, liu2022
 from histobreast.pipelines.package import LoadedModel, load_model_folder
 from histobreast.preprocess.views import SIX_VIEWS
@@ -97,6 +98,25 @@ def test_frozen_mode_trains_only_the_discriminator_on_cached_features_and_lowers
     assert sorted(cache.rglob("*.npy")) == entries
 
 
+def test_frozen_mode_fits_an_svm_discriminator_that_the_model_folder_keeps(records, tmp_path) -> None:
+    train, val, test = split(records)
+    cfg = tiny_config(frozen_encoders=True, kwargs={"encoder": "resnet18", "discriminator": "svm"})
+    folder = liu2022.train_fold(cfg, train, val, CLASSES, tmp_path / "fold1")
+    loaded = load_model_folder(folder)
+    kwargs = loaded.info["model_kwargs"]
+    assert kwargs["discriminator"] == "svm" and kwargs["svm_seen_classes"] == 4 and kwargs["svm_support_vectors"] >= 4
+    assert {"val_accuracy", "val_image_accuracy"} <= set(loaded.info["metrics"])
+    out = liu2022.predict_records(loaded, test)
+    check_outputs(out, test)
+    # The saved head gives the SVM's own probabilities: refit it on the same cached features.
+    model = liu2022.build_model(cfg, CLASSES)
+    data = liu2022.region_dataset(cfg, train, CLASSES, model.scales, train=True, cache_dir=tmp_path / "cache")
+    svm = SVMDiscriminator(4).fit_features(extract_features(model, data, tmp_path / "cache" / "features"))
+    test_data = liu2022.region_dataset(cfg, test, CLASSES, model.scales, train=False, cache_dir=None)
+    expected = svm.predict_proba(extract_features(model, test_data).features)
+    np.testing.assert_allclose(out["patch"].probs, expected, atol=1e-5)
+
+
 def _as_dict(cfg: ExperimentConfig) -> dict:
     return config_to_dict(cfg)
 
@@ -157,7 +177,7 @@ def test_random_region_control_picks_other_windows_of_the_same_sizes(records, tm
 def test_config_mistakes_name_the_key() -> None:
     cfg = tiny_config()
     svm = parse_config({**_as_dict(cfg), "model": {"name": "msmv_pfenet", "kwargs": {"discriminator": "svm"}}})
-    with pytest.raises(ConfigError, match="discriminator: 'svm'"):
+    with pytest.raises(ConfigError, match="'svm' is fitted on encoder features, so it needs model.frozen_encoders"):
         liu2022.build_model(svm, CLASSES)
     other = parse_config({**_as_dict(cfg), "model": {"name": "resnet18"}})
     with pytest.raises(ConfigError, match="model.name is 'resnet18'"):

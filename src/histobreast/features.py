@@ -29,7 +29,7 @@ from torch.utils.data import Dataset
 
 from histobreast.data.key_regions import KeyRegionDataset
 from histobreast.errors import ConfigError
-from histobreast.models.msmv import MSMVPFENet
+from histobreast.models.msmv import MSMVPFENet, SVMHead
 from histobreast.preprocess.cache import DiskCache
 
 
@@ -187,6 +187,27 @@ class SVMDiscriminator:
     def predict(self, features: np.ndarray | Tensor) -> np.ndarray:
         """Class indices ``(N,)`` (the arg-max of :meth:`predict_proba`)."""
         return self.predict_proba(features).argmax(axis=1)
+
+    def to_module(self, in_features: int, n_scales: int) -> SVMHead:
+        """The fitted SVM as an :class:`~histobreast.models.msmv.SVMHead` (same probabilities as
+        :meth:`predict_proba`), to become a model's discriminator and be saved with its weights.
+        Only the default (softmax of decision values) RBF SVM can be exported."""
+        if not self._fitted:
+            raise ConfigError("SVMDiscriminator.to_module called before fit")
+        svc = self._svc
+        if self.probability or svc.kernel != "rbf":
+            raise ConfigError("only an RBF SVM without Platt scaling (probability=False) can become an SVMHead")
+        scaler: StandardScaler = self.pipeline.steps[0][1]
+        head = SVMHead(in_features, n_scales, self.num_classes, len(svc.support_vectors_), len(svc.classes_))
+        # scikit-learn flips the signs of a binary SVC's public coefficients; the head uses libsvm's own.
+        sign = -1.0 if len(svc.classes_) == 2 else 1.0
+        values = {"mean": scaler.mean_, "scale": scaler.scale_, "support_vectors": svc.support_vectors_,
+                  "dual_coef": sign * svc.dual_coef_, "intercept": sign * svc.intercept_, "gamma": np.asarray(svc._gamma),
+                  "n_support": svc.n_support_, "classes": svc.classes_}
+        for name, value in values.items():
+            buffer = getattr(head, name)
+            buffer.copy_(torch.as_tensor(np.asarray(value)).reshape(buffer.shape).to(buffer.dtype))
+        return head.eval()
 
     def params(self) -> dict[str, Any]:
         """The SVM's settings as plain values (for run records)."""

@@ -15,6 +15,8 @@ Choices the paper leaves open (documented defaults, all constructor arguments):
   double = levels 1 and 3 (the two ends of the scale range). ``scales=`` picks others.
 - **VGG16 / GoogLeNet / ResNet-101 rows** are single encoders on the same scale as single FENet:
   the paper credits PFENet's advantage over them to its "3 CNNs in parallel".
+- **SVM discriminator**: an RBF SVM fitted on the pooled vectors (scikit-learn), carried by
+  :class:`SVMHead` as buffers so a model folder keeps it without pickles.
 - **FC discriminator**: one linear layer on the concatenated vectors (Table 1: "Concatenation
   2048 x 3" -> FC).
 - **Encoders** are torchvision's (post-activation ResNet), not the BN-ReLU-conv order that Table 1
@@ -40,7 +42,7 @@ from histobreast.preprocess.transforms import IMAGENET_MEAN, IMAGENET_STD
 N_LEVELS = 3
 DEFAULT_SCALES: dict[int, tuple[int, ...]] = {1: (0,), 2: (0, 2), 3: (0, 1, 2)}
 
-Discriminator = Literal["bilstm", "fc"]
+Discriminator = Literal["bilstm", "fc", "svm"]
 
 
 class BiLSTMDiscriminator(ProbabilityMixin, nn.Module):
@@ -78,19 +80,84 @@ class FCDiscriminator(ProbabilityMixin, nn.Module):
         return self.fc(self.dropout(features.flatten(1)))
 
 
+class SVMHead(ProbabilityMixin, nn.Module):
+    """A fitted RBF SVM (Table 4's SVM discriminator) as a module: standardise the concatenated
+    vectors, one-vs-one decision values against the support vectors, then scikit-learn's
+    one-vs-rest vote + confidence transform. ``forward`` returns those scores as logits, so
+    ``predict_proba`` is their softmax (what :class:`histobreast.features.SVMDiscriminator` gives).
+
+    The fitted values are buffers, saved with the weights; ``n_support_vectors`` and
+    ``n_seen_classes`` fix their shapes (they are model kwargs). Classes the SVM never saw get
+    logit -inf. It is fitted, not trained: :meth:`histobreast.features.SVMDiscriminator.to_module`.
+    """
+
+    def __init__(self, in_features: int, n_scales: int, num_classes: int, n_support_vectors: int,
+                 n_seen_classes: int | None = None) -> None:
+        super().__init__()
+        seen = num_classes if n_seen_classes is None else n_seen_classes
+        if n_support_vectors < 1 or not 2 <= seen <= num_classes:
+            raise ConfigError(f"an SVM head needs svm_support_vectors >= 1 and 2..{num_classes} seen classes, "
+                              f"got {n_support_vectors} and {seen}")
+        width = in_features * n_scales
+        self.num_classes = num_classes
+        for name, shape, dtype in (("mean", (width,), torch.float64), ("scale", (width,), torch.float64),
+                                   ("support_vectors", (n_support_vectors, width), torch.float64),
+                                   ("dual_coef", (seen - 1, n_support_vectors), torch.float64),
+                                   ("intercept", (seen * (seen - 1) // 2,), torch.float64),
+                                   ("gamma", (), torch.float64), ("n_support", (seen,), torch.int64),
+                                   ("classes", (seen,), torch.int64)):
+            self.register_buffer(name, torch.zeros(shape, dtype=dtype))
+
+    def forward(self, features: Tensor) -> Tensor:
+        """``features`` ``(B, S, D)`` -> scores ``(B, num_classes)`` (float32)."""
+        with torch.autocast(features.device.type, enabled=False):  # float64 throughout, also under bf16 autocast
+            return self._scores(features.flatten(1).double()).float()
+
+    def _scores(self, features: Tensor) -> Tensor:
+        x = (features - self.mean) / self.scale
+        kernel = torch.exp(-self.gamma * torch.cdist(x, self.support_vectors).square())  # (B, n_SV)
+        starts = torch.cumsum(self.n_support, 0) - self.n_support
+        seen = len(self.n_support)
+        votes = x.new_zeros(len(x), seen)
+        confidence = x.new_zeros(len(x), seen)
+        pair = 0
+        for i in range(seen):  # libsvm's one-vs-one order; positive decision = class i
+            for j in range(i + 1, seen):
+                si = slice(int(starts[i]), int(starts[i] + self.n_support[i]))
+                sj = slice(int(starts[j]), int(starts[j] + self.n_support[j]))
+                decision = (kernel[:, si] @ self.dual_coef[j - 1, si] + kernel[:, sj] @ self.dual_coef[i, sj]
+                            + self.intercept[pair])
+                votes[:, i] += decision >= 0
+                votes[:, j] += decision < 0
+                confidence[:, i] += decision
+                confidence[:, j] -= decision
+                pair += 1
+        if seen == 2:  # scikit-learn's binary SVC: one signed margin for the second class
+            scores = torch.stack([confidence[:, 0] / 2, confidence[:, 1] / 2], dim=1)
+        else:
+            scores = votes + confidence / (3 * (confidence.abs() + 1))
+        out = torch.full((len(x), self.num_classes), float("-inf"), dtype=torch.float64, device=x.device)
+        out[:, self.classes] = scores
+        return out
+
+
 def build_discriminator(kind: str, in_features: int, n_scales: int, num_classes: int, *, hidden: int = 256,
-                        lstm_layers: int = 2, dropout: float = 0.0) -> nn.Module:
-    """The FDNet variant ``kind`` ("bilstm" or "fc") for ``n_scales`` vectors of ``in_features``."""
+                        lstm_layers: int = 2, dropout: float = 0.0, svm_support_vectors: int | None = None,
+                        svm_seen_classes: int | None = None) -> nn.Module:
+    """The FDNet variant ``kind`` ("bilstm", "fc" or a fitted "svm") for ``n_scales`` vectors of ``in_features``."""
     if kind == "bilstm":
         return BiLSTMDiscriminator(in_features, num_classes, hidden=hidden, num_layers=lstm_layers, dropout=dropout)
     if kind == "fc":
         return FCDiscriminator(in_features, n_scales, num_classes, dropout=dropout)
     if kind == "svm":
-        raise ConfigError(
-            "discriminator='svm' is not a network layer: train with discriminator='fc' (or use frozen "
-            "encoders) and fit histobreast.features.SVMDiscriminator on the pooled features"
-        )
-    raise ConfigError(f"unknown discriminator {kind!r}; choose 'bilstm' or 'fc' (the SVM is fitted on features)")
+        if svm_support_vectors is None:
+            raise ConfigError(
+                "discriminator='svm' is fitted, not trained: use frozen encoders (model.frozen_encoders) or fit "
+                "histobreast.features.SVMDiscriminator on pooled features; a saved SVM model also needs "
+                "svm_support_vectors"
+            )
+        return SVMHead(in_features, n_scales, num_classes, svm_support_vectors, svm_seen_classes)
+    raise ConfigError(f"unknown discriminator {kind!r}; choose 'bilstm', 'fc' or (fitted) 'svm'")
 
 
 def resolve_scales(n_encoders: int, scales: Sequence[int] | None) -> tuple[int, ...]:
@@ -126,6 +193,8 @@ class MSMVPFENet(ProbabilityMixin, nn.Module):
         hidden: int = 256,
         dropout: float = 0.0,
         encoder_weights: str | Path | None = None,
+        svm_support_vectors: int | None = None,
+        svm_seen_classes: int | None = None,
     ) -> None:
         super().__init__()
         self.scales = resolve_scales(n_encoders, scales)
@@ -133,7 +202,9 @@ class MSMVPFENet(ProbabilityMixin, nn.Module):
         self.feature_dim = encoder_spec(encoder).out_features
         self.encoders = nn.ModuleList(build_encoder(encoder, encoder_weights) for _ in self.scales)
         self.discriminator = build_discriminator(discriminator, self.feature_dim, len(self.scales), num_classes,
-                                                 hidden=hidden, lstm_layers=lstm_layers, dropout=dropout)
+                                                 hidden=hidden, lstm_layers=lstm_layers, dropout=dropout,
+                                                 svm_support_vectors=svm_support_vectors,
+                                                 svm_seen_classes=svm_seen_classes)
         # uint8 crops are normalised here, on the model's device (not saved in the state dict).
         self.register_buffer("uint8_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255, persistent=False)
         self.register_buffer("uint8_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255, persistent=False)
@@ -164,7 +235,7 @@ class MSMVPFENet(ProbabilityMixin, nn.Module):
 @register_model("msmv_pfenet")
 def msmv_pfenet(num_classes: int = 4, **kwargs: Any) -> MSMVPFENet:
     """MSMV-PFENet; kwargs: encoder, n_encoders, scales, discriminator, lstm_layers, hidden, dropout,
-    encoder_weights (see :class:`MSMVPFENet`). Defaults are the paper's best model (3 x ResNet50 +
+    encoder_weights, svm_support_vectors, svm_seen_classes (see :class:`MSMVPFENet`, :class:`SVMHead`). Defaults are the paper's best model (3 x ResNet50 +
     BiLSTM x 2, hidden 256)."""
     return MSMVPFENet(num_classes=num_classes, **kwargs)
 

@@ -69,17 +69,25 @@ def model_kwargs(cfg: ExperimentConfig, classes: Sequence[str]) -> dict[str, Any
     """``create_model`` kwargs of the experiment's MSMV-PFENet (``num_classes`` filled in)."""
     if cfg.model.name != MODEL_NAME:
         raise ConfigError(f"pipeline liu2022 trains {MODEL_NAME!r}, but model.name is {cfg.model.name!r}")
-    if cfg.model.kwargs.get("discriminator") == "svm":
-        raise ConfigError("model.kwargs.discriminator: 'svm' is not trained by the liu2022 pipeline; it is Table 4's "
-                          "SVM row, fitted on the pooled features of the PFENet + FC model by `histobreast ablate`")
+    if _fits_svm(cfg) and not cfg.model.frozen_encoders:
+        raise ConfigError("model.kwargs.discriminator: 'svm' is fitted on encoder features, so it needs "
+                          "model.frozen_encoders: true (Table 4's SVM row on trained encoders: `histobreast ablate`)")
     return {"num_classes": cfg.model.num_classes or len(classes), **cfg.model.kwargs}
+
+
+def _fits_svm(cfg: ExperimentConfig) -> bool:
+    return cfg.model.kwargs.get("discriminator") == "svm"
 
 
 def build_model(cfg: ExperimentConfig, classes: Sequence[str]) -> MSMVPFENet:
     """The experiment's model; its initial weights follow ``cfg.seed`` (so every fold starts equal,
-    and frozen encoders, hence their cached features, are shared by the folds)."""
+    and frozen encoders, hence their cached features, are shared by the folds). An SVM
+    discriminator starts as an FC placeholder (the encoders are built first, so they are the same)."""
+    kwargs = model_kwargs(cfg, classes)
+    if _fits_svm(cfg):
+        kwargs["discriminator"] = "fc"
     seed_everything(cfg.seed)
-    return create_model(MODEL_NAME, weights=cfg.model.weights, **model_kwargs(cfg, classes))
+    return create_model(MODEL_NAME, weights=cfg.model.weights, **kwargs)
 
 
 def region_dataset(cfg: ExperimentConfig, records: Sequence[ImageRecord], classes: Sequence[str],
@@ -124,8 +132,9 @@ def train_fold(cfg: ExperimentConfig, train_records: Sequence[ImageRecord], val_
     """Train one fold and write its model folder ``fold_dir/model`` (returned).
 
     Live mode trains the whole model (run folder ``fold_dir/msmv``); frozen mode
-    (``model.frozen_encoders``) trains the discriminator on cached features (``fold_dir/discriminator``).
-    With ``resume`` a finished fold is returned as it is and an interrupted one continues.
+    (``model.frozen_encoders``) trains the discriminator on cached features (``fold_dir/discriminator``),
+    or fits the SVM (``discriminator: svm``) on them. With ``resume`` a finished fold is returned as
+    it is and an interrupted one continues.
     """
     fold_dir = Path(fold_dir)
     target = fold_dir / "model"
@@ -152,16 +161,23 @@ def train_fold(cfg: ExperimentConfig, train_records: Sequence[ImageRecord], val_
         if val is not None:
             val_features = extract_features(model, val, features, batch_size=batch, device=device)
             validate = validation_fn(val, val_features, batch, device)
-        trainer = Trainer(model.discriminator, cfg.train, run_dir=fold_dir / "discriminator", validate=validate,
-                          **trainer_args)
-        result = trainer.fit(train_inputs, resume=resume)
+        if _fits_svm(cfg):
+            svm = SVMDiscriminator(len(classes)).fit_features(train_inputs)
+            model.discriminator = svm.to_module(model.feature_dim, len(model.scales))
+            kwargs.update(svm_support_vectors=len(model.discriminator.support_vectors),
+                          svm_seen_classes=len(model.discriminator.classes))
+            metrics = validate(model.discriminator) if validate is not None else {}
+        else:
+            trainer = Trainer(model.discriminator, cfg.train, run_dir=fold_dir / "discriminator", validate=validate,
+                              **trainer_args)
+            metrics = trainer.fit(train_inputs, resume=resume).final_metrics
     else:
         validate = validation_fn(val, val, batch, cfg.train.device) if val is not None else None
         trainer = Trainer(model, cfg.train, run_dir=fold_dir / "msmv", validate=validate, model_name=MODEL_NAME,
                           model_kwargs=kwargs, **trainer_args)
-        result = trainer.fit(train, resume=resume)
+        metrics = trainer.fit(train, resume=resume).final_metrics
     model.eval()
-    return save_model_folder(target, model.cpu(), cfg, classes, stain=stain, metrics=result.final_metrics)
+    return save_model_folder(target, model.cpu(), cfg, classes, stain=stain, metrics=metrics, model_kwargs=kwargs)
 
 
 def predict_records(model_folder_or_loaded: str | Path | LoadedModel, records: Sequence[ImageRecord], *,
