@@ -234,6 +234,7 @@ def bach_section(studies: Sequence[Path], ensembles: Sequence[Path]) -> str:
     if studies:
         lines += ["", "| study | model | parameters | GMACs / image | CPU ms / image | speed-up vs O = 0 "
                       "| test accuracy | change vs O = 0 (points) |", "|---|---|---|---|---|---|---|---|"]
+    changes, speedups = [], []
     for study in studies:
         rows = json.loads((study / "report" / "metrics.json").read_text())["results"]["rows"]
         by_ratio = {row["ratio"]: row for row in rows if row["study"] == "ratio"}
@@ -243,13 +244,21 @@ def bach_section(studies: Sequence[Path], ensembles: Sequence[Path]) -> str:
             lines.append(f"| {study.name} | {name} | {row['params'] / 1e6:.2f} M | {row['macs'] / 1e9:.2f} "
                          f"| {row['latency_ms']:.0f} | {reference['latency_ms'] / row['latency_ms']:.2f}x "
                          f"| {row['accuracy']:.3f} | {100 * (row['accuracy'] - reference['accuracy']):+.1f} |")
+        pruned = by_ratio[max(by_ratio)]
+        changes.append(100 * (pruned["accuracy"] - reference["accuracy"]))
+        speedups.append(reference["latency_ms"] / pruned["latency_ms"])
+    if studies:
+        lines += ["", f"Over {len(studies)} fold(s), O = {max(by_ratio):g} against O = 0: accuracy change "
+                      f"{statistics.mean(changes):+.1f} points on average (per fold: "
+                      f"{', '.join(f'{c:+.1f}' for c in changes)}; target within 1 point), CPU speed-up "
+                      f"{statistics.median(speedups):.2f}x median (target >= 1.6x; single timings on a loaded machine)."]
     if ensembles:
         lines += ["", "| ensemble | rule | test images | members' accuracy | ensemble accuracy | gain over the best member |",
                   "|---|---|---|---|---|---|"]
     for folder in ensembles:
         summary = json.loads((folder / "summary.json").read_text())
         members = ", ".join(f"{acc:.3f}" for acc in summary["members"].values())
-        lines.append(f"| {folder.parent.name if folder.name == 'evaluation' else folder.name} | {summary['rule']} "
+        lines.append(f"| {folder.parent.name if folder.name.startswith('evaluation') else folder.name} | {summary['rule']} "
                      f"| {summary['images']} | {members} | {summary['ensemble']:.3f} "
                      f"| {100 * summary['gain_over_best_member']:+.1f} points |")
     return "\n".join(lines)
