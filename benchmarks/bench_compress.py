@@ -253,7 +253,10 @@ def bach_section(studies: Sequence[Path], ensembles: Sequence[Path]) -> str:
                       f"{', '.join(f'{c:+.1f}' for c in changes)}; target within 1 point), CPU speed-up "
                       f"{statistics.median(speedups):.2f}x median (target >= 1.6x; single timings on a loaded machine)."]
     if ensembles:
-        lines += ["", "| ensemble | rule | test images | members' accuracy | ensemble accuracy | gain over the best member |",
+        lines += ["", "Ensembles: each member trained (bach_binary_cpu.yaml schedule) on k-1 of k contiguous subsets of "
+                      "the fold's training images and validated on the k-th; all rules vote the same members on the "
+                      "fold's test images.",
+                  "", "| ensemble | rule | test images | members' accuracy | ensemble accuracy | gain over the best member |",
                   "|---|---|---|---|---|---|"]
     for folder in ensembles:
         summary = json.loads((folder / "summary.json").read_text())
