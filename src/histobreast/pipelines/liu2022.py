@@ -189,16 +189,17 @@ def predict_records(model_folder_or_loaded: str | Path | LoadedModel, records: S
     config's views (the voters). Labels outside the model's classes become -1 (unlabelled images).
     The vote's tie rule: the larger summed probability, then the lower class index.
     """
+    target = resolve_device(device)
     loaded = model_folder_or_loaded if isinstance(model_folder_or_loaded, LoadedModel) \
-        else load_model_folder(model_folder_or_loaded, device=str(resolve_device(device)))
+        else load_model_folder(model_folder_or_loaded, device=str(target))
+    loaded.model.to(target)
     cfg = loaded.cfg
     cache = Path(cfg.preprocess.cache_dir) if cfg.preprocess.cache_dir else None
     data = region_dataset(cfg, records, loaded.classes, loaded.model.scales, train=False, cache_dir=cache,
                           stain=loaded.stain, views=tta_views, unknown_labels=True)
     probs, _ = predict_probabilities(loaded.model, DataLoader(data, batch_size=batch_size or _eval_batch_size(cfg)),
-                                     device)
+                                     target)
     return {"image": image_predictions(data, probs), "patch": view_predictions(data, probs)}
-
 
 
 def predict_records_svm(model_folder: str | Path, train_records: Sequence[ImageRecord],
