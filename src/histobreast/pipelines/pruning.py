@@ -167,7 +167,7 @@ def pruning_data(cfg: ExperimentConfig, model: nn.Module, classes: Sequence[str]
         pre = cfg.preprocess
         importance = HybridDataset(train_records, classes, size=pre.input_size, grid=tuple(pre.patches.grid),
                                    patch_size=pre.patches.size, stain=stain, seed=cfg.seed)
-        branches = zhu2019._datasets(cfg, train_records, val_records, classes, stain)  # the branches' own training data
+        branches = zhu2019.branch_datasets(cfg, train_records, val_records, classes, stain)  # the branches' own training data
         return PruningData(DataLoader(importance, batch_size=batch_size),
                            {"global_branch.": branches["global"], "local_branch.": branches["local"]})
     from histobreast.pipelines.image import eval_loader, image_dataset

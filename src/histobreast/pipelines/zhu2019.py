@@ -80,9 +80,10 @@ def split_kwargs(cfg: ExperimentConfig) -> tuple[dict[str, Any], dict[str, Any]]
     return branch, hybrid
 
 
-def _datasets(cfg: ExperimentConfig, train_records: Sequence[ImageRecord], val_records: Sequence[ImageRecord],
-              classes: Sequence[str], stain: StainNormalizer | None) -> dict[str, tuple[Any, Any]]:
-    """``branch -> (training dataset, validation dataset or None)``."""
+def branch_datasets(cfg: ExperimentConfig, train_records: Sequence[ImageRecord], val_records: Sequence[ImageRecord],
+                    classes: Sequence[str], stain: StainNormalizer | None) -> dict[str, tuple[Any, Any]]:
+    """``branch -> (training dataset, validation dataset or None)`` for the global and local branches
+    (also what pruning retrains each branch on)."""
     pre = cfg.preprocess
     common: dict[str, Any] = {"stain": stain, "seed": cfg.seed}
     grid = {"grid": tuple(pre.patches.grid), "patch_size": pre.patches.size}
@@ -114,7 +115,7 @@ def train_fold(cfg: ExperimentConfig, train_records: Sequence[ImageRecord], val_
     stain = fit_stain_normalizer(cfg, train_records)
     branches: dict[str, GoogLeNetSEP] = {}
     metrics: dict[str, Any] = {}
-    for (branch, (train, val)), seed_key in zip(_datasets(cfg, train_records, val_records, classes, stain).items(),
+    for (branch, (train, val)), seed_key in zip(branch_datasets(cfg, train_records, val_records, classes, stain).items(),
                                                 (_GLOBAL_SEED, _LOCAL_SEED)):
         model = build_network(cfg, num_classes, seed_key, kwargs=branch_kwargs)
         log.info("%s: training the %s branch on %d samples", fold_dir, branch, len(train))
