@@ -32,7 +32,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-from benchmarks.common import machine_info, today, write_section
+from benchmarks.common import benchmark_parser, machine_info, today, write_section
 from histobreast.compress.importance import compute_channel_importance
 from histobreast.compress.profile import (
     checkpoint_size_bytes,
@@ -52,7 +52,7 @@ DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo" / "zhu201
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--ratios", type=float, nargs="+", default=[0.0, 0.5], help="pruning ratios O (first = baseline)")
     parser.add_argument("--rounds", type=int, default=5, help="alternating timing rounds")
     parser.add_argument("--repeats", type=int, default=5, help="timed passes per round")
@@ -66,7 +66,6 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                         help="measured `prune report` study folders on real BACH (one per fold) for `compression_bach`")
     parser.add_argument("--bach-ensemble", type=Path, nargs="*", default=[],
                         help="`ensemble evaluate` output folders on the same BACH folds for `compression_bach`")
-    parser.add_argument("--no-write", action="store_true", help="print the tables, leave BENCHMARKS.md alone")
     return parser.parse_args(argv)
 
 

@@ -33,7 +33,7 @@ from typing import Callable  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks.common import machine_info, today, write_section  # noqa: E402
+from benchmarks.common import benchmark_parser, machine_info, today, write_section  # noqa: E402
 from histobreast.data.breakhis import BREAKHIS_SUBTYPES, DEFAULT_MICRONS_PER_PIXEL, read_breakhis  # noqa: E402
 from histobreast.data.imageio import read_rgb  # noqa: E402
 from histobreast.data.inspect import inspect_dataset  # noqa: E402
@@ -98,9 +98,8 @@ def _rows(repeats: int, workdir: Path) -> list[str]:
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (median reported)")
-    parser.add_argument("--no-write", action="store_true", help="print the section without saving it")
     return parser.parse_args(argv)
 
 

@@ -38,7 +38,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.common import machine_info, today, write_section  # noqa: E402
+from benchmarks.common import benchmark_parser, machine_info, today, write_section  # noqa: E402
 from histobreast.data.imageio import list_images, read_rgb  # noqa: E402
 from histobreast.data.synthetic import render_he, synth_bach  # noqa: E402
 from histobreast.preprocess.cache import DiskCache, file_fingerprint  # noqa: E402
@@ -168,10 +168,9 @@ def _agreement_rows() -> list[str]:
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per measurement")
     parser.add_argument("--cache-images", type=int, default=12, help="images in the cache pass")
-    parser.add_argument("--no-write", action="store_true", help="print the section, leave BENCHMARKS.md alone")
     return parser.parse_args(argv)
 
 

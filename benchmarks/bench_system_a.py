@@ -18,7 +18,6 @@ Writes the ``system_a`` section of BENCHMARKS.md (machine, date and load average
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import tempfile
@@ -27,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import machine_info, today, write_section
+from benchmarks.common import benchmark_parser, machine_info, today, write_section
 from histobreast.compress.profile import measure_latency
 from histobreast.engine.losses import ClassificationLoss
 from histobreast.models.registry import create_model
@@ -117,13 +116,12 @@ def real_loader(workers: int, batch: int) -> torch.utils.data.DataLoader:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
     parser.add_argument("--steps", type=int, default=6, help="timed training steps per case")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--workers", type=int, default=12, help="loader processes of the CUDA loader case")
     parser.add_argument("--compile", action="store_true", help="torch.compile the CUDA training step")
-    parser.add_argument("--no-write", action="store_true", help="print the section, leave BENCHMARKS.md alone")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)

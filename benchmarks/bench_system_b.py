@@ -34,6 +34,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from benchmarks.common import benchmark_parser
+
 SHARED_DATA = Path(os.environ.get("HISTOBREAST_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 BACH = SHARED_DATA / "bach"
 
@@ -237,14 +239,13 @@ def bach_results(run_dirs: list[Path]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
     parser.add_argument("--steps", type=int, default=8, help="timed steps per case (after warm-up)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads on CPU")
     parser.add_argument("--workers", type=int, default=None, help="loader workers (default: 0 on CPU, 12 on CUDA)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA)")
     parser.add_argument("--case", help=argparse.SUPPRESS)  # internal: run one case, print JSON
-    parser.add_argument("--no-write", action="store_true", help="print, do not update BENCHMARKS.md")
     parser.add_argument("--bach-runs", nargs="+", type=Path, help="instead: record these finished System B "
                         "BACH experiment folders' per-fold accuracy (section system_b_bach)")
     args = parser.parse_args(argv)

@@ -6,6 +6,7 @@ markers, and rewrites only that section, so scripts can be re-run independently.
 
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
 import os
 import platform
@@ -53,3 +54,10 @@ def write_section(name: str, markdown: str, path: Path = BENCHMARKS_MD) -> Path:
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
     atomic_write_text(path, text)
     return path
+
+
+def benchmark_parser(doc: str) -> argparse.ArgumentParser:
+    """An argument parser described by the first paragraph of a script's ``doc``, with ``--no-write``."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--no-write", action="store_true", help="print the section, leave BENCHMARKS.md alone")
+    return parser

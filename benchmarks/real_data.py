@@ -12,13 +12,12 @@ Writes the ``real_bach`` section of BENCHMARKS.md.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import write_section
+from benchmarks.common import benchmark_parser, write_section
 
 # (run folder, what it is); each folder's config.yaml and report/metrics.json say the rest.
 STANDARD_RUNS = [
@@ -66,9 +65,8 @@ def render(runs: list[tuple[Path, str]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = benchmark_parser(__doc__)
     parser.add_argument("runs", nargs="*", type=Path, help="experiment folders (default: the standard runs)")
-    parser.add_argument("--no-write", action="store_true", help="print the section, leave BENCHMARKS.md alone")
     args = parser.parse_args(argv)
     runs = [(p, p.name) for p in args.runs] or [(Path(p), label) for p, label in STANDARD_RUNS]
     text = ("## Real BACH microscopy images (268 shared copies, 1024x768 at 0.84 µm/px)\n\n"
