@@ -59,8 +59,11 @@ def test_prune_a_model_folder_of_an_experiment(experiment, tmp_path) -> None:
     pruned, base = load_model_folder(tmp_path / "pruned"), load_model_folder(experiment / "fold1" / "model")
     assert channel_widths(pruned.model)["local_branch."]["4e"] < channel_widths(base.model)["local_branch."]["4e"]
     assert json.loads((tmp_path / "pruned" / "pruning.json").read_text())["train_images"] == 80
-    invoke("prune", "run", experiment, "--ratio", "0.25", "--iterations", "1", "--out", tmp_path / "all")
-    assert load_model_folder(tmp_path / "all" / "fold1").info["pruning"]["ratio"] == 0.25  # every fold of the run
+    invoke("prune", "run", experiment, "--ratio", "0.25", "--iterations", "1", "--internal", "--out", tmp_path / "all")
+    every_fold = load_model_folder(tmp_path / "all" / "fold1")  # every fold of the run, internal convs too
+    assert every_fold.info["pruning"]["ratio"] == 0.25 and every_fold.info["pruning"]["internal"] is True
+    assert every_fold.model.local_branch.stem_widths[2] < base.model.local_branch.stem_widths[2]
+    assert pruned.info["pruning"]["internal"] is False
     result = runner.invoke(app, ["prune", "run", str(experiment / "fold1" / "model"), "--out", str(tmp_path / "x"),
                                  "--iterations", "1", "--retrain-config", str(tmp_path / "r.yaml")])
     assert result.exit_code != 0 and "not both" in str(result.exception)

@@ -14,8 +14,10 @@ from histobreast.compress.profile import count_macs, count_parameters
 from histobreast.compress.prune import (
     apply_channel_plan,
     channels_to_remove,
+    internal_layers,
     per_loop_fraction,
     plan_channel_pruning,
+    plan_internal_pruning,
     prune_channels,
     prune_hybrid_channels,
     prune_in_loops,
@@ -49,10 +51,16 @@ def trained_like() -> GoogLeNetSEP:
     return model.eval()
 
 
-def _zero_removed_channels(model: GoogLeNetSEP, plan: dict[str, torch.Tensor]) -> GoogLeNetSEP:
+def _zero_removed_channels(model: GoogLeNetSEP, plan: dict[str, torch.Tensor],
+                           internal: dict[str, torch.Tensor] | None = None) -> GoogLeNetSEP:
     """The reference: the unpruned network with the removed channels' BN scale and shift at 0,
     so those channels are exactly 0 after ReLU (independent of the pruner's slicing code)."""
     zeroed = copy.deepcopy(model)
+    for path, kept in (internal or {}).items():
+        bn = zeroed.get_submodule(path).bn
+        removed = [c for c in range(bn.num_features) if c not in set(kept.tolist())]
+        bn.weight.data[removed] = 0.0
+        bn.bias.data[removed] = 0.0
     for name in INCEPTION_NAMES:
         kept = set(plan[name].tolist())
         block = zeroed.inception[name]
@@ -131,6 +139,40 @@ def test_pruned_output_equals_unpruned_with_removed_channels_zeroed(trained_like
     for name in INCEPTION_NAMES:
         assert pruned.inception[name].out_channels == len(plan[name])
         assert pruned.se[name].fc1.out_features == trained_like.se[name].fc1.out_features  # SE hidden kept
+
+
+@pytest.mark.parametrize("fraction", [0.5, 0.9])
+def test_internal_pruning_is_exact_too(trained_like: GoogLeNetSEP, fraction: float) -> None:
+    plan = plan_channel_pruning(trained_like, _random_importance(trained_like, seed=5), fraction)
+    internal = plan_internal_pruning(trained_like, fraction)
+    assert set(internal) == set(internal_layers(trained_like)) and len(internal) == 2 + 2 * len(INCEPTION_NAMES)
+    pruned = apply_channel_plan(trained_like, plan, internal).eval()
+    reference = _zero_removed_channels(trained_like, plan, internal).eval()
+    x = torch.randn(2, 3, SMALL, SMALL)
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(x), reference(x), atol=1e-5, rtol=0)
+    assert pruned.stem_widths == (64, len(internal["stem.conv2_reduce"]), len(internal["stem.conv2"]))
+    if fraction == 0.5:
+        assert pruned.stem_widths == (64, 32, 96)
+    for name in INCEPTION_NAMES:
+        assert pruned.widths[name].ch3x3red == len(internal[f"inception.{name}.branch3x3.reduce"])
+        assert pruned.widths[name].ch5x5red == len(internal[f"inception.{name}.branch5x5.reduce"])
+        assert pruned.inception[name].out_channels == len(plan[name])
+
+
+def test_internal_pruning_ranks_by_batchnorm_scale_and_cuts_more_macs(trained_like: GoogLeNetSEP) -> None:
+    model = copy.deepcopy(trained_like)
+    model.stem.conv2_reduce.bn.weight.data = torch.linspace(-1.0, 0.9, 64)  # |gamma| smallest near 0.0
+    kept = plan_internal_pruning(model, 0.5)["stem.conv2_reduce"]
+    smallest = torch.argsort(model.stem.conv2_reduce.bn.weight.abs(), stable=True)[:32]
+    assert set(kept.tolist()).isdisjoint(smallest.tolist()) and len(kept) == 32
+    importance = _random_importance(model)
+    x = torch.randn(1, 3, SMALL, SMALL)
+    paper = count_macs(prune_channels(model, importance, 0.5), x)
+    deeper = count_macs(prune_channels(model, importance, 0.5, internal=True), x)
+    assert deeper < 0.8 * paper  # the stem and the reduce convs hold a large share of the cost
+    with pytest.raises(ValueError, match="unknown layers"):
+        apply_channel_plan(model, plan_channel_pruning(model, importance, 0.5), {"stem.conv1": kept})
 
 
 def test_auxiliary_heads_are_pruned_exactly_too(trained_like: GoogLeNetSEP) -> None:

@@ -100,6 +100,24 @@ def test_pruned_model_folder_loads_predicts_and_retrains(trained, tmp_path) -> N
     assert channel_widths(load_model_folder(again).model) == after
 
 
+def test_internal_pruning_shrinks_the_stem_and_reduce_convs_of_both_branches(trained, tmp_path) -> None:
+    out = prune_model_folder(trained["folder"], tmp_path / "pruned", trained["train"][:4],
+                             options=PruneOptions(ratio=0.5, internal=True, batch_size=3))
+    base, pruned = load_model_folder(trained["folder"]), load_model_folder(out)
+    assert pruned.info["pruning"]["internal"] is True
+    for branch in ("global_branch", "local_branch"):
+        before, after = getattr(base.model, branch), getattr(pruned.model, branch)
+        assert after.stem_widths == (before.stem_widths[0], *(w // 2 for w in before.stem_widths[1:]))
+        for name, widths in after.widths.items():
+            assert widths.ch3x3red == round(before.widths[name].ch3x3red / 2 + 1e-9)
+    importance = {f"{branch}se.{name}": torch.rand(width) for branch, widths in channel_widths(base.model).items()
+                  for name, width in widths.items()}
+    paper_only = prune_network(base.model, importance, 0.5)  # SEP-followed layers only, as in the paper
+    x = example_inputs(pruned)
+    assert count_macs(pruned.model, x) < count_macs(paper_only, x) < count_macs(base.model, x)
+    assert get_pipeline("zhu2019").predict_records(out, trained["test"][:2], device="cpu")["hybrid"].probs.shape == (2, 2)
+
+
 def test_an_interrupted_pruning_resumes(trained, tmp_path) -> None:
     options = PruneOptions(ratio=0.5)
     done = prune_model_folder(trained["folder"], tmp_path / "done", trained["train"][:4], options=options)

@@ -52,6 +52,8 @@ def run(
     data: Optional[Path] = typer.Option(None, "--data", help="Training images (default: the model's own, via its experiment's splits.csv)."),
     dns: bool = typer.Option(False, "--dns", help="Also run Dynamic Network Surgery (weights stored compactly)."),
     dns_sensitivity: Optional[float] = typer.Option(None, "--dns-sensitivity", help="DNS sensitivity c (thresholds mean + c * std)."),
+    internal: bool = typer.Option(False, "--internal", help="Also prune the stem and the Inception reduce convs by "
+                                                            "|BatchNorm gamma| (beyond the paper; faster)."),
 ) -> None:
     """Prune MODEL_FOLDER to ratio O in R loops, retraining after each loop.
 
@@ -70,7 +72,8 @@ def run(
     for source, destination in targets:
         loaded = load_model_folder(source)
         options = prune_options(loaded.cfg, **_overrides({"ratio": ratio, "loops": loops, "retrain_iterations": iterations,
-                                                          "dns": dns or None, "dns_sensitivity": dns_sensitivity}))
+                                                          "dns": dns or None, "dns_sensitivity": dns_sensitivity,
+                                                          "internal": internal or None}))
         train = load_config(retrain_config).train if retrain_config is not None else schedule(loaded.cfg.train, options)
         train_records, val_records = training_records(loaded, data)
         console.print(f"pruning {source}: O = {options.ratio:g}, R = {options.loops}, {len(train_records)} training "

@@ -70,6 +70,9 @@ class PruneOptions:
     of each retraining (None: the model's own ``train`` section). ``importance_batches`` limits the
     importance pass (None: the whole training set, as in the paper). ``dns``: run Dynamic Network
     Surgery after channel pruning, with sensitivity ``dns_sensitivity`` (c of Guo et al.).
+    ``internal``: each loop also removes the same fraction of the internal convs' channels (the
+    stem's conv2_reduce/conv2 and every reduce conv, ranked by |BatchNorm gamma|): beyond the
+    paper, which prunes only the SEP-followed layers (:mod:`histobreast.compress.prune`).
     ``report_ratios``, ``report_loops`` and ``report_loop_ratio`` are the sweeps of
     ``histobreast prune report`` (paper A: Fig. 12 / Table 7, Fig. 10 at O = 0.8).
     """
@@ -85,6 +88,7 @@ class PruneOptions:
     report_loops: list[int] = field(default_factory=lambda: [1, 2, 3, 4])
     report_loop_ratio: float = 0.8
     report_dns_sensitivities: list[float] = field(default_factory=list)
+    internal: bool = False  # also prune the stem and reduce convs by |BN gamma| (beyond the paper)
 
     def problems(self) -> Any:
         for name in ("ratio", "report_loop_ratio"):
@@ -128,13 +132,15 @@ def sep_backbones(model: nn.Module) -> dict[str, GoogLeNetSEP]:
     return backbones
 
 
-def prune_network(model: nn.Module, importance: dict[str, torch.Tensor], fraction: float) -> nn.Module:
+def prune_network(model: nn.Module, importance: dict[str, torch.Tensor], fraction: float,
+                  internal: bool = False) -> nn.Module:
     """A new, physically smaller copy of ``model`` without the ``fraction`` of lowest-importance
-    channels of every SEP-followed layer (each hybrid branch by its own importances)."""
+    channels of every SEP-followed layer (each hybrid branch by its own importances), and with
+    ``internal`` of every internal conv too."""
     sep_backbones(model)  # type check with a clear message
     if isinstance(model, HybridCNN):
-        return prune_hybrid_channels(model, importance, fraction)
-    return prune_channels(model, importance, fraction)
+        return prune_hybrid_channels(model, importance, fraction, internal=internal)
+    return prune_channels(model, importance, fraction, internal=internal)
 
 
 def channel_widths(model: nn.Module) -> dict[str, dict[str, int]]:
@@ -313,7 +319,7 @@ def prune_model_folder(
     for loop in range(1, options.loops + 1):
         if loop > 1:
             importance = measure_importance(model, data, options, device)
-        model = prune_network(model, importance, fraction)
+        model = prune_network(model, importance, fraction, internal=options.internal)
         log.info("loop %d/%d: pruned %.3f of the channels, retraining", loop, options.loops, fraction)
         metrics = retrain_backbones(model, data, cfg, train, out_dir / "runs" / f"loop{loop}", derive_seed(cfg.seed, loop),
                                     resume=resume)
@@ -337,7 +343,7 @@ def prune_model_folder(
     record["figures"] = [p.name for p in plot_importance(first, after, model, out_dir)]
     model.eval()
     summary = {"source": record["source"], "ratio": options.ratio, "loops": options.loops,
-               "per_loop_fraction": fraction, "dns": options.dns}
+               "per_loop_fraction": fraction, "dns": options.dns, "internal": options.internal}
     save_model_folder(out_dir, model, cfg, loaded.classes, stain=loaded.stain, metrics=metrics,
                       extra={"pruning": summary})
     if options.dns:
