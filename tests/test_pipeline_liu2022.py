@@ -185,3 +185,46 @@ def test_config_mistakes_name_the_key() -> None:
     clash = parse_config({**_as_dict(cfg), "preprocess": {"input_size": 32, "regions": {"krem": {"output_size": 64}}}})
     with pytest.raises(ConfigError, match="output_size=64 differs from preprocess.input_size=32"):
         liu2022.krem_params(clash)
+
+
+def test_encoder_pretraining_trains_each_encoder_alone_before_the_frozen_stage(records, tmp_path) -> None:
+    train, val, _ = split(records)
+    cfg = tiny_config(frozen_encoders=True, encoder_pretraining={"iterations": 2, "optimizer": "adamw", "lr": 1e-3})
+    settings = liu2022.encoder_pretraining_config(cfg)
+    assert settings.iterations == 2 and settings.epochs is None and settings.eval_every is None
+    folder = liu2022.train_fold(cfg, train, val, CLASSES, tmp_path / "fold1")
+    loaded = load_model_folder(folder)
+    initial, trained = liu2022.build_model(cfg, CLASSES), loaded.model
+    for index, level in enumerate(initial.scales):  # every encoder moved, each by its own run
+        assert (tmp_path / "fold1" / "pretrain" / f"level{level}" / "checkpoints" / "last.json").is_file()
+        before, after = initial.encoders[index].state_dict(), trained.encoders[index].state_dict()
+        assert not all(torch.equal(before[k], after[k]) for k in before)
+    # the frozen stage encoded with the pre-trained encoders: their features are the cached ones
+    cache = tmp_path / "cache"
+    entries = sorted((cache / "features").rglob("*.npy"))
+    assert len(entries) == len(train) + len(val)
+    data = liu2022.region_dataset(cfg, train, CLASSES, trained.scales, train=True, cache_dir=cache, stain=loaded.stain)
+    extract_features(trained, data, cache / "features", batch_size=16, device="cpu")
+    assert sorted((cache / "features").rglob("*.npy")) == entries
+
+
+def test_scale_classifier_trains_only_its_own_encoder(records) -> None:
+    from histobreast.models.msmv import ScaleClassifier
+
+    torch.manual_seed(0)
+    model = liu2022.build_model(tiny_config(), CLASSES)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    classifier = ScaleClassifier(model, 1, 4)
+    assert {id(p) for p in classifier.parameters()} == ({id(p) for p in model.encoders[1].parameters()}
+                                                       | {id(p) for p in classifier.head.parameters()})
+    crops = torch.randint(0, 256, (4, 3, 3, 32, 32), dtype=torch.uint8)
+    optimizer = torch.optim.SGD(classifier.parameters(), lr=0.1)
+    nn.functional.cross_entropy(classifier(crops), torch.tensor([0, 1, 2, 3])).backward()
+    optimizer.step()
+    after = model.state_dict()
+    changed = {k.split(".")[1] for k in before if k.startswith("encoders.") and not torch.equal(before[k], after[k])}
+    assert changed == {"1"}
+    # its input is the same normalised crop the full model gives that encoder
+    model.eval(), classifier.eval()
+    torch.testing.assert_close(model.encode(crops)[:, 1], classifier.encoder(
+        (crops[:, 1].float() - model.uint8_mean) / model.uint8_std))

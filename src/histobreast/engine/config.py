@@ -170,6 +170,9 @@ class ModelConfig:
     kwargs: dict[str, Any] = field(default_factory=dict)
     # System B's frozen-encoder mode: encode every crop once (cached) and train only the discriminator.
     frozen_encoders: bool = False
+    # System B: train each encoder alone (+ a linear head) on its scale's crops before the main
+    # stage; keys override the ``train`` section (e.g. {iterations: 150}). None: no pre-training.
+    encoder_pretraining: dict[str, Any] | None = None
 
     def problems(self) -> Problems:
         if not self.name:

@@ -175,6 +175,17 @@ def resolve_scales(n_encoders: int, scales: Sequence[int] | None) -> tuple[int, 
     return resolved
 
 
+def _encoder_input(crop: Tensor, encoder: nn.Module, uint8_mean: Tensor, uint8_std: Tensor) -> Tensor:
+    # uint8 crops are normalised here, on the model's device; a 5-D batch cannot be channels_last
+    # itself, so each crop follows its encoder's memory layout.
+    if crop.dtype == torch.uint8:
+        crop = (crop.float() - uint8_mean) / uint8_std
+    weight = next(encoder.parameters())
+    if weight.dim() == 4 and not weight.is_contiguous() and weight.is_contiguous(memory_format=torch.channels_last):
+        return crop.contiguous(memory_format=torch.channels_last)
+    return crop
+
+
 class MSMVPFENet(ProbabilityMixin, nn.Module):
     """PFENet (one encoder per scale) + FDNet: ``forward(x (B, S, 3, H, W)) -> logits (B, C)``.
 
@@ -209,27 +220,40 @@ class MSMVPFENet(ProbabilityMixin, nn.Module):
         self.register_buffer("uint8_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255, persistent=False)
         self.register_buffer("uint8_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255, persistent=False)
 
-    def _encoder_input(self, x: Tensor, i: int) -> Tensor:
-        crop = x[:, i]
-        if crop.dtype == torch.uint8:
-            crop = (crop.float() - self.uint8_mean) / self.uint8_std
-        weight = next(self.encoders[i].parameters())
-        # A 5-D batch cannot be channels_last itself; follow the encoder's layout per crop.
-        if weight.dim() == 4 and not weight.is_contiguous() and weight.is_contiguous(memory_format=torch.channels_last):
-            return crop.contiguous(memory_format=torch.channels_last)
-        return crop
-
     def encode(self, x: Tensor) -> Tensor:
         """Pooled per-scale vectors ``(B, S, D)`` of crops ``x`` ``(B, S, 3, H, W)``: ImageNet-normalised
         floats, or raw uint8 RGB that is normalised on the model's device."""
         if x.ndim != 5 or x.shape[1] != len(self.scales) or x.shape[2] != 3:
             raise ValueError(f"MSMVPFENet expects (batch, {len(self.scales)} scales, 3, H, W) crops "
                              f"(levels {list(self.scales)}), got shape {tuple(x.shape)}")
-        return torch.stack([enc(self._encoder_input(x, i)) for i, enc in enumerate(self.encoders)], dim=1)
+        return torch.stack([enc(_encoder_input(x[:, i], enc, self.uint8_mean, self.uint8_std))
+                            for i, enc in enumerate(self.encoders)], dim=1)
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits ``(B, C)`` of crops ``x`` ``(B, S, 3, H, W)``, coarse scale first."""
         return self.discriminator(self.encode(x))
+
+
+class ScaleClassifier(ProbabilityMixin, nn.Module):
+    """One PFENet encoder and a linear head on its own scale's crops, for per-scale pre-training.
+
+    ``forward(x (B, S, 3, H, W))`` reads only ``x[:, index]``. The encoder is ``model``'s own module
+    (trained in place), and the classifier holds no other part of ``model``, so an optimizer over
+    its parameters touches exactly this encoder and the head.
+    """
+
+    def __init__(self, model: "MSMVPFENet", index: int, num_classes: int) -> None:
+        super().__init__()
+        if not 0 <= index < len(model.encoders):
+            raise ValueError(f"scale index {index} out of range: the model has {len(model.encoders)} encoders")
+        self.index = index
+        self.encoder = model.encoders[index]
+        self.head = nn.Linear(model.feature_dim, num_classes)
+        self.register_buffer("uint8_mean", model.uint8_mean.clone(), persistent=False)
+        self.register_buffer("uint8_std", model.uint8_std.clone(), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.encoder(_encoder_input(x[:, self.index], self.encoder, self.uint8_mean, self.uint8_std)))
 
 
 @register_model("msmv_pfenet")

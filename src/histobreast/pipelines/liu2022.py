@@ -16,7 +16,9 @@ Config keys read here (besides the engine's ``train`` section): ``preprocess.inp
 side), ``preprocess.regions`` (``views``, ``top_k_train``, ``top_k_test``, ``krem`` = fields of
 :class:`~histobreast.preprocess.krem.KremParams`, ``selection``: ``density`` = KREM or ``random`` =
 the paper's random-region control), ``preprocess.stain``, ``preprocess.cache_dir`` (default: a
-``cache`` folder next to the fold folders), ``model`` (``msmv_pfenet`` kwargs, ``frozen_encoders``).
+``cache`` folder next to the fold folders), ``model`` (``msmv_pfenet`` kwargs, ``frozen_encoders``,
+``encoder_pretraining``: per-scale pre-training of the encoders before either mode, the from-scratch
+stand-in for the paper's ImageNet start).
 ``preprocess.augment`` is not used: the six views and the twelve regions are the paper's
 augmentation.
 """
@@ -33,14 +35,14 @@ from torch.utils.data import DataLoader, Dataset
 
 from histobreast.data.key_regions import KeyRegionDataset, image_predictions, view_predictions
 from histobreast.data.records import ImageRecord
-from histobreast.engine.config import ExperimentConfig, build_dataclass
+from histobreast.engine.config import ExperimentConfig, TrainConfig, build_dataclass, config_to_dict
 from histobreast.engine.distributed import resolve_device
 from histobreast.engine.inference import predict_probabilities
 from histobreast.engine.trainer import Trainer, classification_metrics
 from histobreast.errors import ConfigError
 from histobreast.features import SVMDiscriminator, extract_features
 from histobreast.models import create_model
-from histobreast.models.msmv import MSMVPFENet
+from histobreast.models.msmv import MSMVPFENet, ScaleClassifier
 from histobreast.pipelines.common import fit_stain_normalizer
 from histobreast.pipelines.package import LoadedModel, load_model_folder, save_model_folder
 from histobreast.predictions import Predictions
@@ -127,11 +129,50 @@ def validation_fn(val: KeyRegionDataset, inputs: Dataset, batch_size: int, devic
     return validate
 
 
+def encoder_pretraining_config(cfg: ExperimentConfig) -> TrainConfig | None:
+    """The ``train`` section with ``model.encoder_pretraining``'s overrides (None: no pre-training).
+
+    Pre-training has no validation (the fold's held-out fifth is kept for the main stage), so
+    evaluation, best-model selection and early stopping are switched off whatever ``train`` says.
+    """
+    overrides = cfg.model.encoder_pretraining
+    if overrides is None:
+        return None
+    merged = {**config_to_dict(cfg.train), **overrides,
+              "eval_every": None, "early_stopping": None, "restore_best": False}
+    for length, other in (("iterations", "epochs"), ("epochs", "iterations")):
+        if overrides.get(length) is not None and other not in overrides:
+            merged[other] = None  # a length given here replaces the train section's
+    return build_dataclass(TrainConfig, merged, cfg.name, "model.encoder_pretraining")
+
+
+def pretrain_encoders(cfg: ExperimentConfig, model: MSMVPFENet, train: Dataset, classes: Sequence[str],
+                      run_dir: Path, *, resume: bool = False) -> None:
+    """Train each encoder of ``model`` in place as a classifier of its own scale's crops.
+
+    Without ImageNet weights, this stands in for the paper's pre-trained start: encoder ``i`` plus
+    a linear head learns the fold's classes from the ``i``-th crop of every training sample (run
+    folder ``run_dir/level<L>``); the heads are then dropped. Each scale's run is seeded
+    ``cfg.seed + i`` and resumable.
+    """
+    settings = encoder_pretraining_config(cfg)
+    if settings is None:
+        return
+    for index, level in enumerate(model.scales):
+        classifier = ScaleClassifier(model, index, len(classes))
+        Trainer(classifier, settings, seed=cfg.seed + index, run_dir=run_dir / f"level{level}", experiment=cfg,
+                metadata={"classes": list(classes), "stage": "encoder_pretraining", "level": level}
+                ).fit(train, resume=resume)
+        classifier.cpu()
+
+
 def train_fold(cfg: ExperimentConfig, train_records: Sequence[ImageRecord], val_records: Sequence[ImageRecord],
                classes: Sequence[str], fold_dir: Path, *, resume: bool = False) -> Path:
     """Train one fold and write its model folder ``fold_dir/model`` (returned).
 
-    Live mode trains the whole model (run folder ``fold_dir/msmv``); frozen mode
+    With ``model.encoder_pretraining`` each encoder is first trained alone on its scale
+    (:func:`pretrain_encoders`, run folders ``fold_dir/pretrain/level<L>``). Then live mode trains
+    the whole model (run folder ``fold_dir/msmv``); frozen mode
     (``model.frozen_encoders``) trains the discriminator on cached features (``fold_dir/discriminator``),
     or fits the SVM (``discriminator: svm``) on them. With ``resume`` a finished fold is returned as
     it is and an interrupted one continues.
@@ -150,6 +191,7 @@ def train_fold(cfg: ExperimentConfig, train_records: Sequence[ImageRecord], val_
     log.info("%s: %d training samples (%d images), %d validation samples", fold_dir, len(train),
              len(train_records), len(val) if val is not None else 0)
     train.prepare()
+    pretrain_encoders(cfg, model, train, classes, fold_dir / "pretrain", resume=resume)
     kwargs = model_kwargs(cfg, classes)
     trainer_args = dict(seed=cfg.seed, experiment=cfg, metadata={"classes": classes})
     batch = _eval_batch_size(cfg)
