@@ -234,53 +234,77 @@ def training_section(args: argparse.Namespace, work: Path) -> str:
     return "\n".join(lines)
 
 
+def _study_setting(study: Path) -> str:
+    """How a `prune report` study was run, from its config.yaml: config name, retraining, internal."""
+    import yaml
+
+    cfg = yaml.safe_load((study / "config.yaml").read_text())
+    prune = cfg.get("prune", {})
+    deeper = "SEP-followed and internal convs" if prune.get("internal") else "SEP-followed layers only (the paper)"
+    return (f"`{cfg['name']}`: {deeper}; O = 0 and O = {prune.get('ratio', 0.5):g} both retrained "
+            f"{prune.get('retrain_iterations')} iterations per branch")
+
+
 def bach_section(studies: Sequence[Path], ensembles: Sequence[Path]) -> str:
     """The ``compression_bach`` section from runs on the real BACH folds (already measured): the
-    O = 0.5 and O = 0 rows of each study and each ensemble's gain over its best member."""
+    O = 0.5 and O = 0 rows of each study (grouped by their config) and each ensemble's gain over
+    its best member."""
     import json
 
     lines = [
         "## SEP channel pruning and bagging on real BACH (binary task, contiguous folds)",
         "",
         f"Tabulated by `python -m benchmarks.bench_compress --bach-study ... --bach-ensemble ...` on {today()} "
-        f"from runs on this machine: {machine_info()}. Configs: configs/zhu2019/prune_bach_binary_cpu.yaml "
-        "(base: the fold's configs/zhu2019/bach_binary_cpu.yaml model; O = 0 and O = 0.5 both retrained 150 "
-        "iterations per branch) and configs/zhu2019/ensemble_bach_binary_cpu.yaml. Latency: one image, CPU, "
-        "1 thread, shared machine.",
+        f"from runs on this machine: {machine_info()}. Pruning studies: `histobreast prune report --config CONFIG "
+        "--fold k --base runs/bach_binary_cpu/fold<k>/model` (base: the fold's configs/zhu2019/bach_binary_cpu.yaml "
+        "model). Ensembles: configs/zhu2019/ensemble_bach_binary_cpu.yaml. Latency: one image (global + 15 "
+        "patches at 112 px), CPU, 1 thread, measured in the study while other jobs shared the machine.",
     ]
-    if studies:
-        lines += ["", "| study | model | parameters | GMACs / image | CPU ms / image | speed-up vs O = 0 "
-                      "| test accuracy | change vs O = 0 (points) |", "|---|---|---|---|---|---|---|---|"]
-    changes, speedups = [], []
+    groups: dict[str, list[Path]] = {}
     for study in studies:
-        rows = json.loads((study / "report" / "metrics.json").read_text())["results"]["rows"]
-        by_ratio = {row["ratio"]: row for row in rows if row["study"] == "ratio"}
-        base = next(row for row in rows if row["study"] == "base")
-        reference = by_ratio[0.0]
-        for name, row in [("base (before retraining)", base)] + [(f"O = {o:g}", r) for o, r in sorted(by_ratio.items())]:
-            lines.append(f"| {study.name} | {name} | {row['params'] / 1e6:.2f} M | {row['macs'] / 1e9:.2f} "
-                         f"| {row['latency_ms']:.0f} | {reference['latency_ms'] / row['latency_ms']:.2f}x "
-                         f"| {row['accuracy']:.3f} | {100 * (row['accuracy'] - reference['accuracy']):+.1f} |")
-        pruned = by_ratio[max(by_ratio)]
-        changes.append(100 * (pruned["accuracy"] - reference["accuracy"]))
-        speedups.append(reference["latency_ms"] / pruned["latency_ms"])
-    if studies:
-        lines += ["", f"Over {len(studies)} fold(s), O = {max(by_ratio):g} against O = 0: accuracy change "
+        groups.setdefault(_study_setting(study), []).append(study)
+    for setting, members in groups.items():
+        lines += ["", f"Config {setting}.", "", "| study | model | parameters | GMACs / image | CPU ms / image "
+                  "| speed-up vs O = 0 | test accuracy | change vs O = 0 (points) |", "|---|---|---|---|---|---|---|---|"]
+        changes, speedups = [], []
+        for study in members:
+            rows = json.loads((study / "report" / "metrics.json").read_text())["results"]["rows"]
+            by_ratio = {row["ratio"]: row for row in rows if row["study"] == "ratio"}
+            base = next(row for row in rows if row["study"] == "base")
+            reference = by_ratio[0.0]
+            for name, row in [("base (before retraining)", base)] + [(f"O = {o:g}", r) for o, r in sorted(by_ratio.items())]:
+                lines.append(f"| {study.name} | {name} | {row['params'] / 1e6:.2f} M | {row['macs'] / 1e9:.2f} "
+                             f"| {row['latency_ms']:.0f} | {reference['latency_ms'] / row['latency_ms']:.2f}x "
+                             f"| {row['accuracy']:.3f} | {100 * (row['accuracy'] - reference['accuracy']):+.1f} |")
+            pruned = by_ratio[max(by_ratio)]
+            changes.append(100 * (pruned["accuracy"] - reference["accuracy"]))
+            speedups.append(reference["latency_ms"] / pruned["latency_ms"])
+        lines += ["", f"Over {len(members)} fold(s), O = {max(by_ratio):g} against O = 0: accuracy change "
                       f"{statistics.mean(changes):+.1f} points on average (per fold: "
                       f"{', '.join(f'{c:+.1f}' for c in changes)}; target within 1 point), CPU speed-up "
-                      f"{statistics.median(speedups):.2f}x median (target >= 1.6x; single timings on a loaded machine)."]
+                      f"{statistics.median(speedups):.2f}x median (per fold: {', '.join(f'{x:.2f}' for x in speedups)}; "
+                      "target >= 1.6x)."]
     if ensembles:
         lines += ["", "Ensembles: each member trained (bach_binary_cpu.yaml schedule) on k-1 of k contiguous subsets of "
                       "the fold's training images and validated on the k-th; all rules vote the same members on the "
                       "fold's test images.",
                   "", "| ensemble | rule | test images | members' accuracy | ensemble accuracy | gain over the best member |",
                   "|---|---|---|---|---|---|"]
+    totals: dict[tuple[int, str], list[tuple[float, float, float]]] = {}
     for folder in ensembles:
         summary = json.loads((folder / "summary.json").read_text())
-        members = ", ".join(f"{acc:.3f}" for acc in summary["members"].values())
+        accuracies = list(summary["members"].values())
+        members = ", ".join(f"{acc:.3f}" for acc in accuracies)
         lines.append(f"| {folder.parent.name if folder.name.startswith('evaluation') else folder.name} | {summary['rule']} "
                      f"| {summary['images']} | {members} | {summary['ensemble']:.3f} "
                      f"| {100 * summary['gain_over_best_member']:+.1f} points |")
+        totals.setdefault((len(accuracies), summary["rule"]), []).append(
+            (summary["ensemble"], summary["gain_over_best_member"], summary["ensemble"] - statistics.mean(accuracies)))
+    for (count, rule), values in totals.items():
+        if len(values) > 1:
+            accuracy, best, average = (statistics.mean(column) for column in zip(*values))
+            lines += ["", f"{count} members, {rule} rule, {len(values)} folds: ensemble accuracy {accuracy:.3f} on average; "
+                          f"{100 * best:+.1f} points against the best member, {100 * average:+.1f} against the average member."]
     return "\n".join(lines)
 
 
