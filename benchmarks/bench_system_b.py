@@ -220,7 +220,7 @@ def bach_results(run_dirs: list[Path]) -> str:
     notes = []
     for run_dir in run_dirs:
         metrics = json.loads((run_dir / "report" / "metrics.json").read_text())
-        for method in ("patch", "image"):
+        for method in [m for m in ("patch", "image") if m in metrics["results"]["folds"]]:
             folds = metrics["results"]["folds"][method]
             values = {int(f): e["metrics"]["image_level_accuracy"] for f, e in folds.items()}
             summary = metrics["results"]["summary"][method]["metrics"]["metrics/image_level_accuracy"]
@@ -229,7 +229,14 @@ def bach_results(run_dirs: list[Path]) -> str:
             lines.append(f"| {run_dir.name} | {method} | {cells} | {100 * summary['mean']:.1f}{spread} |")
         run = metrics["run"]
         cfg = load_config(run_dir / "config.yaml")
+        if cfg.pipeline != "liu2022":  # a baseline beside System B, e.g. runs/resnet18_bach4_cpu
+            notes.append(f"- `{run_dir.name}`: {cfg.model.name} on whole images ({cfg.name}); "
+                         f"`{run['command']}` (finished {run['date']}; {run['machine']})")
+            continue
         mode = "frozen encoders, only FDNet trained" if cfg.model.frozen_encoders else "joint training"
+        pretraining = cfg.model.encoder_pretraining
+        if pretraining:
+            mode = f"each encoder first pre-trained alone on its scale for {pretraining.get('iterations')} iterations, then {mode}"
         length = f"{cfg.train.epochs} epochs" if cfg.train.epochs else f"{cfg.train.iterations} iterations"
         notes.append(f"- `{run_dir.name}`: 3 x {cfg.model.kwargs.get('encoder', 'resnet50')} on "
                      f"{cfg.preprocess.input_size} px crops ({mode}), regions: {cfg.preprocess.regions.selection}, "
