@@ -16,6 +16,7 @@ from histobreast.models.msmv import (
     BiLSTMDiscriminator,
     FCDiscriminator,
     MSMVPFENet,
+    _encoder_input,
     table4_variant,
 )
 from histobreast.models.weights import save_weights
@@ -138,7 +139,8 @@ def test_channels_last_model_gives_the_same_scores() -> None:
     with torch.no_grad():
         reference = model(x)
         model.to(memory_format=torch.channels_last)
-        assert model._encoder_input(x, 0).is_contiguous(memory_format=torch.channels_last)
+        crop = _encoder_input(x[:, 0], model.encoders[0], model.uint8_mean, model.uint8_std)
+        assert crop.is_contiguous(memory_format=torch.channels_last)
         torch.testing.assert_close(model(x), reference, atol=1e-4, rtol=1e-4)
 
 
