@@ -13,7 +13,7 @@ from PIL import Image
 from histobreast.data.bach import BACH_CLASSES, bach_patient_id, read_bach
 from histobreast.data.imageio import SkipReport
 from histobreast.data.records import ImageRecord, write_scale_file
-from histobreast.data.splits import contiguous_folds
+from histobreast.data.splits import bagging_splits, check_no_leakage, contiguous_folds
 from histobreast.errors import DatasetError
 
 
@@ -126,3 +126,21 @@ def test_contiguous_folds_refuse_too_few_blocks_and_records_without_numbers(tmp_
     with pytest.raises(DatasetError, match="need image numbers"):
         contiguous_folds([ImageRecord(path=Path("x.png"), label="a", patient_id="p", microns_per_pixel=1,
                                       source="folder")], k=1)
+
+
+def test_contiguous_bagging_spreads_a_class_with_too_few_blocks(caplog) -> None:
+    def records(label: str, count: int) -> list[ImageRecord]:
+        return [ImageRecord(path=Path(f"{label[0].lower()}{i:03d}.png"), label=label, patient_id=bach_patient_id(label, i),
+                            microns_per_pixel=0.42, source="bach", index=i) for i in range(1, count + 1)]
+
+    training = records("Normal", 50) + records("Benign", 40)  # Benign: 4 blocks for 5 members
+    with caplog.at_level("WARNING"):
+        splits = bagging_splits(training, k=5, contiguous=True)
+    assert "'Benign' has 4 patient blocks, fewer than 5 parts" in caplog.text
+    benign_val = [[i for i in split.ids("val") if i.startswith("b")] for split in splits]
+    assert [len(ids) for ids in benign_val] == [10, 10, 10, 10, 0]  # parts 0, 1, 2, 3 (= i * 5 // 4)
+    assert sorted(i for ids in benign_val for i in ids) == sorted(r.image_id for r in training if r.label == "Benign")
+    assert all(len([i for i in split.ids("val") if i.startswith("n")]) == 10 for split in splits)
+    for split in splits:
+        check_no_leakage(split)
+    assert len([i for i in splits[4].ids("train") if i.startswith("b")]) == 40  # member 5 trains on all of Benign

@@ -10,6 +10,7 @@ reproducible; the official BreaKHis fold files are read in :mod:`histobreast.dat
 from __future__ import annotations
 
 import csv
+import logging
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,8 @@ import numpy as np
 from histobreast.atomic import atomic_path
 from histobreast.data.records import ImageRecord
 from histobreast.errors import DatasetError, SplitLeakageError
+
+log = logging.getLogger(__name__)
 
 SPLIT_COLUMNS = ("split", "image_id", "patient_id", "subset")
 _SUBSET_ORDER = {"train": 0, "val": 1, "test": 2}
@@ -221,18 +224,23 @@ def _balanced_cuts(sizes: Sequence[int], k: int, others: np.ndarray | None = Non
     return cuts[::-1]
 
 
-def _contiguous_parts(records: Sequence[ImageRecord], k: int) -> list[list[ImageRecord]]:
+def _contiguous_parts(records: Sequence[ImageRecord], k: int, allow_short_classes: bool = False) -> list[list[ImageRecord]]:
     """Per class, k consecutive image-number ranges of near-equal size; blocks are never split.
 
     Each class is first cut on its own; then a few rounds of coordinate descent re-cut each class
-    given the others, so the fold totals are balanced too (deterministic).
+    given the others, so the fold totals are balanced too (deterministic). A class with fewer than
+    k blocks is an error, unless ``allow_short_classes``: then each of its b blocks goes to its own
+    part, spread evenly over the k (parts 0, k/b, 2k/b, ...), and the other parts hold none of it.
     """
     by_label: dict[str, list[ImageRecord]] = defaultdict(list)
     for record in records:
         if record.index is None:
             raise DatasetError(f"{record.path}: contiguous folds need image numbers (ImageRecord.index)")
         by_label[record.label].append(record)
-    blocks = {label: _number_blocks(label, recs, k) for label, recs in sorted(by_label.items())}
+    blocks = {label: _number_blocks(label, recs, 1 if allow_short_classes else k)
+              for label, recs in sorted(by_label.items())}
+    short = {label: label_blocks for label, label_blocks in blocks.items() if len(label_blocks) < k}
+    blocks = {label: label_blocks for label, label_blocks in blocks.items() if label not in short}
     sizes = {label: [len(b) for b in label_blocks] for label, label_blocks in blocks.items()}
     cuts = {label: _balanced_cuts(sizes[label], k) for label in blocks}
     overall_target = len(records) / k
@@ -250,6 +258,11 @@ def _contiguous_parts(records: Sequence[ImageRecord], k: int) -> list[list[Image
         for fold in range(k):
             for block in label_blocks[cuts[label][fold]:cuts[label][fold + 1]]:
                 parts[fold].extend(block)
+    for label, label_blocks in short.items():
+        log.warning("class %r has %d patient blocks, fewer than %d parts: %d part(s) hold none of its images",
+                    label, len(label_blocks), k, k - len(label_blocks))
+        for i, block in enumerate(label_blocks):
+            parts[i * k // len(label_blocks)].extend(block)
     return parts
 
 
@@ -299,11 +312,14 @@ def bagging_splits(records: Sequence[ImageRecord], k: int = 5, seed: int = 0,
 
     Split j (``bag{j}``) validates on subset j and trains on the other k-1. Subsets are stratified
     by label; ``contiguous=True`` (BACH) makes each a contiguous number range per class instead of a
-    seeded random pick of patients.
+    seeded random pick of patients. A class with fewer patient blocks than k (a small class in one
+    cross-validation fold) is not an error here: its blocks are spread over as many subsets, and the
+    members validated on the others train on all of its images (a warning says so).
     """
     records = list(records)
     _unique_ids(records)
-    parts = _contiguous_parts(records, k) if contiguous else _stratified_group_parts(records, k, seed)
+    parts = _contiguous_parts(records, k, allow_short_classes=True) if contiguous \
+        else _stratified_group_parts(records, k, seed)
     return _rounds(parts, "val", "bag")
 
 
