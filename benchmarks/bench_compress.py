@@ -257,7 +257,9 @@ def bach_section(studies: Sequence[Path], ensembles: Sequence[Path]) -> str:
         f"Tabulated by `python -m benchmarks.bench_compress --bach-study ... --bach-ensemble ...` on {today()} "
         f"from runs on this machine: {machine_info()}. Pruning studies: `histobreast prune report --config CONFIG "
         "--fold k --base runs/bach_binary_cpu/fold<k>/model` (base: the fold's configs/zhu2019/bach_binary_cpu.yaml "
-        "model). Ensembles: configs/zhu2019/ensemble_bach_binary_cpu.yaml. Latency: one image (global + 15 "
+        "model). Ensembles: `histobreast ensemble train --config configs/zhu2019/ensemble_bach_binary_cpu.yaml` (3 "
+        "members) or `ensemble5_bach_binary_cpu.yaml` (5 members, the paper's count) `--fold k`, then `histobreast "
+        "ensemble evaluate [--rule max|majority]`. Latency: one image (global + 15 "
         "patches at 112 px), CPU, 1 thread, measured in the study while other jobs shared the machine.",
     ]
     groups: dict[str, list[Path]] = {}
