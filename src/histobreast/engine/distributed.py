@@ -96,8 +96,14 @@ def init_distributed(device: torch.device) -> DistributedContext:
 
 
 def shutdown_distributed() -> None:
-    """Leave the process group, if one was joined."""
+    """Leave the process group, if one was joined.
+
+    All ranks meet at a barrier first: a rank that tears gloo down while another still has a
+    collective in flight can abort the other process at exit ("terminate called without an
+    active exception").
+    """
     if dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
