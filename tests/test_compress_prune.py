@@ -12,9 +12,9 @@ import torch
 from histobreast.compress.importance import compute_channel_importance
 from histobreast.compress.profile import count_macs, count_parameters
 from histobreast.compress.prune import (
+    INTERNAL_LAYERS,
     apply_channel_plan,
     channels_to_remove,
-    internal_layers,
     per_loop_fraction,
     plan_channel_pruning,
     plan_internal_pruning,
@@ -145,7 +145,7 @@ def test_pruned_output_equals_unpruned_with_removed_channels_zeroed(trained_like
 def test_internal_pruning_is_exact_too(trained_like: GoogLeNetSEP, fraction: float) -> None:
     plan = plan_channel_pruning(trained_like, _random_importance(trained_like, seed=5), fraction)
     internal = plan_internal_pruning(trained_like, fraction)
-    assert set(internal) == set(internal_layers(trained_like)) and len(internal) == 2 + 2 * len(INCEPTION_NAMES)
+    assert set(internal) == set(INTERNAL_LAYERS) and len(internal) == 2 + 2 * len(INCEPTION_NAMES)
     pruned = apply_channel_plan(trained_like, plan, internal).eval()
     reference = _zero_removed_channels(trained_like, plan, internal).eval()
     x = torch.randn(2, 3, SMALL, SMALL)

@@ -12,10 +12,10 @@ from histobreast.compress.profile import (
     measure_throughput,
 )
 from histobreast.compress.prune import (
+    INTERNAL_LAYERS,
     PruningLoop,
     PruningResult,
     apply_channel_plan,
-    internal_layers,
     per_loop_fraction,
     plan_channel_pruning,
     plan_internal_pruning,
@@ -27,6 +27,7 @@ from histobreast.compress.prune import (
 __all__ = [
     "DNSConfig",
     "DynamicNetworkSurgery",
+    "INTERNAL_LAYERS",
     "PruningLoop",
     "PruningResult",
     "apply_channel_plan",
@@ -35,7 +36,6 @@ __all__ = [
     "count_macs",
     "count_nonzero_parameters",
     "count_parameters",
-    "internal_layers",
     "load_importance",
     "load_sparse_weights",
     "measure_latency",

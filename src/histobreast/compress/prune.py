@@ -102,21 +102,20 @@ def plan_channel_pruning(
     return plan
 
 
-def internal_layers(model: GoogLeNetSEP) -> dict[str, list[str]]:
-    """The internal convs (no SE after them) by module path, each with the convs that read it."""
-    layers = {"stem.conv2_reduce": ["stem.conv2"],
-              "stem.conv2": [f"inception.{INCEPTION_NAMES[0]}.{layer}" for layer in InceptionBN.INPUT_LAYERS]}
-    for name in INCEPTION_NAMES:
-        for branch in ("branch3x3", "branch5x5"):
-            layers[f"inception.{name}.{branch}.reduce"] = [f"inception.{name}.{branch}.conv"]
-    return layers
+#: The internal convs (no SE after them) by module path, each with the convs that read its output.
+INTERNAL_LAYERS: dict[str, tuple[str, ...]] = {
+    "stem.conv2_reduce": ("stem.conv2",),
+    "stem.conv2": tuple(f"inception.{INCEPTION_NAMES[0]}.{layer}" for layer in InceptionBN.INPUT_LAYERS),
+    **{f"inception.{name}.{branch}.reduce": (f"inception.{name}.{branch}.conv",)
+       for name in INCEPTION_NAMES for branch in ("branch3x3", "branch5x5")},
+}
 
 
 def plan_internal_pruning(model: GoogLeNetSEP, fraction: float) -> InternalPlan:
     """The channels every internal conv keeps: all but its ``fraction`` of smallest |BatchNorm gamma|."""
     modules = dict(model.named_modules())
     return {path: select_channels(modules[path].bn.weight.detach().abs(), [modules[path].bn.num_features], fraction)
-            for path in internal_layers(model)}
+            for path in INTERNAL_LAYERS}
 
 
 def _select(state: dict[str, Tensor], prefix: str, dim: int, index: Tensor) -> None:
@@ -141,9 +140,9 @@ def apply_channel_plan(model: GoogLeNetSEP, plan: Mapping[str, Tensor],
     missing = sorted(set(INCEPTION_NAMES) - set(plan))
     if missing:
         raise ValueError(f"channel plan has no entry for Inception modules {missing}")
-    unknown = sorted(set(internal or {}) - set(internal_layers(model)))
+    unknown = sorted(set(internal or {}) - set(INTERNAL_LAYERS))
     if unknown:
-        raise ValueError(f"internal plan names unknown layers {unknown}; prunable: {list(internal_layers(model))}")
+        raise ValueError(f"internal plan names unknown layers {unknown}; prunable: {list(INTERNAL_LAYERS)}")
     state = dict(model.state_dict())
     widths = {}
     for position, name in enumerate(INCEPTION_NAMES):
@@ -172,7 +171,7 @@ def apply_channel_plan(model: GoogLeNetSEP, plan: Mapping[str, Tensor],
     for path, kept in (internal or {}).items():
         kept = kept.to(torch.long)
         _select(state, f"{path}.", 0, kept)
-        for consumer in internal_layers(model)[path]:
+        for consumer in INTERNAL_LAYERS[path]:
             _select(state, f"{consumer}.conv.weight", 1, kept)
         if path.startswith("stem."):
             stem_widths[("stem.conv2_reduce", "stem.conv2").index(path) + 1] = len(kept)

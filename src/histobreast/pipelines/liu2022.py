@@ -163,7 +163,7 @@ def pretrain_encoders(cfg: ExperimentConfig, model: MSMVPFENet, train: Dataset, 
         Trainer(classifier, settings, seed=cfg.seed + index, run_dir=run_dir / f"level{level}", experiment=cfg,
                 metadata={"classes": list(classes), "stage": "encoder_pretraining", "level": level}
                 ).fit(train, resume=resume)
-        classifier.cpu()
+        classifier.cpu()  # the Trainer moved this encoder to its device; the rest of the model is on the CPU
 
 
 def train_fold(cfg: ExperimentConfig, train_records: Sequence[ImageRecord], val_records: Sequence[ImageRecord],
