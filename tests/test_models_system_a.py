@@ -103,11 +103,13 @@ def test_predict_proba_is_softmax_of_main_logits_in_both_modes() -> None:
 def test_model_kwargs_rebuild_the_same_network_through_json(tmp_path) -> None:
     widths = {name: list(w) for name, w in GOOGLENET_WIDTHS.items()}
     widths["4c"] = [100, 128, 200, 24, 40, 30]
-    model = create_model("googlenet_sep", num_classes=4, widths=widths, se_hidden={"4c": 7}, dropout=0.2).eval()
+    model = create_model("googlenet_sep", num_classes=4, widths=widths, se_hidden={"4c": 7}, dropout=0.2,
+                         aux_widths=[16, 32]).eval()
     kwargs = json.loads(json.dumps(model.model_kwargs))
     path = save_weights(model, tmp_path / "model.safetensors")
     rebuilt = create_model("googlenet_sep", weights=path, **kwargs).eval()
     assert rebuilt.inception["4c"].out_channels == 370 and rebuilt.se["4c"].fc1.out_features == 7
+    assert rebuilt.aux2.conv.conv.out_channels == 16 and rebuilt.aux2.fc.out_features == 32
     x = torch.randn(2, 3, SMALL, SMALL)
     with torch.no_grad():
         torch.testing.assert_close(rebuilt(x), model(x))
@@ -120,6 +122,8 @@ def test_model_kwargs_rebuild_the_same_network_through_json(tmp_path) -> None:
         ({"widths": {**{n: list(w) for n, w in GOOGLENET_WIDTHS.items()}, "4b": [1, 2, 3]}}, "'widths.4b'"),
         ({"widths": {**{n: list(w) for n, w in GOOGLENET_WIDTHS.items()}, "4b": [160, 112, 0, 24, 64, 64]}}, "'widths.4b'"),
         ({"se_hidden": {"5a": 3}}, "'se_hidden'"),
+        ({"aux_widths": [128]}, "'aux_widths'"),
+        ({"aux_widths": [0, 1024]}, "'aux_widths'"),
     ],
 )
 def test_bad_widths_raise_config_errors_naming_the_key(kwargs, key) -> None:

@@ -18,7 +18,7 @@ from histobreast.pipelines.zhu2019 import METHODS, method_probabilities
 from histobreast.votes import fuse_branches, patch_vote
 
 TINY = {"widths": {n: [4, 4, 4, 2, 4, 4] for n in ("3a", "3b", "4a", "4b", "4c", "4d", "4e")},
-        "stem_widths": [8, 8, 8]}
+        "stem_widths": [8, 8, 8], "aux_widths": [4, 8]}
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -15,7 +15,8 @@ import torch
 from histobreast.engine.config import ExperimentConfig, parse_config
 
 INCEPTION = ("3a", "3b", "4a", "4b", "4c", "4d", "4e")
-TINY_BRANCH = {"widths": {n: [8, 4, 8, 2, 4, 4] for n in INCEPTION}, "stem_widths": [8, 8, 8], "se_reduction": 4}
+TINY_BRANCH = {"widths": {n: [8, 4, 8, 2, 4, 4] for n in INCEPTION}, "stem_widths": [8, 8, 8], "se_reduction": 4,
+               "aux_widths": [4, 8]}
 
 
 def tiny_zhu_config(root: str | Path, **sections: Any) -> ExperimentConfig:

@@ -68,13 +68,16 @@ AUX_GRID = 4  # avgpool 5x5/3 turns 4a/4d's 14x14 maps (at 224 px) into 4x4
 class AuxiliaryHead(nn.Module):
     """GoogLeNet auxiliary classifier; pools to a 4x4 grid whatever the input size."""
 
-    def __init__(self, in_channels: int, num_classes: int) -> None:
+    def __init__(
+        self, in_channels: int, num_classes: int, widths: Sequence[int] = (AUX_CONV_WIDTH, AUX_FC_WIDTH)
+    ) -> None:
         super().__init__()
-        self.conv = ConvBNReLU(in_channels, AUX_CONV_WIDTH, 1)
-        self.fc = nn.Linear(AUX_CONV_WIDTH * AUX_GRID * AUX_GRID, AUX_FC_WIDTH)
+        conv_width, fc_width = widths
+        self.conv = ConvBNReLU(in_channels, conv_width, 1)
+        self.fc = nn.Linear(conv_width * AUX_GRID * AUX_GRID, fc_width)
         self.act = nn.ReLU(inplace=True)
         self.dropout = nn.Dropout(AUX_DROPOUT)
-        self.classifier = nn.Linear(AUX_FC_WIDTH, num_classes)
+        self.classifier = nn.Linear(fc_width, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
         # GoogLeNet's avgpool 5x5/3 where the map is big enough (exactly 4x4 at 224 px), then an
@@ -110,7 +113,9 @@ class GoogLeNetSEP(ProbabilityMixin, nn.Module):
     ``{"logits": ..., "aux": [aux1, aux2]}``. ``se=False`` gives the plain GoogLeNet-BN.
     ``dropout`` before the classifier defaults to 0: the released network has none there
     (GoogLeNet itself used 0.4). ``se_hidden`` overrides SE hidden widths per module (a pruned
-    network keeps its original ones).
+    network keeps its original ones). ``aux_widths`` (conv, FC) of the auxiliary heads default to
+    GoogLeNet's (128, 1024); small test networks shrink them, since at full width the two FC
+    layers alone hold 4.2 M parameters.
     """
 
     def __init__(
@@ -124,6 +129,7 @@ class GoogLeNetSEP(ProbabilityMixin, nn.Module):
         aux_logits: bool = True,
         dropout: float = 0.0,
         stem_widths: Sequence[int] = STEM_WIDTHS,
+        aux_widths: Sequence[int] = (AUX_CONV_WIDTH, AUX_FC_WIDTH),
     ) -> None:
         super().__init__()
         if num_classes < 1:
@@ -136,6 +142,9 @@ class GoogLeNetSEP(ProbabilityMixin, nn.Module):
         self.se_reduction = se_reduction
         self.aux_logits = aux_logits
         self.stem_widths = tuple(int(w) for w in stem_widths)
+        self.aux_widths = tuple(int(w) for w in aux_widths)
+        if len(self.aux_widths) != 2 or min(self.aux_widths) < 1:
+            raise ConfigError(f"model kwarg 'aux_widths' must be 2 positive integers (conv, FC), got {list(aux_widths)}")
         conv1, conv2_reduce, conv2 = self.stem_widths
         self.stem = nn.Sequential(
             OrderedDict(
@@ -156,8 +165,9 @@ class GoogLeNetSEP(ProbabilityMixin, nn.Module):
             self.se[name] = SEBlock(block.out_channels, se_reduction, hidden) if se else nn.Identity()
             in_channels = block.out_channels
         self.pool3 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
-        self.aux1 = AuxiliaryHead(self.widths[AUX_SOURCES["aux1"]].out_channels, num_classes) if aux_logits else None
-        self.aux2 = AuxiliaryHead(self.widths[AUX_SOURCES["aux2"]].out_channels, num_classes) if aux_logits else None
+        aux_in = {key: self.widths[source].out_channels for key, source in AUX_SOURCES.items()}
+        self.aux1 = AuxiliaryHead(aux_in["aux1"], num_classes, self.aux_widths) if aux_logits else None
+        self.aux2 = AuxiliaryHead(aux_in["aux2"], num_classes, self.aux_widths) if aux_logits else None
         self.head_pool = nn.MaxPool2d(3, stride=2, ceil_mode=True)
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(sum(self.widths[name].out_channels for name in HEAD_SOURCES), num_classes)
@@ -189,6 +199,7 @@ class GoogLeNetSEP(ProbabilityMixin, nn.Module):
             "aux_logits": self.aux_logits,
             "dropout": self.dropout.p,
             "stem_widths": list(self.stem_widths),
+            "aux_widths": list(self.aux_widths),
         }
 
     def forward(self, x: Tensor) -> Tensor | dict[str, Any]:
