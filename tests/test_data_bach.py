@@ -144,3 +144,8 @@ def test_contiguous_bagging_spreads_a_class_with_too_few_blocks(caplog) -> None:
     for split in splits:
         check_no_leakage(split)
     assert len([i for i in splits[4].ids("train") if i.startswith("b")]) == 40  # member 5 trains on all of Benign
+    # four classes of one block each, cut in two: two classes per part, not all in the first
+    with caplog.at_level("WARNING"):
+        halves = bagging_splits([r for label in ("A", "B", "C", "D") for r in records(label, 10)], k=2, contiguous=True)
+    assert [len(split.ids("val")) for split in halves] == [20, 20]
+    assert {i[0] for i in halves[0].ids("val")} == {"a", "c"} and {i[0] for i in halves[1].ids("val")} == {"b", "d"}

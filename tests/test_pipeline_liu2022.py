@@ -228,3 +228,51 @@ def test_scale_classifier_trains_only_its_own_encoder(records) -> None:
     model.eval(), classifier.eval()
     torch.testing.assert_close(model.encode(crops)[:, 1], classifier.encoder(
         (crops[:, 1].float() - model.uint8_mean) / model.uint8_std))
+
+
+def test_cross_fitting_encodes_each_training_image_with_encoders_that_never_saw_it(records, tmp_path, monkeypatch) -> None:
+    train, val = records[0::3] + records[1::3], records[2::3]
+    cfg = tiny_config(frozen_encoders=True, cross_fit=2,
+                      encoder_pretraining={"iterations": 2, "optimizer": "adamw", "lr": 1e-3})
+    # a BACH tree: the parts are contiguous image-number ranges per class (here, each class whole)
+    cfg = parse_config({**_as_dict(cfg), "data": {"root": str(records[0].path.parents[1])}})
+    pretrained, encoded = [], []  # (encoders' identity, image ids) of every pre-training and encoding
+    real_pretrain, real_extract = liu2022.pretrain_encoders, liu2022.extract_features
+
+    def pretrain(cfg, model, data, *args, **kwargs):
+        pretrained.append((id(model), {r.image_id for r in data.records}))
+        return real_pretrain(cfg, model, data, *args, **kwargs)
+
+    def extract(model, data, *args, **kwargs):
+        features = real_extract(model, data, *args, **kwargs)
+        encoded.append((id(model), {r.image_id for r in data.records}, len(features)))
+        return features
+
+    monkeypatch.setattr(liu2022, "pretrain_encoders", pretrain)
+    monkeypatch.setattr(liu2022, "extract_features", extract)
+    folder = liu2022.train_fold(cfg, train, val, CLASSES, tmp_path / "fold1")
+    train_ids, val_ids = {r.image_id for r in train}, {r.image_id for r in val}
+    # the saved model's encoders learnt from every training image; two more sets from the two parts
+    assert pretrained[0][1] == train_ids and len(pretrained) == 3
+    seen_by = dict(pretrained[1:])
+    held_out = [(model, ids, rows) for model, ids, rows in encoded if model in seen_by]
+    assert len(held_out) == 2
+    assert set().union(*(ids for _, ids, _ in held_out)) == train_ids  # every training image, once
+    assert sum(len(ids) for _, ids, _ in held_out) == len(train_ids)
+    for model, ids, rows in held_out:
+        assert ids and not ids & seen_by[model] and ids | seen_by[model] == train_ids
+        assert rows == len(ids) * 6 * 2  # six views x top_k_train regions
+    # validation vectors come from the saved model's encoders, as the test images' will
+    assert [(ids, rows) for model, ids, rows in encoded if model == pretrained[0][0]] == [(val_ids, len(val) * 6)]
+    for j in (1, 2):
+        assert (tmp_path / "fold1" / "pretrain" / f"bag{j}" / "level0" / "checkpoints" / "last.json").is_file()
+    assert load_model_folder(folder).model.scales == liu2022.build_model(cfg, CLASSES).scales
+
+
+@pytest.mark.parametrize(("model", "message"), [
+    ({"cross_fit": 2}, "needs frozen_encoders: true and an encoder_pretraining section"),
+    ({"cross_fit": 1, "frozen_encoders": True, "encoder_pretraining": {"iterations": 2}}, "must be >= 2 parts"),
+])
+def test_cross_fit_config_mistakes_name_the_key(model, message) -> None:
+    with pytest.raises(ConfigError, match=f"model.cross_fit.*{message}"):
+        tiny_config(**model)

@@ -230,7 +230,8 @@ def _contiguous_parts(records: Sequence[ImageRecord], k: int, allow_short_classe
     Each class is first cut on its own; then a few rounds of coordinate descent re-cut each class
     given the others, so the fold totals are balanced too (deterministic). A class with fewer than
     k blocks is an error, unless ``allow_short_classes``: then each of its b blocks goes to its own
-    part, spread evenly over the k (parts 0, k/b, 2k/b, ...), and the other parts hold none of it.
+    part, spread evenly over the k (parts 0, k/b, 2k/b, ...), and the other parts hold none of it;
+    the s-th such class starts at part s, so several of them do not all fill the first parts.
     """
     by_label: dict[str, list[ImageRecord]] = defaultdict(list)
     for record in records:
@@ -258,11 +259,11 @@ def _contiguous_parts(records: Sequence[ImageRecord], k: int, allow_short_classe
         for fold in range(k):
             for block in label_blocks[cuts[label][fold]:cuts[label][fold + 1]]:
                 parts[fold].extend(block)
-    for label, label_blocks in short.items():
+    for offset, (label, label_blocks) in enumerate(short.items()):
         log.warning("class %r has %d patient blocks, fewer than %d parts: %d part(s) hold none of its images",
                     label, len(label_blocks), k, k - len(label_blocks))
         for i, block in enumerate(label_blocks):
-            parts[i * k // len(label_blocks)].extend(block)
+            parts[(i * k // len(label_blocks) + offset) % k].extend(block)
     return parts
 
 

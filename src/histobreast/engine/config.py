@@ -173,12 +173,21 @@ class ModelConfig:
     # System B: train each encoder alone (+ a linear head) on its scale's crops before the main
     # stage; keys override the ``train`` section (e.g. {iterations: 150}). None: no pre-training.
     encoder_pretraining: dict[str, Any] | None = None
+    # System B, frozen mode after encoder pre-training: FDNet learns from out-of-fold vectors. The
+    # training images are cut into k patient-disjoint parts, each encoded by encoders pre-trained on
+    # the other k-1 (stacking); the saved model keeps the encoders pre-trained on all of them.
+    cross_fit: int | None = None
 
     def problems(self) -> Problems:
         if not self.name:
             yield "name", "is required (a registered model name, see `histobreast models list`)"
         if self.num_classes is not None and self.num_classes < 2:
             yield "num_classes", f"must be >= 2, got {self.num_classes}"
+        if self.cross_fit is not None:
+            if self.cross_fit < 2:
+                yield "cross_fit", f"must be >= 2 parts (or null), got {self.cross_fit}"
+            if not (self.frozen_encoders and self.encoder_pretraining):
+                yield "cross_fit", "needs frozen_encoders: true and an encoder_pretraining section"
 
 
 @dataclass

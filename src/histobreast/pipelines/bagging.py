@@ -17,7 +17,6 @@ majority, :func:`histobreast.votes.member_disagreement`) is kept as its ``uncert
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
 import json
 from dataclasses import dataclass, field
@@ -28,11 +27,11 @@ import numpy as np
 
 from histobreast.atomic import atomic_write_json
 from histobreast.data.records import ImageRecord, read_records_csv, write_records_csv
-from histobreast.data.splits import Split, bagging_splits, write_splits_csv
+from histobreast.data.splits import Split, write_splits_csv
 from histobreast.engine.config import ExperimentConfig, build_dataclass, save_config
 from histobreast.errors import CheckpointError, ConfigError
 from histobreast.metrics import evaluate_predictions
-from histobreast.pipelines.common import dataset_kind
+from histobreast.pipelines.common import dataset_kind, training_subsets
 from histobreast.pipelines.package import ENSEMBLE_FORMAT, MODEL_JSON, load_model_folder
 from histobreast.pipelines.package import ENSEMBLE_JSON as MANIFEST
 from histobreast.predictions import Predictions
@@ -245,12 +244,7 @@ def _contiguous(cfg: ExperimentConfig, options: EnsembleOptions) -> bool:
 
 def bag_training_set(cfg: ExperimentConfig, records: Sequence[ImageRecord], options: EnsembleOptions) -> list[Split]:
     """The k bagging splits (``bag1`` ... ``bagk``: ``train`` = k-1 subsets, ``val`` = the k-th)."""
-    if not _contiguous(cfg, options):
-        return bagging_splits(records, options.members, seed=cfg.seed)
-    # Image numbers run per original class (BACH: b001..., is001...), so contiguous ranges are cut
-    # there, not in a task class that merges two numberings (the splits hold ids and patients only).
-    originals = [dataclasses.replace(r, label=r.extra.get("original_label", r.label)) for r in records]
-    return bagging_splits(originals, options.members, seed=cfg.seed, contiguous=True)
+    return training_subsets(cfg, records, options.members, _contiguous(cfg, options))
 
 
 def train_ensemble(

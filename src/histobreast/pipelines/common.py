@@ -153,6 +153,20 @@ def experiment_splits(cfg: ExperimentConfig, records: Sequence[ImageRecord]) -> 
     return _patient_folds(records, data.n_folds, cfg.seed)
 
 
+def training_subsets(cfg: ExperimentConfig, records: Sequence[ImageRecord], k: int,
+                     contiguous: bool | None = None) -> list[Split]:
+    """k patient-disjoint subsets of a training set, as k splits ``bag<j>`` (``val`` = subset j,
+    ``train`` = the others): contiguous image-number ranges per original class where ``contiguous``
+    (default: for BACH, whose neighbouring images share a patient), else seeded patient groups."""
+    if contiguous is None:
+        contiguous = dataset_kind(cfg) == "bach"
+    if not contiguous:
+        return bagging_splits(records, k, seed=cfg.seed)
+    # Image numbers run per original class (BACH: b001..., is001...), so contiguous ranges are cut
+    # there, not in a task class that merges two numberings (the splits hold ids and patients only).
+    return bagging_splits(_original_labels(records), k, seed=cfg.seed, contiguous=True)
+
+
 def validation_split(cfg: ExperimentConfig, train_records: Sequence[ImageRecord],
                      fold: int = 1) -> tuple[list[ImageRecord], list[ImageRecord]]:
     """``(train, val)``: ``data.val_fraction`` of the images as whole patients (0: no validation)."""

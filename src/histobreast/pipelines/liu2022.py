@@ -18,7 +18,7 @@ side), ``preprocess.regions`` (``views``, ``top_k_train``, ``top_k_test``, ``kre
 the paper's random-region control), ``preprocess.stain``, ``preprocess.cache_dir`` (default: a
 ``cache`` folder next to the fold folders), ``model`` (``msmv_pfenet`` kwargs, ``frozen_encoders``,
 ``encoder_pretraining``: per-scale pre-training of the encoders before either mode, the from-scratch
-stand-in for the paper's ImageNet start).
+stand-in for the paper's ImageNet start; ``cross_fit``: FDNet learns from out-of-fold vectors).
 ``preprocess.augment`` is not used: the six views and the twelve regions are the paper's
 augmentation.
 """
@@ -40,10 +40,10 @@ from histobreast.engine.distributed import resolve_device
 from histobreast.engine.inference import predict_probabilities
 from histobreast.engine.trainer import Trainer, classification_metrics
 from histobreast.errors import ConfigError
-from histobreast.features import SVMDiscriminator, extract_features
+from histobreast.features import FeatureDataset, SVMDiscriminator, extract_features
 from histobreast.models import create_model
 from histobreast.models.msmv import MSMVPFENet, ScaleClassifier
-from histobreast.pipelines.common import fit_stain_normalizer
+from histobreast.pipelines.common import fit_stain_normalizer, training_subsets
 from histobreast.pipelines.package import LoadedModel, load_model_folder, save_model_folder
 from histobreast.predictions import Predictions
 from histobreast.preprocess.krem import KremParams
@@ -166,6 +166,32 @@ def pretrain_encoders(cfg: ExperimentConfig, model: MSMVPFENet, train: Dataset, 
         classifier.cpu()  # the Trainer moved this encoder to its device; the rest of the model is on the CPU
 
 
+def cross_fitted_features(cfg: ExperimentConfig, train_records: Sequence[ImageRecord], classes: Sequence[str],
+                          fold_dir: Path, cache: Path, stain: StainNormalizer | None, *, batch_size: int,
+                          device: str, resume: bool = False) -> FeatureDataset:
+    """FDNet's training vectors with every image encoded by encoders that never saw it.
+
+    Encoders pre-trained on a fold's training images fit them (training accuracy far above
+    held-out), so a discriminator trained on their vectors learns to trust features that unseen
+    images do not have. Here the images are cut into ``model.cross_fit`` patient-disjoint parts;
+    each part is encoded by fresh encoders pre-trained on the other parts (run folders
+    ``fold_dir/pretrain/bag<j>/level<L>``), as in stacking.
+    """
+    parts = []
+    for split in training_subsets(cfg, train_records, int(cfg.model.cross_fit or 0)):
+        fitted, held_out = split.select(train_records, "train"), split.select(train_records, "val")
+        model = build_model(cfg, classes)
+        fit = region_dataset(cfg, fitted, classes, model.scales, train=True, cache_dir=cache, stain=stain)
+        fit.prepare()
+        pretrain_encoders(cfg, model, fit, classes, fold_dir / "pretrain" / split.name, resume=resume)
+        del fit  # its preloaded crops; the held-out part is loaded next
+        held = region_dataset(cfg, held_out, classes, model.scales, train=True, cache_dir=cache, stain=stain)
+        parts.append(extract_features(model, held, cache / "features", batch_size=batch_size, device=device))
+        log.info("%s: %s encoded %d held-out images by encoders pre-trained on %d", fold_dir, split.name,
+                 len(held_out), len(fitted))
+    return FeatureDataset(np.concatenate([p.features for p in parts]), np.concatenate([p.targets for p in parts]))
+
+
 def train_fold(cfg: ExperimentConfig, train_records: Sequence[ImageRecord], val_records: Sequence[ImageRecord],
                classes: Sequence[str], fold_dir: Path, *, resume: bool = False) -> Path:
     """Train one fold and write its model folder ``fold_dir/model`` (returned).
@@ -174,7 +200,8 @@ def train_fold(cfg: ExperimentConfig, train_records: Sequence[ImageRecord], val_
     (:func:`pretrain_encoders`, run folders ``fold_dir/pretrain/level<L>``). Then live mode trains
     the whole model (run folder ``fold_dir/msmv``); frozen mode
     (``model.frozen_encoders``) trains the discriminator on cached features (``fold_dir/discriminator``),
-    or fits the SVM (``discriminator: svm``) on them. With ``resume`` a finished fold is returned as
+    or fits the SVM (``discriminator: svm``) on them; with ``model.cross_fit`` those training
+    features are out-of-fold (:func:`cross_fitted_features`). With ``resume`` a finished fold is returned as
     it is and an interrupted one continues.
     """
     fold_dir = Path(fold_dir)
@@ -198,7 +225,11 @@ def train_fold(cfg: ExperimentConfig, train_records: Sequence[ImageRecord], val_
     if cfg.model.frozen_encoders:
         device = str(resolve_device(cfg.train.device))
         features = cache / "features"
-        train_inputs = extract_features(model, train, features, batch_size=batch, device=device)
+        if cfg.model.cross_fit:
+            train_inputs = cross_fitted_features(cfg, train_records, classes, fold_dir, cache, stain,
+                                                 batch_size=batch, device=device, resume=resume)
+        else:
+            train_inputs = extract_features(model, train, features, batch_size=batch, device=device)
         validate = None
         if val is not None:
             val_features = extract_features(model, val, features, batch_size=batch, device=device)
