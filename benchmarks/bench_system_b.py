@@ -237,6 +237,8 @@ def bach_results(run_dirs: list[Path]) -> str:
         pretraining = cfg.model.encoder_pretraining
         if pretraining:
             mode = f"each encoder first pre-trained alone on its scale for {pretraining.get('iterations')} iterations, then {mode}"
+        if cfg.model.cross_fit:
+            mode += f" on out-of-fold vectors ({cfg.model.cross_fit}-part cross-fitting)"
         length = f"{cfg.train.epochs} epochs" if cfg.train.epochs else f"{cfg.train.iterations} iterations"
         notes.append(f"- `{run_dir.name}`: 3 x {cfg.model.kwargs.get('encoder', 'resnet50')} on "
                      f"{cfg.preprocess.input_size} px crops ({mode}), regions: {cfg.preprocess.regions.selection}, "

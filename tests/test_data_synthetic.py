@@ -87,6 +87,7 @@ def test_synth_from_fold_files_writes_exactly_their_names_and_folds(breakhis_dir
 
 @pytest.mark.slow
 @pytest.mark.realdata
+@pytest.mark.timeout(900)
 def test_synth_from_all_real_fold_files(breakhis_dir: Path, tmp_path: Path) -> None:
     """All 7,909 images at 28x18 (40-70 s on 2 shared cores)."""
     written = synth_breakhis(tmp_path, from_folds=breakhis_dir / "mkfold", size=(28, 18))

@@ -46,6 +46,7 @@ def test_demo_help() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # the whole demo: ~2 min alone, far longer on a busy machine
 def test_whole_demo_beats_chance(tmp_path: Path) -> None:
     result = run_demo(tmp_path, say=lambda _: None)
     assert result.numbers["system_a/hybrid"]["mean"] > 0.6  # 2 classes
