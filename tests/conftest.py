@@ -50,6 +50,17 @@ def _seed_everything() -> None:
     torch.manual_seed(0)
 
 
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """Machine facts in the run's header, so a CI log explains itself (a full disk, few cores)."""
+    import shutil
+    import tempfile
+
+    free = shutil.disk_usage(tempfile.gettempdir()).free / 2**30
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return [f"histobreast: {free:.1f} GiB free in {tempfile.gettempdir()}, {cores} usable cores, "
+            f"shared data {'found' if SHARED_DATA.is_dir() else 'absent'} at {SHARED_DATA}"]
+
+
 def pytest_configure(config: pytest.Config) -> None:
     # Under pytest-xdist each worker gets one core; torch would otherwise oversubscribe 2 cores.
     if os.environ.get("PYTEST_XDIST_WORKER"):
