@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from torch.utils.data import Subset
 
 from histobreast.data.bach import BACH_CLASSES
 from histobreast.data.records import ImageRecord
@@ -239,8 +240,9 @@ def test_cross_fitting_encodes_each_training_image_with_encoders_that_never_saw_
     pretrained, encoded = [], []  # (encoders' identity, image ids) of every pre-training and encoding
     real_pretrain, real_extract = liu2022.pretrain_encoders, liu2022.extract_features
 
-    def pretrain(cfg, model, data, *args, **kwargs):
-        pretrained.append((id(model), {r.image_id for r in data.records}))
+    def pretrain(cfg, model, data, *args, **kwargs):  # the whole training set, or a Subset of its samples
+        regions, samples = (data.dataset, data.indices) if isinstance(data, Subset) else (data, range(len(data)))
+        pretrained.append((id(model), {regions.records[regions.sample_image[i]].image_id for i in samples}))
         return real_pretrain(cfg, model, data, *args, **kwargs)
 
     def extract(model, data, *args, **kwargs):

@@ -31,7 +31,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from histobreast.data.key_regions import KeyRegionDataset, image_predictions, view_predictions
 from histobreast.data.records import ImageRecord
@@ -166,30 +166,31 @@ def pretrain_encoders(cfg: ExperimentConfig, model: MSMVPFENet, train: Dataset, 
         classifier.cpu()  # the Trainer moved this encoder to its device; the rest of the model is on the CPU
 
 
-def cross_fitted_features(cfg: ExperimentConfig, train_records: Sequence[ImageRecord], classes: Sequence[str],
-                          fold_dir: Path, cache: Path, stain: StainNormalizer | None, *, batch_size: int,
-                          device: str, resume: bool = False) -> FeatureDataset:
-    """FDNet's training vectors with every image encoded by encoders that never saw it.
+def cross_fitted_features(cfg: ExperimentConfig, train: KeyRegionDataset, parts: int, fold_dir: Path, cache: Path,
+                          stain: StainNormalizer | None, *, batch_size: int, device: str,
+                          resume: bool = False) -> FeatureDataset:
+    """FDNet's training vectors with every image of ``train`` encoded by encoders that never saw it.
 
     Encoders pre-trained on a fold's training images fit them (training accuracy far above
     held-out), so a discriminator trained on their vectors learns to trust features that unseen
-    images do not have. Here the images are cut into ``model.cross_fit`` patient-disjoint parts;
-    each part is encoded by fresh encoders pre-trained on the other parts (run folders
+    images do not have. Here the images are cut into ``parts`` patient-disjoint parts; each part is
+    encoded by fresh encoders pre-trained on the other parts' samples of ``train`` (run folders
     ``fold_dir/pretrain/bag<j>/level<L>``), as in stacking.
     """
-    parts = []
-    for split in training_subsets(cfg, train_records, int(cfg.model.cross_fit or 0)):
-        fitted, held_out = split.select(train_records, "train"), split.select(train_records, "val")
-        model = build_model(cfg, classes)
-        fit = region_dataset(cfg, fitted, classes, model.scales, train=True, cache_dir=cache, stain=stain)
-        fit.prepare()
-        pretrain_encoders(cfg, model, fit, classes, fold_dir / "pretrain" / split.name, resume=resume)
-        del fit  # its preloaded crops; the held-out part is loaded next
-        held = region_dataset(cfg, held_out, classes, model.scales, train=True, cache_dir=cache, stain=stain)
-        parts.append(extract_features(model, held, cache / "features", batch_size=batch_size, device=device))
+    position = {record.image_id: j for j, record in enumerate(train.records)}
+    features = []
+    for split in training_subsets(cfg, train.records, parts):
+        fitted, held_out = split.select(train.records, "train"), split.select(train.records, "val")
+        model = build_model(cfg, train.classes)
+        slices = [train.image_slices[position[r.image_id]] for r in fitted]
+        samples = [i for part in slices for i in range(part.start, part.stop)]  # the decoded images, reused
+        pretrain_encoders(cfg, model, Subset(train, samples), train.classes, fold_dir / "pretrain" / split.name,
+                          resume=resume)
+        held = region_dataset(cfg, held_out, train.classes, model.scales, train=True, cache_dir=cache, stain=stain)
+        features.append(extract_features(model, held, cache / "features", batch_size=batch_size, device=device))
         log.info("%s: %s encoded %d held-out images by encoders pre-trained on %d", fold_dir, split.name,
                  len(held_out), len(fitted))
-    return FeatureDataset(np.concatenate([p.features for p in parts]), np.concatenate([p.targets for p in parts]))
+    return FeatureDataset(np.concatenate([f.features for f in features]), np.concatenate([f.targets for f in features]))
 
 
 def train_fold(cfg: ExperimentConfig, train_records: Sequence[ImageRecord], val_records: Sequence[ImageRecord],
@@ -226,7 +227,7 @@ def train_fold(cfg: ExperimentConfig, train_records: Sequence[ImageRecord], val_
         device = str(resolve_device(cfg.train.device))
         features = cache / "features"
         if cfg.model.cross_fit:
-            train_inputs = cross_fitted_features(cfg, train_records, classes, fold_dir, cache, stain,
+            train_inputs = cross_fitted_features(cfg, train, cfg.model.cross_fit, fold_dir, cache, stain,
                                                  batch_size=batch, device=device, resume=resume)
         else:
             train_inputs = extract_features(model, train, features, batch_size=batch, device=device)
