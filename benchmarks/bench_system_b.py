@@ -220,7 +220,7 @@ def bach_results(run_dirs: list[Path]) -> str:
     notes = []
     for run_dir in run_dirs:
         metrics = json.loads((run_dir / "report" / "metrics.json").read_text())
-        for method in [m for m in ("patch", "image") if m in metrics["results"]["folds"]]:
+        for method in [m for m in ("patch", "image", "patch_densest", "image_densest") if m in metrics["results"]["folds"]]:
             folds = metrics["results"]["folds"][method]
             values = {int(f): e["metrics"]["image_level_accuracy"] for f, e in folds.items()}
             summary = metrics["results"]["summary"][method]["metrics"]["metrics/image_level_accuracy"]
@@ -240,8 +240,15 @@ def bach_results(run_dirs: list[Path]) -> str:
         if cfg.model.cross_fit:
             mode += f" on out-of-fold vectors ({cfg.model.cross_fit}-part cross-fitting)"
         length = f"{cfg.train.epochs} epochs" if cfg.train.epochs else f"{cfg.train.iterations} iterations"
+        regions = cfg.preprocess.regions
+        selection = regions.selection
+        if regions.krem.get("top_k_max_iou", 1.0) < 1.0 and selection == "density":
+            selection += f" (non-maximum suppression at IoU {regions.krem['top_k_max_iou']:g})"
+        selection += f", {regions.top_k_train} per view for training and {regions.top_k_test} for testing"
+        if cfg.model.kwargs.get("dropout"):
+            mode += f", dropout {cfg.model.kwargs['dropout']:g} before the FC"
         notes.append(f"- `{run_dir.name}`: 3 x {cfg.model.kwargs.get('encoder', 'resnet50')} on "
-                     f"{cfg.preprocess.input_size} px crops ({mode}), regions: {cfg.preprocess.regions.selection}, "
+                     f"{cfg.preprocess.input_size} px crops ({mode}), regions: {selection}, "
                      f"{cfg.train.optimizer} lr {cfg.train.lr:g}, batch {cfg.train.batch_size}, {length}; "
                      f"`{run['command']}` (finished {run['date']}; {run['machine']})")
     return "\n".join(lines + [""] + notes)
@@ -265,8 +272,10 @@ def main(argv: list[str] | None = None) -> int:
         print(text)
         if not args.no_write:
             write_section("system_b_bach", "## System B on real BACH (4 classes, 5 contiguous folds)\n\n"
-                          "Accuracy (%) of each fold's test images: patch = one result per view, image = the "
-                          "six views' majority vote.\n\n" + text)
+                          "Accuracy (%) of each fold's test images: patch = one result per view (per region when "
+                          "a run tests several regions per view), image = the majority vote of those results; "
+                          "`_densest` = only the densest region of each view votes (the paper's protocol), "
+                          "from the same scores.\n\n" + text)
         return 0
     import torch
 

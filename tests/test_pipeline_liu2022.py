@@ -99,6 +99,25 @@ def test_frozen_mode_trains_only_the_discriminator_on_cached_features_and_lowers
     assert sorted(cache.rglob("*.npy")) == entries
 
 
+def test_several_test_regions_per_view_all_vote_and_the_densest_alone_give_the_papers_protocol(records, tmp_path) -> None:
+    train, val, test = split(records)
+    cfg = tiny_config(frozen_encoders=True)
+    folder = liu2022.train_fold(cfg, train, val, CLASSES, tmp_path / "fold1")
+    loaded = load_model_folder(folder)
+    paper = liu2022.predict_records(loaded, test)  # top_k_test = 1
+    loaded.cfg.preprocess.regions.top_k_test = 3
+    out = liu2022.predict_records(loaded, test)
+    assert list(out) == ["image", "patch", "image_densest", "patch_densest"]
+    assert len(out["patch"]) == len(test) * 6 * 3 and out["patch"].image_ids[0] == f"{test[0].image_id}/raw/0"
+    for method in ("image", "patch"):  # the densest region of each view: the same samples, the same scores
+        assert out[f"{method}_densest"].image_ids == paper[method].image_ids
+        np.testing.assert_allclose(out[f"{method}_densest"].probs, paper[method].probs, atol=1e-6)
+    votes = out["patch"].predicted.reshape(len(test), 18)
+    for j in range(len(test)):  # every region of every view votes
+        counts = np.bincount(votes[j], minlength=4)
+        assert counts[out["image"].predicted[j]] == counts.max()
+
+
 def test_frozen_mode_fits_an_svm_discriminator_that_the_model_folder_keeps(records, tmp_path) -> None:
     train, val, test = split(records)
     cfg = tiny_config(frozen_encoders=True, kwargs={"encoder": "resnet18", "discriminator": "svm"})

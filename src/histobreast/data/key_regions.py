@@ -310,32 +310,43 @@ class KeyRegionDataset(Dataset):
         }
 
 
-def view_predictions(dataset: KeyRegionDataset, probs: np.ndarray | Tensor) -> Predictions:
+def view_predictions(dataset: KeyRegionDataset, probs: np.ndarray | Tensor,
+                     regions_per_view: int | None = None) -> Predictions:
     """Patch-level results: one row per sample (``<image_id>/<view>``, plus ``/<rank>`` when a view
-    has several regions), from per-sample probabilities ``(len(dataset), C)``."""
+    has several regions), from per-sample probabilities ``(len(dataset), C)``.
+
+    ``regions_per_view=n`` keeps only each view's ``n`` densest regions: with ``n = 1`` a dataset of
+    several regions per view also gives the paper's test protocol (the densest region per view).
+    """
     probs = _check_probs(dataset, probs)
+    kept = _kept_samples(dataset, regions_per_view)
+    probs = probs[kept]
+    shown = dataset.regions_per_view if regions_per_view is None else np.minimum(dataset.regions_per_view, regions_per_view)
     ids, patients, mags, paths = [], [], [], []
-    for j, v, r in zip(dataset.sample_image, dataset.sample_view, dataset.sample_region):
+    for j, v, r in zip(dataset.sample_image[kept], dataset.sample_view[kept], dataset.sample_region[kept]):
         record = dataset.records[j]
-        suffix = f"/{r}" if dataset.regions_per_view[j] > 1 else ""
+        suffix = f"/{r}" if shown[j] > 1 else ""
         ids.append(f"{record.image_id}/{dataset.views[v]}{suffix}")
         patients.append(record.patient_id)
         mags.append(record.magnification)
         paths.append(str(record.path))
     return Predictions(classes=dataset.classes, image_ids=ids, probs=probs,
-                       labels=dataset.targets[dataset.sample_image], patient_ids=patients,
+                       labels=dataset.targets[dataset.sample_image[kept]], patient_ids=patients,
                        magnifications=mags, paths=paths)
 
 
-def image_predictions(dataset: KeyRegionDataset, probs: np.ndarray | Tensor) -> Predictions:
-    """Image-level results: each image's samples (its six views) vote by majority.
+def image_predictions(dataset: KeyRegionDataset, probs: np.ndarray | Tensor,
+                      regions_per_view: int | None = None) -> Predictions:
+    """Image-level results: each image's samples (its six views, each with its regions) vote by majority.
 
     ``probs`` are vote fractions (the winner nudged up by half a vote on a tie, so the arg-max is
     :func:`histobreast.votes.majority_vote`'s label: ties go to the larger summed probability, then
-    the lower class index); ``extra["view_disagreement"]`` is the share of views outvoted.
+    the lower class index); ``extra["view_disagreement"]`` is the share of voters outvoted.
+    ``regions_per_view=n``: only each view's ``n`` densest regions vote (see :func:`view_predictions`).
     """
     probs = _check_probs(dataset, probs)
-    voters = [torch.from_numpy(probs[s]).unsqueeze(1) for s in dataset.image_slices]  # each (V, 1, C)
+    kept = _kept_samples(dataset, regions_per_view)
+    voters = [torch.from_numpy(probs[s][kept[s]]).unsqueeze(1) for s in dataset.image_slices]  # each (V, 1, C)
     image_probs = np.stack([combine_members(p, "majority")[0].numpy() for p in voters]) \
         if voters else np.zeros((0, len(dataset.classes)))
     disagreement = np.array([float(member_disagreement(p)[0]) for p in voters])
@@ -349,6 +360,15 @@ def image_predictions(dataset: KeyRegionDataset, probs: np.ndarray | Tensor) -> 
         paths=[str(r.path) for r in dataset.records],
         extra={"view_disagreement": disagreement},
     )
+
+
+def _kept_samples(dataset: KeyRegionDataset, regions_per_view: int | None) -> np.ndarray:
+    """Boolean mask over the samples: those among their view's ``regions_per_view`` densest (all: None)."""
+    if regions_per_view is None:
+        return np.ones(len(dataset), dtype=bool)
+    if regions_per_view < 1:
+        raise ValueError(f"regions_per_view must be >= 1, got {regions_per_view}")
+    return dataset.sample_region < regions_per_view
 
 
 def _check_probs(dataset: KeyRegionDataset, probs: np.ndarray | Tensor) -> np.ndarray:

@@ -7,8 +7,10 @@ true``, encodes every crop once with the initial encoders (cached on disk, share
 runs) and trains only the discriminator on the pooled vectors. Either way the fold's model folder
 holds the complete model, so ``predict_records`` runs from images.
 
-``predict_records`` scores the densest region of each view and returns ``{"image": six-view
-majority vote, "patch": one row per view}`` (paper B's image- and patch-level results).
+``predict_records`` scores the densest region of each view (``top_k_test`` regions, the paper: 1)
+and returns ``{"image": six-view majority vote, "patch": one row per view}`` (paper B's image- and
+patch-level results; with several regions per view every region votes, and ``*_densest`` keep the
+paper's protocol).
 ``predict_records_svm`` gives the same for Table 4's SVM row: an SVM fitted on a model folder's
 pooled features (``histobreast ablate``).
 
@@ -30,7 +32,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from histobreast.data.key_regions import KeyRegionDataset, image_predictions, view_predictions
@@ -259,9 +261,11 @@ def predict_records(model_folder_or_loaded: str | Path | LoadedModel, records: S
                     device: str = "auto") -> dict[str, Predictions]:
     """``{"image": six-view majority vote per image, "patch": one row per view}``.
 
-    Each view contributes its densest key region (``top_k_test``); ``tta_views`` replaces the
-    config's views (the voters). Labels outside the model's classes become -1 (unlabelled images).
-    The vote's tie rule: the larger summed probability, then the lower class index.
+    Each view contributes its ``top_k_test`` densest key regions (the paper: 1); ``tta_views``
+    replaces the config's views (the voters). Labels outside the model's classes become -1
+    (unlabelled images). The vote's tie rule: the larger summed probability, then the lower class
+    index. With several regions per view every region votes, and ``"image_densest"`` /
+    ``"patch_densest"`` add the paper's protocol (the densest region of each view) from the same scores.
     """
     target = resolve_device(device)
     loaded = model_folder_or_loaded if isinstance(model_folder_or_loaded, LoadedModel) \
@@ -273,7 +277,15 @@ def predict_records(model_folder_or_loaded: str | Path | LoadedModel, records: S
                           stain=loaded.stain, views=tta_views, unknown_labels=True)
     probs, _ = predict_probabilities(loaded.model, DataLoader(data, batch_size=batch_size or _eval_batch_size(cfg)),
                                      target)
-    return {"image": image_predictions(data, probs), "patch": view_predictions(data, probs)}
+    return _evaluation_methods(data, probs)
+
+
+def _evaluation_methods(data: KeyRegionDataset, probs: np.ndarray | Tensor) -> dict[str, Predictions]:
+    methods = {"image": image_predictions(data, probs), "patch": view_predictions(data, probs)}
+    if data.regions_per_view.max(initial=0) > 1:
+        methods["image_densest"] = image_predictions(data, probs, regions_per_view=1)
+        methods["patch_densest"] = view_predictions(data, probs, regions_per_view=1)
+    return methods
 
 
 def predict_records_svm(model_folder: str | Path, train_records: Sequence[ImageRecord],
@@ -295,4 +307,4 @@ def predict_records_svm(model_folder: str | Path, train_records: Sequence[ImageR
     svm = SVMDiscriminator(len(classes)).fit_features(extract_features(model, train, cache / "features",
                                                                        batch_size=batch, device=device))
     probs = svm.predict_proba(extract_features(model, test, cache / "features", batch_size=batch, device=device).features)
-    return {"image": image_predictions(test, probs), "patch": view_predictions(test, probs)}
+    return _evaluation_methods(test, probs)
