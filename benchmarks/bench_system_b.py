@@ -220,7 +220,7 @@ def bach_results(run_dirs: list[Path]) -> str:
     notes = []
     for run_dir in run_dirs:
         metrics = json.loads((run_dir / "report" / "metrics.json").read_text())
-        for method in [m for m in ("patch", "image", "patch_densest", "image_densest") if m in metrics["results"]["folds"]]:
+        for method in [m for m in ("patch", "image", "patch_one_region", "image_one_region") if m in metrics["results"]["folds"]]:
             folds = metrics["results"]["folds"][method]
             values = {int(f): e["metrics"]["image_level_accuracy"] for f, e in folds.items()}
             summary = metrics["results"]["summary"][method]["metrics"]["metrics/image_level_accuracy"]
@@ -274,8 +274,9 @@ def main(argv: list[str] | None = None) -> int:
             write_section("system_b_bach", "## System B on real BACH (4 classes, 5 contiguous folds)\n\n"
                           "Accuracy (%) of each fold's test images: patch = one result per view (per region when "
                           "a run tests several regions per view), image = the majority vote of those results; "
-                          "`_densest` = only the densest region of each view votes (the paper's protocol), "
-                          "from the same scores.\n\n" + text)
+                          "`_one_region` = only the first region of each view votes, from the same scores (the "
+                          "paper's protocol: the densest with KREM, one random draw in the random-region "
+                          "control).\n\n" + text)
         return 0
     import torch
 

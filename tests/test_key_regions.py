@@ -23,6 +23,7 @@ from histobreast.data.key_regions import (
 )
 from histobreast.data.records import ImageRecord
 from histobreast.data.synthetic import synth_bach
+from histobreast.engine.config import AugmentConfig
 from histobreast.errors import ConfigError, DatasetError
 from histobreast.preprocess.krem import KremParams, crop_key_region, key_regions
 from histobreast.preprocess.transforms import normalize, to_model_input
@@ -190,6 +191,20 @@ def test_regions_per_view_keeps_each_views_densest_regions_for_the_vote(records)
     assert view_predictions(data, probs).image_ids[:2] == ["n001/raw/0", "n001/raw/1"]
     with pytest.raises(ValueError, match="regions_per_view"):
         image_predictions(data, probs, regions_per_view=0)
+
+
+def test_colour_jitter_draws_once_per_sample_for_all_its_crops_seeded_by_epoch(records) -> None:
+    plain = KeyRegionDataset(records, CLASSES, params=PARAMS, uint8=True)
+    jitter = KeyRegionDataset(records, CLASSES, params=PARAMS, uint8=True, augment=AugmentConfig(color_jitter=0.3))
+    base, first = plain[3][0].double(), jitter[3][0].double()
+    assert not torch.equal(first, base)
+    brightness = first.mean(dim=(1, 2, 3)) / base.mean(dim=(1, 2, 3))  # one draw: the same change per crop
+    assert brightness.max() - brightness.min() < 0.05 * brightness.mean()
+    assert torch.equal(jitter[3][0], jitter[3][0])  # deterministic under (seed, epoch, index)
+    jitter.set_epoch(1)
+    assert not torch.equal(jitter[3][0], first.to(torch.uint8))
+    with pytest.raises(ConfigError, match="cannot be cached"):
+        jitter.input_key(0)
 
 
 def test_bad_inputs_name_the_file_or_option(records) -> None:

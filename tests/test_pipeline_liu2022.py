@@ -107,15 +107,30 @@ def test_several_test_regions_per_view_all_vote_and_the_densest_alone_give_the_p
     paper = liu2022.predict_records(loaded, test)  # top_k_test = 1
     loaded.cfg.preprocess.regions.top_k_test = 3
     out = liu2022.predict_records(loaded, test)
-    assert list(out) == ["image", "patch", "image_densest", "patch_densest"]
+    assert list(out) == ["image", "patch", "image_one_region", "patch_one_region"]
     assert len(out["patch"]) == len(test) * 6 * 3 and out["patch"].image_ids[0] == f"{test[0].image_id}/raw/0"
     for method in ("image", "patch"):  # the densest region of each view: the same samples, the same scores
-        assert out[f"{method}_densest"].image_ids == paper[method].image_ids
-        np.testing.assert_allclose(out[f"{method}_densest"].probs, paper[method].probs, atol=1e-6)
+        assert out[f"{method}_one_region"].image_ids == paper[method].image_ids
+        np.testing.assert_allclose(out[f"{method}_one_region"].probs, paper[method].probs, atol=1e-6)
     votes = out["patch"].predicted.reshape(len(test), 18)
     for j in range(len(test)):  # every region of every view votes
         counts = np.bincount(votes[j], minlength=4)
         assert counts[out["image"].predicted[j]] == counts.max()
+
+
+def test_colour_jitter_changes_live_training_samples_and_frozen_mode_rejects_it(records, tmp_path) -> None:
+    train, val, test = split(records)
+    cfg = parse_config({**_as_dict(tiny_config()), "preprocess": {**_as_dict(tiny_config())["preprocess"],
+                                                                  "augment": {"color_jitter": 0.2}}})
+    model = liu2022.build_model(cfg, CLASSES)
+    jittered = liu2022.region_dataset(cfg, train, CLASSES, model.scales, train=True, cache_dir=None)
+    evaluated = liu2022.region_dataset(cfg, train, CLASSES, model.scales, train=False, cache_dir=None)
+    assert jittered.augmenter is not None and evaluated.augmenter is None  # test images are never jittered
+    folder = liu2022.train_fold(cfg, train, val, CLASSES, tmp_path / "fold1")
+    check_outputs(liu2022.predict_records(folder, test), test)
+    frozen = parse_config({**_as_dict(cfg), "model": {**_as_dict(cfg)["model"], "frozen_encoders": True}})
+    with pytest.raises(ConfigError, match="preprocess.augment"):
+        liu2022.train_fold(frozen, train, val, CLASSES, tmp_path / "fold2")
 
 
 def test_frozen_mode_fits_an_svm_discriminator_that_the_model_folder_keeps(records, tmp_path) -> None:

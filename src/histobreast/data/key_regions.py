@@ -12,6 +12,10 @@ region control of the paper (85.4% vs 93.0%) is the same pipeline with ``selecti
 nested windows drawn at random positions of the same stride grids, seeded per (seed, image content,
 view). :func:`view_predictions` and :func:`image_predictions` turn per-sample probabilities into
 patch-level (per view) and image-level (majority vote) :class:`~histobreast.predictions.Predictions`.
+
+``augment=`` (an :class:`~histobreast.engine.config.AugmentConfig`, e.g. colour jitter) changes each
+training sample with one draw applied to all its crops (one tissue location, one colour), seeded by
+``(seed, epoch, index)`` like the other datasets; augmented samples cannot feed feature caches.
 """
 
 from __future__ import annotations
@@ -26,8 +30,10 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from histobreast.data.datasets import Augmenter
 from histobreast.data.imageio import image_size, read_rgb
 from histobreast.data.records import ImageRecord
+from histobreast.engine.config import AugmentConfig
 from histobreast.errors import ConfigError, DatasetError
 from histobreast.predictions import Predictions
 from histobreast.preprocess.cache import DiskCache, file_fingerprint
@@ -146,6 +152,7 @@ class KeyRegionDataset(Dataset):
         transform: Callable[[np.ndarray], Tensor] | None = None,
         transform_id: str | None = None,
         unknown_labels: bool = False,
+        augment: AugmentConfig | None = None,
     ) -> None:
         self.records = list(records)
         self.classes = list(classes)
@@ -157,6 +164,8 @@ class KeyRegionDataset(Dataset):
         self.seed = seed
         self.stain = stain
         self.unknown_labels = unknown_labels
+        self.augmenter = Augmenter(augment) if augment is not None else None
+        self.epoch = 0
         if transform is None:
             transform, transform_id = (crops_as_uint8, "uint8") if uint8 else (to_model_input, "imagenet_normalize")
         self.transform = transform
@@ -210,9 +219,17 @@ class KeyRegionDataset(Dataset):
     def __len__(self) -> int:
         return len(self.sample_image)
 
+    def set_epoch(self, epoch: int) -> None:
+        """Draw later samples' augmentation for ``epoch`` (the engine's loader calls this)."""
+        self.epoch = epoch
+
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
         j, v, r = int(self.sample_image[index]), int(self.sample_view[index]), int(self.sample_region[index])
-        return self.transform(self.crops(j, v, self.regions(j, v)[r])), int(self.targets[j])
+        crops = self.crops(j, v, self.regions(j, v)[r])
+        if self.augmenter is not None:
+            rng = np.random.default_rng(derive_seed(self.seed, self.epoch, index))
+            crops = self.augmenter.apply(crops, self.augmenter.draw(rng))
+        return self.transform(crops), int(self.targets[j])
 
     def crops(self, j: int, v: int, region: KeyRegion) -> np.ndarray:
         """``(S, size, size, 3)`` uint8 crops of ``region`` (in view ``v``'s coordinates) at ``levels``.
@@ -303,6 +320,9 @@ class KeyRegionDataset(Dataset):
 
     def input_key(self, j: int) -> dict[str, Any]:
         """What determines every sample tensor of ``records[j]`` (the key of feature caches)."""
+        if self.augmenter is not None:
+            raise ConfigError("KeyRegionDataset: augmented samples change every epoch, so their features "
+                              "cannot be cached; encode a dataset without augment=")
         return {
             "regions": [self.region_key(j, v) for v in range(len(self.views))],
             "levels": list(self.levels),

@@ -9,7 +9,7 @@ holds the complete model, so ``predict_records`` runs from images.
 
 ``predict_records`` scores the densest region of each view (``top_k_test`` regions, the paper: 1)
 and returns ``{"image": six-view majority vote, "patch": one row per view}`` (paper B's image- and
-patch-level results; with several regions per view every region votes, and ``*_densest`` keep the
+patch-level results; with several regions per view every region votes, and ``*_one_region`` keep the
 paper's protocol).
 ``predict_records_svm`` gives the same for Table 4's SVM row: an SVM fitted on a model folder's
 pooled features (``histobreast ablate``).
@@ -21,8 +21,9 @@ the paper's random-region control), ``preprocess.stain``, ``preprocess.cache_dir
 ``cache`` folder next to the fold folders), ``model`` (``msmv_pfenet`` kwargs, ``frozen_encoders``,
 ``encoder_pretraining``: per-scale pre-training of the encoders before either mode, the from-scratch
 stand-in for the paper's ImageNet start; ``cross_fit``: FDNet learns from out-of-fold vectors).
-``preprocess.augment`` is not used: the six views and the twelve regions are the paper's
-augmentation.
+``preprocess.augment`` (e.g. colour jitter; the paper's own augmentation is the six views and
+twelve regions) changes the training samples of live training and encoder pre-training, one draw per
+sample for all its crops; frozen-encoder mode computes features once, so it rejects it.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from histobreast.errors import ConfigError
 from histobreast.features import FeatureDataset, SVMDiscriminator, extract_features
 from histobreast.models import create_model
 from histobreast.models.msmv import MSMVPFENet, ScaleClassifier
-from histobreast.pipelines.common import fit_stain_normalizer, training_subsets
+from histobreast.pipelines.common import augment_config, fit_stain_normalizer, training_subsets
 from histobreast.pipelines.package import LoadedModel, load_model_folder, save_model_folder
 from histobreast.predictions import Predictions
 from histobreast.preprocess.krem import KremParams
@@ -73,6 +74,9 @@ def model_kwargs(cfg: ExperimentConfig, classes: Sequence[str]) -> dict[str, Any
     """``create_model`` kwargs of the experiment's MSMV-PFENet (``num_classes`` filled in)."""
     if cfg.model.name != MODEL_NAME:
         raise ConfigError(f"pipeline liu2022 trains {MODEL_NAME!r}, but model.name is {cfg.model.name!r}")
+    if cfg.model.frozen_encoders and augment_config(cfg) is not None:
+        raise ConfigError("preprocess.augment changes the training samples every epoch, but "
+                          "model.frozen_encoders: true encodes them once; remove one of the two")
     if _fits_svm(cfg) and not cfg.model.frozen_encoders:
         raise ConfigError("model.kwargs.discriminator: 'svm' is fitted on encoder features, so it needs "
                           "model.frozen_encoders: true (Table 4's SVM row on trained encoders: `histobreast ablate`)")
@@ -98,14 +102,16 @@ def region_dataset(cfg: ExperimentConfig, records: Sequence[ImageRecord], classe
                    levels: Sequence[int], *, train: bool, cache_dir: Path | None,
                    stain: StainNormalizer | None = None, views: Sequence[str] = (),
                    unknown_labels: bool = False) -> KeyRegionDataset:
-    """The training (``top_k_train`` regions per view, images preloaded) or evaluation
-    (``top_k_test``) key-region dataset of ``records``; samples are uint8 crops normalised by the model."""
+    """The training (``top_k_train`` regions per view, images preloaded, ``preprocess.augment``) or
+    evaluation (``top_k_test``) key-region dataset of ``records``; samples are uint8 crops
+    normalised by the model."""
     regions = cfg.preprocess.regions
     return KeyRegionDataset(
         records, classes, top_k=regions.top_k_train if train else regions.top_k_test,
         views=tuple(views) or tuple(regions.views), levels=levels, params=krem_params(cfg, cfg.name),
         selection=regions.selection, seed=cfg.seed, cache_dir=cache_dir / "regions" if cache_dir else None,
         stain=stain, preload=train, uint8=True, unknown_labels=unknown_labels,
+        augment=augment_config(cfg) if train else None,
     )
 
 
@@ -264,8 +270,9 @@ def predict_records(model_folder_or_loaded: str | Path | LoadedModel, records: S
     Each view contributes its ``top_k_test`` densest key regions (the paper: 1); ``tta_views``
     replaces the config's views (the voters). Labels outside the model's classes become -1
     (unlabelled images). The vote's tie rule: the larger summed probability, then the lower class
-    index. With several regions per view every region votes, and ``"image_densest"`` /
-    ``"patch_densest"`` add the paper's protocol (the densest region of each view) from the same scores.
+    index. With several regions per view every region votes, and ``"image_one_region"`` /
+    ``"patch_one_region"`` add the paper's protocol from the same scores: only each view's first
+    region (the densest with KREM; the first draw in the random-region control).
     """
     target = resolve_device(device)
     loaded = model_folder_or_loaded if isinstance(model_folder_or_loaded, LoadedModel) \
@@ -283,8 +290,8 @@ def predict_records(model_folder_or_loaded: str | Path | LoadedModel, records: S
 def _evaluation_methods(data: KeyRegionDataset, probs: np.ndarray | Tensor) -> dict[str, Predictions]:
     methods = {"image": image_predictions(data, probs), "patch": view_predictions(data, probs)}
     if data.regions_per_view.max(initial=0) > 1:
-        methods["image_densest"] = image_predictions(data, probs, regions_per_view=1)
-        methods["patch_densest"] = view_predictions(data, probs, regions_per_view=1)
+        methods["image_one_region"] = image_predictions(data, probs, regions_per_view=1)
+        methods["patch_one_region"] = view_predictions(data, probs, regions_per_view=1)
     return methods
 
 
