@@ -245,6 +245,10 @@ def bach_results(run_dirs: list[Path]) -> str:
         if regions.krem.get("top_k_max_iou", 1.0) < 1.0 and selection == "density":
             selection += f" (non-maximum suppression at IoU {regions.krem['top_k_max_iou']:g})"
         selection += f", {regions.top_k_train} per view for training and {regions.top_k_test} for testing"
+        if cfg.preprocess.augment.color_jitter:
+            mode += f", colour jitter {cfg.preprocess.augment.color_jitter:g}"
+        if cfg.preprocess.stain.method != "none":
+            mode += f", {cfg.preprocess.stain.method} stain normalisation"
         if cfg.model.kwargs.get("dropout"):
             mode += f", dropout {cfg.model.kwargs['dropout']:g} before the FC"
         notes.append(f"- `{run_dir.name}`: 3 x {cfg.model.kwargs.get('encoder', 'resnet50')} on "
