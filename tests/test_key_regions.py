@@ -174,23 +174,23 @@ def test_majority_vote_over_each_images_views_with_the_summed_probability_tie_ru
         image_predictions(data, probs[:6])
 
 
-def test_regions_per_view_keeps_each_views_densest_regions_for_the_vote(records) -> None:
+def test_max_regions_keeps_each_views_densest_regions_for_the_vote(records) -> None:
     data = KeyRegionDataset(records, CLASSES, params=PARAMS, top_k=2)
     assert data.sample_region.tolist()[:4] == [0, 1, 0, 1]  # image-major, then view, then rank
     probs = np.full((len(data), 4), 0.1)
     probs[data.sample_region == 0, 0] = 0.7  # the densest region of every view says Normal,
     probs[data.sample_region == 1, 3] = 0.9  # the second says Invasive, more confidently
     every = image_predictions(data, probs)
-    densest = image_predictions(data, probs, regions_per_view=1)
+    densest = image_predictions(data, probs, max_regions=1)
     assert every.predicted.tolist() == [3, 3]  # 6-6 tie: the larger summed probability
     assert densest.predicted.tolist() == [0, 0]
     np.testing.assert_allclose(densest.extra["view_disagreement"], [0.0, 0.0])
-    views = view_predictions(data, probs, regions_per_view=1)
+    views = view_predictions(data, probs, max_regions=1)
     assert views.image_ids[:2] == ["n001/raw", "n001/rot90"] and len(views) == 12  # no rank suffix
     assert views.predicted.tolist() == [0] * 12 and views.labels.tolist() == [0] * 6 + [3] * 6
     assert view_predictions(data, probs).image_ids[:2] == ["n001/raw/0", "n001/raw/1"]
-    with pytest.raises(ValueError, match="regions_per_view"):
-        image_predictions(data, probs, regions_per_view=0)
+    with pytest.raises(ValueError, match="max_regions"):
+        image_predictions(data, probs, max_regions=0)
 
 
 def test_colour_jitter_draws_once_per_sample_for_all_its_crops_seeded_by_epoch(records) -> None:

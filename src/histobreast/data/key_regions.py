@@ -331,17 +331,17 @@ class KeyRegionDataset(Dataset):
 
 
 def view_predictions(dataset: KeyRegionDataset, probs: np.ndarray | Tensor,
-                     regions_per_view: int | None = None) -> Predictions:
+                     max_regions: int | None = None) -> Predictions:
     """Patch-level results: one row per sample (``<image_id>/<view>``, plus ``/<rank>`` when a view
     has several regions), from per-sample probabilities ``(len(dataset), C)``.
 
-    ``regions_per_view=n`` keeps only each view's ``n`` densest regions: with ``n = 1`` a dataset of
+    ``max_regions=n`` keeps only each view's ``n`` densest regions: with ``n = 1`` a dataset of
     several regions per view also gives the paper's test protocol (the densest region per view).
     """
     probs = _check_probs(dataset, probs)
-    kept = _kept_samples(dataset, regions_per_view)
+    kept = _kept_samples(dataset, max_regions)
     probs = probs[kept]
-    shown = dataset.regions_per_view if regions_per_view is None else np.minimum(dataset.regions_per_view, regions_per_view)
+    shown = dataset.regions_per_view if max_regions is None else np.minimum(dataset.regions_per_view, max_regions)
     ids, patients, mags, paths = [], [], [], []
     for j, v, r in zip(dataset.sample_image[kept], dataset.sample_view[kept], dataset.sample_region[kept]):
         record = dataset.records[j]
@@ -356,16 +356,16 @@ def view_predictions(dataset: KeyRegionDataset, probs: np.ndarray | Tensor,
 
 
 def image_predictions(dataset: KeyRegionDataset, probs: np.ndarray | Tensor,
-                      regions_per_view: int | None = None) -> Predictions:
+                      max_regions: int | None = None) -> Predictions:
     """Image-level results: each image's samples (its six views, each with its regions) vote by majority.
 
     ``probs`` are vote fractions (the winner nudged up by half a vote on a tie, so the arg-max is
     :func:`histobreast.votes.majority_vote`'s label: ties go to the larger summed probability, then
     the lower class index); ``extra["view_disagreement"]`` is the share of voters outvoted.
-    ``regions_per_view=n``: only each view's ``n`` densest regions vote (see :func:`view_predictions`).
+    ``max_regions=n``: only each view's ``n`` densest regions vote (see :func:`view_predictions`).
     """
     probs = _check_probs(dataset, probs)
-    kept = _kept_samples(dataset, regions_per_view)
+    kept = _kept_samples(dataset, max_regions)
     voters = [torch.from_numpy(probs[s][kept[s]]).unsqueeze(1) for s in dataset.image_slices]  # each (V, 1, C)
     image_probs = np.stack([combine_members(p, "majority")[0].numpy() for p in voters]) \
         if voters else np.zeros((0, len(dataset.classes)))
@@ -382,13 +382,13 @@ def image_predictions(dataset: KeyRegionDataset, probs: np.ndarray | Tensor,
     )
 
 
-def _kept_samples(dataset: KeyRegionDataset, regions_per_view: int | None) -> np.ndarray:
-    """Boolean mask over the samples: those among their view's ``regions_per_view`` densest (all: None)."""
-    if regions_per_view is None:
+def _kept_samples(dataset: KeyRegionDataset, max_regions: int | None) -> np.ndarray:
+    """Boolean mask over the samples: those among their view's ``max_regions`` densest (all: None)."""
+    if max_regions is None:
         return np.ones(len(dataset), dtype=bool)
-    if regions_per_view < 1:
-        raise ValueError(f"regions_per_view must be >= 1, got {regions_per_view}")
-    return dataset.sample_region < regions_per_view
+    if max_regions < 1:
+        raise ValueError(f"max_regions must be >= 1, got {max_regions}")
+    return dataset.sample_region < max_regions
 
 
 def _check_probs(dataset: KeyRegionDataset, probs: np.ndarray | Tensor) -> np.ndarray:

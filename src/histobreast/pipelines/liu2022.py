@@ -290,8 +290,8 @@ def predict_records(model_folder_or_loaded: str | Path | LoadedModel, records: S
 def _evaluation_methods(data: KeyRegionDataset, probs: np.ndarray | Tensor) -> dict[str, Predictions]:
     methods = {"image": image_predictions(data, probs), "patch": view_predictions(data, probs)}
     if data.regions_per_view.max(initial=0) > 1:
-        methods["image_one_region"] = image_predictions(data, probs, regions_per_view=1)
-        methods["patch_one_region"] = view_predictions(data, probs, regions_per_view=1)
+        methods["image_one_region"] = image_predictions(data, probs, max_regions=1)
+        methods["patch_one_region"] = view_predictions(data, probs, max_regions=1)
     return methods
 
 
