@@ -96,3 +96,31 @@ def test_bad_inputs_give_one_clear_error(trained, args, error, message):
     result = runner.invoke(app, args)
     assert result.exit_code != 0
     assert isinstance(result.exception, error) and message in str(result.exception)
+
+
+def test_compare_pairs_two_experiments_on_their_shared_folds(tmp_path):
+    import json
+
+    import numpy as np
+
+    from histobreast.pipelines.experiment import write_fold_predictions
+    from histobreast.predictions import Predictions
+
+    def run(name: str, right: dict[int, list[bool]]) -> str:
+        for fold, hits in right.items():
+            p = np.where(hits, 0.8, 0.2)
+            ids = [f"f{fold}i{i}" for i in range(len(hits))]
+            table = Predictions(classes=["a", "b"], image_ids=ids, probs=np.stack([1 - p, p], axis=1),
+                                labels=np.ones(len(hits), dtype=np.int64), patient_ids=[f"f{fold}p{i // 2}" for i in range(len(hits))])
+            write_fold_predictions(tmp_path / name / f"fold{fold}", {"image": table})
+        return str(tmp_path / name)
+
+    a = run("a", {1: [True, True, True, False], 2: [True, True, False, False]})
+    b = run("b", {1: [True, False, False, False], 2: [True, True, False, False], 3: [True] * 4})  # fold 3: B only
+    result = runner.invoke(app, ["compare", a, b, "--bootstrap", "200", "--out", str(tmp_path / "c.json")])
+    assert result.exit_code == 0, result.output
+    assert "folds [1, 2]" in result.output and "only A right: 2 images, only B right: 0" in result.output
+    saved = json.loads((tmp_path / "c.json").read_text())
+    assert saved["accuracy_a"] == 5 / 8 and saved["accuracy_b"] == 3 / 8 and saved["estimate"] == 0.25
+    result = runner.invoke(app, ["compare", a, b, "--method", "patch"])
+    assert result.exit_code != 0 and "no method 'patch'" in str(result.exception)

@@ -211,3 +211,43 @@ def test_bootstrap_metrics_several_at_once():
     assert cis["image_level_accuracy"]["estimate"] == pytest.approx(4 / 6)
     with pytest.raises(ValueError, match="unknown metrics"):
         M.bootstrap_metrics(binary_predictions(), names=["accuracy"])
+
+
+def _scored(right: np.ndarray, patients: list[str], order: np.ndarray | None = None) -> Predictions:
+    """Binary predictions (true label 1 everywhere) that are right exactly where ``right`` says."""
+    order = np.arange(len(right)) if order is None else order
+    p = np.where(right, 0.9, 0.1)[order]
+    return Predictions(classes=["benign", "malignant"], image_ids=[f"img{i}" for i in order],
+                       probs=np.stack([1 - p, p], axis=1), labels=np.ones(len(right), dtype=np.int64),
+                       patient_ids=[patients[i] for i in order])
+
+
+def test_paired_accuracy_difference_resamples_patients_of_both_tables_together():
+    patients = [f"P{i // 4}" for i in range(80)]  # 20 patients of 4 images
+    rng = np.random.default_rng(1)
+    right_b = rng.random(80) < 0.5
+    right_a = right_b.copy()
+    right_a[::8] = True  # A also gets one more image of every other patient right
+    result = M.paired_accuracy_difference(_scored(right_a, patients), _scored(right_b, patients), n_boot=500)
+    assert result["estimate"] == pytest.approx(right_a.mean() - right_b.mean()) and result["estimate"] > 0
+    assert result["only_b_right"] == 0 and result["only_a_right"] == int((right_a & ~right_b).sum())
+    assert 0 < result["low"] <= result["estimate"] <= result["high"]  # A never loses: the interval excludes 0
+    assert result["mcnemar_p"] < 0.05 and result["n_patients"] == 20
+    # Rows are matched by image id, not position; the seed fixes the draws.
+    shuffled = _scored(right_b, patients, order=rng.permutation(80))
+    assert M.paired_accuracy_difference(_scored(right_a, patients), shuffled, n_boot=500) == result
+    same = M.paired_accuracy_difference(_scored(right_b, patients), _scored(right_b, patients), n_boot=50)
+    assert (same["estimate"], same["low"], same["high"], same["mcnemar_p"]) == (0.0, 0.0, 0.0, 1.0)
+
+
+def test_paired_accuracy_difference_needs_the_same_images_and_labels():
+    patients = ["P1"] * 3
+    a = _scored(np.array([True, False, True]), patients)
+    fewer = Predictions(classes=a.classes, image_ids=a.image_ids[:2], probs=a.probs[:2], labels=a.labels[:2],
+                        patient_ids=patients[:2])
+    with pytest.raises(DatasetError, match="img2"):
+        M.paired_accuracy_difference(a, fewer)
+    relabelled = Predictions(classes=a.classes, image_ids=a.image_ids, probs=a.probs, labels=np.array([1, 0, 1]),
+                             patient_ids=patients)
+    with pytest.raises(DatasetError, match="true labels.*img1"):
+        M.paired_accuracy_difference(a, relabelled)

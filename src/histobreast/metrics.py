@@ -411,3 +411,51 @@ def bootstrap_metrics(
     draws = [evaluate_predictions(s, positive_class)["metrics"] for s in _bootstrap_samples(pred, n_boot, seed, by)]
     return {name: _interval(point[name], [d[name] for d in draws], level, n_boot=n_boot, by=by, seed=seed)
             for name in names}
+
+
+def paired_accuracy_difference(
+    a: Predictions,
+    b: Predictions,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, Any]:
+    """Image-level accuracy of ``a`` minus that of ``b`` on the same labelled images.
+
+    Rows are matched by image id. The interval is a percentile bootstrap over patients, and both
+    tables are resampled together, so each patient's difficulty cancels out. That is why two methods
+    can differ significantly even when their own intervals overlap. McNemar's exact test compares the
+    images exactly one method gets right. It treats images as independent, so it is optimistic when
+    one patient's images are correlated; trust the interval first.
+    """
+    a, b = _labelled(a), _labelled(b)
+    position = {image_id: i for i, image_id in enumerate(b.image_ids)}
+    unmatched = sorted(set(a.image_ids) ^ set(position))
+    if unmatched or len(position) != len(b) or len(set(a.image_ids)) != len(a):
+        raise DatasetError(f"paired comparison needs the same images once in both tables; "
+                           f"{len(unmatched)} appear in only one (e.g. {unmatched[:5]}), or an id repeats")
+    order = np.array([position[i] for i in a.image_ids])
+    if not np.array_equal(a.labels, b.labels[order]):
+        wrong = [a.image_ids[i] for i in np.flatnonzero(a.labels != b.labels[order])[:5]]
+        raise DatasetError(f"the two tables disagree on the true labels of some images (e.g. {wrong})")
+    right_a = a.predicted == a.labels
+    right_b = (b.predicted == b.labels)[order]
+    groups: dict[str, list[int]] = {}
+    for i, pid in enumerate(a.patient_ids):
+        groups.setdefault(str(pid), []).append(i)
+    units = [np.array(g) for g in groups.values()]
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(n_boot):
+        idx = np.concatenate([units[u] for u in rng.integers(0, len(units), size=len(units))])
+        draws.append(float(right_a[idx].mean() - right_b[idx].mean()))
+    only_a, only_b = int((right_a & ~right_b).sum()), int((right_b & ~right_a).sum())
+    from scipy.stats import binomtest
+
+    p_value = binomtest(min(only_a, only_b), only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
+    return {
+        **_interval(float(right_a.mean() - right_b.mean()), draws, level, n_boot=n_boot, by="patient", seed=seed),
+        "accuracy_a": float(right_a.mean()), "accuracy_b": float(right_b.mean()),
+        "n_images": len(a), "n_patients": len(units), "only_a_right": only_a, "only_b_right": only_b,
+        "mcnemar_p": float(p_value),
+    }

@@ -26,6 +26,7 @@ COMMAND_MODULES: list[str] = [
     "krem",
     "train",
     "evaluate",
+    "compare",
     "predict",
     "prune",
     "ensemble",

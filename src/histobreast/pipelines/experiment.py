@@ -148,6 +148,22 @@ def read_fold_predictions(run_dir: str | Path) -> FoldPredictions:
     return out
 
 
+def pooled_test_predictions(run_dir: str | Path, method: str | None = None,
+                            folds: Sequence[int] | None = None) -> Predictions:
+    """One table of an experiment folder's saved test predictions of ``method`` (default: the
+    headline method) over ``folds`` (default: every fold)."""
+    saved = read_fold_predictions(run_dir)
+    chosen = sorted(saved) if folds is None else list(folds)
+    missing = [f for f in chosen if f not in saved]
+    if missing:
+        raise DatasetError(f"{run_dir}: no saved predictions for fold(s) {missing}")
+    method = method or next(iter(saved[chosen[0]]))
+    for fold in chosen:
+        if method not in saved[fold]:
+            raise ConfigError(f"{run_dir}: fold {fold} has no method {method!r}; it has {list(saved[fold])}")
+    return concat_predictions([saved[f][method] for f in chosen])
+
+
 def concat_predictions(parts: Sequence[Predictions]) -> Predictions:
     """Rows of several prediction tables (same classes) in order."""
     classes = parts[0].classes
