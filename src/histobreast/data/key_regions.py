@@ -132,6 +132,8 @@ class KeyRegionDataset(Dataset):
     float32; ``uint8=True``: :func:`crops_as_uint8`, normalised by the model on its device) and,
     when it is neither, needs a ``transform_id`` for feature caches. ``unknown_labels=True`` gives
     labels outside ``classes`` the target -1 (prediction on unlabelled images) instead of an error.
+    ``augment`` (an :class:`~histobreast.engine.config.AugmentConfig`) changes each sample with one
+    draw for all its crops, seeded by ``(seed, epoch, index)`` (see :meth:`set_epoch`).
     """
 
     def __init__(
