@@ -288,6 +288,8 @@ def predict_records(model_folder_or_loaded: str | Path | LoadedModel, records: S
 
 
 def _evaluation_methods(data: KeyRegionDataset, probs: np.ndarray | Tensor) -> dict[str, Predictions]:
+    """Image and patch tables of per-sample ``probs``, plus the one-region-per-view protocol when
+    the data has several regions per view."""
     methods = {"image": image_predictions(data, probs), "patch": view_predictions(data, probs)}
     if data.regions_per_view.max(initial=0) > 1:
         methods["image_one_region"] = image_predictions(data, probs, max_regions=1)
