@@ -8,13 +8,37 @@ import pytest
 from typer.testing import CliRunner
 
 from histobreast.cli import app
-from histobreast.demo import DEFAULT_CONFIG_DIR, SYSTEM_A_CONFIG, SYSTEM_B_CONFIG, DemoResult, run_demo, write_demo_report
+from histobreast.demo import (
+    DEFAULT_CONFIG_DIR,
+    DEMO_FOLDERS,
+    SYSTEM_A_CONFIG,
+    SYSTEM_B_CONFIG,
+    DemoResult,
+    clear_previous_demo,
+    run_demo,
+    write_demo_report,
+)
 from histobreast.errors import ConfigError
 
 
 def test_demo_configs_exist_in_the_source_tree() -> None:
     assert (DEFAULT_CONFIG_DIR / SYSTEM_A_CONFIG).is_file()
     assert (DEFAULT_CONFIG_DIR / SYSTEM_B_CONFIG).is_file()
+
+
+def test_a_new_demo_replaces_only_the_earlier_demos_folders(tmp_path: Path) -> None:
+    for name in DEMO_FOLDERS:
+        (tmp_path / name / "fold1").mkdir(parents=True)
+        (tmp_path / name / "fold1" / "last.json").write_text("{}")
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "other").mkdir()
+    assert clear_previous_demo(tmp_path) == tmp_path
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "other"]
+    # A demo that cannot start (no configs) removes nothing.
+    (tmp_path / "system_a").mkdir()
+    with pytest.raises(ConfigError):
+        run_demo(tmp_path, config_dir=tmp_path / "nowhere", say=lambda _: None)
+    assert (tmp_path / "system_a").is_dir()
 
 
 def test_missing_config_dir_is_a_clear_error(tmp_path: Path) -> None:
@@ -46,9 +70,13 @@ def test_demo_help() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1200)  # the whole demo: ~2 min alone, far longer on a busy machine
+@pytest.mark.timeout(2400)  # the whole demo twice: ~2 min each alone, far longer on a busy machine
 def test_whole_demo_beats_chance(tmp_path: Path) -> None:
     result = run_demo(tmp_path, say=lambda _: None)
     assert result.numbers["system_a/hybrid"]["mean"] > 0.6  # 2 classes
     assert result.numbers["system_b/image"]["mean"] > 0.35  # 4 classes
     assert (result.report_dir / "report.md").is_file()
+    # `make demo` again in the same folder: the earlier demo is replaced, with the same numbers.
+    again = run_demo(tmp_path, say=lambda _: None)
+    assert again.numbers["system_a/hybrid"] == result.numbers["system_a/hybrid"]
+    assert again.numbers["system_b/image"] == result.numbers["system_b/image"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,8 @@ PRUNE_RATIO = 0.5  # paper A's chosen O
 PRUNE_RETRAIN_ITERATIONS = 40
 ENSEMBLE_MEMBERS = 3  # paper A: 5; 3 keeps the demo short
 ENSEMBLE_ITERATIONS = 100
+#: The folders a demo writes under its --out; the next demo there replaces them, and nothing else.
+DEMO_FOLDERS = ("data", "system_a", "pruned", "ensemble", "system_b", "report")
 
 
 @dataclass
@@ -58,16 +61,30 @@ class DemoResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def _config(config_dir: Path, name: str, root: Path, overrides: list[str]) -> ExperimentConfig:
+def _config_path(config_dir: Path, name: str) -> Path:
     path = config_dir / name
     if not path.is_file():
         raise ConfigError(f"{path}: demo config not found; run from a source checkout or pass --configs DIR")
-    return load_config(path, [f"data.root={root}", *overrides])
+    return path
+
+
+def _config(config_dir: Path, name: str, root: Path, overrides: list[str]) -> ExperimentConfig:
+    return load_config(_config_path(config_dir, name), [f"data.root={root}", *overrides])
+
+
+def clear_previous_demo(out_dir: str | Path) -> Path:
+    """Remove an earlier demo's :data:`DEMO_FOLDERS` under ``out_dir`` (its runs would otherwise
+    refuse to start over finished checkpoints); any other file there stays. Returns the folder."""
+    out = Path(out_dir)
+    for name in DEMO_FOLDERS:
+        if (out / name).is_dir():
+            shutil.rmtree(out / name)
+    return out
 
 
 def run_demo(out_dir: str | Path, *, config_dir: str | Path | None = None, seed: int = 0,
              say: Callable[[str], None] = print) -> DemoResult:
-    """Run the five stages into ``out_dir`` (created; an earlier demo there is replaced stage by stage)."""
+    """Run the five stages into ``out_dir`` (created; an earlier demo's folders there are replaced)."""
     from histobreast.pipelines.bagging import EnsembleOptions, evaluate_ensemble, train_ensemble
     from histobreast.pipelines.common import experiment_records, experiment_splits, select_split, validation_split
     from histobreast.pipelines.experiment import run_experiment
@@ -75,8 +92,10 @@ def run_demo(out_dir: str | Path, *, config_dir: str | Path | None = None, seed:
     from histobreast.pipelines.pruning import PruneOptions, prune_model_folder
     from histobreast.pipelines.pruning_report import image_accuracy, model_costs
 
-    out = Path(out_dir)
     configs = Path(config_dir) if config_dir is not None else DEFAULT_CONFIG_DIR
+    for name in (SYSTEM_A_CONFIG, SYSTEM_B_CONFIG):  # before an earlier demo is removed
+        _config_path(configs, name)
+    out = clear_previous_demo(out_dir)
     result = DemoResult(out, out / "report")
     seed_override = [f"seed={seed}"]
 
