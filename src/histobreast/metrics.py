@@ -342,23 +342,31 @@ def summarise_folds(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return summary
 
 
-def _bootstrap_samples(pred: Predictions, n_boot: int, seed: int, by: BootstrapUnit) -> Iterator[Predictions]:
-    """``n_boot`` resamples (with replacement) of the patients or images of ``pred``."""
+def _resampled_rows(patient_ids: Sequence[Any], n_boot: int, seed: int,
+                    by: BootstrapUnit) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``n_boot`` resamples (with replacement) of the patients or images: per resample, the row
+    indices and, for each row, which draw (0..units-1) brought it in."""
     if by == "patient":
         groups: dict[str, list[int]] = {}
-        for i, pid in enumerate(pred.patient_ids):
+        for i, pid in enumerate(patient_ids):
             groups.setdefault(str(pid), []).append(i)
         units = list(groups.values())
     elif by == "image":
-        units = [[i] for i in range(len(pred))]
+        units = [[i] for i in range(len(patient_ids))]
     else:
         raise ValueError(f"bootstrap unit must be 'patient' or 'image', got {by!r}")
     rng = np.random.default_rng(seed)
     for _ in range(n_boot):
         picks = rng.integers(0, len(units), size=len(units))
-        idx = np.array([i for u in picks for i in units[u]])
+        yield (np.array([i for u in picks for i in units[u]], dtype=np.int64),
+               np.array([k for k, u in enumerate(picks) for _ in units[u]], dtype=np.int64))
+
+
+def _bootstrap_samples(pred: Predictions, n_boot: int, seed: int, by: BootstrapUnit) -> Iterator[Predictions]:
+    """``n_boot`` resamples (with replacement) of the patients or images of ``pred``."""
+    for idx, draw in _resampled_rows(pred.patient_ids, n_boot, seed, by):
         # A patient drawn twice counts as two patients in PL: give each draw its own id.
-        draw_ids = [f"{pred.patient_ids[i]}#{k}" for k, u in enumerate(picks) for i in units[u]]
+        draw_ids = [f"{pred.patient_ids[i]}#{k}" for i, k in zip(idx, draw)]
         yield Predictions(
             classes=list(pred.classes), image_ids=[pred.image_ids[i] for i in idx], probs=pred.probs[idx],
             labels=pred.labels[idx], patient_ids=draw_ids,
@@ -440,15 +448,8 @@ def paired_accuracy_difference(
         raise DatasetError(f"the two tables disagree on the true labels of some images (e.g. {wrong})")
     right_a = a.predicted == a.labels
     right_b = (b.predicted == b.labels)[order]
-    groups: dict[str, list[int]] = {}
-    for i, pid in enumerate(a.patient_ids):
-        groups.setdefault(str(pid), []).append(i)
-    units = [np.array(g) for g in groups.values()]
-    rng = np.random.default_rng(seed)
-    draws = []
-    for _ in range(n_boot):
-        idx = np.concatenate([units[u] for u in rng.integers(0, len(units), size=len(units))])
-        draws.append(float(right_a[idx].mean() - right_b[idx].mean()))
+    draws = [float(right_a[idx].mean() - right_b[idx].mean())
+             for idx, _ in _resampled_rows(a.patient_ids, n_boot, seed, "patient")]
     only_a, only_b = int((right_a & ~right_b).sum()), int((right_b & ~right_a).sum())
     from scipy.stats import binomtest
 
@@ -456,6 +457,6 @@ def paired_accuracy_difference(
     return {
         **_interval(float(right_a.mean() - right_b.mean()), draws, level, n_boot=n_boot, by="patient", seed=seed),
         "accuracy_a": float(right_a.mean()), "accuracy_b": float(right_b.mean()),
-        "n_images": len(a), "n_patients": len(units), "only_a_right": only_a, "only_b_right": only_b,
+        "n_images": len(a), "n_patients": len({str(p) for p in a.patient_ids}), "only_a_right": only_a, "only_b_right": only_b,
         "mcnemar_p": float(p_value),
     }

@@ -31,11 +31,13 @@ def compare(
     from histobreast.metrics import paired_accuracy_difference
     from histobreast.pipelines.experiment import pooled_test_predictions, read_fold_predictions
 
-    folds = sorted(set(read_fold_predictions(run_a)) & set(read_fold_predictions(run_b)))
+    saved_a, saved_b = read_fold_predictions(run_a), read_fold_predictions(run_b)
+    folds = sorted(set(saved_a) & set(saved_b))
     if not folds:
         raise DatasetError(f"{run_a} and {run_b} share no fold with saved predictions")
-    result = paired_accuracy_difference(pooled_test_predictions(run_a, method, folds),
-                                        pooled_test_predictions(run_b, method_b, folds), n_boot=bootstrap, seed=seed)
+    result = paired_accuracy_difference(pooled_test_predictions(saved_a, method, folds, run_a),
+                                        pooled_test_predictions(saved_b, method_b, folds, run_b),
+                                        n_boot=bootstrap, seed=seed)
     result.update(run_a=str(run_a), run_b=str(run_b), folds=folds)
     console = Console(soft_wrap=True, highlight=False)
     console.print(f"{result['n_images']} test images of {result['n_patients']} patients, folds {folds}")

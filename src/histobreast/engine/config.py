@@ -99,6 +99,11 @@ class AugmentConfig:
     color_jitter: float = 0.0  # brightness/contrast/saturation strength, 0 = off
     copies: int = 1  # augmented copies per training image and epoch (paper A: 8)
 
+    @property
+    def active(self) -> bool:
+        """Whether any augmentation is drawn (False: the samples are the images as they are)."""
+        return self.rotation > 0 or self.shear > 0 or self.hflip or self.vflip or self.color_jitter > 0
+
     def problems(self) -> Problems:
         for name in ("rotation", "shear", "color_jitter"):
             if getattr(self, name) < 0:
@@ -344,6 +349,9 @@ class ExperimentConfig:
             yield "name", "must not be empty"
         if self.seed < 0:
             yield "seed", f"must be >= 0, got {self.seed}"
+        if self.model.frozen_encoders and self.preprocess.augment.active:
+            yield "preprocess.augment", ("changes the training samples every epoch, but model.frozen_encoders: "
+                                         "true encodes them once; remove one of the two")
 
 
 def _is_cuda_index(device: str) -> bool:

@@ -237,9 +237,7 @@ def fit_stain_normalizer(cfg: ExperimentConfig, train_records: Sequence[ImageRec
 
 def augment_config(cfg: ExperimentConfig) -> AugmentConfig | None:
     """``preprocess.augment`` when it changes anything, else None (no augmentation work per item)."""
-    aug = cfg.preprocess.augment
-    active = aug.rotation > 0 or aug.shear > 0 or aug.hflip or aug.vflip or aug.color_jitter > 0
-    return aug if active else None
+    return cfg.preprocess.augment if cfg.preprocess.augment.active else None
 
 
 def eval_batch_size(cfg: ExperimentConfig) -> int:

@@ -148,11 +148,10 @@ def read_fold_predictions(run_dir: str | Path) -> FoldPredictions:
     return out
 
 
-def pooled_test_predictions(run_dir: str | Path, method: str | None = None,
-                            folds: Sequence[int] | None = None) -> Predictions:
-    """One table of an experiment folder's saved test predictions of ``method`` (default: the
-    headline method) over ``folds`` (default: every fold)."""
-    saved = read_fold_predictions(run_dir)
+def pooled_test_predictions(saved: FoldPredictions, method: str | None = None,
+                            folds: Sequence[int] | None = None, run_dir: str | Path = "") -> Predictions:
+    """One table of an experiment's test predictions (``read_fold_predictions(run_dir)``) of
+    ``method`` (default: the headline method) over ``folds`` (default: every fold)."""
     chosen = sorted(saved) if folds is None else list(folds)
     missing = [f for f in chosen if f not in saved]
     if missing:

@@ -74,9 +74,6 @@ def model_kwargs(cfg: ExperimentConfig, classes: Sequence[str]) -> dict[str, Any
     """``create_model`` kwargs of the experiment's MSMV-PFENet (``num_classes`` filled in)."""
     if cfg.model.name != MODEL_NAME:
         raise ConfigError(f"pipeline liu2022 trains {MODEL_NAME!r}, but model.name is {cfg.model.name!r}")
-    if cfg.model.frozen_encoders and augment_config(cfg) is not None:
-        raise ConfigError("preprocess.augment changes the training samples every epoch, but "
-                          "model.frozen_encoders: true encodes them once; remove one of the two")
     if _fits_svm(cfg) and not cfg.model.frozen_encoders:
         raise ConfigError("model.kwargs.discriminator: 'svm' is fitted on encoder features, so it needs "
                           "model.frozen_encoders: true (Table 4's SVM row on trained encoders: `histobreast ablate`)")
