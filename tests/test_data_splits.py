@@ -131,3 +131,10 @@ def test_make_splits_dispatches_every_scheme() -> None:
         make_splits(records, "official")
     with pytest.raises(DatasetError, match="unknown split scheme"):
         make_splits(records, "random")
+
+
+@pytest.mark.parametrize("scheme", ["contiguous", "bagging"])
+@pytest.mark.parametrize("k", [-1, 0, 1])
+def test_fewer_than_two_parts_is_refused_in_words(scheme: str, k: int) -> None:
+    with pytest.raises(DatasetError, match=rf"need k >= 2, got k = {k}"):
+        make_splits(_records(patients_per_label=10), scheme, k=k)

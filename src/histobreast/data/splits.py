@@ -288,6 +288,12 @@ def _number_blocks(label: str, records: list[ImageRecord], k: int) -> list[list[
     return blocks
 
 
+def _check_parts(k: int, what: str) -> None:
+    """Refuse k < 2: one part held out leaves nothing to train on (and k <= 0 cannot be cut)."""
+    if k < 2:
+        raise DatasetError(f"{what} need k >= 2, got k = {k}")
+
+
 def _rounds(parts: list[list[ImageRecord]], held_out: str, prefix: str) -> list[Split]:
     """Split j holds part j out as ``held_out`` and the other parts as ``train``."""
     return [split_from_records(f"{prefix}{j + 1}", {
@@ -302,6 +308,7 @@ def contiguous_folds(records: Sequence[ImageRecord], k: int = 5) -> list[Split]:
     that never split a pseudo-patient block, so neighbouring images stay together. Fold j (named
     ``fold{j}``) has subsets ``train`` and ``test``.
     """
+    _check_parts(k, "contiguous folds")
     records = list(records)
     _unique_ids(records)
     return _rounds(_contiguous_parts(records, k), "test", "fold")
@@ -317,6 +324,7 @@ def bagging_splits(records: Sequence[ImageRecord], k: int = 5, seed: int = 0,
     cross-validation fold) is not an error here: its blocks are spread over as many subsets, and the
     members validated on the others train on all of its images (a warning says so).
     """
+    _check_parts(k, "bagging subsets")
     records = list(records)
     _unique_ids(records)
     parts = _contiguous_parts(records, k, allow_short_classes=True) if contiguous \
