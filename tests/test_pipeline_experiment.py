@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 
 import pytest
 
@@ -44,6 +45,15 @@ def test_resume_reuses_finished_folds(experiment):
     assert again.model_folders[1] == result.model_folders[1]
     with pytest.raises(CheckpointError, match="already holds a checkpoint"):
         run_experiment(cfg, out, folds=[1])
+
+
+def test_resume_with_other_training_settings_is_refused(experiment):
+    _, cfg, out, _ = experiment
+    saved = (out / "config.yaml").read_text()
+    changed = replace(cfg, train=replace(cfg.train, lr=cfg.train.lr * 2))
+    with pytest.raises(ConfigError, match=rf"cannot resume.*train\.lr: {cfg.train.lr!r} -> {cfg.train.lr * 2!r}"):
+        run_experiment(changed, out, folds=[1], resume=True)
+    assert (out / "config.yaml").read_text() == saved  # the record of what was trained is kept
 
 
 def test_evaluate_run_and_model_folder(experiment, tmp_path):

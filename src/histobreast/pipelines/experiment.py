@@ -26,7 +26,7 @@ import numpy as np
 
 from histobreast.atomic import atomic_write_text
 from histobreast.data.splits import read_splits_csv, write_splits_csv
-from histobreast.engine.config import ExperimentConfig, load_config, save_config
+from histobreast.engine.config import ExperimentConfig, config_to_dict, load_config, save_config
 from histobreast.engine.distributed import context_from_env
 from histobreast.errors import CheckpointError, ConfigError, DatasetError
 from histobreast.metrics import bootstrap_metrics, evaluate_predictions, split_by_magnification, summarise_folds
@@ -42,6 +42,10 @@ log = logging.getLogger(__name__)
 PREDICTIONS_DIR = "predictions"
 REPORT_DIR = "report"
 FoldPredictions = dict[int, dict[str, Predictions]]  # fold number -> method -> test predictions
+#: Settings a resumed experiment may change: where and how it runs and is scored, not what it trains.
+RESUME_MAY_CHANGE = ("evaluate.", "preprocess.cache_dir", "train.num_workers", "train.prefetch_factor",
+                     "train.device", "train.progress", "train.tensorboard", "train.log_every",
+                     "train.checkpoint_every", "train.eval_batch_size")
 
 
 @dataclass
@@ -80,6 +84,33 @@ def _fold_numbers(splits: Sequence[Any], folds: Iterable[int] | Literal["all"] |
     return chosen
 
 
+def _flat(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested config sections as ``{"train.lr": 0.01, ...}``."""
+    flat: dict[str, Any] = {}
+    for key, value in mapping.items():
+        if isinstance(value, Mapping) and value:
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def check_resumable(saved: Path, cfg: ExperimentConfig) -> None:
+    """Refuse to resume an experiment whose ``config.yaml`` trains differently from ``cfg``.
+
+    Finished folds are reused as they are, so a changed setting would leave them trained one way
+    and the rewritten ``config.yaml`` and report saying another.
+    """
+    if not saved.is_file():
+        return
+    before, now = _flat(config_to_dict(load_config(saved))), _flat(config_to_dict(cfg))
+    changed = [f"{key}: {before.get(key)!r} -> {now.get(key)!r}" for key in sorted(before.keys() | now.keys())
+               if before.get(key) != now.get(key) and not key.startswith(RESUME_MAY_CHANGE)]
+    if changed:
+        raise ConfigError(f"{saved}: cannot resume, the run was started with other settings ({'; '.join(changed)}); "
+                          "pass the same config, --data and --set values, or a new --out")
+
+
 def run_experiment(cfg: ExperimentConfig, out_dir: str | Path | None = None,
                    folds: Iterable[int] | Literal["all"] | None = None, resume: bool = False,
                    config_path: str | None = None) -> ExperimentResult:
@@ -95,6 +126,8 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path | None = None,
     records, classes = experiment_records(cfg)
     splits = experiment_splits(cfg, records)
     chosen = _fold_numbers(splits, folds, cfg)
+    if resume:
+        check_resumable(out / "config.yaml", cfg)
     if main:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
