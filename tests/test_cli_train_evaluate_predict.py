@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import inspect
 
 import pytest
 import torch
@@ -13,7 +14,8 @@ from histobreast.cli import app
 from histobreast.data.synthetic import synth_breakhis
 from histobreast.engine.config import config_to_dict
 from histobreast.errors import CheckpointError, ConfigError, DatasetError
-from histobreast.models import create_model
+from histobreast.models import create_model, list_models
+from histobreast.models.registry import model_builder
 from test_pipeline_zhu2019 import one_torch_thread, tiny_config  # noqa: F401 (autouse fixture)
 
 runner = CliRunner()
@@ -79,6 +81,12 @@ def test_models_list_info_and_convert(tmp_path):
                                  "--model", "spanhol_patch_cnn", "--num-classes", "2"])
     assert result.exit_code == 0, result.output
     assert "loads into spanhol_patch_cnn" in result.output
+
+
+def test_models_list_descriptions_are_whole_sentences():
+    """`models list` shows each builder's first docstring line, so that line must be a whole sentence."""
+    for name in list_models():
+        assert inspect.getdoc(model_builder(name)).splitlines()[0].endswith("."), name
 
 
 @pytest.mark.parametrize("args, error, message", [

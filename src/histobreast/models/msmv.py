@@ -258,9 +258,12 @@ class ScaleClassifier(ProbabilityMixin, nn.Module):
 
 @register_model("msmv_pfenet")
 def msmv_pfenet(num_classes: int = 4, **kwargs: Any) -> MSMVPFENet:
-    """MSMV-PFENet; kwargs: encoder, n_encoders, scales, discriminator, lstm_layers, hidden, dropout,
-    encoder_weights, svm_support_vectors, svm_seen_classes (see :class:`MSMVPFENet`, :class:`SVMHead`). Defaults are the paper's best model (3 x ResNet50 +
-    BiLSTM x 2, hidden 256)."""
+    """Liu et al. 2022's MSMV-PFENet: one encoder per KREM scale + a discriminator (default 3 x ResNet50 + BiLSTM x 2).
+
+    kwargs: encoder, n_encoders, scales, discriminator, lstm_layers, hidden, dropout, encoder_weights,
+    svm_support_vectors, svm_seen_classes (see :class:`MSMVPFENet`, :class:`SVMHead`). Defaults are the
+    paper's best model (3 x ResNet50 + BiLSTM x 2, hidden 256).
+    """
     return MSMVPFENet(num_classes=num_classes, **kwargs)
 
 
