@@ -78,6 +78,15 @@ def test_binary_roc_auc_counts_ordered_pairs():
     assert M.roc_auc(Y_TRUE, np.stack([1 - P_MALIGNANT, P_MALIGNANT], 1), positive_class=1)["auc"] == pytest.approx(7 / 8)
 
 
+def test_predictions_csv_keeps_probabilities_exactly_so_a_rescore_gives_the_same_auc(tmp_path):
+    probs = np.array([[1 - 1e-9, 1e-9], [1 - 3e-7, 3e-7], [0.4, 0.6]])  # 6 decimals would tie the first two
+    pred = Predictions(classes=["benign", "malignant"], image_ids=["x", "y", "z"], probs=probs, labels=[0, 1, 1],
+                       patient_ids=["p", "q", "r"])
+    again = Predictions.from_csv(pred.to_csv(tmp_path / "predictions.csv"))
+    np.testing.assert_array_equal(again.probs, probs)
+    assert M.roc_auc(again.labels, again.probs, positive_class=1)["auc"] == 1.0
+
+
 def test_roc_curves_per_magnification_all_images_or_per_class():
     pred = binary_predictions()
     assert list(M.roc_curves(pred)) == ["40X", "100X"]

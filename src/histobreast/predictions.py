@@ -85,7 +85,7 @@ class Predictions:
                     "" if self.magnifications[i] is None else self.magnifications[i],
                     self.classes[self.labels[i]] if self.labels[i] >= 0 else "",
                     self.classes[pred[i]],
-                    *[f"{p:.6f}" for p in self.probs[i]],
+                    *[repr(float(p)) for p in self.probs[i]],  # exact: re-scoring must not tie probabilities
                     *[f"{self.extra[k][i]:.6f}" for k in self.extra],
                 ])
         return path
