@@ -34,3 +34,12 @@ def test_permissions_follow_umask_not_mkstemp(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~mask
+
+
+def test_unwritable_place_names_the_target_not_a_temporary(tmp_path):
+    blocker = tmp_path / "report"
+    blocker.write_text("a file where a folder should be")
+    with pytest.raises(OSError) as info:
+        atomic_write_text(blocker / "report.md", "x")
+    assert info.value.filename == str(blocker / "report.md") and "cannot write here" in info.value.strerror
+    assert blocker.read_text() == "a file where a folder should be"

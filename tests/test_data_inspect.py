@@ -135,6 +135,19 @@ def test_cli_errors_print_one_clear_line(tmp_path: Path, monkeypatch: pytest.Mon
     assert err == f"error: {tmp_path / 'missing'}: dataset folder not found"
 
 
+def test_cli_unwritable_output_prints_one_clear_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    synth_bach(tmp_path / "bach", per_class=2, size=(32, 24), image_format="png", classes=("Normal",))
+    (tmp_path / "out").write_text("a file where a folder should be")
+    target = tmp_path / "out" / "summary.json"
+    monkeypatch.setattr(sys, "argv", ["histobreast", "data", "inspect", str(tmp_path / "bach"), "--json", str(target)])
+    with pytest.raises(SystemExit) as info:
+        main()
+    assert info.value.code == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {target}: cannot write here (") and "Traceback" not in err
+
+
 def test_cli_split_refuses_leaking_split_file_and_bad_options(tmp_path: Path) -> None:
     synth_bach(tmp_path, per_class=10, size=(32, 24), image_format="png", classes=("Normal",))
     result = runner.invoke(app, ["data", "split", str(tmp_path), "--scheme", "contiguous", "--k", "5",

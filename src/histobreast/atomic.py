@@ -22,8 +22,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     not mkstemp's private 0600, so reports and checkpoints stay readable by collaborators.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:  # name the file asked for, not a temporary one or a missing parent
+        raise OSError(err.errno, f"cannot write here ({err.strerror})", str(path)) from err
     os.close(fd)
     tmp_path = Path(tmp)
     try:

@@ -57,13 +57,20 @@ for _name in COMMAND_MODULES:
 
 
 def main() -> None:
-    """Entry point of the ``histobreast`` console script: user errors print one line, exit 1."""
+    """Entry point of the ``histobreast`` console script: user errors print one line, exit 1.
+
+    User errors are ``HistobreastError`` and file-system errors on a named path (an output folder
+    that is read-only or full, a file where a folder should be).
+    """
     from rich.console import Console
 
     from histobreast.errors import HistobreastError
 
     try:
         app()
-    except HistobreastError as err:
-        Console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+    except (HistobreastError, OSError) as err:
+        if isinstance(err, OSError) and err.filename is None:
+            raise
+        message = err if isinstance(err, HistobreastError) else f"{err.filename}: {err.strerror}"
+        Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
         raise SystemExit(1) from None
