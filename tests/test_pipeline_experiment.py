@@ -47,6 +47,17 @@ def test_resume_reuses_finished_folds(experiment):
         run_experiment(cfg, out, folds=[1])
 
 
+def test_refused_fresh_run_keeps_the_record_of_the_trained_one(experiment):
+    _, cfg, out, _ = experiment
+    saved, splits = (out / "config.yaml").read_text(), (out / "splits.csv").read_text()
+    changed = replace(cfg, train=replace(cfg.train, lr=cfg.train.lr * 2))
+    for folds in ([1], [2]):
+        with pytest.raises(CheckpointError, match="already holds a checkpoint"):
+            run_experiment(changed, out, folds=folds)
+    assert (out / "config.yaml").read_text() == saved and (out / "splits.csv").read_text() == splits
+    run_experiment(cfg, out, folds=[1], resume=True)  # so the interrupted run can still be resumed
+
+
 def test_resume_with_other_training_settings_is_refused(experiment):
     _, cfg, out, _ = experiment
     saved = (out / "config.yaml").read_text()

@@ -26,6 +26,7 @@ import numpy as np
 
 from histobreast.atomic import atomic_write_text
 from histobreast.data.splits import read_splits_csv, write_splits_csv
+from histobreast.engine.checkpoint import CHECKPOINT_DIR
 from histobreast.engine.config import ExperimentConfig, config_to_dict, load_config, save_config
 from histobreast.engine.distributed import context_from_env
 from histobreast.errors import CheckpointError, ConfigError, DatasetError
@@ -111,6 +112,15 @@ def check_resumable(saved: Path, cfg: ExperimentConfig) -> None:
                           "pass the same config, --data and --set values, or a new --out")
 
 
+def refuse_fresh_run(out: Path) -> None:
+    """Refuse to start afresh in an experiment folder whose folds hold checkpoints, before anything is
+    written: its ``config.yaml`` is the record of how they were trained, which ``--resume`` checks."""
+    held = next(out.glob(f"fold*/**/{CHECKPOINT_DIR}/last.json"), None)
+    if held is not None:
+        raise CheckpointError(f"{out}: already holds a checkpoint ({held}); resume it (--resume) or choose a new "
+                              "run folder")
+
+
 def run_experiment(cfg: ExperimentConfig, out_dir: str | Path | None = None,
                    folds: Iterable[int] | Literal["all"] | None = None, resume: bool = False,
                    config_path: str | None = None) -> ExperimentResult:
@@ -128,6 +138,8 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path | None = None,
     chosen = _fold_numbers(splits, folds, cfg)
     if resume:
         check_resumable(out / "config.yaml", cfg)
+    else:
+        refuse_fresh_run(out)
     if main:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
