@@ -5,6 +5,7 @@ its tie rule, the random-region control, and the loss going down."""
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,9 @@ import pytest
 import torch
 from torch import nn
 from torch.utils.data import Subset
+from typer.testing import CliRunner
 
+from histobreast.cli import app
 from histobreast.data.bach import BACH_CLASSES
 from histobreast.data.records import ImageRecord
 from histobreast.data.synthetic import synth_bach
@@ -22,6 +25,7 @@ from histobreast.errors import ConfigError
 from histobreast.features import SVMDiscriminator, extract_features
 from histobreast.pipelines import get_pipeline, liu2022
 from histobreast.pipelines.package import LoadedModel, load_model_folder
+from histobreast.predictions import Predictions
 from histobreast.preprocess.views import SIX_VIEWS
 
 CLASSES = list(BACH_CLASSES)
@@ -70,9 +74,19 @@ def test_live_training_writes_a_model_folder_that_predicts_six_views_per_image(r
     assert {"val_accuracy", "val_image_accuracy", "val_loss"} <= set(loaded.info["metrics"])
     assert (tmp_path / "fold1" / "msmv" / "checkpoints" / "last.json").is_file()
     check_outputs(liu2022.predict_records(loaded, test), test)
+    # `histobreast predict` sees new images at the training scale (KREM's windows are physical), never a guess
+    assert loaded.info["microns_per_pixel"] == train[0].microns_per_pixel
+    result = CliRunner().invoke(app, ["predict", str(folder), str(test[0].path), "--out", str(tmp_path / "p.csv")])
+    assert result.exit_code == 0, result.output
+    expected = liu2022.predict_records(folder, test[:1])["image"].probs
+    np.testing.assert_allclose(Predictions.from_csv(tmp_path / "p.csv").probs, expected, atol=1e-6)
     # resume returns the finished fold as it is
     assert liu2022.train_fold(cfg, train, val, CLASSES, tmp_path / "fold1", resume=True) == folder
     assert get_pipeline("liu2022") is liu2022
+    info = json.loads((folder / "model.json").read_text())
+    (folder / "model.json").write_text(json.dumps({**info, "microns_per_pixel": None}))  # an older version's folder
+    result = CliRunner().invoke(app, ["predict", str(folder), str(test[0].path), "--out", str(tmp_path / "q.csv")])
+    assert isinstance(result.exception, ConfigError) and "--microns-per-pixel" in str(result.exception)
 
 
 def test_frozen_mode_trains_only_the_discriminator_on_cached_features_and_lowers_the_loss(records, tmp_path) -> None:

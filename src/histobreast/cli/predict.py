@@ -59,7 +59,7 @@ def predict(
     loaded = load_model_folder(model)
     scale = microns_per_pixel or loaded.info.get("microns_per_pixel")
     if scale is None:
-        if loaded.cfg.preprocess.microns_per_pixel is not None:
+        if loaded.cfg.preprocess.microns_per_pixel is not None or loaded.pipeline == "liu2022":  # KREM is physical
             raise ConfigError(f"{model}: this model works at a physical scale; pass --microns-per-pixel for the images")
         scale = 1.0  # the model resizes whole images: their scale is not used
     records = [ImageRecord(path=p, label=UNLABELLED, patient_id=p.stem, microns_per_pixel=scale, source="predict")

@@ -47,7 +47,7 @@ from histobreast.features import FeatureDataset, SVMDiscriminator, extract_featu
 from histobreast.models import create_model
 from histobreast.models.msmv import MSMVPFENet, ScaleClassifier
 from histobreast.pipelines.common import augment_config, fit_stain_normalizer, training_subsets
-from histobreast.pipelines.package import LoadedModel, load_model_folder, save_model_folder
+from histobreast.pipelines.package import LoadedModel, images_scale, load_model_folder, save_model_folder
 from histobreast.predictions import Predictions
 from histobreast.preprocess.krem import KremParams
 from histobreast.preprocess.stain import StainNormalizer
@@ -256,7 +256,8 @@ def train_fold(cfg: ExperimentConfig, train_records: Sequence[ImageRecord], val_
                           model_kwargs=kwargs, **trainer_args)
         metrics = trainer.fit(train, resume=resume).final_metrics
     model.eval()
-    return save_model_folder(target, model.cpu(), cfg, classes, stain=stain, metrics=metrics, model_kwargs=kwargs)
+    return save_model_folder(target, model.cpu(), cfg, classes, stain=stain, metrics=metrics, model_kwargs=kwargs,
+                             microns_per_pixel=images_scale(train_records))  # KREM's windows are physical
 
 
 def predict_records(model_folder_or_loaded: str | Path | LoadedModel, records: Sequence[ImageRecord], *,
