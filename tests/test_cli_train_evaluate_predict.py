@@ -132,3 +132,9 @@ def test_compare_pairs_two_experiments_on_their_shared_folds(tmp_path):
     assert saved["accuracy_a"] == 5 / 8 and saved["accuracy_b"] == 3 / 8 and saved["estimate"] == 0.25
     result = runner.invoke(app, ["compare", a, b, "--method", "patch"])
     assert result.exit_code != 0 and "no method 'patch'" in str(result.exception)
+    saved = tmp_path / "b" / "fold2" / "predictions" / "image.csv"
+    text = saved.read_text()
+    saved.write_text(text[:text.rindex(",")])  # the last value cut off, as by a full disk or an interrupted copy
+    result = runner.invoke(app, ["compare", a, b])
+    assert isinstance(result.exception, DatasetError)
+    assert str(result.exception) == f"{saved}: line 5 has 7 values for 8 columns (truncated or corrupt file)"

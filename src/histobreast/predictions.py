@@ -105,6 +105,11 @@ class Predictions:
             if not classes or not {"image_id", "label"} <= set(cols):
                 raise DatasetError(f"{path}: not a predictions file (needs image_id, label, p_<class> columns)")
             rows = list(reader)
+        for line, row in enumerate(rows, start=2):
+            if None in row or None in row.values():  # csv.DictReader's marks of a short or long row
+                found = sum(row.get(c) is not None for c in cols) + len(row.get(None, []))
+                raise DatasetError(f"{path}: line {line} has {found} values for {len(cols)} columns "
+                                   "(truncated or corrupt file)")
         try:
             return cls(
                 classes=classes,
