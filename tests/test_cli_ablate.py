@@ -90,3 +90,6 @@ def test_the_shipped_configs_load() -> None:
         {"encoder": "resnet50", "n_encoders": 3, "discriminator": "bilstm", "lstm_layers": 2, "hidden": 256}, 64, 27000)
     assert loaded["bach4_random_regions"].preprocess.regions.selection == "random"
     assert loaded["bach4_cpu"].model.kwargs["encoder"] == "resnet18" and loaded["bach4_cpu"].preprocess.input_size == 112
+    gpu = loaded["bach4_gpu_short"]  # the paper's model and input, the CPU joint recipe, one lease's schedule
+    assert (gpu.model.kwargs["encoder"], gpu.preprocess.input_size, gpu.train.batch_size) == ("resnet50", 224, 64)
+    assert gpu.preprocess.augment.color_jitter == 0.1 and not gpu.model.frozen_encoders and gpu.train.iterations == 800
