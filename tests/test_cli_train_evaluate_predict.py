@@ -81,6 +81,10 @@ def test_models_list_info_and_convert(tmp_path):
                                  "--model", "spanhol_patch_cnn", "--num-classes", "2"])
     assert result.exit_code == 0, result.output
     assert "loads into spanhol_patch_cnn" in result.output
+    result = runner.invoke(app, ["models", "convert-weights", str(pickle), str(tmp_path / "misfit.safetensors"),
+                                 "--model", "resnet18", "--num-classes", "2"])
+    assert isinstance(result.exception, CheckpointError) and "do not match the model" in str(result.exception)
+    assert not (tmp_path / "misfit.safetensors").exists()  # nothing left that looks converted
 
 
 def test_models_list_descriptions_are_whole_sentences():

@@ -9,7 +9,7 @@ from typing import Any, Optional
 
 import typer
 
-from histobreast.errors import ConfigError
+from histobreast.errors import ConfigError, HistobreastError
 
 models_app = typer.Typer(help="Registered networks: list them, show parameters and MACs, convert weight files.",
                          no_args_is_help=True)
@@ -116,7 +116,11 @@ def convert_weights(
     else:
         convert_torch_weights(source, destination)
     if model is not None:
-        create_model(model, num_classes=num_classes, weights=destination)
+        try:
+            create_model(model, num_classes=num_classes, weights=destination)
+        except HistobreastError:  # weights that do not fit are not left behind as if converted
+            destination.unlink()
+            raise
     tensors = read_weights(destination)
     size = sum(t.numel() for t in tensors.values())
     checked = f", loads into {model}" if model else ""
