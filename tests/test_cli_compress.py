@@ -14,9 +14,11 @@ from typer.testing import CliRunner
 from histobreast.cli import app
 from histobreast.data.synthetic import synth_bach
 from histobreast.engine.config import config_to_dict
+from histobreast.errors import CheckpointError, ConfigError
+from histobreast.models import create_model
 from histobreast.pipelines.bagging import read_ensemble_folder
 from histobreast.pipelines.experiment import run_experiment
-from histobreast.pipelines.package import load_model_folder
+from histobreast.pipelines.package import load_model_folder, save_model_folder
 from histobreast.pipelines.pruning import channel_widths
 
 runner = CliRunner()
@@ -67,6 +69,22 @@ def test_prune_a_model_folder_of_an_experiment(experiment, tmp_path) -> None:
     result = runner.invoke(app, ["prune", "run", str(experiment / "fold1" / "model"), "--out", str(tmp_path / "x"),
                                  "--iterations", "1", "--retrain-config", str(tmp_path / "r.yaml")])
     assert result.exit_code != 0 and "not both" in str(result.exception)
+
+
+def test_interrupted_prune_resumes_and_a_model_without_sep_blocks_is_refused(tree, experiment, tmp_path) -> None:
+    args = ["prune", experiment / "fold1" / "model", "--ratio", "0.5", "--iterations", "2", "--out", tmp_path / "pruned"]
+    invoke(*args)
+    (tmp_path / "pruned" / "model.json").unlink()  # as if killed while retraining: its checkpoints are there
+    again = runner.invoke(app, [str(a) for a in args])
+    assert isinstance(again.exception, CheckpointError) and "resume it (--resume)" in str(again.exception)
+    invoke(*args, "--resume")
+    assert load_model_folder(tmp_path / "pruned").info["pruning"]["ratio"] == 0.5
+    cfg = tiny_zhu_config(tree / "bach", pipeline="image", model={"name": "resnet18", "kwargs": {}})
+    plain = save_model_folder(tmp_path / "resnet", create_model("resnet18", num_classes=2), cfg,
+                              ["non-carcinoma", "carcinoma"])
+    refused = runner.invoke(app, ["prune", str(plain), "--data", str(tree / "bach"), "--out", str(tmp_path / "x")])
+    assert isinstance(refused.exception, ConfigError) and "no SEP blocks to prune" in str(refused.exception)
+    assert not (tmp_path / "x").exists()
 
 
 def test_prune_report_runs_and_remeasures_a_study(tree, tmp_path) -> None:

@@ -54,6 +54,7 @@ def run(
     dns_sensitivity: Optional[float] = typer.Option(None, "--dns-sensitivity", help="DNS sensitivity c (thresholds mean + c * std)."),
     internal: bool = typer.Option(False, "--internal", help="Also prune the stem and the Inception reduce convs by "
                                                             "|BatchNorm gamma| (beyond the paper; faster)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted pruning in --out from its checkpoints."),
 ) -> None:
     """Prune MODEL_FOLDER to ratio O in R loops, retraining after each loop.
 
@@ -78,7 +79,8 @@ def run(
         train_records, val_records = training_records(loaded, data)
         console.print(f"pruning {source}: O = {options.ratio:g}, R = {options.loops}, {len(train_records)} training "
                       f"and {len(val_records)} validation images")
-        folder = prune_model_folder(loaded, destination, train_records, val_records, options=options, train=train)
+        folder = prune_model_folder(loaded, destination, train_records, val_records, options=options, train=train,
+                                    resume=resume)
         console.print(f"wrote the pruned model folder {folder} (importance plots and pruning.json beside it)")
 
 

@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from histobreast.atomic import atomic_write_json
 from histobreast.compress.dns import DNSConfig, DynamicNetworkSurgery, save_sparse_weights
-from histobreast.compress.importance import compute_channel_importance, save_importance
+from histobreast.compress.importance import compute_channel_importance, save_importance, se_blocks
 from histobreast.compress.profile import count_nonzero_parameters, count_parameters
 from histobreast.compress.prune import per_loop_fraction, prune_channels, prune_hybrid_channels
 from histobreast.data.datasets import HybridDataset
@@ -306,6 +306,9 @@ def prune_model_folder(
     """
     out_dir = Path(out_dir)
     loaded = model_folder if isinstance(model_folder, LoadedModel) else load_model_folder(model_folder)
+    if not se_blocks(loaded.model):
+        raise ConfigError(f"{loaded.path}: its {loaded.info.get('model_name')!r} model (pipeline {loaded.pipeline}) has "
+                          "no SEP blocks to prune; prune takes System A models (zhu2019 hybrid or googlenet_sep)")
     cfg: ExperimentConfig = loaded.cfg
     options = options or prune_options(cfg)
     train = train or retrain_config(cfg.train, options)
