@@ -12,6 +12,7 @@ import contextlib
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -258,6 +259,8 @@ def test_run_folder_logs_and_tensorboard(tmp_path: Path) -> None:
 def test_invalid_setups_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="fewer than one optimizer step"):
         Trainer(make_model(), tiny_config(batch_size=64)).fit(NoisyBlobs())
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(tmp_path / 'fold5'))}: train\.batch_size=64: .*lower"):
+        Trainer(make_model(), tiny_config(batch_size=64), run_dir=tmp_path / "fold5").fit(NoisyBlobs())
     with pytest.raises(ConfigError, match=r"train\.epochs: set exactly one"):
         Trainer(make_model(), TrainConfig())
     if not torch.cuda.is_available():

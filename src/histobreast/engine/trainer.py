@@ -217,9 +217,10 @@ class Trainer:
             raise ConfigError("training data must have a length (an IterableDataset cannot be used)") from None
         steps_per_epoch = batches // cfg.grad_accum
         if steps_per_epoch < 1:
+            where = f"{self.run_dir}: " if self.run_dir is not None else ""  # which fold and branch
             raise ConfigError(
-                f"train.batch_size={cfg.batch_size}: the training data gives {batches} micro-batch(es) per "
-                f"process, fewer than one optimizer step (grad_accum={cfg.grad_accum})"
+                f"{where}train.batch_size={cfg.batch_size}: the training data gives {batches} micro-batch(es) per "
+                f"process, fewer than one optimizer step (grad_accum={cfg.grad_accum}); lower train.batch_size"
             )
         total_steps = cfg.iterations if cfg.iterations is not None else cfg.epochs * steps_per_epoch  # type: ignore[operator]
         schedule = LRSchedule(cfg.schedule, cfg.lr, steps_per_epoch, total_steps)
