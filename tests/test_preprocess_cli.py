@@ -35,7 +35,7 @@ def test_stain_fit_then_apply_to_files_and_folders(tmp_path, method: str) -> Non
     _save(folder / "a" / "two.png", he_like_image(96, 128, nuclei=40, seed=3))
     _save(folder / "blank.png", np.full((64, 64, 3), 250, np.uint8))
     out = tmp_path / "out"
-    result = runner.invoke(app, ["stain", "apply", str(target), str(single), str(folder), "--out", str(out)])
+    result = runner.invoke(app, ["stain", "apply", str(target), str(single), str(folder), str(single), "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == ["a/two.png", "blank.png", "one.png"]
     assert "2 of 3 images normalised" in result.output

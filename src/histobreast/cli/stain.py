@@ -64,7 +64,7 @@ def _collect(inputs: list[Path], out: Path) -> list[tuple[Path, Path]]:
             raise ConfigError(f"{source}: output would overwrite the input; choose another --out")
         if targets.setdefault(dest, source) != source:
             raise ConfigError(f"{source} and {targets[dest]} would both be written to {dest}")
-    return pairs
+    return [(source, dest) for dest, source in targets.items()]  # an image given twice is normalised once
 
 
 @stain_app.command("apply")
