@@ -260,3 +260,7 @@ def test_paired_accuracy_difference_needs_the_same_images_and_labels():
                              patient_ids=patients)
     with pytest.raises(DatasetError, match="true labels.*img1"):
         M.paired_accuracy_difference(a, relabelled)
+    four_class = Predictions(classes=["Normal", "Benign", "InSitu", "Invasive"], image_ids=a.image_ids,
+                             probs=np.eye(4)[[3, 3, 3]], labels=[3, 3, 3], patient_ids=patients)
+    with pytest.raises(DatasetError, match=r"same classes.*\['benign', 'malignant'\] and \['Normal'"):
+        M.paired_accuracy_difference(a, four_class)

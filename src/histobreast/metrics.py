@@ -436,6 +436,8 @@ def paired_accuracy_difference(
     images exactly one method gets right. It treats images as independent, so it is optimistic when
     one patient's images are correlated; trust the interval first.
     """
+    if a.classes != b.classes:  # labels are class indices: they only pair up within one class list
+        raise DatasetError(f"paired comparison needs the same classes in the same order; got {a.classes} and {b.classes}")
     a, b = _labelled(a), _labelled(b)
     position = {image_id: i for i, image_id in enumerate(b.image_ids)}
     unmatched = sorted(set(a.image_ids) ^ set(position))
