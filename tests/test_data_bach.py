@@ -125,7 +125,7 @@ def test_contiguous_folds_refuse_too_few_blocks_and_records_without_numbers(tmp_
     assert [fold.ids("test") for fold in folds] == [[f"n{i:03d}" for i in range(s, s + 10)] for s in (1, 11, 21)]
     with pytest.raises(DatasetError, match="need image numbers"):
         contiguous_folds([ImageRecord(path=Path("x.png"), label="a", patient_id="p", microns_per_pixel=1,
-                                      source="folder")], k=1)
+                                      source="folder")], k=2)
 
 
 def test_contiguous_bagging_spreads_a_class_with_too_few_blocks(caplog) -> None:
