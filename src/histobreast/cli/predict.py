@@ -34,7 +34,8 @@ def collect_images(inputs: list[Path]) -> list[Path]:
 def predict(
     model: Path = typer.Argument(..., help="Model folder (model.json + model.safetensors)."),
     inputs: list[Path] = typer.Argument(..., help="Images and/or folders (searched recursively)."),
-    out: Path = typer.Option(..., "--out", help="CSV to write: image_id, path, predicted, p_<class>..."),
+    out: Path = typer.Option(..., "--out", help="CSV to write, one row per image: image_id, path, patient_id, "
+                                              "magnification, label (empty), predicted, p_<class>..."),
     tta: bool = typer.Option(False, "--tta", help="Average over the six views (raw, 3 rotations, 2 flips)."),
     method: Optional[str] = typer.Option(None, "--method", help="Evaluation method (default: the pipeline's headline, "
                                                                 "e.g. hybrid; zhu2019 also: global, local, hybrid_max, local_max)."),

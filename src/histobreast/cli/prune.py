@@ -31,9 +31,6 @@ prune_app = typer.Typer(
     no_args_is_help=True,
 )
 
-SET_HELP = "Config override key=value for the model's stored config (repeatable), e.g. prune.batch_size=4."
-
-
 def _overrides(options: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in options.items() if value is not None}
 
