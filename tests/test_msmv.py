@@ -35,6 +35,9 @@ def test_encoder_pools_to_one_vector_of_the_documented_width(name: str) -> None:
     with torch.no_grad():
         out = encoder(torch.randn(2, 3, SIZE, SIZE))
     assert out.shape == (2, ENCODERS[name].out_features)
+    # Frozen mode encodes with random weights and initial BatchNorm statistics: the features must
+    # still tell two crops apart (GoogLeNet's own init gave ~1e-12 for every crop).
+    assert (out[0] - out[1]).abs().mean() > 1e-3
 
 
 def test_resnet50_pfenet_gives_three_2048_d_vectors_and_class_scores() -> None:

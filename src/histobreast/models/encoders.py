@@ -45,7 +45,14 @@ def _vgg16(batch_norm: bool) -> Callable[[], nn.Module]:
 def _googlenet() -> nn.Module:
     # weights=None leaves init_weights unset (torchvision then warns); aux heads are training-time
     # classifiers, not part of an encoder.
-    net = models.googlenet(weights=None, aux_logits=False, init_weights=True, transform_input=False)
+    net = models.googlenet(weights=None, aux_logits=False, init_weights=False, transform_input=False)
+    # He initialisation as torchvision gives ResNet and VGG. GoogLeNet's own (truncated normal, std
+    # 0.01, from the Caffe original) shrinks activations ~100x per conv while BatchNorm still holds
+    # its initial statistics, so a frozen random GoogLeNet encoded every crop as ~1e-12 and the
+    # Table 4 row predicted one class.
+    for module in net.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
     net.dropout = nn.Identity()  # the encoding is the pooled vector itself
     net.fc = nn.Identity()
     return net
