@@ -71,6 +71,12 @@ def test_krem_overlay_and_crops(tmp_path) -> None:
     assert "448" in result.output and "nuclei at 0.84" in result.output
     result = runner.invoke(app, ["krem", str(image), "--mpp", "0.84", "--out", str(out), "--view", "diagonal"])
     assert isinstance(result.exception, ConfigError) and "unknown view 'diagonal'" in str(result.exception)
+    jpeg = tmp_path / "overlay.jpg"  # the suffix names the format (a .jpg used to hold PNG data)
+    assert runner.invoke(app, ["krem", str(image), "--mpp", "0.84", "--out", str(jpeg)]).exit_code == 0
+    assert jpeg.read_bytes()[:2] == b"\xff\xd8" and Image.open(jpeg).format == "JPEG"
+    result = runner.invoke(app, ["krem", str(image), "--mpp", "0.84", "--out", str(tmp_path / "overlay.xyz")])
+    assert isinstance(result.exception, ConfigError) and "unknown image suffix '.xyz'" in str(result.exception)
+    assert not (tmp_path / "overlay.xyz").exists()
 
 
 def test_help_texts() -> None:

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from histobreast.atomic import atomic_path
 from histobreast.data.imageio import read_rgb
+from histobreast.errors import ConfigError
 from histobreast.preprocess.krem import KremParams, crop_key_region, detect_nuclei, draw_overlay, regions_from_centroids
 from histobreast.preprocess.views import SIX_VIEWS, apply_view
 
@@ -31,16 +32,26 @@ class Perimeter(str, Enum):
     inner = "inner"
 
 
-def _save_png(path: Path, image: np.ndarray) -> None:
+def _image_format(path: Path) -> str:
+    """The Pillow format that ``path``'s suffix names (.png, .jpg, .tif, ...)."""
+    image_format = Image.registered_extensions().get(path.suffix.lower())
+    if image_format is None:
+        raise ConfigError(f"{path}: unknown image suffix {path.suffix!r}; name the file .png, .jpg or .tif")
+    return image_format
+
+
+def _save_image(path: Path, image: np.ndarray) -> None:
+    """Write ``image`` in the format its suffix names, atomically."""
     with atomic_path(path) as tmp:
-        Image.fromarray(image).save(tmp, format="PNG")
+        Image.fromarray(image).save(tmp, format=_image_format(path))
 
 
 def krem(
     image_path: Path = typer.Argument(..., metavar="IMAGE", help="H&E image (tif, png, jpg, ...)."),
     mpp: float = typer.Option(..., "--mpp", help="Microns per pixel of IMAGE (BACH originals 0.42, "
                                                   "the 1024x768 copies 0.84); KREM's sizes scale with it."),
-    out: Path = typer.Option(..., "--out", "-o", help="Overlay PNG to write."),
+    out: Path = typer.Option(..., "--out", "-o", help="Overlay image to write; its suffix names the format "
+                                                        "(.png, .jpg, .tif)."),
     top_k: int = typer.Option(1, "--top-k", min=1, help="Level-1 windows to keep (training uses 12)."),
     view: str = typer.Option("raw", "--view", help=f"View to search: {', '.join(SIX_VIEWS)}."),
     threshold: Threshold = typer.Option(Threshold.two_pass_mean, "--threshold",
@@ -54,11 +65,12 @@ def krem(
 
     Further top-k level-1 windows are drawn thin. A table lists every window and its nuclei count.
     """
+    _image_format(out)  # an unusable --out fails before the work
     params = KremParams(threshold=threshold.value, perimeter=perimeter.value)
     image = apply_view(read_rgb(image_path), view)
     nuclei = detect_nuclei(image, mpp, params)
     regions = regions_from_centroids(nuclei.centroids, (image.shape[1], image.shape[0]), mpp, params, top_k)
-    _save_png(out, draw_overlay(image, nuclei, regions))
+    _save_image(out, draw_overlay(image, nuclei, regions))
     table = Table(title=f"{image_path.name} ({view}): {len(nuclei)} nuclei at {mpp} µm/px")
     for column in ("region", "level", "x", "y", "w", "h", "nuclei"):
         table.add_column(column, justify="right")
@@ -69,7 +81,7 @@ def krem(
     console.print(table)
     if crops is not None and regions:
         for level, crop in enumerate(crop_key_region(image, regions[0], params.output_size), start=1):
-            _save_png(crops / f"{image_path.stem}_{view}_level{level}.png", crop)
+            _save_image(crops / f"{image_path.stem}_{view}_level{level}.png", crop)
         console.print(f"wrote {len(regions[0].boxes)} crops to {crops}")
     console.print(f"wrote {out}")
 
