@@ -92,8 +92,19 @@ def test_unknown_key_is_named_with_file_and_suggestion(tmp_path: Path) -> None:
 def test_wrong_values_name_the_dotted_key(tmp_path: Path, override: str, pattern: str) -> None:
     path = write(tmp_path / "exp.yaml", BASE)
     with pytest.raises(ConfigError, match=pattern) as err:
-        load_config(path, [override])
+        load_config(path, [override, "seed=3"])
     assert str(err.value).startswith(str(path))
+    assert str(err.value).endswith(f"(from the override {override!r}, not the file)")  # not seed=3
+
+
+def test_an_error_in_the_file_does_not_blame_the_overrides(tmp_path: Path) -> None:
+    path = write(tmp_path / "exp.yaml", BASE + "trian: {}\n")
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) trian") as err:
+        load_config(path, ["train.lr=0.1"])
+    assert "override" not in str(err.value)
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) train\.epoch \(did you mean train\.epochs\?\).*"
+                                          r"\(from the override 'train\.epoch=3', not the file\)"):
+        load_config(write(tmp_path / "ok.yaml", BASE), ["train.epoch=3"])
 
 
 def test_extends_deep_merges_and_child_wins(tmp_path: Path) -> None:

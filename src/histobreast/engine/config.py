@@ -373,7 +373,14 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentCo
     raw = _read_with_extends(path, chain=())
     raw = apply_overrides(raw, overrides, source=path)
     raw.setdefault("name", path.stem)
-    return build_dataclass(ExperimentConfig, raw, source=str(path))
+    try:
+        return build_dataclass(ExperimentConfig, raw, source=str(path))
+    except ConfigError as err:
+        # the message names the file; say so when the key at fault came from an override instead
+        culprits = [item for item in overrides if item.partition("=")[0].strip() in str(err)]
+        if not culprits:
+            raise
+        raise ConfigError(f"{err} (from the override {', '.join(map(repr, culprits))}, not the file)") from None
 
 
 def parse_config(mapping: Mapping[str, Any], source: str = "<config>") -> ExperimentConfig:
