@@ -13,6 +13,7 @@ from histobreast.data.bach import read_bach
 from histobreast.data.breakhis import MAGNIFICATIONS, parse_breakhis_name, read_breakhis, read_breakhis_folds
 from histobreast.data.imageio import read_rgb
 from histobreast.data.synthetic import plan_breakhis, render_he, synth_bach, synth_breakhis
+from histobreast.errors import DatasetError
 from histobreast.preprocess.krem import detect_nuclei
 
 
@@ -115,3 +116,21 @@ def test_malignant_classes_have_more_nuclei_than_benign_ones() -> None:
         label = "benign" if subtype in ("A", "F", "PT", "TA") else "malignant"
         breakhis[label].append(_mean_nuclei(subtype, (350, 230), 0.98 * 700 / 350, images=2))
     assert np.mean(breakhis["malignant"]) > 1.3 * np.mean(breakhis["benign"])
+
+
+def test_synth_again_replaces_its_earlier_tree_and_refuses_other_data(tmp_path: Path) -> None:
+    synth_bach(tmp_path, per_class=3, size=(64, 48), image_format="tif", seed=1)
+    again = synth_bach(tmp_path, per_class=2, size=(48, 36), image_format="png", seed=1)  # other count, size, format
+    read = read_bach(tmp_path)  # no stray .tif of the first tree, one scale
+    assert sorted(r.path for r in read) == sorted(r.path for r in again)
+    assert {r.microns_per_pixel for r in read} == {again[0].microns_per_pixel}
+    synth_breakhis(tmp_path / "bh", patients_per_subtype=1, images_per_magnification=2, size=(24, 16), seed=5)
+    smaller = synth_breakhis(tmp_path / "bh", patients_per_subtype=1, images_per_magnification=1, size=(28, 18))
+    assert sorted(r.path for r in read_breakhis(tmp_path / "bh")) == sorted(r.path for r in smaller)
+    theirs = tmp_path / "theirs"  # a real-looking tree without the marker: untouched
+    (theirs / "ICIAR2018_BACH_Challenge" / "Photos").mkdir(parents=True)
+    keep = theirs / "ICIAR2018_BACH_Challenge" / "Photos" / "note.txt"
+    keep.write_text("mine")
+    with pytest.raises(DatasetError, match="not written by `histobreast data synth`.*nothing was changed"):
+        synth_bach(theirs, per_class=1)
+    assert keep.read_text() == "mine" and sorted(p.name for p in theirs.iterdir()) == ["ICIAR2018_BACH_Challenge"]

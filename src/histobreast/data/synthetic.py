@@ -23,6 +23,7 @@ of (seed, patient, file name): generating a subset gives the same pixels.
 
 from __future__ import annotations
 
+import shutil
 import zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
@@ -35,10 +36,10 @@ from histobreast.atomic import atomic_write_bytes, atomic_write_text
 from histobreast.data.bach import (BACH_CLASSES, BACH_MICRONS_PER_PIXEL, DATASET_DIR, DEFAULT_BLOCK_SIZE,
                                    GROUND_TRUTH_CSV, bach_filename, bach_patient_id)
 from histobreast.data.bach import NATIVE_SIZE as BACH_NATIVE_SIZE
-from histobreast.data.breakhis import (BREAKHIS_SUBTYPES, DEFAULT_MICRONS_PER_PIXEL, MAGNIFICATIONS, BreakhisName,
-                                       parse_breakhis_name, read_breakhis_folds, write_dsfold)
+from histobreast.data.breakhis import (BREAKHIS_SUBTYPES, DEFAULT_MICRONS_PER_PIXEL, MAGNIFICATIONS, TREE_PREFIX,
+                                       BreakhisName, parse_breakhis_name, read_breakhis_folds, write_dsfold)
 from histobreast.data.breakhis import NATIVE_SIZE as BREAKHIS_NATIVE_SIZE
-from histobreast.data.records import ImageRecord, write_scale_file
+from histobreast.data.records import SCALE_FILE, ImageRecord, write_scale_file
 from histobreast.data.splits import patient_split
 from histobreast.errors import DatasetError
 
@@ -566,6 +567,29 @@ def _check_size(size: tuple[int, int]) -> tuple[int, int]:
     return width, height
 
 
+SYNTH_MARKER = "histobreast-synthetic.txt"  # marks a folder whose dataset tree `data synth` wrote
+
+
+def _replace_earlier_synth(out_dir: Path, tree: Sequence[str]) -> None:
+    """Clear the tree (``tree``: its top-level names) that an earlier synth wrote into ``out_dir``.
+
+    Writing over it would mix old and new images (another size, format or count), which the readers
+    then reject. A tree there without the marker is someone's data: refused, nothing touched.
+    """
+    present = [name for name in tree if (out_dir / name).exists()]
+    if present and not (out_dir / SYNTH_MARKER).is_file():
+        raise DatasetError(f"{out_dir}: already holds {', '.join(present)}, not written by `histobreast data "
+                           f"synth` (no {SYNTH_MARKER}); choose an empty or new folder (nothing was changed)")
+    for name in (*present, SCALE_FILE):
+        target = out_dir / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+    atomic_write_text(out_dir / SYNTH_MARKER, "Synthetic images written by `histobreast data synth`; "
+                      "a later synth into this folder replaces them.\n")
+
+
 def plan_breakhis(patients_per_subtype: int = 2, images_per_magnification: int = 3,
                   magnifications: Iterable[int] = MAGNIFICATIONS, from_folds: str | Path | None = None,
                   seed: int = 0) -> list[BreakhisName]:
@@ -606,11 +630,13 @@ def synth_breakhis(out_dir: str | Path, *, patients_per_subtype: int = 2, images
     patient-disjoint 70/30 splits (stratified by class, as the official protocol). ``size`` (width,
     height) below the native 700x460 keeps the field of view, so µm/pixel grows; the tree then gets a
     ``histobreast.json`` with the scale per magnification, which :func:`read_breakhis` picks up.
-    ``progress(done, total)`` is called after each image.
+    ``progress(done, total)`` is called after each image. An earlier synth's tree in ``out_dir``
+    is replaced; any other BreaKHis tree there is refused.
     """
     out_dir = Path(out_dir)
     width, height = _check_size(size)
     names = plan_breakhis(patients_per_subtype, images_per_magnification, magnifications, from_folds, seed)
+    _replace_earlier_synth(out_dir, (TREE_PREFIX.parts[0], "mkfold"))
     scale = {mag: mpp * BREAKHIS_NATIVE_SIZE[0] / width for mag, mpp in DEFAULT_MICRONS_PER_PIXEL.items()}
     styles: dict[str, Style] = {}
     records = []
@@ -651,6 +677,7 @@ def synth_bach(out_dir: str | Path, *, per_class: int = 20, size: tuple[int, int
     (2048x1536 at 0.42 µm/px), so a smaller ``size`` means more µm/pixel; then ``histobreast.json``
     at ``out_dir`` records the scale for :func:`read_bach`. ``block_size`` sets the records'
     pseudo-patients (as the reader would). ``progress(done, total)`` is called after each image.
+    An earlier synth's tree in ``out_dir`` is replaced; any other BACH tree there is refused.
     """
     out_dir = Path(out_dir)
     width, height = _check_size(size)
@@ -661,6 +688,7 @@ def synth_bach(out_dir: str | Path, *, per_class: int = 20, size: tuple[int, int
     if unknown or per_class < 1:
         raise DatasetError(f"classes must be among {BACH_CLASSES} and per_class >= 1, got {list(classes)}, {per_class}")
     mpp = BACH_MICRONS_PER_PIXEL * BACH_NATIVE_SIZE[0] / width
+    _replace_earlier_synth(out_dir, (DATASET_DIR,))
     photos = out_dir / DATASET_DIR / "Photos"
     records, truth = [], []
     for label in classes:
