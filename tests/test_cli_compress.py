@@ -119,7 +119,7 @@ def test_baseline_spanhol_runs_an_experiment(tree, tmp_path) -> None:
                           spanhol={"patch_sizes": [16], "random_patches": 4, "scale": 0.5})
     config = tmp_path / "spanhol.yaml"
     config.write_text(yaml.safe_dump(config_to_dict(cfg)))
-    invoke("baseline", "spanhol", "--config", config, "--out", tmp_path / "run", "--folds", "1")
+    invoke("baseline", "spanhol", "--config", config, "--out", tmp_path / "run", "--fold", "1")
     assert read_ensemble_folder(tmp_path / "run" / "fold1" / "model").rule == "max"
     assert (tmp_path / "run" / "fold1" / "predictions" / "max_fusion.csv").is_file()
     assert (tmp_path / "run" / "report" / "report.md").is_file()

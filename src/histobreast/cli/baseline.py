@@ -27,14 +27,15 @@ def _folds(text: str) -> list[int] | str:
 def spanhol(
     config: Path = typer.Option(..., "--config", help="Baseline config (pipeline: spanhol2016)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Experiment folder (default: runs/<config name>)."),
-    folds: str = typer.Option("all", "--folds", help="'all' or comma-separated fold numbers, e.g. 1,2."),
+    folds: str = typer.Option("all", "--fold", "--folds",
+                              help="'all' or comma-separated fold numbers, e.g. 1,2 (as train --fold)."),
     overrides: Optional[list[str]] = typer.Option(None, "--set", help="Config override key=value (repeatable)."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted experiment."),
 ) -> None:
     """Spanhol et al. 2016: patch CNNs on 32 and 64 px patches (sliding 50 % overlap and random),
     four models fused by the max rule; per fold the fused result and every member are reported.
 
-    Example: histobreast baseline spanhol --config configs/baselines/spanhol2016_bach_binary_cpu.yaml --folds 1
+    Example: histobreast baseline spanhol --config configs/baselines/spanhol2016_bach_binary_cpu.yaml --fold 1
     """
     from histobreast.engine.config import load_config
     from histobreast.pipelines.experiment import run_experiment
