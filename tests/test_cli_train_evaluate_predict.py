@@ -143,3 +143,22 @@ def test_compare_pairs_two_experiments_on_their_shared_folds(tmp_path):
     result = runner.invoke(app, ["compare", a, b])
     assert isinstance(result.exception, DatasetError)
     assert str(result.exception) == f"{saved}: line 5 has 7 values for 8 columns (truncated or corrupt file)"
+
+
+def test_the_summary_table_keeps_every_number_whole_in_80_columns() -> None:
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from histobreast.cli.evaluate import SUMMARY_COLUMNS, print_result
+
+    metrics = {f"metrics/{key}": {"mean": -0.016 if key == "kappa" else 0.468, "std": 0.077}
+               for key, _ in SUMMARY_COLUMNS}
+    methods = ["image", "patch", "image_one_region", "patch_one_region"]
+    result = SimpleNamespace(folds=[1, 2, 3, 4, 5], methods=methods, report_dir=Path("run/report"),
+                             summary={method: {"metrics": metrics} for method in methods})
+    console = Console(width=80, record=True)
+    print_result(result, console)
+    text = console.export_text()
+    assert "…" not in text and text.count("-0.016±0.077") == 4 and text.count("0.468±0.077") == 16

@@ -24,11 +24,13 @@ def print_result(result: Any, console: Any) -> None:
     from rich import box
     from rich.table import Table
 
+    # Numbers are never cut: on a narrow terminal (80 columns) long method names wrap instead, and
+    # collapsed padding leaves room for a negative kappa ("-0.016±0.077", 12 characters).
     table = Table(title=f"{len(result.folds)} fold(s): mean ± std", title_justify="left", box=box.SIMPLE_HEAD,
-                  pad_edge=False)
-    table.add_column("method", no_wrap=True)
+                  pad_edge=False, collapse_padding=True)
+    table.add_column("method", overflow="fold")
     for _, header in SUMMARY_COLUMNS:
-        table.add_column(header, justify="right", no_wrap=True, min_width=11)
+        table.add_column(header, justify="right", no_wrap=True, min_width=12)
     for method in result.methods:
         metrics = result.summary[method]["metrics"]
         table.add_row(method, *[_cell(metrics[f"metrics/{key}"]) for key, _ in SUMMARY_COLUMNS])
