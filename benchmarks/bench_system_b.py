@@ -258,6 +258,18 @@ def bach_results(run_dirs: list[Path]) -> str:
     return "\n".join(lines + [""] + notes)
 
 
+def table4_results(run_dir: Path) -> str:
+    """The ``system_b_table4`` section: the Table 4 layout of a finished ``histobreast ablate`` folder
+    (its ``report/metrics.json``), with the command, date and machine it ran on."""
+    from histobreast.report.tables import Table
+
+    metrics = json.loads((run_dir / "report" / "metrics.json").read_text())
+    run = metrics["run"]
+    table = Table.from_dict(metrics["tables"][0])
+    return (f"{table.to_markdown()}\n`{run_dir.name}`: {run['dataset']}, {run['split']}; `{run['command']}` "
+            f"(finished {run['date']}; {run['machine']})")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = benchmark_parser(__doc__)
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
@@ -268,7 +280,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--case", help=argparse.SUPPRESS)  # internal: run one case, print JSON
     parser.add_argument("--bach-runs", nargs="+", type=Path, help="instead: record these finished System B "
                         "BACH experiment folders' per-fold accuracy (section system_b_bach)")
+    parser.add_argument("--table4-run", type=Path, help="instead: record this finished `histobreast ablate` "
+                        "folder's Table 4 (section system_b_table4)")
     args = parser.parse_args(argv)
+    if args.table4_run:
+        from benchmarks.common import write_section
+
+        text = table4_results(args.table4_run)
+        print(text)
+        if not args.no_write:
+            write_section("system_b_table4", "## System B, Table 4 on real BACH (4 classes, 5 contiguous folds)\n\n"
+                          "Patch = one result per view (the densest region), image = the six views' majority "
+                          "vote. The base is `configs/liu2022/bach4_frozen.yaml`: random, frozen encoders "
+                          "(ResNet18 unless the row names another) and a trained discriminator, so the rows "
+                          "compare what untrained architectures pass on (docs/system_b.md). Regenerate with "
+                          "`histobreast ablate --config configs/liu2022/ablation_table4.yaml --data "
+                          "../shared/data/bach --set preprocess.cache_dir=runs/sysb_real_frozen/cache --out "
+                          "runs/sysb_real_table4` (the file named below lists the same ten rows).\n\n" + text)
+        return 0
     if args.bach_runs:
         from benchmarks.common import write_section
 

@@ -144,6 +144,17 @@ def test_ablation_table_paper_b_layout_marks_best():
         ablation_table([{"encoder": "VGG16", "discriminator": "FC", "patch_accuracy": 0.788}])
 
 
+def test_a_table_read_back_from_metrics_json_renders_the_same() -> None:
+    from histobreast.report.tables import Table
+
+    rows = [{"encoder": "PFENet", "discriminator": "FC", "patch_accuracy": {"mean": 0.387, "std": 0.089},
+             "image_accuracy": 0.394}]
+    table = ablation_table(rows)
+    table.notes.append("frozen encoders")
+    again = Table.from_dict(json.loads(json.dumps(table.to_dict())))
+    assert again.to_markdown() == table.to_markdown() and "38.7% ± 8.9%" in again.to_markdown()
+
+
 def test_plots_write_valid_pngs(tmp_path):
     pred = binary_predictions()
     ev = M.evaluate_predictions(pred)

@@ -109,6 +109,12 @@ class Table:
         return {"title": self.title, "caption": self.caption, "notes": list(self.notes),
                 "columns": [asdict(c) for c in self.columns], "rows": self.rows}
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Table":
+        """The table that :meth:`to_dict` wrote (e.g. read back from a report's metrics.json)."""
+        return cls(title=data["title"], columns=[Column(**c) for c in data["columns"]], rows=list(data["rows"]),
+                   caption=data.get("caption", ""), notes=list(data.get("notes", [])))
+
     def metrics_shown(self) -> list[str]:
         """The metric keys of the columns, in order, without repeats (for the report glossary)."""
         return list(dict.fromkeys(c.metric for c in self.columns if c.metric))
