@@ -258,6 +258,21 @@ def bach_results(run_dirs: list[Path]) -> str:
     return "\n".join(lines + [""] + notes)
 
 
+BACH_INTRO = ("## System B on real BACH (4 classes, 5 contiguous folds)\n\n"
+              "Accuracy (%) of each fold's test images: patch = one result per view (per region when a run tests "
+              "several regions per view), image = the majority vote of those results; `_one_region` = only the "
+              "first region of each view votes, from the same scores (the paper's protocol: the densest with KREM, "
+              "one random draw in the random-region control).")
+TABLE4_INTRO = ("## System B, Table 4 on real BACH (4 classes, 5 contiguous folds)\n\n"
+                "Patch = one result per view (the densest region), image = the six views' majority vote. The base "
+                "is `configs/liu2022/bach4_frozen.yaml`: random, frozen encoders (ResNet18 unless the row names "
+                "another) and a trained discriminator, so the rows compare what untrained architectures pass on "
+                "(docs/system_b.md). Regenerate with `histobreast ablate --config "
+                "configs/liu2022/ablation_table4.yaml --data ../shared/data/bach --set "
+                "preprocess.cache_dir=runs/sysb_real_frozen/cache --out runs/sysb_real_table4` (the file named "
+                "below lists the same ten rows).")
+
+
 def table4_results(run_dir: Path) -> str:
     """The ``system_b_table4`` section: the Table 4 layout of a finished ``histobreast ablate`` folder
     (its ``report/metrics.json``), with the command, date and machine it ran on."""
@@ -283,33 +298,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--table4-run", type=Path, help="instead: record this finished `histobreast ablate` "
                         "folder's Table 4 (section system_b_table4)")
     args = parser.parse_args(argv)
+    # Recording finished real-data runs: (section, its heading and explanation, the table).
+    recorded = None
     if args.table4_run:
+        recorded = ("system_b_table4", TABLE4_INTRO, table4_results(args.table4_run))
+    elif args.bach_runs:
+        recorded = ("system_b_bach", BACH_INTRO, bach_results(args.bach_runs))
+    if recorded is not None:
         from benchmarks.common import write_section
 
-        text = table4_results(args.table4_run)
+        section, intro, text = recorded
         print(text)
         if not args.no_write:
-            write_section("system_b_table4", "## System B, Table 4 on real BACH (4 classes, 5 contiguous folds)\n\n"
-                          "Patch = one result per view (the densest region), image = the six views' majority "
-                          "vote. The base is `configs/liu2022/bach4_frozen.yaml`: random, frozen encoders "
-                          "(ResNet18 unless the row names another) and a trained discriminator, so the rows "
-                          "compare what untrained architectures pass on (docs/system_b.md). Regenerate with "
-                          "`histobreast ablate --config configs/liu2022/ablation_table4.yaml --data "
-                          "../shared/data/bach --set preprocess.cache_dir=runs/sysb_real_frozen/cache --out "
-                          "runs/sysb_real_table4` (the file named below lists the same ten rows).\n\n" + text)
-        return 0
-    if args.bach_runs:
-        from benchmarks.common import write_section
-
-        text = bach_results(args.bach_runs)
-        print(text)
-        if not args.no_write:
-            write_section("system_b_bach", "## System B on real BACH (4 classes, 5 contiguous folds)\n\n"
-                          "Accuracy (%) of each fold's test images: patch = one result per view (per region when "
-                          "a run tests several regions per view), image = the majority vote of those results; "
-                          "`_one_region` = only the first region of each view votes, from the same scores (the "
-                          "paper's protocol: the densest with KREM, one random draw in the random-region "
-                          "control).\n\n" + text)
+            write_section(section, f"{intro}\n\n{text}")
         return 0
     import torch
 

@@ -56,7 +56,7 @@ timeout "$(until_reserve 60)" "$PYTHON" -m benchmarks.bench_system_b "${bench[@]
 step "2. System B on BACH ($DATA), configs/liu2022/bach4_gpu_short.yaml, $(left) s left"
 timeout "$(until_reserve 30)" "$PYTHON" -m histobreast train --config configs/liu2022/bach4_gpu_short.yaml \
     --data "$DATA" --out "$RUN" --resume "${train[@]}" || echo "training stopped (exit $?): finished folds are kept"
-grep -h "" "$RUN"/fold*/msmv/train_log.csv 2>/dev/null | tail -n 3
+cat "$RUN"/fold*/msmv/train_log.csv 2>/dev/null | tail -n 3  # the last logged training speed (samples/s)
 
 if [ "$(left)" -ge "$COMPILE_S" ]; then
     step "3. System B speed with torch.compile"
