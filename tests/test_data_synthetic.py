@@ -134,3 +134,9 @@ def test_synth_again_replaces_its_earlier_tree_and_refuses_other_data(tmp_path: 
     with pytest.raises(DatasetError, match="not written by `histobreast data synth`.*nothing was changed"):
         synth_bach(theirs, per_class=1)
     assert keep.read_text() == "mine" and sorted(p.name for p in theirs.iterdir()) == ["ICIAR2018_BACH_Challenge"]
+    scale_only = tmp_path / "scale_only"  # someone's scale file alone is theirs too: not deleted
+    scale_only.mkdir()
+    (scale_only / "histobreast.json").write_text('{"microns_per_pixel": 0.5}')
+    with pytest.raises(DatasetError, match="already holds histobreast.json"):
+        synth_bach(scale_only, per_class=1)
+    assert (scale_only / "histobreast.json").read_text() == '{"microns_per_pixel": 0.5}'

@@ -576,11 +576,11 @@ def _replace_earlier_synth(out_dir: Path, tree: Sequence[str]) -> None:
     Writing over it would mix old and new images (another size, format or count), which the readers
     then reject. A tree there without the marker is someone's data: refused, nothing touched.
     """
-    present = [name for name in tree if (out_dir / name).exists()]
+    present = [name for name in (*tree, SCALE_FILE) if (out_dir / name).exists()]
     if present and not (out_dir / SYNTH_MARKER).is_file():
         raise DatasetError(f"{out_dir}: already holds {', '.join(present)}, not written by `histobreast data "
                            f"synth` (no {SYNTH_MARKER}); choose an empty or new folder (nothing was changed)")
-    for name in (*present, SCALE_FILE):
+    for name in present:
         target = out_dir / name
         if target.is_dir():
             shutil.rmtree(target)
