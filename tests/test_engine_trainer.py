@@ -308,6 +308,24 @@ def test_resume_of_a_finished_run_changes_nothing(tmp_path: Path) -> None:
     assert_same_weights(weights_of(again), weights_of(model))
 
 
+def test_a_finished_run_keeps_no_optimizer_state_and_cannot_be_stretched(tmp_path: Path) -> None:
+    cfg = tiny_config(optimizer="adamw", checkpoint_every=4)
+    run = tmp_path / "run"
+    with pytest.raises(Interrupted):
+        Trainer(make_model(), cfg, callbacks=[crash_at(10)], run_dir=run).fit(NoisyBlobs())
+    interrupted = read_checkpoint(run, "last")
+    assert interrupted.trainer_state()["optimizer"] is not None  # resumable
+    with_moments = interrupted.state_path.stat().st_size  # type: ignore[union-attr]
+    Trainer(make_model(), cfg, run_dir=run).fit(NoisyBlobs(), resume=True)
+    last = read_checkpoint(run, "last")
+    assert last.step == 12 and last.trainer_state()["optimizer"] is None
+    # AdamW's two moments per weight are gone; the RNG states are left
+    moments = 2 * last.weights_path.stat().st_size
+    assert last.state_path is not None and last.state_path.stat().st_size < with_moments - moments * 0.8
+    with pytest.raises(CheckpointError, match="ended at step 12 and kept no optimizer state.*18 steps"):
+        Trainer(make_model(), tiny_config(optimizer="adamw", epochs=3), run_dir=run).fit(NoisyBlobs(), resume=True)
+
+
 def test_resume_with_nothing_to_resume_starts_fresh(tmp_path: Path) -> None:
     a, b = make_model(), make_model()
     Trainer(a, tiny_config(), run_dir=tmp_path / "a").fit(NoisyBlobs(), resume=True)

@@ -225,7 +225,7 @@ class Trainer:
         total_steps = cfg.iterations if cfg.iterations is not None else cfg.epochs * steps_per_epoch  # type: ignore[operator]
         schedule = LRSchedule(cfg.schedule, cfg.lr, steps_per_epoch, total_steps)
 
-        resumed = self._start(resume)
+        resumed = self._start(resume, total_steps)
         logs = RunLogger(self.run_dir, cfg, enabled=self.ctx.is_main, total_steps=total_steps,
                          resumed_step=self.state.step if resumed else None)
         try:
@@ -277,7 +277,7 @@ class Trainer:
                               prefetch_factor=cfg.prefetch_factor)
         return loader, True
 
-    def _start(self, resume: bool) -> bool:
+    def _start(self, resume: bool, total_steps: int) -> bool:
         """Load ``last`` (resume) or seed a fresh run; save the config. True when resumed."""
         last = self.checkpoint_dir / "last.json" if self.checkpoint_dir else None
         if resume and last is None:
@@ -287,7 +287,7 @@ class Trainer:
                 raise CheckpointError(
                     f"{self.run_dir}: already holds a checkpoint ({last}); resume it (--resume) or choose a new run folder"
                 )
-            self._load_last(read_checkpoint(last))
+            self._load_last(read_checkpoint(last), total_steps)
             return True
         seed_everything(derive_seed(self.seed, self.ctx.rank))
         if self.run_dir is not None and self.ctx.is_main:
@@ -296,7 +296,7 @@ class Trainer:
                 save_config(self.experiment, self.run_dir / "config.yaml")
         return False
 
-    def _load_last(self, checkpoint: Checkpoint) -> None:
+    def _load_last(self, checkpoint: Checkpoint, total_steps: int) -> None:
         saved_train = checkpoint.info.get("train", {})
         for key in ("batch_size", "grad_accum"):
             if saved_train.get(key) != getattr(self.config, key):
@@ -306,7 +306,14 @@ class Trainer:
             raise CheckpointError(f"{checkpoint.path}: was trained with seed {checkpoint.info.get('seed')}, now {self.seed}")
         checkpoint.load_into(self.model)
         state = checkpoint.trainer_state()
-        self.optimizer.load_state_dict(state["optimizer"])
+        progress = TrainState(**state["progress"])
+        if state["optimizer"] is None:  # the run had ended (see _save): it can be reported, not continued
+            if progress.step < total_steps and not progress.stopped_early:
+                raise CheckpointError(
+                    f"{checkpoint.path}: this run ended at step {progress.step} and kept no optimizer state, so it "
+                    f"cannot be continued to {total_steps} steps; train into a new run folder")
+        else:
+            self.optimizer.load_state_dict(state["optimizer"])
         rng_states = state["rng"]
         if len(rng_states) == self.ctx.world_size:
             restore_rng_state(rng_states[self.ctx.rank])
@@ -314,7 +321,7 @@ class Trainer:
             log.warning("%s: saved by %d process(es), resumed by %d; model RNG streams are re-seeded",
                         checkpoint.path, len(rng_states), self.ctx.world_size)
             seed_everything(derive_seed(self.seed, self.ctx.rank, checkpoint.step))
-        self.state = TrainState(**state["progress"])
+        self.state = progress
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -372,7 +379,7 @@ class Trainer:
                     self._evaluate(val_loader, val_sharded, since_eval.means(), steps_per_epoch, logs)
                     since_eval.reset()
                     state.train_totals = since_eval.as_list()
-                    self._save("last")
+                    self._save("last", final=finished or state.stopped_early)
                 elif cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
                     self._flush(stats, seen, window, since_eval)
                     state.train_totals = since_eval.as_list()  # so a resumed run reports the same train loss
@@ -451,12 +458,18 @@ class Trainer:
                 "best_step": self.state.best_step, "world_size": self.ctx.world_size,
                 "train": config_to_dict(self.config)}
 
-    def _save(self, tag: str) -> None:
-        """Write ``tag`` with the full trainer state (a collective: every rank calls it)."""
+    def _save(self, tag: str, final: bool = False) -> None:
+        """Write ``tag`` with the trainer state (a collective: every rank calls it).
+
+        A ``final`` checkpoint (the run has ended) keeps no optimizer state: nothing will step that
+        optimizer again, and its moments cost twice the model (AdamW). System B's cross-fitting
+        alone pre-trains nine encoders per fold.
+        """
         rng = all_gather_objects(capture_rng_state(), self.ctx)
         if self.checkpoint_dir is None or not self.ctx.is_main:
             return
-        state = {"optimizer": self.optimizer.state_dict(), "rng": rng, "progress": dataclasses.asdict(self.state)}
+        optimizer = None if final else self.optimizer.state_dict()
+        state = {"optimizer": optimizer, "rng": rng, "progress": dataclasses.asdict(self.state)}
         metrics = self.state.history[-1] if self.state.history else {}
         save_checkpoint(self.checkpoint_dir, tag, model=self.model, step=self.state.step, info=self._info(metrics),
                         state=state)
