@@ -5,7 +5,8 @@ A checkpoint named ``tag`` (``last``, ``best``) in a folder is three files::
     <tag>.json                               what it is: step, metrics, model_name/kwargs, config,
                                              and the trainer state with tensors replaced by names
     <tag>-step00000123.model.safetensors     model weights (histobreast.models.weights.save_weights)
-    <tag>-step00000123.state.safetensors     optimizer tensors and torch RNG states (never pickle)
+    <tag>-step00000123.state.safetensors     optimizer tensors (until the run ends) and torch RNG
+                                             states (never pickle)
 
 The two tensor files are written first (each atomically), then ``<tag>.json`` is atomically
 replaced to point at them, then older files of that tag are removed. A run killed at any moment
