@@ -105,10 +105,13 @@ def _fill(root: str, start: multiprocessing.synchronize.Barrier, results: multip
     """Worker: once both workers are ready, fill the same 30 entries of 2 MiB arrays."""
     cache = DiskCache(root)
     start.wait()
-    sums = []
-    for i in range(30):
-        value = cache.get_or_compute({"i": i}, lambda i=i: np.full((256, 1024), i, dtype=np.float64))
-        sums.append(float(value.sum()))
+    sums: list[float] | str = []
+    try:
+        for i in range(30):
+            value = cache.get_or_compute({"i": i}, lambda i=i: np.full((256, 1024), i, dtype=np.float64))
+            sums.append(float(value.sum()))
+    except Exception as err:  # reported to the test instead of leaving it waiting on the queue
+        sums = f"{type(err).__name__}: {err}"
     results.put(sums)
 
 
