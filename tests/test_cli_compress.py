@@ -93,9 +93,11 @@ def test_prune_report_runs_and_remeasures_a_study(tree, tmp_path) -> None:
                     "--loops", "0", "--iterations", "1", "--latency-repeats", "1")
     assert "ratio0.5: O = 0.5" in output
     assert (out / "report" / "figures" / "fig12_pruning_ratio.png").is_file()
-    again = invoke("prune", "report", "--measure-only", "--out", out, "--latency-repeats", "1")
+    moved = out.rename(tmp_path / "moved")  # the study trained its base inside it: a self-contained folder
+    again = invoke("prune", "report", "--measure-only", "--out", moved, "--latency-repeats", "1")
     assert again.count("GMACs") == 3  # the base model and the two ratios
-    refused = runner.invoke(app, ["prune", "report", "--out", str(out)])
+    assert "base/model: O = 0" in again  # named relative to the study like the pruned models
+    refused = runner.invoke(app, ["prune", "report", "--out", str(moved)])
     assert refused.exit_code != 0
 
 

@@ -115,7 +115,10 @@ def run_sweep(
         log.info("compression study: %s", entry.folder)
         prune_model_folder(base, folder, train_records, val_records, options=entry_options, resume=resume)
     description = description or f"{len(train_records)} training, {len(test_records)} test images"
-    atomic_write_json(out_dir / SWEEP_JSON, {"base": str(Path(base).resolve()), "classes": list(classes),
+    base = Path(base).resolve()
+    # inside the study (its own base/model) the path is relative, so the study folder can be moved
+    stored_base = base.relative_to(out_dir.resolve()) if base.is_relative_to(out_dir.resolve()) else base
+    atomic_write_json(out_dir / SWEEP_JSON, {"base": str(stored_base), "classes": list(classes),
                                               "description": description,
                                               "entries": [dataclasses.asdict(e) for e in entries]})
     return out_dir
@@ -188,10 +191,11 @@ def measure_sweep(sweep_dir: str | Path, test_records: Sequence[ImageRecord] | N
     sweep_dir = Path(sweep_dir)
     info, entries = read_sweep(sweep_dir)
     records = list(test_records) if test_records is not None else read_records_csv(sweep_dir / TEST_RECORDS)
-    base = load_model_folder(info["base"])
+    base_folder = sweep_dir / info["base"]  # relative to the study, or absolute (a --base outside it)
+    base = load_model_folder(base_folder)
     base_params = count_parameters(base.model, exclude=_training_only(base.model))
     rows = []
-    for entry, folder in [(SweepEntry("base", 0.0, 0, info["base"]), Path(info["base"]))] + \
+    for entry, folder in [(SweepEntry("base", 0.0, 0, info["base"]), base_folder)] + \
             [(e, sweep_dir / e.folder) for e in entries]:
         loaded = load_model_folder(folder)
         row = {**dataclasses.asdict(entry), **model_costs(loaded, latency_repeats=latency_repeats),
