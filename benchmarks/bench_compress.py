@@ -168,7 +168,7 @@ def training_section(args: argparse.Namespace, work: Path) -> str:
                        size=(350, 230))
     size = args.input_size
     cfg = load_config(DEMO_CONFIG, [
-        f"name=compression_bench", f"data.root={root}",
+        "name=compression_bench", f"data.root={root}",
         "model.kwargs={fusion_weight: 0.6}",  # GoogLeNet's full widths (the demo uses a quarter)
         f"preprocess.input_size={size}", f"preprocess.patches={{grid: [5, 3], size: {size}, per_image: 4}}",
         f"train.iterations={args.iterations}",

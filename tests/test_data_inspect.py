@@ -19,7 +19,7 @@ from histobreast.data.imageio import SkipReport
 from histobreast.data.inspect import inspect_dataset, print_summary, summarise
 from histobreast.data.records import ImageRecord
 from histobreast.data.splits import read_splits_csv
-from histobreast.data.synthetic import synth_bach, synth_breakhis
+from histobreast.data.synthetic import synth_bach
 from histobreast.errors import DatasetError
 
 runner = CliRunner()

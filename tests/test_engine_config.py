@@ -11,7 +11,6 @@ import yaml
 from histobreast.engine.config import (
     ExperimentConfig,
     ModelConfig,
-    TrainConfig,
     apply_overrides,
     build_dataclass,
     config_to_dict,
@@ -195,4 +194,3 @@ def test_build_dataclass_validates_other_modules_option_sets() -> None:
 def test_default_sections_are_valid_and_round_trip() -> None:
     cfg = ExperimentConfig(name="defaults", model=ModelConfig(name="tiny"))
     assert build_dataclass(ExperimentConfig, config_to_dict(cfg)) == cfg
-    assert build_dataclass(TrainConfig, {"epochs": 1}).run_length == "epochs"

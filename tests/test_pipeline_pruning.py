@@ -153,8 +153,12 @@ def test_dns_after_channel_pruning_stores_sparse_weights(trained, tmp_path) -> N
     conv = dense["global_branch.inception.4e.branch3x3.conv.conv.weight"]
     assert 0 < (conv == 0).float().mean() < 1  # surgery pruned some, not all, weights of the layer
     assert (out / "model.sparse.safetensors").stat().st_size < (out / "model.safetensors").stat().st_size
-    assert json.loads((out / "pruning.json").read_text())["dns"]["nonzero_parameters"] < count_parameters(
-        load_model_folder(out).model)
+    record = json.loads((out / "pruning.json").read_text())["dns"]
+    assert record["nonzero_parameters"] < count_parameters(load_model_folder(out).model)
+    density = record["layer_density"]  # each surgically masked layer: the fraction of its weights kept
+    key = "global_branch.inception.4e.branch3x3.conv.conv"
+    assert density[key] == pytest.approx((conv != 0).float().mean().item())
+    assert all(0.0 <= d <= 1.0 for d in density.values()) and min(density.values()) < 1.0
 
 
 def test_training_records_come_from_the_experiment_or_data(trained, bach_root, tmp_path) -> None:

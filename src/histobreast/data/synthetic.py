@@ -26,7 +26,7 @@ from __future__ import annotations
 import shutil
 import zlib
 from dataclasses import dataclass, field, replace
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import cv2

@@ -295,11 +295,6 @@ class TrainConfig:
         if not (self.device in ("auto", "cpu", "cuda") or _is_cuda_index(self.device)):
             yield "device", f"must be auto, cpu, cuda or cuda:N, got {self.device!r}"
 
-    @property
-    def run_length(self) -> str:
-        """``"epochs"`` or ``"iterations"``: which one bounds the run."""
-        return "epochs" if self.epochs is not None else "iterations"
-
 
 @dataclass
 class EvaluateConfig:

@@ -248,13 +248,18 @@ def plot_importance(before: dict[str, torch.Tensor], after: dict[str, torch.Tens
 
 
 def run_dns(model: nn.Module, data: PruningData, cfg: ExperimentConfig, train: TrainConfig, run_dir: Path,
-            options: PruneOptions, resume: bool = False) -> nn.Module:
-    """Dynamic Network Surgery on every conv/linear layer while retraining once more; masks baked in."""
+            options: PruneOptions, resume: bool = False) -> tuple[nn.Module, dict[str, float]]:
+    """Dynamic Network Surgery on every conv/linear layer while retraining once more.
+
+    Returns the model with the masks baked in and each layer's fraction of weights kept (which
+    layers the surgery thinned is what decides a sparse kernel's speed-up on deployment).
+    """
     surgery = DynamicNetworkSurgery(model, DNSConfig(sensitivity=options.dns_sensitivity), seed=cfg.seed)
     retrain_backbones(model, data, cfg, train, run_dir, derive_seed(cfg.seed, DNS_SEED_KEY),
                       callbacks=[lambda _: surgery.step()], resume=resume)
     log.info("DNS kept %.1f %% of the masked weights", 100 * surgery.remaining_fraction())
-    return surgery.finalize()
+    densities = surgery.layer_densities()
+    return surgery.finalize(), densities
 
 
 def training_records(loaded: LoadedModel, data: str | Path | None = None) -> tuple[list[ImageRecord], list[ImageRecord]]:
@@ -338,8 +343,9 @@ def prune_model_folder(
         "val_images": len(val_records),
     }
     if options.dns:
-        model = run_dns(model, data, cfg, train, out_dir / "runs" / "dns", options, resume)
-        record["dns"] = {"sensitivity": options.dns_sensitivity, "nonzero_parameters": count_nonzero_parameters(model)}
+        model, densities = run_dns(model, data, cfg, train, out_dir / "runs" / "dns", options, resume)
+        record["dns"] = {"sensitivity": options.dns_sensitivity, "nonzero_parameters": count_nonzero_parameters(model),
+                         "layer_density": densities}
     after = measure_importance(model, data, options, device)
     model.cpu()
     save_importance(after, out_dir / "importance_after.safetensors")
