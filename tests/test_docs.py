@@ -109,3 +109,30 @@ def test_python_examples_import_and_call_what_exists(doc: str, code: str) -> Non
                     inspect.signature(names[node.func.id]).bind(*arguments[0], **arguments[1])
                 except TypeError as err:
                     pytest.fail(f"{doc}: `{ast.unparse(node)}` does not fit {node.func.id}'s signature: {err}")
+
+
+def _resolves(dotted: str) -> bool:
+    """True when ``dotted`` is a module, or an attribute of one (``histobreast.votes.majority_vote``)."""
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            target: object = importlib.import_module(".".join(parts[:cut]))
+        except ModuleNotFoundError:
+            continue
+        for attribute in parts[cut:]:
+            if not hasattr(target, attribute):
+                return False
+            target = getattr(target, attribute)
+        return True
+    return False
+
+
+def test_documented_modules_and_source_files_exist() -> None:
+    text = "\n".join(doc.read_text(encoding="utf-8") for doc in DOCS)
+    dotted = set(re.findall(r"`(histobreast(?:\.\w+)+)`", text)) - {"histobreast.json"}  # the dataset file
+    files = set(re.findall(r"`((?:src/histobreast/)?(?:\w+/)+\w+\.py)`", text))
+    assert len(dotted) > 20 and len(files) > 5
+    missing = sorted(name for name in dotted if not _resolves(name))
+    missing += sorted(path for path in files
+                      if not (ROOT / path).is_file() and not (ROOT / "src" / "histobreast" / path).is_file())
+    assert not missing, missing
