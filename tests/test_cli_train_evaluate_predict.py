@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import inspect
+import json
+import re
 
 import pytest
 import torch
@@ -62,12 +64,20 @@ def test_predict_folder_with_tta(trained):
     images = root / "BreaKHis_v1" / "histology_slides" / "breast" / "benign"
     csv_path = tmp / "pred.csv"
     result = runner.invoke(app, ["predict", str(out / "fold1" / "model"), str(images), "--out", str(csv_path),
-                                 "--tta", "--method", "local"])
+                                 "--tta", "--method", "local", "--review", str(tmp / "review"), "--min-confidence", "1"])
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader(csv_path.open()))
     assert len(rows) == 16 and {"p_benign", "p_malignant"} <= set(rows[0])
     assert all(abs(float(r["p_benign"]) + float(r["p_malignant"]) - 1) < 1e-4 for r in rows)
     assert all(r["label"] == "" for r in rows)
+    # the case review: a card per image, the least certain first, each read by the four other methods
+    assert len(list((tmp / "review" / "figures").glob("case*.png"))) == 16
+    cases = json.loads((tmp / "review" / "metrics.json").read_text())["results"]["cases"]
+    confidence = {r["image_id"]: max(float(r["p_benign"]), float(r["p_malignant"])) for r in rows}
+    assert [c["image_id"] for c in cases] == sorted(confidence, key=lambda i: (confidence[i], i))
+    assert all(c["review"] == "yes" for c in cases)  # --min-confidence 1 flags every case
+    assert all(re.match(r"\d of 4 other methods agree", c["agreement_note"]) for c in cases)
+    assert "Calls by the local method" in (tmp / "review" / "report.md").read_text()
 
 
 def test_models_list_info_and_convert(tmp_path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -76,10 +77,13 @@ def test_live_training_writes_a_model_folder_that_predicts_six_views_per_image(r
     check_outputs(liu2022.predict_records(loaded, test), test)
     # `histobreast predict` sees new images at the training scale (KREM's windows are physical), never a guess
     assert loaded.info["microns_per_pixel"] == train[0].microns_per_pixel
-    result = CliRunner().invoke(app, ["predict", str(folder), str(test[0].path), "--out", str(tmp_path / "p.csv")])
+    result = CliRunner().invoke(app, ["predict", str(folder), str(test[0].path), "--out", str(tmp_path / "p.csv"),
+                                      "--review", str(tmp_path / "review")])
     assert result.exit_code == 0, result.output
     expected = liu2022.predict_records(folder, test[:1])["image"].probs
     np.testing.assert_allclose(Predictions.from_csv(tmp_path / "p.csv").probs, expected, atol=1e-6)
+    (case,) = json.loads((tmp_path / "review" / "metrics.json").read_text())["results"]["cases"]
+    assert case["image_id"] == test[0].image_id and re.match(r"\d of 6 views agree", case["agreement_note"])
     # resume returns the finished fold as it is
     assert liu2022.train_fold(cfg, train, val, CLASSES, tmp_path / "fold1", resume=True) == folder
     assert get_pipeline("liu2022") is liu2022

@@ -43,10 +43,17 @@ def predict(
                                                       help="Scale of the images (default: the training images')."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per inference batch."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    review: Optional[Path] = typer.Option(None, "--review", help="Also write a case review into this folder: a card "
+                                                                 "per image and a table, least certain first, with "
+                                                                 "the images worth a second look flagged."),
+    min_confidence: float = typer.Option(0.6, "--min-confidence", help="Review flag: the called class's probability "
+                                                                       "is below this."),
+    min_agreement: float = typer.Option(2 / 3, "--min-agreement", help="Review flag: fewer than this share of the "
+                                                                       "model's other readings (views, branches) agree."),
 ) -> None:
     """Predict class probabilities for every image; writes one CSV row per image.
 
-    Example: histobreast predict runs/zhu_bach/fold1/model slides/ --out predictions.csv --tta
+    Example: histobreast predict runs/zhu_bach/fold1/model slides/ --out predictions.csv --tta --review review/
     """
     from collections import Counter
 
@@ -74,7 +81,14 @@ def predict(
     pred.to_csv(out)
     counts = Counter(pred.classes[i] for i in pred.predicted)
     summary = ", ".join(f"{c} {counts.get(c, 0)}" for c in pred.classes)
-    Console(soft_wrap=True).print(f"{len(pred)} images ({chosen}{', six-view TTA' if tta else ''}): {summary} -> {out}")
+    console = Console(soft_wrap=True)
+    console.print(f"{len(pred)} images ({chosen}{', six-view TTA' if tta else ''}): {summary} -> {out}")
+    if review is not None:
+        from histobreast.report.case_review import review_run_info, write_case_review
+
+        written = write_case_review(results, chosen, review, review_run_info(model, inputs, chosen),
+                                    min_confidence=min_confidence, min_agreement=min_agreement)
+        console.print(f"case review: {written['html']}")
 
 
 def register(app: typer.Typer) -> None:

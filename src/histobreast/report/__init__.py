@@ -10,7 +10,12 @@ Typical use by a CLI command::
     report.write()  # report.md, report.html, metrics.json, figures/*.png
 """
 
+from histobreast.report.case_review import (
+    review_cases,
+    write_case_review,
+)
 from histobreast.report.plots import (
+    plot_case,
     plot_confusion_matrix,
     plot_lines,
     plot_per_class_scores,
@@ -49,10 +54,13 @@ __all__ = [
     "levels_table",
     "per_class_table",
     "per_magnification_table",
+    "plot_case",
     "plot_confusion_matrix",
     "plot_lines",
     "plot_per_class_scores",
     "plot_roc_curves",
     "plot_training_curves",
     "results_table",
+    "review_cases",
+    "write_case_review",
 ]

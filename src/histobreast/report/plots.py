@@ -1,5 +1,6 @@
 """PNG figures for reports: ROC curves (paper A, Fig. 9), confusion matrices and per-class
-scores (paper B, Fig. 7), a generic line chart and training curves from the engine's CSV log.
+scores (paper B, Fig. 7), a generic line chart, training curves from the engine's CSV log and
+the case cards of ``predict --review``.
 (The compression study's figures, paper A Figs. 10-13, are in ``report.compression``.)
 
 Figures are built on ``matplotlib.figure.Figure`` (Agg, no pyplot global state, safe in
@@ -181,4 +182,29 @@ def plot_training_curves(csv_path: str | Path, path: str | Path, title: str = "T
             ax.set_yscale("log")
     axes[0].set_title(title)
     axes[-1].set_xlabel(xname)
+    return _save(fig, path)
+
+
+def plot_case(image: np.ndarray, classes: Sequence[str], probs: Sequence[float], path: str | Path, *,
+              title: str, note: str = "") -> Path:
+    """A case card for review: the image beside its class probabilities, the called class in red.
+
+    ``image`` is an ``(H, W, 3)`` uint8 thumbnail; ``note`` (e.g. which views disagree) goes under it.
+    """
+    values = np.asarray(probs, dtype=np.float64)
+    called = int(values.argmax())
+    fig = Figure(figsize=(7.5, 3.2), layout="constrained")  # keeps class names clear of the image
+    image_ax, bar_ax = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.35, 1]})
+    image_ax.imshow(image)
+    image_ax.set_axis_off()
+    y = np.arange(len(classes))[::-1]  # first class on top
+    colours = ["tab:red" if k == called else "0.65" for k in range(len(classes))]
+    bars = bar_ax.barh(y, values, color=colours)
+    bar_ax.bar_label(bars, labels=[f"{v:.2f}" for v in values], fontsize="small", padding=2)
+    bar_ax.set_yticks(y, labels=list(classes))
+    bar_ax.set(xlim=(0, 1.18), xticks=[0, 0.5, 1], xlabel="probability")
+    bar_ax.spines[["top", "right"]].set_visible(False)
+    fig.suptitle(title, fontsize="medium")
+    if note:
+        fig.supxlabel(note, fontsize="small")
     return _save(fig, path)

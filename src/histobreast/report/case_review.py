@@ -1,0 +1,138 @@
+"""Case review: predictions laid out for the pathologist who reads them.
+
+Every image gets a card (thumbnail + class probabilities) and a row in a table, least certain
+first, and is flagged for review when the model is unsure of it: its probability for the called
+class is below ``min_confidence``, or too few of the model's other readings of the same image
+agree (System A's global and local branches and max-rule variants; System B's six views).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+from PIL import Image
+
+from histobreast.data.imageio import read_rgb
+from histobreast.predictions import Predictions
+from histobreast.report.plots import plot_case
+from histobreast.report.render import Report, RunInfo
+from histobreast.report.tables import Column, Table
+
+# Defaults of the review flag: a call below 0.6, or fewer than two thirds of the other readings
+# agreeing (4 of 6 views; 3 of System A's 4 other methods), is worth a second look.
+MIN_CONFIDENCE = 0.6
+MIN_AGREEMENT = 2 / 3
+THUMBNAIL_PX = 360  # longest side of the thumbnails on the cards
+
+
+@dataclass(frozen=True)
+class Case:
+    """One image's call and how far to trust it."""
+
+    image_id: str
+    path: str
+    predicted: str
+    confidence: float  # the headline method's probability for the called class
+    runner_up: str  # the class with the next-highest probability ("" when all the others have 0)
+    runner_up_probability: float
+    agreement: float | None  # share of the other readings that call the same class (None: there are none)
+    agreement_note: str  # e.g. "5 of 6 views; rot90 says Benign"
+    flagged: bool
+
+
+def second_opinions(results: Mapping[str, Predictions], headline: str) -> dict[str, list[tuple[str, int, bool]]]:
+    """Per image of ``results[headline]``: (who, called class index, reads the whole image) of
+    every other reading.
+
+    Another method with the same image ids reads whole images (named by the method); one whose
+    ids are ``<image_id>/<view>`` reads views of them (named by the view).
+    """
+    images = set(results[headline].image_ids)
+    opinions: dict[str, list[tuple[str, int, bool]]] = defaultdict(list)
+    for name, pred in results.items():
+        if name == headline or pred.classes != results[headline].classes:
+            continue
+        for image_id, called in zip(pred.image_ids, pred.predicted.tolist()):
+            if image_id in images:
+                opinions[image_id].append((name, called, True))
+            else:
+                base, _, view = image_id.rpartition("/")
+                if base in images:
+                    opinions[base].append((view, called, False))
+    return opinions
+
+
+def review_cases(results: Mapping[str, Predictions], headline: str, *, min_confidence: float = MIN_CONFIDENCE,
+                 min_agreement: float = MIN_AGREEMENT) -> list[Case]:
+    """One :class:`Case` per image of ``results[headline]``, least confident first (ties by id)."""
+    pred = results[headline]
+    opinions = second_opinions(results, headline)
+    cases = []
+    for i, image_id in enumerate(pred.image_ids):
+        order = np.argsort(-pred.probs[i], kind="stable")
+        called, second = int(order[0]), int(order[min(1, len(order) - 1)])
+        others = opinions.get(image_id, [])
+        dissent = [(who, pred.classes[k]) for who, k, _ in others if k != called]
+        agreement = (len(others) - len(dissent)) / len(others) if others else None
+        note = ""
+        if others:
+            kind = "other methods" if all(whole for _, _, whole in others) else \
+                "views" if not any(whole for _, _, whole in others) else "other readings"
+            note = f"{len(others) - len(dissent)} of {len(others)} {kind} agree"
+            note += "".join(f"; {who} says {label}" for who, label in dissent)
+        confidence = float(pred.probs[i, called])
+        cases.append(Case(
+            image_id=image_id, path=pred.paths[i], predicted=pred.classes[called], confidence=confidence,
+            runner_up=pred.classes[second] if pred.probs[i, second] > 0 else "",  # no class is next to a unanimous vote
+            runner_up_probability=float(pred.probs[i, second]),
+            agreement=agreement, agreement_note=note,
+            flagged=confidence < min_confidence or (agreement is not None and agreement < min_agreement)))
+    return sorted(cases, key=lambda case: (case.confidence, case.image_id))
+
+
+def thumbnail(path: str | Path, longest_side: int = THUMBNAIL_PX) -> np.ndarray:
+    """The image at ``path`` shrunk (never enlarged) so its longest side is ``longest_side``."""
+    image = Image.fromarray(read_rgb(path))
+    image.thumbnail((longest_side, longest_side), Image.Resampling.LANCZOS)
+    return np.asarray(image)
+
+
+def write_case_review(results: Mapping[str, Predictions], headline: str, out_dir: str | Path, run: RunInfo, *,
+                      min_confidence: float = MIN_CONFIDENCE, min_agreement: float = MIN_AGREEMENT,
+                      thumbnail_px: int = THUMBNAIL_PX) -> dict[str, Path]:
+    """Write ``out_dir/report.md|html`` (+ ``metrics.json`` with every case and ``figures/``)."""
+    pred = results[headline]
+    cases = review_cases(results, headline, min_confidence=min_confidence, min_agreement=min_agreement)
+    flagged = sum(case.flagged for case in cases)
+    counts = ", ".join(f"{c} {sum(case.predicted == c for case in cases)}" for c in pred.classes)
+    report = Report(out_dir, f"Case review: {len(cases)} images", run, intro=(
+        f"Calls by the {headline} method: {counts}. {flagged} of {len(cases)} images are flagged for review: the "
+        f"probability of the called class is below {min_confidence:g}, or fewer than {min_agreement:.0%} of the "
+        "model's other readings of the image agree. Least certain first. A model's probability is not a "
+        "diagnosis; it says how sure this model is, on images like those it was trained on."))
+    columns = [Column("review", "Review"), Column("image_id", "Image"), Column("predicted", "Call"),
+               Column("confidence", "p(call)", fmt=".2f"), Column("runner_up", "Next class"),
+               Column("runner_up_probability", "p(next)", fmt=".2f"), Column("agreement_note", "Other readings")]
+    rows = [{**asdict(case), "review": "yes" if case.flagged else ""} for case in cases]
+    report.add_table(Table("Cases, least certain first", columns, rows))
+    report.add_heading("Cards")
+    probs = {image_id: pred.probs[i] for i, image_id in enumerate(pred.image_ids)}
+    for n, case in enumerate(cases, 1):
+        name = f"case{n:04d}_{re.sub(r'[^A-Za-z0-9_.-]+', '_', case.image_id)}.png"
+        title = f"{case.image_id}: {case.predicted} ({case.confidence:.2f}){'  - review' if case.flagged else ''}"
+        card = plot_case(thumbnail(case.path, thumbnail_px), pred.classes, probs[case.image_id],
+                         report.figure_path(name), title=title, note=case.agreement_note)
+        report.add_figure(card, f"{title}. {case.agreement_note}".strip(". ") + ".")
+    report.add_metrics("cases", rows)
+    return report.write()
+
+
+def review_run_info(model: str | Path, inputs: Sequence[str | Path], method: str) -> RunInfo:
+    """The report header of a review of ``inputs`` by the model folder ``model``."""
+    return RunInfo(dataset=", ".join(map(str, inputs)), split="unlabelled images", model=f"{model} ({method})",
+                   config=f"{Path(model) / 'model.json'} (the model's training config)")

@@ -1,0 +1,69 @@
+"""Case review: ordering, the review flag, the other readings' agreement, and the written report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from histobreast.predictions import Predictions
+from histobreast.report import RunInfo
+from histobreast.report.case_review import review_cases, thumbnail, write_case_review
+
+CLASSES = ["Benign", "Invasive"]
+VIEWS = ["raw", "rot90", "rot180", "rot270", "flip_h", "flip_v"]
+
+
+def _pred(ids: list[str], p_invasive: list[float], paths: list[str] | None = None) -> Predictions:
+    probs = np.stack([1 - np.array(p_invasive), np.array(p_invasive)], axis=1)
+    return Predictions(CLASSES, ids, probs, np.full(len(ids), -1), list(ids), paths=paths or [])
+
+
+def test_cases_are_ordered_least_certain_first_and_flagged_by_confidence_or_dissent() -> None:
+    results = {
+        "hybrid": _pred(["a", "b", "c"], [0.95, 0.55, 0.80]),
+        "global": _pred(["a", "b", "c"], [0.90, 0.60, 0.30]),
+        "local": _pred(["a", "b", "c"], [0.80, 0.40, 0.20]),
+    }
+    cases = review_cases(results, "hybrid")
+    assert [c.image_id for c in cases] == ["b", "c", "a"]
+    b, c, a = cases
+    assert (b.predicted, round(b.confidence, 2), b.runner_up, round(b.runner_up_probability, 2)) == \
+        ("Invasive", 0.55, "Benign", 0.45)
+    assert b.flagged and b.agreement == 0.5  # unsure (0.55 < 0.6), and local disagrees
+    assert c.flagged and c.agreement == 0.0 and c.agreement_note == \
+        "0 of 2 other methods agree; global says Benign; local says Benign"  # sure, but both branches dissent
+    assert not a.flagged and a.agreement == 1.0 and a.agreement_note == "2 of 2 other methods agree"
+    assert not review_cases(results, "hybrid", min_agreement=0.0, min_confidence=0.5)[0].flagged
+
+
+def test_views_are_counted_as_their_image_s_readings() -> None:
+    votes = [0.9, 0.8, 0.7, 0.2, 0.9, 0.3]  # 4 of 6 views call Invasive
+    results = {"image": _pred(["x"], [4 / 6]), "patch": _pred([f"x/{v}" for v in VIEWS], votes)}
+    (case,) = review_cases(results, "image")
+    assert case.agreement == 4 / 6 and not case.flagged
+    assert case.agreement_note == "4 of 6 views agree; rot270 says Benign; flip_v says Benign"
+    (alone,) = review_cases({"image": results["image"]}, "image")
+    assert alone.agreement is None and alone.agreement_note == ""
+    (unanimous,) = review_cases({"image": _pred(["y"], [1.0])}, "image")
+    assert unanimous.runner_up == "" and unanimous.confidence == 1.0
+
+
+def test_the_review_is_written_with_a_card_per_image(tmp_path: Path) -> None:
+    paths = []
+    for i, size in enumerate([(640, 480), (200, 100)]):
+        paths.append(str(tmp_path / f"im{i}.png"))
+        Image.fromarray(np.full((size[1], size[0], 3), 60 * i + 40, np.uint8)).save(paths[-1])
+    results = {"hybrid": _pred(["im0", "im 1/odd"], [0.9, 0.45], paths)}
+    written = write_case_review(results, "hybrid", tmp_path / "review", RunInfo("two images", "-", "m", "c"))
+    html = written["html"].read_text()
+    assert "Case review: 2 images" in html and "1 of 2 images are flagged" in html
+    cards = sorted(p.name for p in (tmp_path / "review" / "figures").glob("*.png"))
+    assert cards == ["case0001_im_1_odd.png", "case0002_im0.png"]  # the unsure one (0.55) first
+    assert all(f'src="figures/{name}"' in html for name in cards)
+    cases = json.loads(written["metrics"].read_text())["results"]["cases"]
+    assert [(c["image_id"], c["predicted"], c["review"]) for c in cases] == [("im 1/odd", "Benign", "yes"),
+                                                                             ("im0", "Invasive", "")]
+    assert thumbnail(paths[0], 64).shape == (48, 64, 3) and thumbnail(paths[1], 640).shape == (100, 200, 3)
