@@ -55,12 +55,14 @@ def test_summary_report_holds_every_stage(tmp_path: Path) -> None:
         "compression/pruned": {**costs, "params": 480, "accuracy": 0.74},
         "ensemble/sum": 0.9,
         "ensemble/members": {"member1": 0.8, "member2": 0.85},
+        "review/flagged": 3, "review/images": 12,
     }, seconds={"System A: train and evaluate": 80.0})
     paths = write_demo_report(result, chance={"system_a": 0.5, "system_b": 0.25})
     text = paths["markdown"].read_text()
     assert "| System A, method hybrid | 0.800 ± 0.050 |" in text
     assert "| pruned | 480 |" in text
     assert "Ensemble of 2 (sum rule)" in text and "member2" in text
+    assert "3 of 12 flagged" in text
     assert paths["html"].is_file() and paths["metrics"].is_file()
 
 
@@ -76,6 +78,8 @@ def test_whole_demo_beats_chance(tmp_path: Path) -> None:
     assert result.numbers["system_a/hybrid"]["mean"] > 0.6  # 2 classes
     assert result.numbers["system_b/image"]["mean"] > 0.35  # 4 classes
     assert (result.report_dir / "report.md").is_file()
+    cards = list((tmp_path / "review" / "figures").glob("case*.png"))
+    assert len(cards) == result.numbers["review/images"] > 0
     # `make demo` again in the same folder: the earlier demo is replaced, with the same numbers.
     again = run_demo(tmp_path, say=lambda _: None)
     assert again.numbers["system_a/hybrid"] == result.numbers["system_a/hybrid"]

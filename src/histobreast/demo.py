@@ -1,6 +1,6 @@
 """The main job on built-in data (``make demo`` / ``histobreast demo``): both systems end to end.
 
-Five stages, all on synthetic H&E trees written here in the real datasets' layouts, at toy sizes
+Six stages, all on synthetic H&E trees written here in the real datasets' layouts, at toy sizes
 so the whole job fits in a few minutes on a 2-core CPU:
 
 1. System A (Zhu et al. 2019): the hybrid GoogLeNet-SEP model trained and tested on 2 official
@@ -8,8 +8,9 @@ so the whole job fits in a few minutes on a 2-core CPU:
 2. SEP channel pruning of fold 1's model to O = 0.5 with a short retraining: parameters, MACs,
    CPU latency and accuracy before and after.
 3. Bagging: 3 members trained on non-overlapping subsets of fold 1's training set, sum rule.
-4. System B (Liu et al. 2022): MSMV-PFENet on a synthetic BACH tree, six-view majority vote.
-5. A summary report (``OUT/report/report.md`` and ``.html``) pointing to every stage's report.
+4. A case review of fold 1's test images (what ``predict --review`` writes for a pathologist).
+5. System B (Liu et al. 2022): MSMV-PFENet on a synthetic BACH tree, six-view majority vote.
+6. A summary report (``OUT/report/report.md`` and ``.html``) pointing to every stage's report.
 
 The experiment configs are ``configs/demo/*.yaml`` in the source tree.
 """
@@ -48,7 +49,7 @@ PRUNE_RETRAIN_ITERATIONS = 40
 ENSEMBLE_MEMBERS = 3  # paper A: 5; 3 keeps the demo short
 ENSEMBLE_ITERATIONS = 100
 #: The folders a demo writes under its --out; the next demo there replaces them, and nothing else.
-DEMO_FOLDERS = ("data", "system_a", "pruned", "ensemble", "system_b", "report")
+DEMO_FOLDERS = ("data", "system_a", "pruned", "ensemble", "review", "system_b", "report")
 
 
 @dataclass
@@ -84,13 +85,15 @@ def clear_previous_demo(out_dir: str | Path) -> Path:
 
 def run_demo(out_dir: str | Path, *, config_dir: str | Path | None = None, seed: int = 0,
              say: Callable[[str], None] = print) -> DemoResult:
-    """Run the five stages into ``out_dir`` (created; an earlier demo's folders there are replaced)."""
+    """Run the six stages into ``out_dir`` (created; an earlier demo's folders there are replaced)."""
+    from histobreast.pipelines import get_pipeline
     from histobreast.pipelines.bagging import EnsembleOptions, evaluate_ensemble, train_ensemble
     from histobreast.pipelines.common import experiment_records, experiment_splits, select_split, validation_split
     from histobreast.pipelines.experiment import run_experiment
     from histobreast.pipelines.package import load_model_folder
     from histobreast.pipelines.pruning import PruneOptions, prune_model_folder
     from histobreast.pipelines.pruning_report import image_accuracy, model_costs
+    from histobreast.report.case_review import review_cases, review_run_info, write_case_review
 
     configs = Path(config_dir) if config_dir is not None else DEFAULT_CONFIG_DIR
     for name in (SYSTEM_A_CONFIG, SYSTEM_B_CONFIG):  # before an earlier demo is removed
@@ -144,6 +147,16 @@ def run_demo(out_dir: str | Path, *, config_dir: str | Path | None = None, seed:
     result.numbers["ensemble/members"] = {name: m["metrics"]["image_level_accuracy"]
                                           for name, m in bagging["members"].items()}
 
+    def review() -> None:
+        loaded = load_model_folder(unpruned_folder)
+        methods = get_pipeline(loaded.pipeline).predict_records(loaded, test)
+        headline = next(iter(methods))
+        write_case_review(methods, headline, out / "review", review_run_info(unpruned_folder, ["fold 1 test images"], headline))
+        result.numbers["review/flagged"] = sum(case.flagged for case in review_cases(methods, headline))
+        result.numbers["review/images"] = len(test)
+
+    timed("case review of fold 1's test images", review)
+
     bach_root = out / "data" / "bach"
     timed("synthesise BACH", lambda: synth_bach(bach_root, per_class=BACH_PER_CLASS, size=BACH_SIZE, seed=seed))
     cfg_b = _config(configs, SYSTEM_B_CONFIG, bach_root, seed_override)
@@ -190,6 +203,8 @@ def write_demo_report(result: DemoResult, chance: dict[str, float]) -> dict[str,
         "System A: `system_a/report/report.md` (Tables 2-4 layout, ROC, confusion matrices)",
         "Pruning: `pruned/` (importance before/after, Fig. 11)",
         "Ensemble: `ensemble/evaluation/report/report.md` (members beside the ensemble, uncertainty)",
+        f"Case review: `review/report.html` (a card per test image, least certain first; "
+        f"{numbers.get('review/flagged', 0)} of {numbers.get('review/images', 0)} flagged for a second look)",
         "System B: `system_b/report/report.md` (view and image level, confusion matrix)",
     ])
     report.add_table(Table("Time per stage", [Column("stage", "Stage"), Column("seconds", "Seconds", fmt=".0f")],
