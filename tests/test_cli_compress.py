@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -114,6 +115,15 @@ def test_ensemble_train_then_evaluate(tree, tmp_path, monkeypatch) -> None:
     invoke("ensemble", "evaluate", out, "--data", tree / "bach", "--out", tmp_path / "all")
     with (tmp_path / "all" / "predictions.csv").open() as fh:
         assert len(list(csv.DictReader(fh))) == 160
+    # applied to new images: the members vote by the folder's rule; the review counts them as readings
+    images = sorted((tree / "bach").rglob("*.tif"))[:3]
+    output = invoke("predict", out, *images, "--out", tmp_path / "new.csv", "--review", tmp_path / "review")
+    assert "3 images (ensemble (sum))" in output
+    with (tmp_path / "new.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["path"] for r in rows] == [str(p) for p in images] and "uncertainty" in rows[0]
+    cases = json.loads((tmp_path / "review" / "metrics.json").read_text())["results"]["cases"]
+    assert all(re.match(r"\d of 2 members agree", c["agreement_note"]) for c in cases)
 
 
 def test_baseline_spanhol_runs_an_experiment(tree, tmp_path) -> None:
@@ -123,6 +133,9 @@ def test_baseline_spanhol_runs_an_experiment(tree, tmp_path) -> None:
     config.write_text(yaml.safe_dump(config_to_dict(cfg)))
     invoke("baseline", "spanhol", "--config", config, "--out", tmp_path / "run", "--fold", "1")
     assert read_ensemble_folder(tmp_path / "run" / "fold1" / "model").rule == "max"
+    image = next((tree / "bach").rglob("*.tif"))  # the baseline's model (one CNN per patch size) applies as one
+    assert "1 image (ensemble (max))" in invoke("predict", tmp_path / "run" / "fold1" / "model", image,
+                                                  "--out", tmp_path / "one.csv")
     assert (tmp_path / "run" / "fold1" / "predictions" / "max_fusion.csv").is_file()
     assert (tmp_path / "run" / "report" / "report.md").is_file()
     wrong = runner.invoke(app, ["baseline", "spanhol", "--config", str(tree / "zhu_tiny.yaml")])

@@ -32,13 +32,15 @@ def collect_images(inputs: list[Path]) -> list[Path]:
 
 
 def predict(
-    model: Path = typer.Argument(..., help="Model folder (model.json + model.safetensors)."),
+    model: Path = typer.Argument(..., help="Model folder (model.json + model.safetensors), or an ensemble folder "
+                                           "(ensemble.json: its members vote by its rule)."),
     inputs: list[Path] = typer.Argument(..., help="Images and/or folders (searched recursively)."),
     out: Path = typer.Option(..., "--out", help="CSV to write, one row per image: image_id, path, patient_id, "
                                               "magnification, label (empty), predicted, p_<class>..."),
     tta: bool = typer.Option(False, "--tta", help="Average over the six views (raw, 3 rotations, 2 flips)."),
     method: Optional[str] = typer.Option(None, "--method", help="Evaluation method (default: the pipeline's headline, "
-                                                                "e.g. hybrid; zhu2019 also: global, local, hybrid_max, local_max)."),
+                                                                "e.g. hybrid; zhu2019 also: global, local, hybrid_max, local_max; "
+                                                                "an ensemble: its vote, or one member by name)."),
     microns_per_pixel: Optional[float] = typer.Option(None, "--microns-per-pixel",
                                                       help="Scale of the images (default: the training images')."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per inference batch."),
@@ -61,10 +63,12 @@ def predict(
 
     from histobreast.data.records import ImageRecord
     from histobreast.pipelines import get_pipeline
+    from histobreast.pipelines.bagging import is_ensemble_folder, predict_ensemble, read_ensemble_folder
     from histobreast.pipelines.package import load_model_folder
     from histobreast.preprocess.views import SIX_VIEWS
 
-    loaded = load_model_folder(model)
+    ensemble = read_ensemble_folder(model) if is_ensemble_folder(model) else None
+    loaded = load_model_folder(ensemble.members[0] if ensemble else model)  # members share the training scale
     scale = microns_per_pixel or loaded.info.get("microns_per_pixel")
     if scale is None:
         if loaded.cfg.preprocess.microns_per_pixel is not None or loaded.pipeline == "liu2022":  # KREM is physical
@@ -72,8 +76,12 @@ def predict(
         scale = 1.0  # the model resizes whole images: their scale is not used
     records = [ImageRecord(path=p, label=UNLABELLED, patient_id=p.stem, microns_per_pixel=scale, source="predict")
                for p in collect_images(inputs)]
-    results = get_pipeline(loaded.pipeline).predict_records(loaded, records, tta_views=SIX_VIEWS if tta else (),
-                                                            batch_size=batch_size, device=device)
+    options = {"tta_views": SIX_VIEWS if tta else (), "batch_size": batch_size, "device": device}
+    if ensemble is not None:  # the vote (with its `uncertainty` column), then each member's headline method
+        voted = predict_ensemble(model, records, **options)
+        results = {f"ensemble ({voted.rule})": voted.ensemble, **voted.members}
+    else:
+        results = get_pipeline(loaded.pipeline).predict_records(loaded, records, **options)
     chosen = method or next(iter(results))
     if chosen not in results:
         raise ConfigError(f"--method: {chosen!r} is not one of this model's methods {list(results)}")
@@ -82,12 +90,14 @@ def predict(
     counts = Counter(pred.classes[i] for i in pred.predicted)
     summary = ", ".join(f"{c} {counts.get(c, 0)}" for c in pred.classes)
     console = Console(soft_wrap=True)
-    console.print(f"{len(pred)} images ({chosen}{', six-view TTA' if tta else ''}): {summary} -> {out}")
+    views = ", six-view TTA" if tta else ""
+    console.print(f"{len(pred)} image{'s' * (len(pred) != 1)} ({chosen}{views}): {summary} -> {out}")
     if review is not None:
         from histobreast.report.case_review import review_run_info, write_case_review
 
         written = write_case_review(results, chosen, review, review_run_info(model, inputs, chosen),
-                                    min_confidence=min_confidence, min_agreement=min_agreement)
+                                    min_confidence=min_confidence, min_agreement=min_agreement,
+                                    readings="members" if ensemble is not None else "other methods")
         console.print(f"case review: {written['html']}")
 
 

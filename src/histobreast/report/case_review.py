@@ -68,8 +68,11 @@ def second_opinions(results: Mapping[str, Predictions], headline: str) -> dict[s
 
 
 def review_cases(results: Mapping[str, Predictions], headline: str, *, min_confidence: float = MIN_CONFIDENCE,
-                 min_agreement: float = MIN_AGREEMENT) -> list[Case]:
-    """One :class:`Case` per image of ``results[headline]``, least confident first (ties by id)."""
+                 min_agreement: float = MIN_AGREEMENT, readings: str = "other methods") -> list[Case]:
+    """One :class:`Case` per image of ``results[headline]``, least confident first (ties by id).
+
+    ``readings`` names the other whole-image readings in the notes ("members" for an ensemble).
+    """
     pred = results[headline]
     opinions = second_opinions(results, headline)
     cases = []
@@ -81,7 +84,7 @@ def review_cases(results: Mapping[str, Predictions], headline: str, *, min_confi
         agreement = (len(others) - len(dissent)) / len(others) if others else None
         note = ""
         if others:
-            kind = "other methods" if all(whole for _, _, whole in others) else \
+            kind = readings if all(whole for _, _, whole in others) else \
                 "views" if not any(whole for _, _, whole in others) else "other readings"
             note = f"{len(others) - len(dissent)} of {len(others)} {kind} agree"
             note += "".join(f"; {who} says {label}" for who, label in dissent)
@@ -104,14 +107,15 @@ def thumbnail(path: str | Path, longest_side: int = THUMBNAIL_PX) -> np.ndarray:
 
 def write_case_review(results: Mapping[str, Predictions], headline: str, out_dir: str | Path, run: RunInfo, *,
                       min_confidence: float = MIN_CONFIDENCE, min_agreement: float = MIN_AGREEMENT,
-                      thumbnail_px: int = THUMBNAIL_PX) -> dict[str, Path]:
+                      readings: str = "other methods", thumbnail_px: int = THUMBNAIL_PX) -> dict[str, Path]:
     """Write ``out_dir/report.md|html`` (+ ``metrics.json`` with every case and ``figures/``)."""
     pred = results[headline]
-    cases = review_cases(results, headline, min_confidence=min_confidence, min_agreement=min_agreement)
+    cases = review_cases(results, headline, min_confidence=min_confidence, min_agreement=min_agreement,
+                         readings=readings)
     flagged = sum(case.flagged for case in cases)
     counts = ", ".join(f"{c} {sum(case.predicted == c for case in cases)}" for c in pred.classes)
     report = Report(out_dir, f"Case review: {len(cases)} images", run, intro=(
-        f"Calls by the {headline} method: {counts}. {flagged} of {len(cases)} images are flagged for review: the "
+        f"Calls by {headline}: {counts}. {flagged} of {len(cases)} images are flagged for review: the "
         f"probability of the called class is below {min_confidence:g}, or fewer than {min_agreement:.0%} of the "
         "model's other readings of the image agree. Least certain first. A model's probability is not a "
         "diagnosis; it says how sure this model is, on images like those it was trained on."))
