@@ -6,8 +6,10 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
+from histobreast.errors import ConfigError
 from histobreast.predictions import Predictions
 from histobreast.report import RunInfo
 from histobreast.report.case_review import review_cases, thumbnail, write_case_review
@@ -37,6 +39,8 @@ def test_cases_are_ordered_least_certain_first_and_flagged_by_confidence_or_diss
         "0 of 2 other methods agree; global says Benign; local says Benign"  # sure, but both branches dissent
     assert not a.flagged and a.agreement == 1.0 and a.agreement_note == "2 of 2 other methods agree"
     assert not review_cases(results, "hybrid", min_agreement=0.0, min_confidence=0.5)[0].flagged
+    with pytest.raises(ConfigError, match="min_confidence must be between 0 and 1, got 60"):
+        review_cases(results, "hybrid", min_confidence=60)
 
 
 def test_views_are_counted_as_their_image_s_readings() -> None:
@@ -66,4 +70,8 @@ def test_the_review_is_written_with_a_card_per_image(tmp_path: Path) -> None:
     cases = json.loads(written["metrics"].read_text())["results"]["cases"]
     assert [(c["image_id"], c["predicted"], c["review"]) for c in cases] == [("im 1/odd", "Benign", "yes"),
                                                                              ("im0", "Invasive", "")]
+    # a review of fewer images into the same folder leaves no card of the earlier one behind
+    write_case_review({"hybrid": results["hybrid"].subset([True, False])}, "hybrid", tmp_path / "review",
+                      RunInfo("one image", "-", "m", "c"))
+    assert [p.name for p in (tmp_path / "review" / "figures").glob("*.png")] == ["case0001_im0.png"]
     assert thumbnail(paths[0], 64).shape == (48, 64, 3) and thumbnail(paths[1], 640).shape == (100, 200, 3)

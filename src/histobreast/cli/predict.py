@@ -48,9 +48,9 @@ def predict(
     review: Optional[Path] = typer.Option(None, "--review", help="Also write a case review into this folder: a card "
                                                                  "per image and a table, least certain first, with "
                                                                  "the images worth a second look flagged."),
-    min_confidence: float = typer.Option(0.6, "--min-confidence", help="Review flag: the called class's probability "
+    min_confidence: float = typer.Option(0.6, "--min-confidence", min=0.0, max=1.0, help="Review flag: the called class's probability "
                                                                        "is below this."),
-    min_agreement: float = typer.Option(2 / 3, "--min-agreement", help="Review flag: fewer than this share of the "
+    min_agreement: float = typer.Option(2 / 3, "--min-agreement", min=0.0, max=1.0, help="Review flag: fewer than this share of the "
                                                                        "model's other readings (views, branches) agree."),
 ) -> None:
     """Predict class probabilities for every image; writes one CSV row per image.

@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from histobreast.data.imageio import read_rgb
+from histobreast.errors import ConfigError
 from histobreast.predictions import Predictions
 from histobreast.report.plots import plot_case
 from histobreast.report.render import Report, RunInfo
@@ -73,6 +74,9 @@ def review_cases(results: Mapping[str, Predictions], headline: str, *, min_confi
 
     ``readings`` names the other whole-image readings in the notes ("members" for an ensemble).
     """
+    for name, value in (("min_confidence", min_confidence), ("min_agreement", min_agreement)):
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"case review: {name} must be between 0 and 1, got {value}")
     pred = results[headline]
     opinions = second_opinions(results, headline)
     cases = []
@@ -125,6 +129,8 @@ def write_case_review(results: Mapping[str, Predictions], headline: str, out_dir
     rows = [{**asdict(case), "review": "yes" if case.flagged else ""} for case in cases]
     report.add_table(Table("Cases, least certain first", columns, rows))
     report.add_heading("Cards")
+    for stale in (Path(out_dir) / "figures").glob("case[0-9][0-9][0-9][0-9]_*.png"):
+        stale.unlink()  # an earlier review's cards in this folder would pass for this one's
     probs = {image_id: pred.probs[i] for i, image_id in enumerate(pred.image_ids)}
     for n, case in enumerate(cases, 1):
         name = f"case{n:04d}_{re.sub(r'[^A-Za-z0-9_.-]+', '_', case.image_id)}.png"
