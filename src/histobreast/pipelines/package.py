@@ -155,7 +155,7 @@ def read_model_info(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: expected a model folder (holding {MODEL_JSON} and {WEIGHTS_FILE}), got a file")
     if (path / ENSEMBLE_JSON).is_file():
         raise CheckpointError(f"{path}: is an ensemble ({ENSEMBLE_JSON}), not a single model; load it with "
-                              "histobreast.pipelines.bagging (or pass it to `histobreast ensemble`)")
+                              "histobreast.pipelines.bagging, or pass it to `histobreast predict` or `histobreast ensemble evaluate`")
     meta = path / MODEL_JSON
     if not meta.is_file():
         hint = " (an experiment folder? its models are in fold*/model)" if any(path.glob("fold*/model")) else ""
