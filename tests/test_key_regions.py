@@ -12,7 +12,7 @@ import torch
 
 import histobreast.data.key_regions as kr
 from histobreast.data.bach import BACH_CLASSES
-from histobreast.data.imageio import read_rgb
+from histobreast.data.imageio import image_size, read_rgb
 from histobreast.data.key_regions import (
     KeyRegionDataset,
     image_predictions,
@@ -164,6 +164,13 @@ def test_majority_vote_over_each_images_views_with_the_summed_probability_tie_ru
     assert views.image_ids[:2] == ["n001/raw", "n001/rot90"] and views.image_ids[11] == "iv001/flip_y"
     assert views.labels.tolist() == [0] * 6 + [3] * 6
     assert (views.predicted == views.labels).mean() == pytest.approx(3 / 12)  # patch-level accuracy
+    # where each voter looked: its level-1 window in the raw image's pixels
+    boxes = np.stack([views.extra[f"region_{c}"] for c in "xywh"], axis=1).astype(int)
+    width, height = image_size(records[0].path)
+    assert tuple(boxes[0]) == data.regions(0, 0)[0].boxes[0]  # the raw view's window as it is
+    assert tuple(boxes[2]) == view_box_to_raw(data.regions(0, 2)[0].boxes[0], "rot180", (width, height))
+    assert (boxes[:, :2] >= 0).all() and (boxes[:, 0] + boxes[:, 2] <= width).all() and \
+        (boxes[:, 1] + boxes[:, 3] <= height).all()
     images = image_predictions(data, probs)
     assert images.image_ids == ["n001", "iv001"]
     assert images.predicted.tolist() == [1, 3]

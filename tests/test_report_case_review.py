@@ -12,7 +12,15 @@ from PIL import Image
 from histobreast.errors import ConfigError
 from histobreast.predictions import Predictions
 from histobreast.report import RunInfo
-from histobreast.report.case_review import review_cases, thumbnail, write_case_review
+from histobreast.report.case_review import (
+    AGREE_COLOUR,
+    DISSENT_COLOUR,
+    Reading,
+    review_cases,
+    second_opinions,
+    thumbnail,
+    write_case_review,
+)
 
 CLASSES = ["Benign", "Invasive"]
 VIEWS = ["raw", "rot90", "rot180", "rot270", "flip_h", "flip_v"]
@@ -51,6 +59,10 @@ def test_views_are_counted_as_their_image_s_readings() -> None:
     assert case.agreement_note == "4 of 6 views agree; rot270 says Benign; flip_v says Benign"
     (alone,) = review_cases({"image": results["image"]}, "image")
     assert alone.agreement is None and alone.agreement_note == ""
+    several = _pred([f"x/{v}/{r}" for v in VIEWS for r in (0, 1)], [p for p in votes for _ in (0, 1)])
+    (case,) = review_cases({"image": results["image"], "patch": several}, "image")  # two regions per view
+    assert case.agreement_note == "8 of 12 views agree; rot270/0 says Benign; rot270/1 says Benign; " \
+                                  "flip_v/0 says Benign; flip_v/1 says Benign"
     (unanimous,) = review_cases({"image": _pred(["y"], [1.0])}, "image")
     assert unanimous.runner_up == "" and unanimous.confidence == 1.0
 
@@ -75,3 +87,24 @@ def test_the_review_is_written_with_a_card_per_image(tmp_path: Path) -> None:
                       RunInfo("one image", "-", "m", "c"))
     assert [p.name for p in (tmp_path / "review" / "figures").glob("*.png")] == ["case0001_im0.png"]
     assert thumbnail(paths[0], 64).shape == (48, 64, 3) and thumbnail(paths[1], 640).shape == (100, 200, 3)
+    boxed = thumbnail(paths[0], 320, [((100, 40, 200, 160), AGREE_COLOUR)])  # drawn at half size
+    assert tuple(boxed[20, 100]) == AGREE_COLOUR and tuple(boxed[99, 149]) == AGREE_COLOUR
+    assert tuple(boxed[25, 110]) == (40, 40, 40)  # inside the box: the image
+
+
+def test_view_windows_are_drawn_on_the_card_coloured_by_agreement(tmp_path: Path) -> None:
+    path = tmp_path / "x.png"
+    Image.fromarray(np.full((300, 400, 3), 200, np.uint8)).save(path)
+    patch = _pred([f"x/{v}" for v in VIEWS], [0.9, 0.8, 0.7, 0.2, 0.9, 0.3], [str(path)] * 6)
+    patch.extra = {"region_x": np.full(6, 40.0), "region_y": np.full(6, 20.0),
+                   "region_w": np.full(6, 100.0), "region_h": np.full(6, 100.0)}
+    patch.extra["region_x"][3] = 240  # rot270 (which says Benign) looked elsewhere
+    results = {"image": _pred(["x"], [4 / 6], [str(path)]), "patch": patch}
+    (reading, *_), = second_opinions(results, "image").values()
+    assert reading == Reading("raw", 1, False, (40, 20, 100, 100))
+    written = write_case_review(results, "image", tmp_path / "review", RunInfo("x", "-", "m", "c"), thumbnail_px=400)
+    assert "blue agrees with the call" in written["markdown"].read_text()
+    card = np.asarray(Image.open(next((tmp_path / "review" / "figures").glob("case*.png"))).convert("RGB"))
+    near = {name: (np.abs(card.astype(int) - colour).sum(axis=2) < 40).sum()
+            for name, colour in (("agree", AGREE_COLOUR), ("dissent", DISSENT_COLOUR))}
+    assert near["dissent"] > 50 and near["agree"] > near["dissent"]  # rot270's box; the others' and the call's bar

@@ -339,12 +339,15 @@ def view_predictions(dataset: KeyRegionDataset, probs: np.ndarray | Tensor,
 
     ``max_regions=n`` keeps only each view's ``n`` densest regions: with ``n = 1`` a dataset of
     several regions per view also gives the paper's test protocol (the densest region per view).
+    ``extra`` holds each row's level-1 window in the raw image's pixels (``region_x``, ``region_y``,
+    ``region_w``, ``region_h``): where that voter looked.
     """
     probs = _check_probs(dataset, probs)
     kept = _kept_samples(dataset, max_regions)
     probs = probs[kept]
     shown = dataset.regions_per_view if max_regions is None else np.minimum(dataset.regions_per_view, max_regions)
-    ids, patients, mags, paths = [], [], [], []
+    ids, patients, mags, paths, boxes = [], [], [], [], []
+    sizes: dict[int, tuple[int, int]] = {}  # (width, height) per image
     for j, v, r in zip(dataset.sample_image[kept], dataset.sample_view[kept], dataset.sample_region[kept]):
         record = dataset.records[j]
         suffix = f"/{r}" if shown[j] > 1 else ""
@@ -352,9 +355,14 @@ def view_predictions(dataset: KeyRegionDataset, probs: np.ndarray | Tensor,
         patients.append(record.patient_id)
         mags.append(record.magnification)
         paths.append(str(record.path))
+        if j not in sizes:
+            sizes[j] = image_size(record.path)
+        boxes.append(view_box_to_raw(dataset.regions(j, v)[r].boxes[0], dataset.views[v], sizes[j]))
+    corners = np.array(boxes, dtype=np.float64).reshape(-1, 4)
     return Predictions(classes=dataset.classes, image_ids=ids, probs=probs,
                        labels=dataset.targets[dataset.sample_image[kept]], patient_ids=patients,
-                       magnifications=mags, paths=paths)
+                       magnifications=mags, paths=paths,
+                       extra={f"region_{c}": corners[:, k] for k, c in enumerate("xywh")})
 
 
 def image_predictions(dataset: KeyRegionDataset, probs: np.ndarray | Tensor,

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -46,25 +47,40 @@ class Case:
     flagged: bool
 
 
-def second_opinions(results: Mapping[str, Predictions], headline: str) -> dict[str, list[tuple[str, int, bool]]]:
-    """Per image of ``results[headline]``: (who, called class index, reads the whole image) of
-    every other reading.
+@dataclass(frozen=True)
+class Reading:
+    """Another reading of an image: another method's, or one view's (System B's voters)."""
+
+    who: str  # the method, or the view (with its region rank when a view has several)
+    called: int  # class index
+    whole_image: bool
+    box: tuple[int, int, int, int] | None = None  # (x, y, w, h) in the image's pixels: where a view looked
+
+
+def second_opinions(results: Mapping[str, Predictions], headline: str) -> dict[str, list[Reading]]:
+    """Per image of ``results[headline]``: every other reading of it.
 
     Another method with the same image ids reads whole images (named by the method); one whose
-    ids are ``<image_id>/<view>`` reads views of them (named by the view).
+    ids are ``<image_id>/<view>[/<rank>]`` reads views of them (named by the view), with its window
+    when the table has ``region_x/y/w/h`` columns (:func:`~histobreast.data.key_regions.view_predictions`).
     """
     images = set(results[headline].image_ids)
-    opinions: dict[str, list[tuple[str, int, bool]]] = defaultdict(list)
+    opinions: dict[str, list[Reading]] = defaultdict(list)
     for name, pred in results.items():
         if name == headline or pred.classes != results[headline].classes:
             continue
-        for image_id, called in zip(pred.image_ids, pred.predicted.tolist()):
+        corners = [pred.extra.get(f"region_{c}") for c in "xywh"]
+        for i, (image_id, called) in enumerate(zip(pred.image_ids, pred.predicted.tolist())):
             if image_id in images:
-                opinions[image_id].append((name, called, True))
-            else:
-                base, _, view = image_id.rpartition("/")
-                if base in images:
-                    opinions[base].append((view, called, False))
+                opinions[image_id].append(Reading(name, called, True))
+                continue
+            base, part = image_id, ""
+            while "/" in base and base not in images:  # "<image_id>/<view>" or "<image_id>/<view>/<rank>"
+                base, _, tail = base.rpartition("/")
+                part = f"{tail}/{part}" if part else tail
+            if base in images:
+                box = tuple(int(c[i]) for c in corners) if all(c is not None for c in corners) else None
+                opinions[base].append(Reading(part, called, False, box))  # type: ignore[arg-type]
     return opinions
 
 
@@ -84,12 +100,12 @@ def review_cases(results: Mapping[str, Predictions], headline: str, *, min_confi
         order = np.argsort(-pred.probs[i], kind="stable")
         called, second = int(order[0]), int(order[min(1, len(order) - 1)])
         others = opinions.get(image_id, [])
-        dissent = [(who, pred.classes[k]) for who, k, _ in others if k != called]
+        dissent = [(other.who, pred.classes[other.called]) for other in others if other.called != called]
         agreement = (len(others) - len(dissent)) / len(others) if others else None
         note = ""
         if others:
-            kind = readings if all(whole for _, _, whole in others) else \
-                "views" if not any(whole for _, _, whole in others) else "other readings"
+            kind = readings if all(other.whole_image for other in others) else \
+                "views" if not any(other.whole_image for other in others) else "other readings"
             note = f"{len(others) - len(dissent)} of {len(others)} {kind} agree"
             note += "".join(f"; {who} says {label}" for who, label in dissent)
         confidence = float(pred.probs[i, called])
@@ -102,11 +118,24 @@ def review_cases(results: Mapping[str, Predictions], headline: str, *, min_confi
     return sorted(cases, key=lambda case: (case.confidence, case.image_id))
 
 
-def thumbnail(path: str | Path, longest_side: int = THUMBNAIL_PX) -> np.ndarray:
-    """The image at ``path`` shrunk (never enlarged) so its longest side is ``longest_side``."""
+# The call's colour on the cards (its bar, and the windows of the views that agree) and a dissenting view's (RGB).
+AGREE_COLOUR = (70, 150, 255)
+DISSENT_COLOUR = (230, 30, 30)
+
+
+def thumbnail(path: str | Path, longest_side: int = THUMBNAIL_PX,
+              boxes: Sequence[tuple[tuple[int, int, int, int], tuple[int, int, int]]] = ()) -> np.ndarray:
+    """The image at ``path`` shrunk (never enlarged) so its longest side is ``longest_side``, with
+    ``boxes`` (``((x, y, w, h) in the image's pixels, RGB colour)``) drawn on it."""
     image = Image.fromarray(read_rgb(path))
+    width = image.width
     image.thumbnail((longest_side, longest_side), Image.Resampling.LANCZOS)
-    return np.asarray(image)
+    out = np.array(image)
+    scale = out.shape[1] / width
+    for (x, y, w, h), colour in boxes:
+        corner = (round(x * scale), round(y * scale))
+        cv2.rectangle(out, corner, (round((x + w) * scale) - 1, round((y + h) * scale) - 1), colour, 2)
+    return out
 
 
 def write_case_review(results: Mapping[str, Predictions], headline: str, out_dir: str | Path, run: RunInfo, *,
@@ -132,12 +161,17 @@ def write_case_review(results: Mapping[str, Predictions], headline: str, out_dir
     for stale in (Path(out_dir) / "figures").glob("case[0-9][0-9][0-9][0-9]_*.png"):
         stale.unlink()  # an earlier review's cards in this folder would pass for this one's
     probs = {image_id: pred.probs[i] for i, image_id in enumerate(pred.image_ids)}
+    opinions = second_opinions(results, headline)
     for n, case in enumerate(cases, 1):
         name = f"case{n:04d}_{re.sub(r'[^A-Za-z0-9_.-]+', '_', case.image_id)}.png"
         title = f"{case.image_id}: {case.predicted} ({case.confidence:.2f}){'  - review' if case.flagged else ''}"
-        card = plot_case(thumbnail(case.path, thumbnail_px), pred.classes, probs[case.image_id],
-                         report.figure_path(name), title=title, note=case.agreement_note)
-        report.add_figure(card, f"{title}. {case.agreement_note}".strip(". ") + ".")
+        called = pred.classes.index(case.predicted)
+        boxes = [(other.box, AGREE_COLOUR if other.called == called else DISSENT_COLOUR)
+                 for other in opinions.get(case.image_id, []) if other.box is not None]
+        card = plot_case(thumbnail(case.path, thumbnail_px, boxes), pred.classes, probs[case.image_id],
+                         report.figure_path(name), title=title, note=case.agreement_note, highlight=AGREE_COLOUR)
+        where = " Boxes: where each view looked (blue agrees with the call, red does not)." if boxes else ""
+        report.add_figure(card, f"{title}. {case.agreement_note}".strip(". ") + "." + where)
     report.add_metrics("cases", rows)
     return report.write()
 

@@ -186,8 +186,9 @@ def plot_training_curves(csv_path: str | Path, path: str | Path, title: str = "T
 
 
 def plot_case(image: np.ndarray, classes: Sequence[str], probs: Sequence[float], path: str | Path, *,
-              title: str, note: str = "") -> Path:
-    """A case card for review: the image beside its class probabilities, the called class in red.
+              title: str, note: str = "", highlight: tuple[int, int, int] = (70, 150, 255)) -> Path:
+    """A case card for review: the image beside its class probabilities, the called class's bar in
+    ``highlight`` (RGB).
 
     ``image`` is an ``(H, W, 3)`` uint8 thumbnail; ``note`` (e.g. which views disagree) goes under it.
     """
@@ -198,7 +199,7 @@ def plot_case(image: np.ndarray, classes: Sequence[str], probs: Sequence[float],
     image_ax.imshow(image)
     image_ax.set_axis_off()
     y = np.arange(len(classes))[::-1]  # first class on top
-    colours = ["tab:red" if k == called else "0.65" for k in range(len(classes))]
+    colours = [tuple(c / 255 for c in highlight) if k == called else "0.65" for k in range(len(classes))]
     bars = bar_ax.barh(y, values, color=colours)
     bar_ax.bar_label(bars, labels=[f"{v:.2f}" for v in values], fontsize="small", padding=2)
     bar_ax.set_yticks(y, labels=list(classes))
