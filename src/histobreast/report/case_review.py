@@ -3,7 +3,8 @@
 Every image gets a card (thumbnail + class probabilities) and a row in a table, least certain
 first, and is flagged for review when the model is unsure of it: its probability for the called
 class is below ``min_confidence``, or too few of the model's other readings of the same image
-agree (System A's global and local branches and max-rule variants; System B's six views).
+agree (System A's global and local branches and max-rule variants; an ensemble's members; System
+B's six views, whose key windows are outlined on the card).
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ from histobreast.report.tables import Column, Table
 MIN_CONFIDENCE = 0.6
 MIN_AGREEMENT = 2 / 3
 THUMBNAIL_PX = 360  # longest side of the thumbnails on the cards
+# The call's colour on the cards (its bar, and the windows of the views that agree) and a dissenting view's (RGB).
+AGREE_COLOUR = (70, 150, 255)
+DISSENT_COLOUR = (230, 30, 30)
 
 
 @dataclass(frozen=True)
@@ -116,11 +120,6 @@ def review_cases(results: Mapping[str, Predictions], headline: str, *, min_confi
             agreement=agreement, agreement_note=note,
             flagged=confidence < min_confidence or (agreement is not None and agreement < min_agreement)))
     return sorted(cases, key=lambda case: (case.confidence, case.image_id))
-
-
-# The call's colour on the cards (its bar, and the windows of the views that agree) and a dissenting view's (RGB).
-AGREE_COLOUR = (70, 150, 255)
-DISSENT_COLOUR = (230, 30, 30)
 
 
 def thumbnail(path: str | Path, longest_side: int = THUMBNAIL_PX,
