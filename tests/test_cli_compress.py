@@ -118,7 +118,7 @@ def test_ensemble_train_then_evaluate(tree, tmp_path, monkeypatch) -> None:
     # applied to new images: the members vote by the folder's rule; the review counts them as readings
     images = sorted((tree / "bach").rglob("*.tif"))[:3]
     output = invoke("predict", out, *images, "--out", tmp_path / "new.csv", "--review", tmp_path / "review")
-    assert "3 images (ensemble (sum))" in output
+    assert "3 images (ensemble, sum rule)" in output
     with (tmp_path / "new.csv").open() as fh:
         rows = list(csv.DictReader(fh))
     assert [r["path"] for r in rows] == [str(p) for p in images] and "uncertainty" in rows[0]
@@ -134,7 +134,7 @@ def test_baseline_spanhol_runs_an_experiment(tree, tmp_path) -> None:
     invoke("baseline", "spanhol", "--config", config, "--out", tmp_path / "run", "--fold", "1")
     assert read_ensemble_folder(tmp_path / "run" / "fold1" / "model").rule == "max"
     image = next((tree / "bach").rglob("*.tif"))  # the baseline's model (one CNN per patch size) applies as one
-    assert "1 image (ensemble (max))" in invoke("predict", tmp_path / "run" / "fold1" / "model", image,
+    assert "1 image (ensemble, max rule)" in invoke("predict", tmp_path / "run" / "fold1" / "model", image,
                                                   "--out", tmp_path / "one.csv")
     assert (tmp_path / "run" / "fold1" / "predictions" / "max_fusion.csv").is_file()
     assert (tmp_path / "run" / "report" / "report.md").is_file()

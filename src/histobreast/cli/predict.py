@@ -48,10 +48,11 @@ def predict(
     review: Optional[Path] = typer.Option(None, "--review", help="Also write a case review into this folder: a card "
                                                                  "per image and a table, least certain first, with "
                                                                  "the images worth a second look flagged."),
-    min_confidence: float = typer.Option(0.6, "--min-confidence", min=0.0, max=1.0, help="Review flag: the called class's probability "
-                                                                       "is below this."),
-    min_agreement: float = typer.Option(2 / 3, "--min-agreement", min=0.0, max=1.0, help="Review flag: fewer than this share of the "
-                                                                       "model's other readings (views, branches) agree."),
+    min_confidence: float = typer.Option(0.6, "--min-confidence", min=0.0, max=1.0,
+                                         help="Review flag: the called class's probability is below this."),
+    min_agreement: float = typer.Option(2 / 3, "--min-agreement", min=0.0, max=1.0,
+                                        help="Review flag: fewer than this share of the model's other readings "
+                                             "(branches, members, views) agree."),
 ) -> None:
     """Predict class probabilities for every image; writes one CSV row per image.
 
@@ -77,9 +78,10 @@ def predict(
     records = [ImageRecord(path=p, label=UNLABELLED, patient_id=p.stem, microns_per_pixel=scale, source="predict")
                for p in collect_images(inputs)]
     options = {"tta_views": SIX_VIEWS if tta else (), "batch_size": batch_size, "device": device}
+    rule = None
     if ensemble is not None:  # the vote (with its `uncertainty` column), then each member's headline method
         voted = predict_ensemble(model, records, **options)
-        results = {f"ensemble ({voted.rule})": voted.ensemble, **voted.members}
+        results, rule = {"ensemble": voted.ensemble, **voted.members}, voted.rule
     else:
         results = get_pipeline(loaded.pipeline).predict_records(loaded, records, **options)
     chosen = method or next(iter(results))
@@ -90,8 +92,8 @@ def predict(
     counts = Counter(pred.classes[i] for i in pred.predicted)
     summary = ", ".join(f"{c} {counts.get(c, 0)}" for c in pred.classes)
     console = Console(soft_wrap=True)
-    views = ", six-view TTA" if tta else ""
-    console.print(f"{len(pred)} image{'s' * (len(pred) != 1)} ({chosen}{views}): {summary} -> {out}")
+    how = chosen + (f", {rule} rule" if chosen == "ensemble" else "") + (", six-view TTA" if tta else "")
+    console.print(f"{len(pred)} image{'s' * (len(pred) != 1)} ({how}): {summary} -> {out}")
     if review is not None:
         from histobreast.report.case_review import review_run_info, write_case_review
 
