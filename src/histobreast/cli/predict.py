@@ -65,14 +65,15 @@ def predict(
     from histobreast.data.records import ImageRecord
     from histobreast.pipelines import get_pipeline
     from histobreast.pipelines.bagging import is_ensemble_folder, predict_ensemble, read_ensemble_folder
-    from histobreast.pipelines.package import load_model_folder
+    from histobreast.pipelines.package import load_model_folder, read_model_info
     from histobreast.preprocess.views import SIX_VIEWS
 
     ensemble = read_ensemble_folder(model) if is_ensemble_folder(model) else None
-    loaded = load_model_folder(ensemble.members[0] if ensemble else model)  # members share the training scale
-    scale = microns_per_pixel or loaded.info.get("microns_per_pixel")
+    info = read_model_info(ensemble.members[0] if ensemble else model)  # an ensemble's members share the scale
+    scale = microns_per_pixel or info.get("microns_per_pixel")
     if scale is None:
-        if loaded.cfg.preprocess.microns_per_pixel is not None or loaded.pipeline == "liu2022":  # KREM is physical
+        physical = info["config"].get("preprocess", {}).get("microns_per_pixel") is not None
+        if physical or info["pipeline"] == "liu2022":  # KREM is physical
             raise ConfigError(f"{model}: this model works at a physical scale; pass --microns-per-pixel for the images")
         scale = 1.0  # the model resizes whole images: their scale is not used
     records = [ImageRecord(path=p, label=UNLABELLED, patient_id=p.stem, microns_per_pixel=scale, source="predict")
@@ -83,7 +84,7 @@ def predict(
         voted = predict_ensemble(model, records, **options)
         results, rule = {"ensemble": voted.ensemble, **voted.members}, voted.rule
     else:
-        results = get_pipeline(loaded.pipeline).predict_records(loaded, records, **options)
+        results = get_pipeline(info["pipeline"]).predict_records(load_model_folder(model), records, **options)
     chosen = method or next(iter(results))
     if chosen not in results:
         raise ConfigError(f"--method: {chosen!r} is not one of this model's methods {list(results)}")

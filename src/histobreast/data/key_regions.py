@@ -179,7 +179,9 @@ class KeyRegionDataset(Dataset):
         self._regions: dict[tuple[int, int], list[KeyRegion]] = {}
         self._last_image: tuple[int, np.ndarray] | None = None
         self._images = [self._read(j) for j in range(len(self.records))] if preload else None
-        self.regions_per_view = np.array([self._expected_regions(r) for r in self.records], dtype=np.int64)
+        self.image_sizes = [image_size(r.path) for r in self.records]  # (width, height), from the headers
+        self.regions_per_view = np.array([self._expected_regions(record, size)
+                                          for record, size in zip(self.records, self.image_sizes)], dtype=np.int64)
         rows = [(j, v, r) for j, k in enumerate(self.regions_per_view)
                 for v in range(len(self.views)) for r in range(k)]
         self.sample_image, self.sample_view, self.sample_region = np.array(rows, dtype=np.int64).reshape(-1, 3).T
@@ -211,8 +213,8 @@ class KeyRegionDataset(Dataset):
             raise DatasetError(f"{record.path}: label {record.label!r} is not one of the classes {self.classes}")
         return self.classes.index(record.label)
 
-    def _expected_regions(self, record: ImageRecord) -> int:
-        candidates = level1_candidates(image_size(record.path), record.microns_per_pixel, self.params)
+    def _expected_regions(self, record: ImageRecord, size: tuple[int, int]) -> int:
+        candidates = level1_candidates(size, record.microns_per_pixel, self.params)
         if candidates < self.top_k:
             logger.warning("%s: only %d level-1 windows fit, fewer than top_k=%d; using %d regions per view",
                            record.path, candidates, self.top_k, candidates)
@@ -347,7 +349,6 @@ def view_predictions(dataset: KeyRegionDataset, probs: np.ndarray | Tensor,
     probs = probs[kept]
     shown = dataset.regions_per_view if max_regions is None else np.minimum(dataset.regions_per_view, max_regions)
     ids, patients, mags, paths, boxes = [], [], [], [], []
-    sizes: dict[int, tuple[int, int]] = {}  # (width, height) per image
     for j, v, r in zip(dataset.sample_image[kept], dataset.sample_view[kept], dataset.sample_region[kept]):
         record = dataset.records[j]
         suffix = f"/{r}" if shown[j] > 1 else ""
@@ -355,9 +356,7 @@ def view_predictions(dataset: KeyRegionDataset, probs: np.ndarray | Tensor,
         patients.append(record.patient_id)
         mags.append(record.magnification)
         paths.append(str(record.path))
-        if j not in sizes:
-            sizes[j] = image_size(record.path)
-        boxes.append(view_box_to_raw(dataset.regions(j, v)[r].boxes[0], dataset.views[v], sizes[j]))
+        boxes.append(view_box_to_raw(dataset.regions(j, v)[r].boxes[0], dataset.views[v], dataset.image_sizes[j]))
     corners = np.array(boxes, dtype=np.float64).reshape(-1, 4)
     return Predictions(classes=dataset.classes, image_ids=ids, probs=probs,
                        labels=dataset.targets[dataset.sample_image[kept]], patient_ids=patients,

@@ -49,6 +49,7 @@ class Case:
     agreement: float | None  # share of the other readings that call the same class (None: there are none)
     agreement_note: str  # e.g. "5 of 6 views; rot90 says Benign"
     flagged: bool
+    windows: tuple[tuple[tuple[int, int, int, int], bool], ...] = ()  # ((x, y, w, h), agrees) of views that tell
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,8 @@ def review_cases(results: Mapping[str, Predictions], headline: str, *, min_confi
             runner_up=pred.classes[second] if pred.probs[i, second] > 0 else "",  # no class is next to a unanimous vote
             runner_up_probability=float(pred.probs[i, second]),
             agreement=agreement, agreement_note=note,
-            flagged=confidence < min_confidence or (agreement is not None and agreement < min_agreement)))
+            flagged=confidence < min_confidence or (agreement is not None and agreement < min_agreement),
+            windows=tuple((other.box, other.called == called) for other in others if other.box is not None)))
     return sorted(cases, key=lambda case: (case.confidence, case.image_id))
 
 
@@ -160,13 +162,10 @@ def write_case_review(results: Mapping[str, Predictions], headline: str, out_dir
     for stale in (Path(out_dir) / "figures").glob("case[0-9][0-9][0-9][0-9]_*.png"):
         stale.unlink()  # an earlier review's cards in this folder would pass for this one's
     probs = {image_id: pred.probs[i] for i, image_id in enumerate(pred.image_ids)}
-    opinions = second_opinions(results, headline)
     for n, case in enumerate(cases, 1):
         name = f"case{n:04d}_{re.sub(r'[^A-Za-z0-9_.-]+', '_', case.image_id)}.png"
         title = f"{case.image_id}: {case.predicted} ({case.confidence:.2f}){'  - review' if case.flagged else ''}"
-        called = pred.classes.index(case.predicted)
-        boxes = [(other.box, AGREE_COLOUR if other.called == called else DISSENT_COLOUR)
-                 for other in opinions.get(case.image_id, []) if other.box is not None]
+        boxes = [(box, AGREE_COLOUR if agrees else DISSENT_COLOUR) for box, agrees in case.windows]
         card = plot_case(thumbnail(case.path, thumbnail_px, boxes), pred.classes, probs[case.image_id],
                          report.figure_path(name), title=title, note=case.agreement_note, highlight=AGREE_COLOUR)
         where = " Boxes: where each view looked (blue agrees with the call, red does not)." if boxes else ""
