@@ -19,6 +19,7 @@ demo: $(STAMP)
 
 ## Default test suite (fast tests + real-data tests that fit; slow ones excluded).
 test: $(STAMP)
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -m "not slow" -n 2
 
 test-slow: $(STAMP)

@@ -27,8 +27,9 @@ import argparse
 import dataclasses
 import statistics
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -54,26 +55,44 @@ DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo" / "zhu201
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = benchmark_parser(__doc__)
-    parser.add_argument("--ratios", type=float, nargs="+", default=[0.0, 0.5], help="pruning ratios O (first = baseline)")
+    parser.add_argument(
+        "--ratios", type=float, nargs="+", default=[0.0, 0.5], help="pruning ratios O (first = baseline)"
+    )
     parser.add_argument("--rounds", type=int, default=5, help="alternating timing rounds")
     parser.add_argument("--repeats", type=int, default=5, help="timed passes per round")
-    parser.add_argument("--internal", action="store_true",
-                        help="also measure each non-zero O with the internal convs pruned (`prune.internal`)")
+    parser.add_argument(
+        "--internal",
+        action="store_true",
+        help="also measure each non-zero O with the internal convs pruned (`prune.internal`)",
+    )
     parser.add_argument("--skip-costs", action="store_true", help="leave out the untrained 224 px cost table")
     parser.add_argument("--skip-training", action="store_true", help="leave out the trained synthetic comparison")
     parser.add_argument("--input-size", type=int, default=112, help="trained comparison: global input and patch size")
-    parser.add_argument("--iterations", type=int, default=60, help="trained comparison: steps per branch (base and retraining)")
+    parser.add_argument(
+        "--iterations", type=int, default=60, help="trained comparison: steps per branch (base and retraining)"
+    )
     parser.add_argument("--images", type=int, default=6, help="trained comparison: synthetic images per patient")
     parser.add_argument("--work", type=Path, default=None, help="keep the synthetic tree and models here")
-    parser.add_argument("--bach-study", type=Path, nargs="*", default=[],
-                        help="measured `prune report` study folders on real BACH (one per fold) for `compression_bach`")
-    parser.add_argument("--bach-ensemble", type=Path, nargs="*", default=[],
-                        help="`ensemble evaluate` output folders on the same BACH folds for `compression_bach`")
+    parser.add_argument(
+        "--bach-study",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="measured `prune report` study folders on real BACH (one per fold) for `compression_bach`",
+    )
+    parser.add_argument(
+        "--bach-ensemble",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="`ensemble evaluate` output folders on the same BACH folds for `compression_bach`",
+    )
     return parser.parse_args(argv)
 
 
-def alternating_latency(models: Mapping[Any, nn.Module], inputs: Sequence[torch.Tensor], rounds: int,
-                        repeats: int) -> dict[Any, float]:
+def alternating_latency(
+    models: Mapping[Any, nn.Module], inputs: Sequence[torch.Tensor], rounds: int, repeats: int
+) -> dict[Any, float]:
     """Median over ``rounds`` of each model's median latency (ms), the models timed in turn each round."""
     times: dict[Any, list[float]] = {key: [] for key in models}
     for _ in range(rounds):
@@ -94,8 +113,10 @@ def cost_section(args: argparse.Namespace) -> str:
     torch.manual_seed(0)
     base = GoogLeNetSEP(num_classes=2, aux_logits=False).eval()
     importance = compute_channel_importance(base, [torch.randn(4, 3, SIZE, SIZE)])
-    backbones = {label: prune_channels(base, importance, per_loop_fraction(ratio, 1), internal=internal).eval()
-                 for label, ratio, internal in variants(args)}
+    backbones = {
+        label: prune_channels(base, importance, per_loop_fraction(ratio, 1), internal=internal).eval()
+        for label, ratio, internal in variants(args)
+    }
     image = torch.randn(1, 3, SIZE, SIZE)
     patches = torch.randn(1, PATCHES, 3, SIZE, SIZE)
     hybrids = {ratio: HybridCNN(model, model).eval() for ratio, model in backbones.items()}
@@ -147,9 +168,14 @@ def cost_section(args: argparse.Namespace) -> str:
             f"{hybrid_ms[baseline] / hybrid_ms[ratio]:.2f}x",
         ] + ([f"{gpu[ratio]:.0f}"] if gpu else [])
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "`+ internal`: the stem's conv2_reduce/conv2 and every Inception reduce conv lose the same fraction "
-                  "(ranked by |BatchNorm gamma|; `prune.internal`, beyond the paper)." if args.internal else "",
-              "The trained comparison on synthetic data (accuracy included) is the `compression` section."]
+    lines += [
+        "",
+        "`+ internal`: the stem's conv2_reduce/conv2 and every Inception reduce conv lose the same fraction "
+        "(ranked by |BatchNorm gamma|; `prune.internal`, beyond the paper)."
+        if args.internal
+        else "",
+        "The trained comparison on synthetic data (accuracy included) is the `compression` section.",
+    ]
     return "\n".join(lines)
 
 
@@ -164,15 +190,21 @@ def training_section(args: argparse.Namespace, work: Path) -> str:
 
     root = work / "synthetic_breakhis"
     if not root.is_dir():
-        synth_breakhis(root, patients_per_subtype=3, images_per_magnification=args.images, magnifications=(40,),
-                       size=(350, 230))
+        synth_breakhis(
+            root, patients_per_subtype=3, images_per_magnification=args.images, magnifications=(40,), size=(350, 230)
+        )
     size = args.input_size
-    cfg = load_config(DEMO_CONFIG, [
-        "name=compression_bench", f"data.root={root}",
-        "model.kwargs={fusion_weight: 0.6}",  # GoogLeNet's full widths (the demo uses a quarter)
-        f"preprocess.input_size={size}", f"preprocess.patches={{grid: [5, 3], size: {size}, per_image: 4}}",
-        f"train.iterations={args.iterations}",
-    ])
+    cfg = load_config(
+        DEMO_CONFIG,
+        [
+            "name=compression_bench",
+            f"data.root={root}",
+            "model.kwargs={fusion_weight: 0.6}",  # GoogLeNet's full widths (the demo uses a quarter)
+            f"preprocess.input_size={size}",
+            f"preprocess.patches={{grid: [5, 3], size: {size}, per_image: 4}}",
+            f"train.iterations={args.iterations}",
+        ],
+    )
     records, classes = experiment_records(cfg)
     split = experiment_splits(cfg, records)[0]
     train, test = select_split(split, records, "train"), select_split(split, records, "test")
@@ -184,8 +216,17 @@ def training_section(args: argparse.Namespace, work: Path) -> str:
     folders = {f"{ratio:g}": study / f"ratio{ratio:g}" for ratio in args.ratios}
     internal_ratios = [ratio for _, ratio, internal in variants(args) if internal]
     if internal_ratios:  # the same trained base, pruned deeper
-        deeper = run_sweep(cfg, work / "study_internal", train, [], test, classes, base=study / "base" / "model",
-                           options=dataclasses.replace(options, report_ratios=internal_ratios, internal=True), resume=True)
+        deeper = run_sweep(
+            cfg,
+            work / "study_internal",
+            train,
+            [],
+            test,
+            classes,
+            base=study / "base" / "model",
+            options=dataclasses.replace(options, report_ratios=internal_ratios, internal=True),
+            resume=True,
+        )
         for row in measure_sweep(deeper, latency_repeats=1):
             if row["study"] == "ratio":
                 rows[f"{row['ratio']:g} + internal"] = row
@@ -214,23 +255,31 @@ def training_section(args: argparse.Namespace, work: Path) -> str:
     ]
     for label, row in rows.items():
         change = 100 * (row["accuracy"] - rows[base]["accuracy"])
-        lines.append(f"| O = {label} | {row['params'] / 1e6:.2f} M | {row['macs'] / 1e9:.2f} "
-                     f"| {row['size_bytes'] / 2**20:.1f} MiB | {latency[label]:.0f} | {latency[base] / latency[label]:.2f}x "
-                     f"| {row['accuracy']:.3f} | {change:+.1f} |")
+        lines.append(
+            f"| O = {label} | {row['params'] / 1e6:.2f} M | {row['macs'] / 1e9:.2f} "
+            f"| {row['size_bytes'] / 2**20:.1f} MiB | {latency[label]:.0f} | {latency[base] / latency[label]:.2f}x "
+            f"| {row['accuracy']:.3f} | {change:+.1f} |"
+        )
     lines.append("")
     for label in list(rows)[1:]:
         speedup = latency[base] / latency[label]
         change = 100 * (rows[label]["accuracy"] - rows[base]["accuracy"])
-        lines.append(f"Targets at O = {label}: CPU speed-up >= 1.6x: {'met' if speedup >= 1.6 else 'NOT met'} "
-                     f"({speedup:.2f}x; MACs fall {rows[base]['macs'] / rows[label]['macs']:.2f}x); accuracy within 1 point "
-                     f"of O = 0: {'met' if abs(change) <= 1.0 else 'NOT met'} ({change:+.1f} points on {len(test)} test "
-                     f"images, one image = {100 / len(test):.1f} points).")
+        lines.append(
+            f"Targets at O = {label}: CPU speed-up >= 1.6x: {'met' if speedup >= 1.6 else 'NOT met'} "
+            f"({speedup:.2f}x; MACs fall {rows[base]['macs'] / rows[label]['macs']:.2f}x); accuracy within 1 point "
+            f"of O = 0: {'met' if abs(change) <= 1.0 else 'NOT met'} ({change:+.1f} points on {len(test)} test "
+            f"images, one image = {100 / len(test):.1f} points)."
+        )
     if all(row["accuracy"] == 1.0 for row in rows.values()):
-        lines.append("Every model classifies every synthetic test image correctly: the synthetic task is too easy to "
-                     "show an accuracy cost of pruning; the BACH numbers of the System A section are the real test.")
-    lines.append("As in the paper, plain O prunes only the outputs of the Inception modules (the SEP-followed layers), so "
-                 "MACs fall less than parameters: the stem and the 1x1 reduce convs keep their widths. `+ internal` "
-                 "prunes those too (`prune.internal`, ranked by |BatchNorm gamma|; beyond the paper).")
+        lines.append(
+            "Every model classifies every synthetic test image correctly: the synthetic task is too easy to "
+            "show an accuracy cost of pruning; the BACH numbers of the System A section are the real test."
+        )
+    lines.append(
+        "As in the paper, plain O prunes only the outputs of the Inception modules (the SEP-followed layers), so "
+        "MACs fall less than parameters: the stem and the 1x1 reduce convs keep their widths. `+ internal` "
+        "prunes those too (`prune.internal`, ranked by |BatchNorm gamma|; beyond the paper)."
+    )
     return "\n".join(lines)
 
 
@@ -241,8 +290,10 @@ def _study_setting(study: Path) -> str:
     cfg = yaml.safe_load((study / "config.yaml").read_text())
     prune = cfg.get("prune", {})
     deeper = "SEP-followed and internal convs" if prune.get("internal") else "SEP-followed layers only (the paper)"
-    return (f"`{cfg['name']}`: {deeper}; O = 0 and O = {prune.get('ratio', 0.5):g} both retrained "
-            f"{prune.get('retrain_iterations')} iterations per branch")
+    return (
+        f"`{cfg['name']}`: {deeper}; O = 0 and O = {prune.get('ratio', 0.5):g} both retrained "
+        f"{prune.get('retrain_iterations')} iterations per branch"
+    )
 
 
 def bach_section(studies: Sequence[Path], ensembles: Sequence[Path]) -> str:
@@ -266,47 +317,70 @@ def bach_section(studies: Sequence[Path], ensembles: Sequence[Path]) -> str:
     for study in studies:
         groups.setdefault(_study_setting(study), []).append(study)
     for setting, members in groups.items():
-        lines += ["", f"Config {setting}.", "", "| study | model | parameters | GMACs / image | CPU ms / image "
-                  "| speed-up vs O = 0 | test accuracy | change vs O = 0 (points) |", "|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"Config {setting}.",
+            "",
+            "| study | model | parameters | GMACs / image | CPU ms / image "
+            "| speed-up vs O = 0 | test accuracy | change vs O = 0 (points) |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         changes, speedups = [], []
         for study in members:
             rows = json.loads((study / "report" / "metrics.json").read_text())["results"]["rows"]
             by_ratio = {row["ratio"]: row for row in rows if row["study"] == "ratio"}
             base = next(row for row in rows if row["study"] == "base")
             reference = by_ratio[0.0]
-            for name, row in [("base (before retraining)", base)] + [(f"O = {o:g}", r) for o, r in sorted(by_ratio.items())]:
-                lines.append(f"| {study.name} | {name} | {row['params'] / 1e6:.2f} M | {row['macs'] / 1e9:.2f} "
-                             f"| {row['latency_ms']:.0f} | {reference['latency_ms'] / row['latency_ms']:.2f}x "
-                             f"| {row['accuracy']:.3f} | {100 * (row['accuracy'] - reference['accuracy']):+.1f} |")
+            for name, row in [("base (before retraining)", base)] + [
+                (f"O = {o:g}", r) for o, r in sorted(by_ratio.items())
+            ]:
+                lines.append(
+                    f"| {study.name} | {name} | {row['params'] / 1e6:.2f} M | {row['macs'] / 1e9:.2f} "
+                    f"| {row['latency_ms']:.0f} | {reference['latency_ms'] / row['latency_ms']:.2f}x "
+                    f"| {row['accuracy']:.3f} | {100 * (row['accuracy'] - reference['accuracy']):+.1f} |"
+                )
             pruned = by_ratio[max(by_ratio)]
             changes.append(100 * (pruned["accuracy"] - reference["accuracy"]))
             speedups.append(reference["latency_ms"] / pruned["latency_ms"])
-        lines += ["", f"Over {len(members)} fold(s), O = {max(by_ratio):g} against O = 0: accuracy change "
-                      f"{statistics.mean(changes):+.1f} points on average (per fold: "
-                      f"{', '.join(f'{c:+.1f}' for c in changes)}; target within 1 point), CPU speed-up "
-                      f"{statistics.median(speedups):.2f}x median (per fold: {', '.join(f'{x:.2f}' for x in speedups)}; "
-                      "target >= 1.6x)."]
+        lines += [
+            "",
+            f"Over {len(members)} fold(s), O = {max(by_ratio):g} against O = 0: accuracy change "
+            f"{statistics.mean(changes):+.1f} points on average (per fold: "
+            f"{', '.join(f'{c:+.1f}' for c in changes)}; target within 1 point), CPU speed-up "
+            f"{statistics.median(speedups):.2f}x median (per fold: {', '.join(f'{x:.2f}' for x in speedups)}; "
+            "target >= 1.6x).",
+        ]
     if ensembles:
-        lines += ["", "Ensembles: each member trained (bach_binary_cpu.yaml schedule) on k-1 of k contiguous subsets of "
-                      "the fold's training images and validated on the k-th; all rules vote the same members on the "
-                      "fold's test images.",
-                  "", "| ensemble | rule | test images | members' accuracy | ensemble accuracy | gain over the best member |",
-                  "|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "Ensembles: each member trained (bach_binary_cpu.yaml schedule) on k-1 of k contiguous subsets of "
+            "the fold's training images and validated on the k-th; all rules vote the same members on the "
+            "fold's test images.",
+            "",
+            "| ensemble | rule | test images | members' accuracy | ensemble accuracy | gain over the best member |",
+            "|---|---|---|---|---|---|",
+        ]
     totals: dict[tuple[int, str], list[tuple[float, float, float]]] = {}
     for folder in ensembles:
         summary = json.loads((folder / "summary.json").read_text())
         accuracies = list(summary["members"].values())
         members = ", ".join(f"{acc:.3f}" for acc in accuracies)
-        lines.append(f"| {folder.parent.name if folder.name.startswith('evaluation') else folder.name} | {summary['rule']} "
-                     f"| {summary['images']} | {members} | {summary['ensemble']:.3f} "
-                     f"| {100 * summary['gain_over_best_member']:+.1f} points |")
+        lines.append(
+            f"| {folder.parent.name if folder.name.startswith('evaluation') else folder.name} | {summary['rule']} "
+            f"| {summary['images']} | {members} | {summary['ensemble']:.3f} "
+            f"| {100 * summary['gain_over_best_member']:+.1f} points |"
+        )
         totals.setdefault((len(accuracies), summary["rule"]), []).append(
-            (summary["ensemble"], summary["gain_over_best_member"], summary["ensemble"] - statistics.mean(accuracies)))
+            (summary["ensemble"], summary["gain_over_best_member"], summary["ensemble"] - statistics.mean(accuracies))
+        )
     for (count, rule), values in totals.items():
         if len(values) > 1:
             accuracy, best, average = (statistics.mean(column) for column in zip(*values))
-            lines += ["", f"{count} members, {rule} rule, {len(values)} folds: ensemble accuracy {accuracy:.3f} on average; "
-                          f"{100 * best:+.1f} points against the best member, {100 * average:+.1f} against the average member."]
+            lines += [
+                "",
+                f"{count} members, {rule} rule, {len(values)} folds: ensemble accuracy {accuracy:.3f} on average; "
+                f"{100 * best:+.1f} points against the best member, {100 * average:+.1f} against the average member.",
+            ]
     return "\n".join(lines)
 
 

@@ -27,8 +27,8 @@ import argparse  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Callable  # noqa: E402
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
@@ -59,6 +59,7 @@ def _render(tissues: list[str], size: tuple[int, int], mpp: float) -> Callable[[
         for i, tissue in enumerate(tissues):
             render_he(tissue, size, mpp, np.random.default_rng(i))
         return len(tissues)
+
     return run
 
 
@@ -70,8 +71,15 @@ def _rows(repeats: int, workdir: Path) -> list[str]:
     runs = iter(range(repeats + 1))
 
     def write_tree() -> int:
-        return len(synth_breakhis(workdir / f"tree{next(runs)}", patients_per_subtype=1, images_per_magnification=2,
-                                  magnifications=(200, 400), folds=1))
+        return len(
+            synth_breakhis(
+                workdir / f"tree{next(runs)}",
+                patients_per_subtype=1,
+                images_per_magnification=2,
+                magnifications=(200, 400),
+                folds=1,
+            )
+        )
 
     write_breakhis = _rate(write_tree, repeats)
     tree = workdir / "tree0"
@@ -110,15 +118,17 @@ def main(argv: list[str] | None = None) -> str:
     load = os.getloadavg()[0]  # the machine is shared: say how busy it was
     with tempfile.TemporaryDirectory(prefix="bench_data_") as tmp:
         rows = _rows(args.repeats, Path(tmp))
-    markdown = "\n".join([
-        "## Data: synthetic generation, reading, inspection",
-        "",
-        f"`python -m benchmarks.bench_data` on {today()}: {machine_info()}. One core: OpenCV and BLAS limited "
-        f"to one thread. Median of {args.repeats} runs after a warm-up. The machine is shared (1-minute load "
-        f"average {load:.1f} at the start), so rates vary by up to ~2x between runs.",
-        "",
-        *rows,
-    ])
+    markdown = "\n".join(
+        [
+            "## Data: synthetic generation, reading, inspection",
+            "",
+            f"`python -m benchmarks.bench_data` on {today()}: {machine_info()}. One core: OpenCV and BLAS limited "
+            f"to one thread. Median of {args.repeats} runs after a warm-up. The machine is shared (1-minute load "
+            f"average {load:.1f} at the start), so rates vary by up to ~2x between runs.",
+            "",
+            *rows,
+        ]
+    )
     print(markdown)
     if not args.no_write:
         write_section("data", markdown)

@@ -31,8 +31,8 @@ import argparse  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Callable  # noqa: E402
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
@@ -63,19 +63,24 @@ def _times_ms(function: Callable[[], object], repeats: int) -> list[float]:
 
 
 def _krem_rows(repeats: int) -> list[str]:
-    fields = [(f"synthetic {t}", render_he(t, (2048, 1536), 0.42, np.random.default_rng(i)))
-              for i, t in enumerate(("Normal", "InSitu", "Invasive"))]
+    fields = [
+        (f"synthetic {t}", render_he(t, (2048, 1536), 0.42, np.random.default_rng(i)))
+        for i, t in enumerate(("Normal", "InSitu", "Invasive"))
+    ]
     if BACH_PHOTOS.is_dir():
         for name in ("Benign/b015", "InSitu/is005", "Invasive/iv020"):
             real = read_rgb(BACH_PHOTOS / f"{name}.jpeg")  # 1024x768 at 0.84 µm/px
-            fields.append((f"real {name.split('/')[1]} (resized)",
-                           cv2.resize(real, (2048, 1536), interpolation=cv2.INTER_CUBIC)))
+            fields.append(
+                (f"real {name.split('/')[1]} (resized)", cv2.resize(real, (2048, 1536), interpolation=cv2.INTER_CUBIC))
+            )
     rows = []
     for label, image in fields:
-        train = _times_ms(lambda: key_regions(image, 0.42, top_k=12), repeats)
-        test = _times_ms(lambda: key_regions(image, 0.42, top_k=1), repeats)
-        rows.append(f"| {label} | {len(detect_nuclei(image, 0.42))} | {statistics.median(test):.0f} "
-                    f"| {statistics.median(train):.0f} | {min(train):.0f} |")
+        train = _times_ms(lambda image=image: key_regions(image, 0.42, top_k=12), repeats)
+        test = _times_ms(lambda image=image: key_regions(image, 0.42, top_k=1), repeats)
+        rows.append(
+            f"| {label} | {len(detect_nuclei(image, 0.42))} | {statistics.median(test):.0f} "
+            f"| {statistics.median(train):.0f} | {min(train):.0f} |"
+        )
     return rows
 
 
@@ -89,7 +94,10 @@ def _stain_rows(repeats: int) -> tuple[str, list[str]]:
     rows = []
     for normalizer in (ReinhardNormalizer(), MacenkoNormalizer()):
         normalizer.fit(images[0])
-        per_image = [statistics.median(_times_ms(lambda im=im: normalizer.normalize(im), repeats)) for im in images[1:]]
+        per_image = [
+            statistics.median(_times_ms(lambda im=im, normalizer=normalizer: normalizer.normalize(im), repeats))
+            for im in images[1:]
+        ]
         rows.append(f"| {normalizer.method} | {statistics.median(per_image):.1f} | {max(per_image):.1f} |")
     return source, rows
 
@@ -97,8 +105,7 @@ def _stain_rows(repeats: int) -> tuple[str, list[str]]:
 def _cache_rows(images: int) -> list[str]:
     params = KremParams()
     with tempfile.TemporaryDirectory() as folder:
-        records = synth_bach(Path(folder) / "bach", per_class=max(1, images // 4), size=(1024, 768),
-                             image_format="png")
+        records = synth_bach(Path(folder) / "bach", per_class=max(1, images // 4), size=(1024, 768), image_format="png")
         normalizer = MacenkoNormalizer().fit(read_rgb(records[0].path))
 
         def system_b_input(path: Path, mpp: float) -> np.ndarray:
@@ -116,19 +123,28 @@ def _cache_rows(images: int) -> list[str]:
             for record in records:
                 compute = lambda r=record: system_b_input(r.path, r.microns_per_pixel)  # noqa: E731
                 if cached:
-                    key = {"file": file_fingerprint(record.path), "stage": "krem_crops", "params": params.to_dict(),
-                           "stain": normalizer.to_dict(), "views": SIX_VIEWS, "mpp": record.microns_per_pixel}
+                    key = {
+                        "file": file_fingerprint(record.path),
+                        "stage": "krem_crops",
+                        "params": params.to_dict(),
+                        "stain": normalizer.to_dict(),
+                        "views": SIX_VIEWS,
+                        "mpp": record.microns_per_pixel,
+                    }
                     cache.get_or_compute(key, compute)
                 else:
                     compute()
             return (time.perf_counter() - start) * 1e3 / len(records)
 
         uncached, filling, hit = run(False), run(True), run(True)
-    return [f"| uncached | {uncached:.0f} | 1.0x |",
-            f"| cache, first pass (compute + store) | {filling:.0f} | {uncached / filling:.1f}x |",
-            f"| cache, second pass (read only) | {hit:.1f} | {uncached / hit:.0f}x |",
-            "", f"{len(records)} synthetic BACH images of 1024x768 at 0.84 µm/px; per image: read, Macenko, "
-            "6 views x KREM (top 1) x 3 crops of 224 px = 18 crops (2.7 MB)."]
+    return [
+        f"| uncached | {uncached:.0f} | 1.0x |",
+        f"| cache, first pass (compute + store) | {filling:.0f} | {uncached / filling:.1f}x |",
+        f"| cache, second pass (read only) | {hit:.1f} | {uncached / hit:.0f}x |",
+        "",
+        f"{len(records)} synthetic BACH images of 1024x768 at 0.84 µm/px; per image: read, Macenko, "
+        "6 views x KREM (top 1) x 3 crops of 224 px = 18 crops (2.7 MB).",
+    ]
 
 
 def _reference_nuclei(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -161,10 +177,17 @@ def _agreement_rows() -> list[str]:
     rows = []
     for name, values in scores.items():
         counts, recalls, precisions = zip(*values)
-        rows.append(f"| {name} | {statistics.median(counts):.0f} | {np.nanmedian(recalls):.2f} "
-                    f"| {statistics.median(precisions):.2f} |")
-    return [f"{len(paths)} real BACH images (every 22nd file, 1024x768 at 0.84 µm/px); median over images.",
-            "", "| KREM rule | nuclei found | recall | precision |", "|---|---|---|---|", *rows]
+        rows.append(
+            f"| {name} | {statistics.median(counts):.0f} | {np.nanmedian(recalls):.2f} "
+            f"| {statistics.median(precisions):.2f} |"
+        )
+    return [
+        f"{len(paths)} real BACH images (every 22nd file, 1024x768 at 0.84 µm/px); median over images.",
+        "",
+        "| KREM rule | nuclei found | recall | precision |",
+        "|---|---|---|---|",
+        *rows,
+    ]
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:

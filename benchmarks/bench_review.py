@@ -50,9 +50,16 @@ def system_b_style(ids: list[str], paths: list[str], rng: np.random.Generator) -
     """The six-view vote and one row per view with its key window (a quarter of the image)."""
     view_ids = [f"{i}/{v}" for i in ids for v in SIX_VIEWS]
     corners = rng.integers(0, 512, size=(len(view_ids), 2)).astype(np.float64)
-    extra = {"region_x": corners[:, 0], "region_y": corners[:, 1] / 2,
-             "region_w": np.full(len(view_ids), 512.0), "region_h": np.full(len(view_ids), 384.0)}
-    return {"image": _table(ids, paths, rng), "patch": _table(view_ids, [p for p in paths for _ in SIX_VIEWS], rng, extra)}
+    extra = {
+        "region_x": corners[:, 0],
+        "region_y": corners[:, 1] / 2,
+        "region_w": np.full(len(view_ids), 512.0),
+        "region_h": np.full(len(view_ids), 384.0),
+    }
+    return {
+        "image": _table(ids, paths, rng),
+        "patch": _table(view_ids, [p for p in paths for _ in SIX_VIEWS], rng, extra),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,35 +68,51 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         if REAL_BACH.is_dir():
-            records, source = read_dataset(REAL_BACH)[: args.images], f"real BACH copies ({REAL_BACH.name}, 1024x768 JPEG)"
+            records, source = (
+                read_dataset(REAL_BACH)[: args.images],
+                f"real BACH copies ({REAL_BACH.name}, 1024x768 JPEG)",
+            )
         else:
-            records = synth_bach(Path(tmp) / "bach", per_class=-(-args.images // 4), size=(1024, 768),
-                                 image_format="jpg")[: args.images]
+            records = synth_bach(
+                Path(tmp) / "bach", per_class=-(-args.images // 4), size=(1024, 768), image_format="jpg"
+            )[: args.images]
             source = "synthetic BACH-size images (1024x768 JPEG)"
         ids, paths = [r.image_id for r in records], [str(r.path) for r in records]
         rows = []
-        write_case_review(system_a_style(ids[:2], paths[:2], np.random.default_rng(0)), "hybrid", Path(tmp) / "warm",
-                          RunInfo(source, "-", "warm-up", "-"))  # matplotlib's first figure loads its fonts
-        for style, results, headline in (("System A (4 other methods)", system_a_style, "hybrid"),
-                                          ("System B (6 views with windows)", system_b_style, "image")):
+        write_case_review(
+            system_a_style(ids[:2], paths[:2], np.random.default_rng(0)),
+            "hybrid",
+            Path(tmp) / "warm",
+            RunInfo(source, "-", "warm-up", "-"),
+        )  # matplotlib's first figure loads its fonts
+        for style, results, headline in (
+            ("System A (4 other methods)", system_a_style, "hybrid"),
+            ("System B (6 views with windows)", system_b_style, "image"),
+        ):
             out = Path(tmp) / headline
             start = time.perf_counter()
-            write_case_review(results(ids, paths, np.random.default_rng(0)), headline, out, RunInfo(source, "-", style, "-"))
+            write_case_review(
+                results(ids, paths, np.random.default_rng(0)), headline, out, RunInfo(source, "-", style, "-")
+            )
             seconds = time.perf_counter() - start
             size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-            rows.append(f"| {style} | {len(ids)} | {1000 * seconds / len(ids):.0f} | {len(ids) / seconds:.1f} | "
-                        f"{size / len(ids) / 1024:.0f} |")
-    section = "\n".join([
-        "## Case review (`predict --review`)",
-        "",
-        f"`python -m benchmarks.bench_review --images {args.images}` on {today()}; machine: {machine_info()}.",
-        f"Images: {source}. The review's own work only (thumbnail, card, report), one core; "
-        "inference is in the system sections.",
-        "",
-        "| readings | images | ms per image | images/s | KiB on disk per image |",
-        "| --- | ---: | ---: | ---: | ---: |",
-        *rows,
-    ])
+            rows.append(
+                f"| {style} | {len(ids)} | {1000 * seconds / len(ids):.0f} | {len(ids) / seconds:.1f} | "
+                f"{size / len(ids) / 1024:.0f} |"
+            )
+    section = "\n".join(
+        [
+            "## Case review (`predict --review`)",
+            "",
+            f"`python -m benchmarks.bench_review --images {args.images}` on {today()}; machine: {machine_info()}.",
+            f"Images: {source}. The review's own work only (thumbnail, card, report), one core; "
+            "inference is in the system sections.",
+            "",
+            "| readings | images | ms per image | images/s | KiB on disk per image |",
+            "| --- | ---: | ---: | ---: | ---: |",
+            *rows,
+        ]
+    )
     print(section)
     if not args.no_write:
         write_section("review", section)

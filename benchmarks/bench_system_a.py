@@ -48,8 +48,15 @@ def _endless(loader: torch.utils.data.DataLoader):  # type: ignore[no-untyped-de
         yield from loader
 
 
-def training_rate(size: int, batch: int, steps: int, device: torch.device, *, compile_model: bool = False,
-                  loader: torch.utils.data.DataLoader | None = None) -> float:
+def training_rate(
+    size: int,
+    batch: int,
+    steps: int,
+    device: torch.device,
+    *,
+    compile_model: bool = False,
+    loader: torch.utils.data.DataLoader | None = None,
+) -> float:
     """Images per second of full training steps (median over ``steps`` timed steps after 2 warm-ups)."""
     cuda = device.type == "cuda"
     model = create_model("googlenet_sep", num_classes=2).to(device).train()
@@ -103,16 +110,30 @@ def real_loader(workers: int, batch: int) -> torch.utils.data.DataLoader:
     from histobreast.pipelines.common import fit_stain_normalizer
     from histobreast.pipelines.zhu2019 import branch_datasets
 
-    root = SHARED_BACH if SHARED_BACH.is_dir() else Path(synth_bach(tempfile.mkdtemp(), per_class=40,
-                                                                    size=(1024, 768))[0].path).parents[2]
-    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "zhu2019" / "bach_binary.yaml",
-                      [f"data.root={root}", "data.microns_per_pixel=null"])
+    root = (
+        SHARED_BACH
+        if SHARED_BACH.is_dir()
+        else Path(synth_bach(tempfile.mkdtemp(), per_class=40, size=(1024, 768))[0].path).parents[2]
+    )
+    cfg = load_config(
+        Path(__file__).resolve().parents[1] / "configs" / "zhu2019" / "bach_binary.yaml",
+        [f"data.root={root}", "data.microns_per_pixel=null"],
+    )
     records = read_dataset(root)
     records = relabel(records, BACH_BINARY)
-    global_data, _ = branch_datasets(cfg, records, [], list(BACH_BINARY_CLASSES), fit_stain_normalizer(cfg, records))["global"]
-    return torch.utils.data.DataLoader(global_data, batch_size=batch, shuffle=True, num_workers=workers,
-                                       pin_memory=True, drop_last=True, persistent_workers=workers > 0,
-                                       prefetch_factor=4 if workers else None)
+    global_data, _ = branch_datasets(cfg, records, [], list(BACH_BINARY_CLASSES), fit_stain_normalizer(cfg, records))[
+        "global"
+    ]
+    return torch.utils.data.DataLoader(
+        global_data,
+        batch_size=batch,
+        shuffle=True,
+        num_workers=workers,
+        pin_memory=True,
+        drop_last=True,
+        persistent_workers=workers > 0,
+        prefetch_factor=4 if workers else None,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -125,8 +146,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
+    device = torch.device(
+        "cuda"
+        if args.device == "auto" and torch.cuda.is_available()
+        else ("cpu" if args.device == "auto" else args.device)
+    )
     cuda = device.type == "cuda"
     rows = []
     for size, batch in ((224, 256), (112, 256)) if cuda else ((224, 16), (112, 32)):
@@ -134,22 +158,26 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(f"| training step, backbone + aux heads | {size} | {batch} | {rate:,.1f} images/s |")
     if cuda:
         rate = training_rate(224, 256, args.steps, device, loader=real_loader(args.workers, 256))
-        rows.append(f"| training step fed by the real loader ({args.workers} workers) | 224 | 256 | {rate:,.1f} images/s |")
+        rows.append(
+            f"| training step fed by the real loader ({args.workers} workers) | 224 | 256 | {rate:,.1f} images/s |"
+        )
     for size in (224, 112):
         ms = hybrid_latency_ms(size, device, repeats=10)
         rows.append(f"| inference, hybrid (global + 15 patches), one image | {size} | 1 | {ms:,.1f} ms |")
     load = os.getloadavg()[0]
-    text = "\n".join([
-        f"## System A speed ({'CUDA, bf16 autocast + channels_last' if cuda else 'CPU, fp32'})",
-        "",
-        f"`python -m benchmarks.bench_system_a` on {today()}: {machine_info()}; "
-        f"load average {load:.1f} when it started (the machine was shared: other jobs slow these numbers).",
-        "GoogLeNet-BN + SEP at full paper widths, from scratch, SGD; median over timed steps after warm-up.",
-        "",
-        "| measurement | input px | batch | result |",
-        "| --- | ---: | ---: | ---: |",
-        *rows,
-    ])
+    text = "\n".join(
+        [
+            f"## System A speed ({'CUDA, bf16 autocast + channels_last' if cuda else 'CPU, fp32'})",
+            "",
+            f"`python -m benchmarks.bench_system_a` on {today()}: {machine_info()}; "
+            f"load average {load:.1f} when it started (the machine was shared: other jobs slow these numbers).",
+            "GoogLeNet-BN + SEP at full paper widths, from scratch, SGD; median over timed steps after warm-up.",
+            "",
+            "| measurement | input px | batch | result |",
+            "| --- | ---: | ---: | ---: |",
+            *rows,
+        ]
+    )
     print(text)
     if not args.no_write:
         write_section("system_a" if not cuda else "system_a_cuda", text)

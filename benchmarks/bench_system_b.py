@@ -62,10 +62,12 @@ CUDA_CASES = (
 
 
 NOTES = {
-    "system_b": ("Shared machine: other jobs ran at the same time, so these are medians of single steps. One "
-                 "torch thread per process: under that load two threads oversubscribed the two cores and a step "
-                 "took ~20x longer. GPU numbers: `python -m benchmarks.bench_system_b --device cuda [--compile]` "
-                 "(section `system_b_gpu`); no GPU was available when this was written."),
+    "system_b": (
+        "Shared machine: other jobs ran at the same time, so these are medians of single steps. One "
+        "torch thread per process: under that load two threads oversubscribed the two cores and a step "
+        "took ~20x longer. GPU numbers: `python -m benchmarks.bench_system_b --device cuda [--compile]` "
+        "(section `system_b_gpu`); no GPU was available when this was written."
+    ),
     "system_b_gpu": "Target (issue 6): >= 1,300 samples/s = 3,900 ResNet50 crops/s on one H100.",
 }
 
@@ -91,13 +93,28 @@ def _key_region_loader(case: Case, images: int, workers: int, device, folder: Pa
     else:
         records = synth_bach(folder / "bach", per_class=max(1, images // 4), size=(1024, 768), image_format="png")
         source = "synthetic BACH (1024x768)"
-    data = KeyRegionDataset(records, BACH_CLASSES, top_k=TRAIN_TOP_K, params=KremParams(output_size=case.size),
-                            cache_dir=folder / "cache", preload=True, uint8=True)
+    data = KeyRegionDataset(
+        records,
+        BACH_CLASSES,
+        top_k=TRAIN_TOP_K,
+        params=KremParams(output_size=case.size),
+        cache_dir=folder / "cache",
+        preload=True,
+        uint8=True,
+    )
     start = time.perf_counter()
     data.prepare()
     prepare_s = time.perf_counter() - start
-    loader = build_loader(data, batch_size=case.batch, device=device, ctx=DistributedContext(), seed=0, train=True,
-                          num_workers=workers, prefetch_factor=4)
+    loader = build_loader(
+        data,
+        batch_size=case.batch,
+        device=device,
+        ctx=DistributedContext(),
+        seed=0,
+        train=True,
+        num_workers=workers,
+        prefetch_factor=4,
+    )
     return loader, prepare_s, f"{len(records)} {source}, {len(data)} samples"
 
 
@@ -153,8 +170,13 @@ def run_case(case: Case, device_name: str, steps: int, workers: int, compile_mod
     if cuda:
         x, y = x.pin_memory(), y.pin_memory()
     timed([(x, y)] * (3 if compile_model else 2))  # warm-up (and compilation)
-    result = {**asdict(case), "device": device_name, "steps": steps, "compile": compile_model,
-              "memory_s": timed([(x, y)] * steps)}  # seconds per step (median)
+    result = {
+        **asdict(case),
+        "device": device_name,
+        "steps": steps,
+        "compile": compile_model,
+        "memory_s": timed([(x, y)] * steps),
+    }  # seconds per step (median)
     if case.loader:
         with tempfile.TemporaryDirectory() as folder:
             images = max(8, -(-case.batch * (steps + 2) // (6 * 12)))  # enough samples for warm-up + steps
@@ -168,15 +190,29 @@ def run_case(case: Case, device_name: str, steps: int, workers: int, compile_mod
             for i, _ in enumerate(loader, start=1):
                 if i == steps:
                     break
-            result.update(loader_only_s=(time.perf_counter() - start) / steps, prepare_s=prepare_s, source=source,
-                          workers=workers)
+            result.update(
+                loader_only_s=(time.perf_counter() - start) / steps, prepare_s=prepare_s, source=source, workers=workers
+            )
     result["peak_mib"] = _peak_memory_mib(device)
     return result
 
 
 def _in_subprocess(case: Case, args: argparse.Namespace, device: str) -> dict:
-    command = [sys.executable, "-m", "benchmarks.bench_system_b", "--case", case.name, "--device", device,
-               "--steps", str(args.steps), "--threads", str(args.threads), "--workers", str(args.workers)]
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.bench_system_b",
+        "--case",
+        case.name,
+        "--device",
+        device,
+        "--steps",
+        str(args.steps),
+        "--threads",
+        str(args.threads),
+        "--workers",
+        str(args.workers),
+    ]
     if args.compile:
         command.append("--compile")
     done = subprocess.run(command, cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, check=False)
@@ -190,24 +226,31 @@ def _rate(result: dict, key: str) -> str:
 
 
 def render(results: list[dict], machine: str, date: str, threads: int) -> str:
-    lines = [f"System B (MSMV-PFENet) training step, {date}. Machine: {machine}; {threads} torch thread(s) on CPU. "
-             "A sample is one key region's 3 crops (coarse -> fine); samples/s = batch / median step time over "
-             f"{results[0]['steps']} timed steps (after warm-up). "
-             "CUDA runs use bf16 autocast + channels_last. `python -m benchmarks.bench_system_b`.", "",
-             "| case | device | encoders | crop px | batch | samples/s (in-memory) | samples/s (real loader) "
-             "| loader alone samples/s | crops/s (in-memory) | peak memory MiB |",
-             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [
+        f"System B (MSMV-PFENet) training step, {date}. Machine: {machine}; {threads} torch thread(s) on CPU. "
+        "A sample is one key region's 3 crops (coarse -> fine); samples/s = batch / median step time over "
+        f"{results[0]['steps']} timed steps (after warm-up). "
+        "CUDA runs use bf16 autocast + channels_last. `python -m benchmarks.bench_system_b`.",
+        "",
+        "| case | device | encoders | crop px | batch | samples/s (in-memory) | samples/s (real loader) "
+        "| loader alone samples/s | crops/s (in-memory) | peak memory MiB |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for r in results:
         crops = 3 * r["batch"] / r["memory_s"]
-        lines.append(f"| {r['name']}{' (compiled)' if r['compile'] else ''} | {r['device']} | 3 x {r['encoder']} "
-                     f"| {r['size']} | {r['batch']} | {_rate(r, 'memory_s')} | {_rate(r, 'loader_s')} "
-                     f"| {_rate(r, 'loader_only_s')} | {crops:,.0f} | {r['peak_mib']:,.0f} |")
+        lines.append(
+            f"| {r['name']}{' (compiled)' if r['compile'] else ''} | {r['device']} | 3 x {r['encoder']} "
+            f"| {r['size']} | {r['batch']} | {_rate(r, 'memory_s')} | {_rate(r, 'loader_s')} "
+            f"| {_rate(r, 'loader_only_s')} | {crops:,.0f} | {r['peak_mib']:,.0f} |"
+        )
     for r in results:
         if "loader_s" in r:
-            lines.append(f"\n`{r['name']}`: {r['source']}, KREM for all views took {r['prepare_s']:.1f} s "
-                         f"(cached afterwards); {r['workers']} loader worker(s); median step "
-                         f"{r['loader_s'] * 1e3:,.0f} ms with the loader (fetching included) against "
-                         f"{r['memory_s'] * 1e3:,.0f} ms on in-memory tensors.")
+            lines.append(
+                f"\n`{r['name']}`: {r['source']}, KREM for all views took {r['prepare_s']:.1f} s "
+                f"(cached afterwards); {r['workers']} loader worker(s); median step "
+                f"{r['loader_s'] * 1e3:,.0f} ms with the loader (fetching included) against "
+                f"{r['memory_s'] * 1e3:,.0f} ms on in-memory tensors."
+            )
     return "\n".join(lines)
 
 
@@ -215,12 +258,17 @@ def bach_results(run_dirs: list[Path]) -> str:
     """The ``system_b_bach`` section: per-fold patch- and image-level accuracy of finished
     ``histobreast train`` experiment folders (their ``report/metrics.json``), with each run's schedule."""
     from histobreast.engine.config import load_config
-    lines = ["| run | level | " + " | ".join(f"fold {f}" for f in range(1, 6)) + " | mean ± std |",
-             "| --- | --- | " + " | ".join("---:" for _ in range(5)) + " | ---: |"]
+
+    lines = [
+        "| run | level | " + " | ".join(f"fold {f}" for f in range(1, 6)) + " | mean ± std |",
+        "| --- | --- | " + " | ".join("---:" for _ in range(5)) + " | ---: |",
+    ]
     notes = []
     for run_dir in run_dirs:
         metrics = json.loads((run_dir / "report" / "metrics.json").read_text())
-        for method in [m for m in ("patch", "image", "patch_one_region", "image_one_region") if m in metrics["results"]["folds"]]:
+        for method in [
+            m for m in ("patch", "image", "patch_one_region", "image_one_region") if m in metrics["results"]["folds"]
+        ]:
             folds = metrics["results"]["folds"][method]
             values = {int(f): e["metrics"]["image_level_accuracy"] for f, e in folds.items()}
             summary = metrics["results"]["summary"][method]["metrics"]["metrics/image_level_accuracy"]
@@ -230,8 +278,10 @@ def bach_results(run_dirs: list[Path]) -> str:
         run = metrics["run"]
         cfg = load_config(run_dir / "config.yaml")
         if cfg.pipeline != "liu2022":  # a baseline beside System B, e.g. runs/resnet18_bach4_cpu
-            notes.append(f"- `{run_dir.name}`: {cfg.model.name} on whole images ({cfg.name}); "
-                         f"`{run['command']}` (finished {run['date']}; {run['machine']})")
+            notes.append(
+                f"- `{run_dir.name}`: {cfg.model.name} on whole images ({cfg.name}); "
+                f"`{run['command']}` (finished {run['date']}; {run['machine']})"
+            )
             continue
         mode = "frozen encoders, only FDNet trained" if cfg.model.frozen_encoders else "joint training"
         pretraining = cfg.model.encoder_pretraining
@@ -251,26 +301,32 @@ def bach_results(run_dirs: list[Path]) -> str:
             mode += f", {cfg.preprocess.stain.method} stain normalisation"
         if cfg.model.kwargs.get("dropout"):
             mode += f", dropout {cfg.model.kwargs['dropout']:g} before the FC"
-        notes.append(f"- `{run_dir.name}`: 3 x {cfg.model.kwargs.get('encoder', 'resnet50')} on "
-                     f"{cfg.preprocess.input_size} px crops ({mode}), regions: {selection}, "
-                     f"{cfg.train.optimizer} lr {cfg.train.lr:g}, batch {cfg.train.batch_size}, {length}; "
-                     f"`{run['command']}` (finished {run['date']}; {run['machine']})")
+        notes.append(
+            f"- `{run_dir.name}`: 3 x {cfg.model.kwargs.get('encoder', 'resnet50')} on "
+            f"{cfg.preprocess.input_size} px crops ({mode}), regions: {selection}, "
+            f"{cfg.train.optimizer} lr {cfg.train.lr:g}, batch {cfg.train.batch_size}, {length}; "
+            f"`{run['command']}` (finished {run['date']}; {run['machine']})"
+        )
     return "\n".join(lines + [""] + notes)
 
 
-BACH_INTRO = ("## System B on real BACH (4 classes, 5 contiguous folds)\n\n"
-              "Accuracy (%) of each fold's test images: patch = one result per view (per region when a run tests "
-              "several regions per view), image = the majority vote of those results; `_one_region` = only the "
-              "first region of each view votes, from the same scores (the paper's protocol: the densest with KREM, "
-              "one random draw in the random-region control).")
-TABLE4_INTRO = ("## System B, Table 4 on real BACH (4 classes, 5 contiguous folds)\n\n"
-                "Patch = one result per view (the densest region), image = the six views' majority vote. The base "
-                "is `configs/liu2022/bach4_frozen.yaml`: random, frozen encoders (ResNet18 unless the row names "
-                "another) and a trained discriminator, so the rows compare what untrained architectures pass on "
-                "(docs/system_b.md). Regenerate with `histobreast ablate --config "
-                "configs/liu2022/ablation_table4.yaml --data ../shared/data/bach --set "
-                "preprocess.cache_dir=runs/sysb_real_frozen/cache --out runs/sysb_real_table4` (the file named "
-                "below lists the same ten rows).")
+BACH_INTRO = (
+    "## System B on real BACH (4 classes, 5 contiguous folds)\n\n"
+    "Accuracy (%) of each fold's test images: patch = one result per view (per region when a run tests "
+    "several regions per view), image = the majority vote of those results; `_one_region` = only the "
+    "first region of each view votes, from the same scores (the paper's protocol: the densest with KREM, "
+    "one random draw in the random-region control)."
+)
+TABLE4_INTRO = (
+    "## System B, Table 4 on real BACH (4 classes, 5 contiguous folds)\n\n"
+    "Patch = one result per view (the densest region), image = the six views' majority vote. The base "
+    "is `configs/liu2022/bach4_frozen.yaml`: random, frozen encoders (ResNet18 unless the row names "
+    "another) and a trained discriminator, so the rows compare what untrained architectures pass on "
+    "(docs/system_b.md). Regenerate with `histobreast ablate --config "
+    "configs/liu2022/ablation_table4.yaml --data ../shared/data/bach --set "
+    "preprocess.cache_dir=runs/sysb_real_frozen/cache --out runs/sysb_real_table4` (the file named "
+    "below lists the same ten rows)."
+)
 
 
 def table4_results(run_dir: Path) -> str:
@@ -281,8 +337,10 @@ def table4_results(run_dir: Path) -> str:
     metrics = json.loads((run_dir / "report" / "metrics.json").read_text())
     run = metrics["run"]
     table = Table.from_dict(metrics["tables"][0])
-    return (f"{table.to_markdown()}\n`{run_dir.name}`: {run['dataset']}, {run['split']}; `{run['command']}` "
-            f"(finished {run['date']}; {run['machine']})")
+    return (
+        f"{table.to_markdown()}\n`{run_dir.name}`: {run['dataset']}, {run['split']}; `{run['command']}` "
+        f"(finished {run['date']}; {run['machine']})"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -293,10 +351,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=None, help="loader workers (default: 0 on CPU, 12 on CUDA)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA)")
     parser.add_argument("--case", help=argparse.SUPPRESS)  # internal: run one case, print JSON
-    parser.add_argument("--bach-runs", nargs="+", type=Path, help="instead: record these finished System B "
-                        "BACH experiment folders' per-fold accuracy (section system_b_bach)")
-    parser.add_argument("--table4-run", type=Path, help="instead: record this finished `histobreast ablate` "
-                        "folder's Table 4 (section system_b_table4)")
+    parser.add_argument(
+        "--bach-runs",
+        nargs="+",
+        type=Path,
+        help="instead: record these finished System B "
+        "BACH experiment folders' per-fold accuracy (section system_b_bach)",
+    )
+    parser.add_argument(
+        "--table4-run",
+        type=Path,
+        help="instead: record this finished `histobreast ablate` folder's Table 4 (section system_b_table4)",
+    )
     args = parser.parse_args(argv)
     # Recording finished real-data runs: (section, its heading and explanation, the table).
     recorded = None

@@ -16,7 +16,9 @@ from pathlib import Path
 from histobreast.atomic import atomic_write_text
 
 BENCHMARKS_MD = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
-_HEADER = "# Benchmarks\n\nMeasured numbers, each section written by the script named in it (machine and date included).\n"
+_HEADER = (
+    "# Benchmarks\n\nMeasured numbers, each section written by the script named in it (machine and date included).\n"
+)
 
 
 def machine_info() -> str:
@@ -32,14 +34,21 @@ def machine_info() -> str:
     except OSError:
         pass
     try:
-        mem_kb = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
-                          if line.startswith("MemTotal")))
+        mem_kb = int(
+            next(
+                line.split()[1]
+                for line in Path("/proc/meminfo").read_text().splitlines()
+                if line.startswith("MemTotal")
+            )
+        )
         mem = f"{mem_kb / 2**20:.0f} GiB"
     except (OSError, StopIteration, ValueError):
         mem = "? GiB"
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (f"{cpu}, {os.cpu_count()} cores ({torch.get_num_threads()} torch threads), {mem}, {gpu}; "
-            f"Python {platform.python_version()}, torch {torch.__version__}")
+    return (
+        f"{cpu}, {os.cpu_count()} cores ({torch.get_num_threads()} torch threads), {mem}, {gpu}; "
+        f"Python {platform.python_version()}, torch {torch.__version__}"
+    )
 
 
 def today() -> str:

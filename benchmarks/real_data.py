@@ -51,8 +51,10 @@ def run_rows(run_dir: Path, label: str) -> tuple[list[str], str]:
 
 
 def render(runs: list[tuple[Path, str]]) -> str:
-    lines = ["| model | method | folds | image-level accuracy | Cohen's kappa | AUC |",
-             "| --- | --- | ---: | ---: | ---: | ---: |"]
+    lines = [
+        "| model | method | folds | image-level accuracy | Cohen's kappa | AUC |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
+    ]
     notes, missing = [], []
     for run_dir, label in runs:
         if not (run_dir / "report" / "metrics.json").is_file():
@@ -69,11 +71,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("runs", nargs="*", type=Path, help="experiment folders (default: the standard runs)")
     args = parser.parse_args(argv)
     runs = [(p, p.name) for p in args.runs] or [(Path(p), label) for p, label in STANDARD_RUNS]
-    text = ("## Real BACH microscopy images (268 shared copies, 1024x768 at 0.84 µm/px)\n\n"
-            "5-fold cross-validation over contiguous image-number ranges per class (neighbouring BACH images "
-            "come from one patient; never a random split), trained from scratch on the 2-core CPU with the "
-            "`*_cpu.yaml` schedules, not tuned on these numbers. Mean ± std over the folds' test sets.\n\n"
-            + render(runs))
+    text = (
+        "## Real BACH microscopy images (268 shared copies, 1024x768 at 0.84 µm/px)\n\n"
+        "5-fold cross-validation over contiguous image-number ranges per class (neighbouring BACH images "
+        "come from one patient; never a random split), trained from scratch on the 2-core CPU with the "
+        "`*_cpu.yaml` schedules, not tuned on these numbers. Mean ± std over the folds' test sets.\n\n" + render(runs)
+    )
     print(text)
     if not args.no_write:
         write_section("real_bach", text)

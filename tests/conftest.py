@@ -57,8 +57,10 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
     free = shutil.disk_usage(tempfile.gettempdir()).free / 2**30
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return [f"histobreast: {free:.1f} GiB free in {tempfile.gettempdir()}, {cores} usable cores, "
-            f"shared data {'found' if SHARED_DATA.is_dir() else 'absent'} at {SHARED_DATA}"]
+    return [
+        f"histobreast: {free:.1f} GiB free in {tempfile.gettempdir()}, {cores} usable cores, "
+        f"shared data {'found' if SHARED_DATA.is_dir() else 'absent'} at {SHARED_DATA}"
+    ]
 
 
 def pytest_configure(config: pytest.Config) -> None:

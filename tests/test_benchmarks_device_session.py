@@ -17,10 +17,15 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "device_session.sh
 @pytest.mark.timeout(1800)  # ~4 min alone (KREM of the 268 images, two speed cases), far longer on a busy machine
 def test_device_session_smoke_runs_its_stages_and_packs_the_run(bach_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    env = {**os.environ, "SMOKE": "1", "OUT": str(out), "PYTHON": sys.executable, "DATA": str(bach_dir),
-           "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(["bash", str(SCRIPT)], env=env,
-                          capture_output=True, text=True, timeout=1700)
+    env = {
+        **os.environ,
+        "SMOKE": "1",
+        "OUT": str(out),
+        "PYTHON": sys.executable,
+        "DATA": str(bach_dir),
+        "OMP_NUM_THREADS": "1",
+    }
+    done = subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=1700)
     log = (out / "session.log").read_text()
     assert done.returncode == 0, log
     assert "failed or ran out of time" not in log and "training stopped" not in log, log

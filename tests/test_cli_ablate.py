@@ -29,18 +29,44 @@ def ablation_file(tmp_path: Path) -> Path:
     # 11 images per class: two pseudo-patient blocks (1-10, 11), enough for two contiguous folds;
     # two classes and two views keep it fast (fold 2 trains on 20 images, tests on 2).
     synth_bach(tmp_path / "bach", per_class=11, size=(384, 288), image_format="png", classes=("Normal", "Invasive"))
-    write_yaml(tmp_path / "base.yaml", {
-        "name": "tiny", "pipeline": "liu2022", "seed": 0,
-        "data": {"kind": "bach", "root": str(tmp_path / "bach"), "split": "contiguous", "n_folds": 2,
-                 "val_fraction": 0.0, "classes": ["Normal", "Invasive"]},
-        "preprocess": {"input_size": 32, "regions": {"top_k_train": 1, "views": ["raw", "rot180"]}},
-        "model": {"name": "msmv_pfenet", "kwargs": {"encoder": "resnet18"}, "frozen_encoders": True},
-        "evaluate": {"bootstrap": 20},
-        "train": {"optimizer": "adamw", "lr": 1e-3, "batch_size": 4, "epochs": 1, "num_workers": 0,
-                  "device": "cpu", "tensorboard": False, "progress": False},
-    })
-    return write_yaml(tmp_path / "ablation.yaml", {"base": "base.yaml", "variants": ["pfenet_fc", "pfenet_svm"],
-                                                   "main": "pfenet_fc", "overrides": ["train.epochs=2"]})
+    write_yaml(
+        tmp_path / "base.yaml",
+        {
+            "name": "tiny",
+            "pipeline": "liu2022",
+            "seed": 0,
+            "data": {
+                "kind": "bach",
+                "root": str(tmp_path / "bach"),
+                "split": "contiguous",
+                "n_folds": 2,
+                "val_fraction": 0.0,
+                "classes": ["Normal", "Invasive"],
+            },
+            "preprocess": {"input_size": 32, "regions": {"top_k_train": 1, "views": ["raw", "rot180"]}},
+            "model": {"name": "msmv_pfenet", "kwargs": {"encoder": "resnet18"}, "frozen_encoders": True},
+            "evaluate": {"bootstrap": 20},
+            "train": {
+                "optimizer": "adamw",
+                "lr": 1e-3,
+                "batch_size": 4,
+                "epochs": 1,
+                "num_workers": 0,
+                "device": "cpu",
+                "tensorboard": False,
+                "progress": False,
+            },
+        },
+    )
+    return write_yaml(
+        tmp_path / "ablation.yaml",
+        {
+            "base": "base.yaml",
+            "variants": ["pfenet_fc", "pfenet_svm"],
+            "main": "pfenet_fc",
+            "overrides": ["train.epochs=2"],
+        },
+    )
 
 
 def test_ablate_writes_the_table4_report_for_two_rows_on_one_fold(ablation_file: Path, tmp_path: Path) -> None:
@@ -83,13 +109,21 @@ def test_the_shipped_configs_load() -> None:
     configs = Path(__file__).resolve().parents[1] / "configs"
     ablation, base = load_ablation(configs / "liu2022" / "ablation_table4.yaml")
     assert len(ablation.variants) == 10 and base.model.frozen_encoders
-    loaded = {p.stem: load_config(p) for p in [*configs.glob("liu2022/bach4*.yaml"), configs / "demo" / "liu2022_synthetic.yaml"]}
+    loaded = {
+        p.stem: load_config(p)
+        for p in [*configs.glob("liu2022/bach4*.yaml"), configs / "demo" / "liu2022_synthetic.yaml"]
+    }
     assert all(cfg.pipeline == "liu2022" and krem_params(cfg) for cfg in loaded.values())
     paper = loaded["bach4"]
     assert (paper.model.kwargs, paper.train.batch_size, paper.train.iterations) == (
-        {"encoder": "resnet50", "n_encoders": 3, "discriminator": "bilstm", "lstm_layers": 2, "hidden": 256}, 64, 27000)
+        {"encoder": "resnet50", "n_encoders": 3, "discriminator": "bilstm", "lstm_layers": 2, "hidden": 256},
+        64,
+        27000,
+    )
     assert loaded["bach4_random_regions"].preprocess.regions.selection == "random"
-    assert loaded["bach4_cpu"].model.kwargs["encoder"] == "resnet18" and loaded["bach4_cpu"].preprocess.input_size == 112
+    assert (
+        loaded["bach4_cpu"].model.kwargs["encoder"] == "resnet18" and loaded["bach4_cpu"].preprocess.input_size == 112
+    )
     gpu = loaded["bach4_gpu_short"]  # the paper's model and input, the CPU joint recipe, one lease's schedule
     assert (gpu.model.kwargs["encoder"], gpu.preprocess.input_size, gpu.train.batch_size) == ("resnet50", 224, 64)
     assert gpu.preprocess.augment.color_jitter == 0.1 and not gpu.model.frozen_encoders and gpu.train.iterations == 800

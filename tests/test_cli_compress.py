@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tiny_system_a import one_torch_thread, tiny_zhu_config  # noqa: F401 (autouse fixture)
 from typer.testing import CliRunner
 
 from histobreast.cli import app
@@ -21,6 +20,7 @@ from histobreast.pipelines.bagging import read_ensemble_folder
 from histobreast.pipelines.experiment import run_experiment
 from histobreast.pipelines.package import load_model_folder, save_model_folder
 from histobreast.pipelines.pruning import channel_widths
+from tiny_system_a import one_torch_thread, tiny_zhu_config  # noqa: F401 (autouse fixture)
 
 runner = CliRunner()
 
@@ -50,14 +50,28 @@ def experiment(tree, tmp_path_factory) -> Path:
 
 
 def test_help_lists_the_commands() -> None:
-    for group, commands in (("prune", ("run", "report")), ("ensemble", ("train", "evaluate")), ("baseline", ("spanhol",))):
+    for group, commands in (
+        ("prune", ("run", "report")),
+        ("ensemble", ("train", "evaluate")),
+        ("baseline", ("spanhol",)),
+    ):
         output = invoke(group, "--help")
         assert all(command in output for command in commands)
 
 
 def test_prune_a_model_folder_of_an_experiment(experiment, tmp_path) -> None:
-    output = invoke("prune", experiment / "fold1" / "model", "--ratio", "0.5", "--loops", "1", "--iterations", "1",
-                    "--out", tmp_path / "pruned")
+    output = invoke(
+        "prune",
+        experiment / "fold1" / "model",
+        "--ratio",
+        "0.5",
+        "--loops",
+        "1",
+        "--iterations",
+        "1",
+        "--out",
+        tmp_path / "pruned",
+    )
     assert "pruned model folder" in output
     pruned, base = load_model_folder(tmp_path / "pruned"), load_model_folder(experiment / "fold1" / "model")
     assert channel_widths(pruned.model)["local_branch."]["4e"] < channel_widths(base.model)["local_branch."]["4e"]
@@ -67,13 +81,34 @@ def test_prune_a_model_folder_of_an_experiment(experiment, tmp_path) -> None:
     assert every_fold.info["pruning"]["ratio"] == 0.25 and every_fold.info["pruning"]["internal"] is True
     assert every_fold.model.local_branch.stem_widths[2] < base.model.local_branch.stem_widths[2]
     assert pruned.info["pruning"]["internal"] is False
-    result = runner.invoke(app, ["prune", "run", str(experiment / "fold1" / "model"), "--out", str(tmp_path / "x"),
-                                 "--iterations", "1", "--retrain-config", str(tmp_path / "r.yaml")])
+    result = runner.invoke(
+        app,
+        [
+            "prune",
+            "run",
+            str(experiment / "fold1" / "model"),
+            "--out",
+            str(tmp_path / "x"),
+            "--iterations",
+            "1",
+            "--retrain-config",
+            str(tmp_path / "r.yaml"),
+        ],
+    )
     assert result.exit_code != 0 and "not both" in str(result.exception)
 
 
 def test_interrupted_prune_resumes_and_a_model_without_sep_blocks_is_refused(tree, experiment, tmp_path) -> None:
-    args = ["prune", experiment / "fold1" / "model", "--ratio", "0.5", "--iterations", "2", "--out", tmp_path / "pruned"]
+    args = [
+        "prune",
+        experiment / "fold1" / "model",
+        "--ratio",
+        "0.5",
+        "--iterations",
+        "2",
+        "--out",
+        tmp_path / "pruned",
+    ]
     invoke(*args)
     (tmp_path / "pruned" / "model.json").unlink()  # as if killed while retraining: its checkpoints are there
     again = runner.invoke(app, [str(a) for a in args])
@@ -81,8 +116,9 @@ def test_interrupted_prune_resumes_and_a_model_without_sep_blocks_is_refused(tre
     invoke(*args, "--resume")
     assert load_model_folder(tmp_path / "pruned").info["pruning"]["ratio"] == 0.5
     cfg = tiny_zhu_config(tree / "bach", pipeline="image", model={"name": "resnet18", "kwargs": {}})
-    plain = save_model_folder(tmp_path / "resnet", create_model("resnet18", num_classes=2), cfg,
-                              ["non-carcinoma", "carcinoma"])
+    plain = save_model_folder(
+        tmp_path / "resnet", create_model("resnet18", num_classes=2), cfg, ["non-carcinoma", "carcinoma"]
+    )
     refused = runner.invoke(app, ["prune", str(plain), "--data", str(tree / "bach"), "--out", str(tmp_path / "x")])
     assert isinstance(refused.exception, ConfigError) and "no SEP blocks to prune" in str(refused.exception)
     assert not (tmp_path / "x").exists()
@@ -90,8 +126,24 @@ def test_interrupted_prune_resumes_and_a_model_without_sep_blocks_is_refused(tre
 
 def test_prune_report_runs_and_remeasures_a_study(tree, tmp_path) -> None:
     out = tmp_path / "study"
-    output = invoke("prune", "report", "--config", tree / "zhu_tiny.yaml", "--out", out, "--ratio", "0", "--ratio", "0.5",
-                    "--loops", "0", "--iterations", "1", "--latency-repeats", "1")
+    output = invoke(
+        "prune",
+        "report",
+        "--config",
+        tree / "zhu_tiny.yaml",
+        "--out",
+        out,
+        "--ratio",
+        "0",
+        "--ratio",
+        "0.5",
+        "--loops",
+        "0",
+        "--iterations",
+        "1",
+        "--latency-repeats",
+        "1",
+    )
     assert "ratio0.5: O = 0.5" in output
     assert (out / "report" / "figures" / "fig12_pruning_ratio.png").is_file()
     moved = out.rename(tmp_path / "moved")  # the study trained its base inside it: a self-contained folder
@@ -127,25 +179,40 @@ def test_ensemble_train_then_evaluate(tree, tmp_path, monkeypatch) -> None:
 
 
 def test_baseline_spanhol_runs_an_experiment(tree, tmp_path) -> None:
-    cfg = tiny_zhu_config(tree / "bach", pipeline="spanhol2016", model={"name": "spanhol_patch_cnn", "kwargs": {}},
-                          spanhol={"patch_sizes": [16], "random_patches": 4, "scale": 0.5})
+    cfg = tiny_zhu_config(
+        tree / "bach",
+        pipeline="spanhol2016",
+        model={"name": "spanhol_patch_cnn", "kwargs": {}},
+        spanhol={"patch_sizes": [16], "random_patches": 4, "scale": 0.5},
+    )
     config = tmp_path / "spanhol.yaml"
     config.write_text(yaml.safe_dump(config_to_dict(cfg)))
     invoke("baseline", "spanhol", "--config", config, "--out", tmp_path / "run", "--fold", "1")
     assert read_ensemble_folder(tmp_path / "run" / "fold1" / "model").rule == "max"
     image = next((tree / "bach").rglob("*.tif"))  # the baseline's model (one CNN per patch size) applies as one
-    assert "1 image (ensemble, max rule)" in invoke("predict", tmp_path / "run" / "fold1" / "model", image,
-                                                  "--out", tmp_path / "one.csv")
+    assert "1 image (ensemble, max rule)" in invoke(
+        "predict", tmp_path / "run" / "fold1" / "model", image, "--out", tmp_path / "one.csv"
+    )
     assert (tmp_path / "run" / "fold1" / "predictions" / "max_fusion.csv").is_file()
     assert (tmp_path / "run" / "report" / "report.md").is_file()
     wrong = runner.invoke(app, ["baseline", "spanhol", "--config", str(tree / "zhu_tiny.yaml")])
     assert wrong.exit_code != 0 and "spanhol2016" in str(wrong.exception)
 
 
-@pytest.mark.parametrize("name", ["zhu2019/prune_breakhis_40x", "zhu2019/prune_bach_binary", "zhu2019/prune_bach_binary_cpu",
-                                  "zhu2019/ensemble_bach_binary", "zhu2019/ensemble_bach_binary_cpu",
-                                  "baselines/spanhol2016_bach_binary", "baselines/spanhol2016_bach_binary_cpu",
-                                  "demo/prune_synthetic", "demo/ensemble_synthetic"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "zhu2019/prune_breakhis_40x",
+        "zhu2019/prune_bach_binary",
+        "zhu2019/prune_bach_binary_cpu",
+        "zhu2019/ensemble_bach_binary",
+        "zhu2019/ensemble_bach_binary_cpu",
+        "baselines/spanhol2016_bach_binary",
+        "baselines/spanhol2016_bach_binary_cpu",
+        "demo/prune_synthetic",
+        "demo/ensemble_synthetic",
+    ],
+)
 def test_shipped_configs_validate(name) -> None:
     from histobreast.engine.config import load_config
     from histobreast.pipelines.bagging import ensemble_options

@@ -34,8 +34,24 @@ def trained(tmp_path_factory):
     config = tmp / "tiny.yaml"
     config.write_text(yaml.safe_dump(raw))
     out = tmp / "run"
-    result = runner.invoke(app, ["train", "--config", str(config), "--data", str(root), "--magnification", "40",
-                                 "--fold", "1", "--set", "train.iterations=1", "--out", str(out)])
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "--config",
+            str(config),
+            "--data",
+            str(root),
+            "--magnification",
+            "40",
+            "--fold",
+            "1",
+            "--set",
+            "train.iterations=1",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     return tmp, root, config, out, result.output
 
@@ -53,8 +69,9 @@ def test_evaluate_run_and_model(trained):
     result = runner.invoke(app, ["evaluate", str(out), "--out", str(tmp / "rescored")])
     assert result.exit_code == 0, result.output
     assert (tmp / "rescored" / "report" / "metrics.json").is_file()
-    result = runner.invoke(app, ["evaluate", str(out / "fold1" / "model"), "--data", str(root),
-                                 "--out", str(tmp / "model_eval")])
+    result = runner.invoke(
+        app, ["evaluate", str(out / "fold1" / "model"), "--data", str(root), "--out", str(tmp / "model_eval")]
+    )
     assert result.exit_code == 0, result.output
     assert (tmp / "model_eval" / "predictions" / "hybrid.csv").is_file()
 
@@ -63,8 +80,23 @@ def test_predict_folder_with_tta(trained):
     tmp, root, _, out, _ = trained
     images = root / "BreaKHis_v1" / "histology_slides" / "breast" / "benign"
     csv_path = tmp / "pred.csv"
-    result = runner.invoke(app, ["predict", str(out / "fold1" / "model"), str(images), "--out", str(csv_path),
-                                 "--tta", "--method", "local", "--review", str(tmp / "review"), "--min-confidence", "1"])
+    result = runner.invoke(
+        app,
+        [
+            "predict",
+            str(out / "fold1" / "model"),
+            str(images),
+            "--out",
+            str(csv_path),
+            "--tta",
+            "--method",
+            "local",
+            "--review",
+            str(tmp / "review"),
+            "--min-confidence",
+            "1",
+        ],
+    )
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader(csv_path.open()))
     assert len(rows) == 16 and {"p_benign", "p_malignant"} <= set(rows[0])
@@ -87,12 +119,34 @@ def test_models_list_info_and_convert(tmp_path):
     assert result.exit_code == 0 and "parameters" in result.output and "MACs" in result.output
     pickle = tmp_path / "w.pth"
     torch.save(create_model("spanhol_patch_cnn", num_classes=2).state_dict(), pickle)
-    result = runner.invoke(app, ["models", "convert-weights", str(pickle), str(tmp_path / "w.safetensors"),
-                                 "--model", "spanhol_patch_cnn", "--num-classes", "2"])
+    result = runner.invoke(
+        app,
+        [
+            "models",
+            "convert-weights",
+            str(pickle),
+            str(tmp_path / "w.safetensors"),
+            "--model",
+            "spanhol_patch_cnn",
+            "--num-classes",
+            "2",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "loads into spanhol_patch_cnn" in result.output
-    result = runner.invoke(app, ["models", "convert-weights", str(pickle), str(tmp_path / "misfit.safetensors"),
-                                 "--model", "resnet18", "--num-classes", "2"])
+    result = runner.invoke(
+        app,
+        [
+            "models",
+            "convert-weights",
+            str(pickle),
+            str(tmp_path / "misfit.safetensors"),
+            "--model",
+            "resnet18",
+            "--num-classes",
+            "2",
+        ],
+    )
     assert isinstance(result.exception, CheckpointError) and "do not match the model" in str(result.exception)
     assert not (tmp_path / "misfit.safetensors").exists()  # nothing left that looks converted
 
@@ -104,18 +158,22 @@ def test_models_list_descriptions_are_whole_sentences():
         assert inspect.getdoc(builder).splitlines()[0].endswith("."), builder.__name__
 
 
-@pytest.mark.parametrize("args, error, message", [
-    (["train", "--config", "absent.yaml"], ConfigError, "config file not found"),
-    (["evaluate", "no/such/run"], CheckpointError, "not found"),
-    (["predict", "no/such/model", ".", "--out", "x.csv"], CheckpointError, "model folder not found"),
-    (["train", "--config", "{config}", "--data", "{tmp}/missing"], DatasetError, "not found"),
-    (["train", "--config", "{config}", "--set", "data.classes=[benign]"], ConfigError, "not among the classes"),
-    (["train", "--config", "{config}", "--fold", "x"], ConfigError, "--fold"),
-])
+@pytest.mark.parametrize(
+    "args, error, message",
+    [
+        (["train", "--config", "absent.yaml"], ConfigError, "config file not found"),
+        (["evaluate", "no/such/run"], CheckpointError, "not found"),
+        (["predict", "no/such/model", ".", "--out", "x.csv"], CheckpointError, "model folder not found"),
+        (["train", "--config", "{config}", "--data", "{tmp}/missing"], DatasetError, "not found"),
+        (["train", "--config", "{config}", "--set", "data.classes=[benign]"], ConfigError, "not among the classes"),
+        (["train", "--config", "{config}", "--fold", "x"], ConfigError, "--fold"),
+    ],
+)
 def test_bad_inputs_give_one_clear_error(trained, args, error, message):
     tmp, root, config, _, _ = trained
-    args = [a.format(config=config, tmp=tmp) for a in args] + (["--data", str(root)] if "--data" not in args and
-                                                                args[0] == "train" and "absent" not in args[2] else [])
+    args = [a.format(config=config, tmp=tmp) for a in args] + (
+        ["--data", str(root)] if "--data" not in args and args[0] == "train" and "absent" not in args[2] else []
+    )
     result = runner.invoke(app, args)
     assert result.exit_code != 0
     assert isinstance(result.exception, error) and message in str(result.exception)
@@ -133,8 +191,13 @@ def test_compare_pairs_two_experiments_on_their_shared_folds(tmp_path):
         for fold, hits in right.items():
             p = np.where(hits, 0.8, 0.2)
             ids = [f"f{fold}i{i}" for i in range(len(hits))]
-            table = Predictions(classes=["a", "b"], image_ids=ids, probs=np.stack([1 - p, p], axis=1),
-                                labels=np.ones(len(hits), dtype=np.int64), patient_ids=[f"f{fold}p{i // 2}" for i in range(len(hits))])
+            table = Predictions(
+                classes=["a", "b"],
+                image_ids=ids,
+                probs=np.stack([1 - p, p], axis=1),
+                labels=np.ones(len(hits), dtype=np.int64),
+                patient_ids=[f"f{fold}p{i // 2}" for i in range(len(hits))],
+            )
             write_fold_predictions(tmp_path / name / f"fold{fold}", {"image": table})
         return str(tmp_path / name)
 
@@ -149,7 +212,7 @@ def test_compare_pairs_two_experiments_on_their_shared_folds(tmp_path):
     assert result.exit_code != 0 and "no method 'patch'" in str(result.exception)
     saved = tmp_path / "b" / "fold2" / "predictions" / "image.csv"
     text = saved.read_text()
-    saved.write_text(text[:text.rindex(",")])  # the last value cut off, as by a full disk or an interrupted copy
+    saved.write_text(text[: text.rindex(",")])  # the last value cut off, as by a full disk or an interrupted copy
     result = runner.invoke(app, ["compare", a, b])
     assert isinstance(result.exception, DatasetError)
     assert str(result.exception) == f"{saved}: line 5 has 7 values for 8 columns (truncated or corrupt file)"
@@ -163,11 +226,16 @@ def test_the_summary_table_keeps_every_number_whole_in_80_columns() -> None:
 
     from histobreast.cli.evaluate import SUMMARY_COLUMNS, print_result
 
-    metrics = {f"metrics/{key}": {"mean": -0.016 if key == "kappa" else 0.468, "std": 0.077}
-               for key, _ in SUMMARY_COLUMNS}
+    metrics = {
+        f"metrics/{key}": {"mean": -0.016 if key == "kappa" else 0.468, "std": 0.077} for key, _ in SUMMARY_COLUMNS
+    }
     methods = ["image", "patch", "image_one_region", "patch_one_region"]
-    result = SimpleNamespace(folds=[1, 2, 3, 4, 5], methods=methods, report_dir=Path("run/report"),
-                             summary={method: {"metrics": metrics} for method in methods})
+    result = SimpleNamespace(
+        folds=[1, 2, 3, 4, 5],
+        methods=methods,
+        report_dir=Path("run/report"),
+        summary={method: {"metrics": metrics} for method in methods},
+    )
     console = Console(width=80, record=True)
     print_result(result, console)
     text = console.export_text()

@@ -51,8 +51,9 @@ def trained_like() -> GoogLeNetSEP:
     return model.eval()
 
 
-def _zero_removed_channels(model: GoogLeNetSEP, plan: dict[str, torch.Tensor],
-                           internal: dict[str, torch.Tensor] | None = None) -> GoogLeNetSEP:
+def _zero_removed_channels(
+    model: GoogLeNetSEP, plan: dict[str, torch.Tensor], internal: dict[str, torch.Tensor] | None = None
+) -> GoogLeNetSEP:
     """The reference: the unpruned network with the removed channels' BN scale and shift at 0,
     so those channels are exactly 0 after ReLU (independent of the pruner's slicing code)."""
     zeroed = copy.deepcopy(model)
@@ -127,7 +128,9 @@ def test_select_channels_breaks_ties_by_lower_index_first() -> None:
 
 
 @pytest.mark.parametrize("fraction", [0.3, 0.5, 0.9])
-def test_pruned_output_equals_unpruned_with_removed_channels_zeroed(trained_like: GoogLeNetSEP, fraction: float) -> None:
+def test_pruned_output_equals_unpruned_with_removed_channels_zeroed(
+    trained_like: GoogLeNetSEP, fraction: float
+) -> None:
     plan = plan_channel_pruning(trained_like, _random_importance(trained_like), fraction)
     pruned = apply_channel_plan(trained_like, plan).eval()
     reference = _zero_removed_channels(trained_like, plan).eval()
@@ -266,7 +269,9 @@ def test_loop_driver_prunes_retrains_and_remeasures_each_loop() -> None:
 
 
 def test_hybrid_branches_are_pruned_by_their_own_importance() -> None:
-    hybrid = create_model("hybrid_googlenet_sep", fusion_weight=0.7, patch_rule="max", local_kwargs={"aux_logits": False})
+    hybrid = create_model(
+        "hybrid_googlenet_sep", fusion_weight=0.7, patch_rule="max", local_kwargs={"aux_logits": False}
+    )
     batches = [({"global": torch.randn(2, 3, SMALL, SMALL), "patches": torch.randn(2, 2, 3, 32, 32)}, None)]
     importance = compute_channel_importance(hybrid, batches)
     # Local 3a ranks channels by index: 0..127 go, but its 1x1 branch (channels 0..63) keeps its best, 63.

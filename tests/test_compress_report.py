@@ -45,12 +45,17 @@ def test_pruning_ratio_curves(tmp_path) -> None:
     ratios = [0, 0.25, 0.5, 0.7, 0.9, 0.95]
     macs = [1.46e9 * (1 - r) ** 2 + 0.1e9 for r in ratios]
     params = [3.76e6 * (1 - r) ** 2 + 0.05e6 for r in ratios]
-    path = plot_pruning_ratio_curves(ratios, [0.85, 0.86, 0.86, 0.85, 0.84, math.nan], macs, params, tmp_path / "fig12.png")
+    path = plot_pruning_ratio_curves(
+        ratios, [0.85, 0.86, 0.86, 0.85, 0.84, math.nan], macs, params, tmp_path / "fig12.png"
+    )
     _assert_png(path, tmp_path)
 
 
 def test_accuracy_vs_remaining_weights(tmp_path) -> None:
-    series = {"DNS": ([1.0, 0.3, 0.1], [0.85, 0.84, 0.80]), "channel pruning + DNS": ([0.5, 0.15, 0.05], [0.86, 0.85, 0.83])}
+    series = {
+        "DNS": ([1.0, 0.3, 0.1], [0.85, 0.84, 0.80]),
+        "channel pruning + DNS": ([0.5, 0.15, 0.05], [0.86, 0.85, 0.83]),
+    }
     _assert_png(plot_accuracy_vs_remaining_weights(series, tmp_path / "fig13.png"), tmp_path)
     with pytest.raises(ValueError, match="'DNS'"):
         plot_accuracy_vs_remaining_weights({"DNS": ([1.0, 0.5], [0.8])}, tmp_path / "bad.png")

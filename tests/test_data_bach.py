@@ -25,7 +25,8 @@ def _tree(root: Path, names: dict[str, list[int]], width: int = 32, csv_lines: l
         (photos / label).mkdir(parents=True, exist_ok=True)
         for number in numbers:
             Image.fromarray(np.full((width * 3 // 4, width, 3), 200, np.uint8)).save(
-                photos / label / f"{prefixes[label]}{number:03d}.png")
+                photos / label / f"{prefixes[label]}{number:03d}.png"
+            )
     if csv_lines is not None:
         (photos / "microscopy_ground_truth.csv").write_text("\n".join(csv_lines) + "\n")
     return photos
@@ -56,13 +57,14 @@ def test_real_bach_contiguous_folds_keep_number_blocks_together(bach_dir: Path) 
             present = sorted(r.index for r in records if r.label == label)
             held = sorted(by_id[i].index for i in fold.ids("test") if by_id[i].label == label)
             start = present.index(held[0])
-            assert present[start:start + len(held)] == held
+            assert present[start : start + len(held)] == held
     assert set(tested) == set(by_id) and set(tested.values()) == {1}  # each image tested exactly once
 
 
 def test_csv_disagreement_is_an_error_naming_the_file(tmp_path: Path) -> None:
-    photos = _tree(tmp_path, {"Normal": [1, 2], "Benign": [1]},
-                   csv_lines=["n001.tif,Normal", "n002.tif,Normal", "b001.tif,Benign"])
+    photos = _tree(
+        tmp_path, {"Normal": [1, 2], "Benign": [1]}, csv_lines=["n001.tif,Normal", "n002.tif,Normal", "b001.tif,Benign"]
+    )
     assert len(read_bach(tmp_path)) == 3
     shutil.copy(photos / "Benign" / "b001.png", photos / "Normal" / "b002.png")  # prefix b in Normal/
     with pytest.raises(DatasetError, match=r"b002.png: prefix 'b' means Benign, but the file is in Normal/"):
@@ -72,8 +74,11 @@ def test_csv_disagreement_is_an_error_naming_the_file(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match=r"b001.png: not listed in .*microscopy_ground_truth.csv"):
         read_bach(tmp_path)
     (photos / "microscopy_ground_truth.csv").write_text("n001.tif,Normal\nn002.tif,Benign\nb001.tif,Benign\n")
-    with pytest.raises(DatasetError, match=r"microscopy_ground_truth.csv:2: n002.tif is labelled Benign, but its "
-                                           r"prefix means Normal"):
+    with pytest.raises(
+        DatasetError,
+        match=r"microscopy_ground_truth.csv:2: n002.tif is labelled Benign, but its "
+        r"prefix means Normal",
+    ):
         read_bach(tmp_path)
     (photos / "microscopy_ground_truth.csv").write_text("n001.tif,Normal\nn002.tif,Normal,extra\n")
     with pytest.raises(DatasetError, match=r"microscopy_ground_truth.csv:2: expected"):
@@ -117,21 +122,40 @@ def test_pseudo_patients_are_blocks_of_consecutive_numbers() -> None:
 
 
 def test_contiguous_folds_refuse_too_few_blocks_and_records_without_numbers(tmp_path: Path) -> None:
-    records = [ImageRecord(path=Path(f"n{i:03d}.png"), label="Normal", patient_id=bach_patient_id("Normal", i),
-                           microns_per_pixel=0.42, source="bach", index=i) for i in range(1, 31)]
+    records = [
+        ImageRecord(
+            path=Path(f"n{i:03d}.png"),
+            label="Normal",
+            patient_id=bach_patient_id("Normal", i),
+            microns_per_pixel=0.42,
+            source="bach",
+            index=i,
+        )
+        for i in range(1, 31)
+    ]
     with pytest.raises(DatasetError, match="3 patient blocks, fewer than 5 folds"):
         contiguous_folds(records, k=5)
     folds = contiguous_folds(records, k=3)
     assert [fold.ids("test") for fold in folds] == [[f"n{i:03d}" for i in range(s, s + 10)] for s in (1, 11, 21)]
     with pytest.raises(DatasetError, match="need image numbers"):
-        contiguous_folds([ImageRecord(path=Path("x.png"), label="a", patient_id="p", microns_per_pixel=1,
-                                      source="folder")], k=2)
+        contiguous_folds(
+            [ImageRecord(path=Path("x.png"), label="a", patient_id="p", microns_per_pixel=1, source="folder")], k=2
+        )
 
 
 def test_contiguous_bagging_spreads_a_class_with_too_few_blocks(caplog) -> None:
     def records(label: str, count: int) -> list[ImageRecord]:
-        return [ImageRecord(path=Path(f"{label[0].lower()}{i:03d}.png"), label=label, patient_id=bach_patient_id(label, i),
-                            microns_per_pixel=0.42, source="bach", index=i) for i in range(1, count + 1)]
+        return [
+            ImageRecord(
+                path=Path(f"{label[0].lower()}{i:03d}.png"),
+                label=label,
+                patient_id=bach_patient_id(label, i),
+                microns_per_pixel=0.42,
+                source="bach",
+                index=i,
+            )
+            for i in range(1, count + 1)
+        ]
 
     training = records("Normal", 50) + records("Benign", 40)  # Benign: 4 blocks for 5 members
     with caplog.at_level("WARNING"):

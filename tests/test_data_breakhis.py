@@ -11,9 +11,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from histobreast.data.breakhis import (BREAKHIS_SUBTYPES, DEFAULT_MICRONS_PER_PIXEL, MAGNIFICATIONS, BreakhisName,
-                                       official_folds, parse_breakhis_name, read_breakhis, read_breakhis_folds,
-                                       split_by_magnification, write_dsfold, write_kaggle_folds)
+from histobreast.data.breakhis import (
+    BREAKHIS_SUBTYPES,
+    DEFAULT_MICRONS_PER_PIXEL,
+    MAGNIFICATIONS,
+    BreakhisName,
+    official_folds,
+    parse_breakhis_name,
+    read_breakhis,
+    read_breakhis_folds,
+    split_by_magnification,
+    write_dsfold,
+    write_kaggle_folds,
+)
 from histobreast.data.imageio import SkipReport
 from histobreast.data.records import write_scale_file
 from histobreast.data.synthetic import synth_breakhis
@@ -23,9 +33,15 @@ BENIGN = ("A", "F", "PT", "TA")
 
 names = st.builds(
     lambda subtype, year, slide, letters, mag, seq: BreakhisName(
-        "SOB", "B" if subtype in BENIGN else "M", subtype, f"{year:02d}", f"{slide}{letters}", mag, seq),
-    st.sampled_from(BREAKHIS_SUBTYPES), st.integers(0, 99), st.integers(1, 99999),
-    st.text("ABCDEFGH", max_size=2), st.sampled_from(MAGNIFICATIONS), st.integers(1, 999))
+        "SOB", "B" if subtype in BENIGN else "M", subtype, f"{year:02d}", f"{slide}{letters}", mag, seq
+    ),
+    st.sampled_from(BREAKHIS_SUBTYPES),
+    st.integers(0, 99),
+    st.integers(1, 99999),
+    st.text("ABCDEFGH", max_size=2),
+    st.sampled_from(MAGNIFICATIONS),
+    st.integers(1, 999),
+)
 
 
 @settings(max_examples=500, deadline=None)
@@ -37,18 +53,21 @@ def test_parser_round_trips_generated_names(name: BreakhisName) -> None:
     assert name.patient_id == f"{name.subtype}-{name.year}-{name.slide}"
 
 
-@pytest.mark.parametrize("bad, why", [
-    ("SOB_B_A-14-22549AB-40-001.jpg", "not a BreaKHis file name"),
-    ("SOB_B_A-14-22549AB-40-01.png", "not a BreaKHis file name"),
-    ("SOB_B_A_14-22549AB-40-001.png", "not a BreaKHis file name"),
-    ("sob_b_a-14-22549AB-40-001.png", "not a BreaKHis file name"),
-    ("SOB_B_A-14-22549AB-50-001.png", "magnification 50"),
-    ("SOB_B_A-14-22549AB-040-001.png", "magnification 040"),
-    ("SOB_B_XX-14-22549AB-40-001.png", "unknown BreaKHis subtype 'XX'"),
-    ("SOB_M_A-14-22549AB-40-001.png", "subtype A is benign"),
-    ("SOB_B_DC-14-22549AB-40-001.png", "subtype DC is malignant"),
-    ("notes.txt", "not a BreaKHis file name"),
-])
+@pytest.mark.parametrize(
+    "bad, why",
+    [
+        ("SOB_B_A-14-22549AB-40-001.jpg", "not a BreaKHis file name"),
+        ("SOB_B_A-14-22549AB-40-01.png", "not a BreaKHis file name"),
+        ("SOB_B_A_14-22549AB-40-001.png", "not a BreaKHis file name"),
+        ("sob_b_a-14-22549AB-40-001.png", "not a BreaKHis file name"),
+        ("SOB_B_A-14-22549AB-50-001.png", "magnification 50"),
+        ("SOB_B_A-14-22549AB-040-001.png", "magnification 040"),
+        ("SOB_B_XX-14-22549AB-40-001.png", "unknown BreaKHis subtype 'XX'"),
+        ("SOB_M_A-14-22549AB-40-001.png", "subtype A is benign"),
+        ("SOB_B_DC-14-22549AB-40-001.png", "subtype DC is malignant"),
+        ("notes.txt", "not a BreaKHis file name"),
+    ],
+)
 def test_parser_rejects_malformed_names_naming_them(bad: str, why: str) -> None:
     with pytest.raises(DatasetError, match=why) as info:
         parse_breakhis_name(bad)
@@ -108,8 +127,9 @@ def test_kaggle_folds_csv_round_trip(tmp_path: Path) -> None:
         first = next(csv.DictReader(fh))
     assert first["filename"].startswith("BreaKHis_v1/histology_slides/breast/")
     again = read_breakhis_folds(kaggle)
-    assert [(f.name, dict(f.subsets), dict(f.patients)) for f in again] == \
-        [(f.name, dict(f.subsets), dict(f.patients)) for f in folds]
+    assert [(f.name, dict(f.subsets), dict(f.patients)) for f in again] == [
+        (f.name, dict(f.subsets), dict(f.patients)) for f in folds
+    ]
     (tmp_path / "only_kaggle").mkdir()
     shutil.copy(kaggle, tmp_path / "only_kaggle" / "Folds.csv")
     assert [f.name for f in read_breakhis_folds(tmp_path / "only_kaggle")] == [f.name for f in folds]
@@ -133,8 +153,9 @@ def test_fold_file_errors_name_file_and_line(tmp_path: Path) -> None:
 
 
 def _tiny_tree(tmp_path: Path) -> Path:
-    synth_breakhis(tmp_path, patients_per_subtype=1, images_per_magnification=1, magnifications=(40,),
-                   size=(16, 12), seed=1)
+    synth_breakhis(
+        tmp_path, patients_per_subtype=1, images_per_magnification=1, magnifications=(40,), size=(16, 12), seed=1
+    )
     return tmp_path
 
 

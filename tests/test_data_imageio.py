@@ -102,8 +102,7 @@ def test_bad_files_raise_naming_the_file(tmp_path: Path) -> None:
 def test_skip_mode_lists_every_skipped_file(tmp_path: Path) -> None:
     bad = _bad_files(tmp_path)
     paths = [tmp_path / "good.png"] + [p for p, _ in bad.values()]
-    records = [ImageRecord(path=p, label="x", patient_id=p.stem, microns_per_pixel=1.0, source="folder")
-               for p in paths]
+    records = [ImageRecord(path=p, label="x", patient_id=p.stem, microns_per_pixel=1.0, source="folder") for p in paths]
     with pytest.raises(ImageReadError):
         check_images(records)
     skip = SkipReport()

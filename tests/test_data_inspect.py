@@ -64,13 +64,18 @@ def test_summary_lists_every_problem(tmp_path: Path) -> None:
     text = _render(summary)
     assert "3 error(s)" in text and all(name in text for name in errors)
     # header-only inspection cannot see the truncated file
-    assert "n002.png" not in {p.path.name for p in inspect_dataset(tmp_path, microns_per_pixel=1.0,
-                                                                   decode=False).errors}
+    assert "n002.png" not in {
+        p.path.name for p in inspect_dataset(tmp_path, microns_per_pixel=1.0, decode=False).errors
+    }
 
 
 def test_summarise_from_python_flags_patients_under_two_labels() -> None:
-    records = [ImageRecord(path=Path(f"/nowhere/{i}.png"), label=label, patient_id=patient, microns_per_pixel=0.5,
-                           source="folder") for i, (label, patient) in enumerate([("a", "p1"), ("b", "p1"), ("b", "p2")])]
+    records = [
+        ImageRecord(
+            path=Path(f"/nowhere/{i}.png"), label=label, patient_id=patient, microns_per_pixel=0.5, source="folder"
+        )
+        for i, (label, patient) in enumerate([("a", "p1"), ("b", "p1"), ("b", "p2")])
+    ]
     skip = SkipReport()
     skip.add("/nowhere/bad.png", "not an image")
     summary = summarise(records, skip)
@@ -84,8 +89,22 @@ def test_summarise_from_python_flags_patients_under_two_labels() -> None:
 
 def test_cli_synth_inspect_split(tmp_path: Path) -> None:
     tree = tmp_path / "bh"
-    result = runner.invoke(app, ["data", "synth", str(tree), "--kind", "breakhis", "--size", "20x14",
-                                 "--patients-per-subtype", "1", "--images-per-magnification", "1"])
+    result = runner.invoke(
+        app,
+        [
+            "data",
+            "synth",
+            str(tree),
+            "--kind",
+            "breakhis",
+            "--size",
+            "20x14",
+            "--patients-per-subtype",
+            "1",
+            "--images-per-magnification",
+            "1",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "wrote 32 synthetic BreaKHis images (8 patients" in result.output
     result = runner.invoke(app, ["data", "inspect", str(tree), "--json", str(tmp_path / "summary.json")])
@@ -93,24 +112,54 @@ def test_cli_synth_inspect_split(tmp_path: Path) -> None:
     assert "32 images, 8 patients, 2 classes, 8 subtypes, 4 magnifications" in result.output
     assert "all 32 images here are listed" in result.output
     assert json.loads((tmp_path / "summary.json").read_text())["sizes"] == {"20x14": 32}
-    result = runner.invoke(app, ["data", "split", str(tree), "--scheme", "official", "--out",
-                                 str(tmp_path / "splits.csv")])
+    result = runner.invoke(
+        app, ["data", "split", str(tree), "--scheme", "official", "--out", str(tmp_path / "splits.csv")]
+    )
     assert result.exit_code == 0, result.output
     splits = read_splits_csv(tmp_path / "splits.csv")
     assert [s.name for s in splits] == [f"fold{i}" for i in range(1, 6)]
     assert all(len(s.subsets) == 32 for s in splits)
 
     bach = tmp_path / "bach"
-    result = runner.invoke(app, ["data", "synth", str(bach), "--kind", "bach", "--per-class", "10",
-                                 "--size", "32x24", "--format", "png"])
+    result = runner.invoke(
+        app, ["data", "synth", str(bach), "--kind", "bach", "--per-class", "10", "--size", "32x24", "--format", "png"]
+    )
     assert result.exit_code == 0 and "wrote 40 synthetic BACH images" in result.output
-    result = runner.invoke(app, ["data", "split", str(bach), "--scheme", "contiguous", "--k", "2",
-                                 "--block-size", "5", "--out", str(tmp_path / "bach.csv")])
+    result = runner.invoke(
+        app,
+        [
+            "data",
+            "split",
+            str(bach),
+            "--scheme",
+            "contiguous",
+            "--k",
+            "2",
+            "--block-size",
+            "5",
+            "--out",
+            str(tmp_path / "bach.csv"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     folds = read_splits_csv(tmp_path / "bach.csv")
     assert folds[0].ids("test")[:5] == ["b001", "b002", "b003", "b004", "b005"]
-    result = runner.invoke(app, ["data", "split", str(bach), "--scheme", "bagging", "--k", "2",
-                                 "--block-size", "5", "--out", str(tmp_path / "bags.csv")])
+    result = runner.invoke(
+        app,
+        [
+            "data",
+            "split",
+            str(bach),
+            "--scheme",
+            "bagging",
+            "--k",
+            "2",
+            "--block-size",
+            "5",
+            "--out",
+            str(tmp_path / "bags.csv"),
+        ],
+    )
     assert result.exit_code == 0 and [s.name for s in read_splits_csv(tmp_path / "bags.csv")] == ["bag1", "bag2"]
 
 
@@ -125,8 +174,9 @@ def test_cli_inspect_fails_on_bad_files_unless_skipped(tmp_path: Path) -> None:
     assert result.exit_code == 0 and "is002.png" in result.output and "1 error(s)" in result.output
 
 
-def test_cli_errors_print_one_clear_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_errors_print_one_clear_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setattr(sys, "argv", ["histobreast", "data", "inspect", str(tmp_path / "missing")])
     with pytest.raises(SystemExit) as info:
         main()
@@ -135,8 +185,9 @@ def test_cli_errors_print_one_clear_line(tmp_path: Path, monkeypatch: pytest.Mon
     assert err == f"error: {tmp_path / 'missing'}: dataset folder not found"
 
 
-def test_cli_unwritable_output_prints_one_clear_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_unwritable_output_prints_one_clear_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     synth_bach(tmp_path / "bach", per_class=2, size=(32, 24), image_format="png", classes=("Normal",))
     (tmp_path / "out").write_text("a file where a folder should be")
     target = tmp_path / "out" / "summary.json"
@@ -150,8 +201,9 @@ def test_cli_unwritable_output_prints_one_clear_line(tmp_path: Path, monkeypatch
 
 def test_cli_split_refuses_leaking_split_file_and_bad_options(tmp_path: Path) -> None:
     synth_bach(tmp_path, per_class=10, size=(32, 24), image_format="png", classes=("Normal",))
-    result = runner.invoke(app, ["data", "split", str(tmp_path), "--scheme", "contiguous", "--k", "5",
-                                 "--out", str(tmp_path / "s.csv")])
+    result = runner.invoke(
+        app, ["data", "split", str(tmp_path), "--scheme", "contiguous", "--k", "5", "--out", str(tmp_path / "s.csv")]
+    )
     assert result.exit_code == 1 and "1 patient blocks, fewer than 5 folds" in str(result.exception)
     assert not (tmp_path / "s.csv").exists()
     result = runner.invoke(app, ["data", "synth", str(tmp_path / "x"), "--kind", "bach", "--size", "big"])

@@ -8,15 +8,27 @@ import pytest
 
 from histobreast.data.bach import BACH_BINARY
 from histobreast.data.readers import class_names, detect_kind, read_dataset
-from histobreast.data.records import (ImageRecord, read_records_csv, read_scale_file, relabel, write_records_csv,
-                                      write_scale_file)
+from histobreast.data.records import (
+    ImageRecord,
+    read_records_csv,
+    read_scale_file,
+    relabel,
+    write_records_csv,
+    write_scale_file,
+)
 from histobreast.data.synthetic import synth_bach, synth_breakhis
 from histobreast.errors import DatasetError
 
 
 def _record(**changes: object) -> ImageRecord:
-    fields: dict[str, object] = dict(path=Path("/d/n001.png"), label="Normal", patient_id="Normal:001-010",
-                                     microns_per_pixel=0.84, source="bach", index=1)
+    fields: dict[str, object] = dict(
+        path=Path("/d/n001.png"),
+        label="Normal",
+        patient_id="Normal:001-010",
+        microns_per_pixel=0.84,
+        source="bach",
+        index=1,
+    )
     fields.update(changes)
     return ImageRecord(**fields)  # type: ignore[arg-type]
 
@@ -30,8 +42,18 @@ def test_record_validation_and_image_id() -> None:
 
 
 def test_records_csv_round_trip_with_extra_columns(tmp_path: Path) -> None:
-    records = [_record(), _record(path=Path("/d/SOB_B_A-14-1-40-001.png"), label="benign", subtype="A",
-                                  magnification=40, index=None, source="breakhis", extra={"note": "x"})]
+    records = [
+        _record(),
+        _record(
+            path=Path("/d/SOB_B_A-14-1-40-001.png"),
+            label="benign",
+            subtype="A",
+            magnification=40,
+            index=None,
+            source="breakhis",
+            extra={"note": "x"},
+        ),
+    ]
     path = write_records_csv(records, tmp_path / "records.csv")
     again = read_records_csv(path)
     assert again == records and again[1].extra == {"note": "x"}
@@ -65,8 +87,9 @@ def test_scale_file(tmp_path: Path) -> None:
 
 
 def test_layout_detection_and_class_orders(tmp_path: Path) -> None:
-    synth_breakhis(tmp_path / "bh", patients_per_subtype=1, images_per_magnification=1, magnifications=(40,),
-                   size=(16, 12))
+    synth_breakhis(
+        tmp_path / "bh", patients_per_subtype=1, images_per_magnification=1, magnifications=(40,), size=(16, 12)
+    )
     synth_bach(tmp_path / "bach", per_class=1, size=(16, 12), image_format="png", classes=("InSitu", "Normal"))
     (tmp_path / "own" / "x").mkdir(parents=True)
     assert detect_kind(tmp_path / "bh") == detect_kind(tmp_path / "bh" / "BreaKHis_v1") == "breakhis"

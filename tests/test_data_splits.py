@@ -12,15 +12,31 @@ from PIL import Image
 from histobreast.data.folder import read_folder
 from histobreast.data.readers import make_splits, read_dataset
 from histobreast.data.records import ImageRecord
-from histobreast.data.splits import (Split, bagging_splits, check_no_leakage, patient_split, read_splits_csv,
-                                     split_from_records, write_splits_csv)
+from histobreast.data.splits import (
+    Split,
+    bagging_splits,
+    check_no_leakage,
+    patient_split,
+    read_splits_csv,
+    split_from_records,
+    write_splits_csv,
+)
 from histobreast.errors import DatasetError, SplitLeakageError
 
 
 def _records(patients_per_label: int = 6, images: int = 3, labels: tuple[str, ...] = ("a", "b")) -> list[ImageRecord]:
-    return [ImageRecord(path=Path(f"{label}{p}_{i}.png"), label=label, patient_id=f"{label}{p}",
-                        microns_per_pixel=0.5, source="folder")
-            for label in labels for p in range(patients_per_label) for i in range(images)]
+    return [
+        ImageRecord(
+            path=Path(f"{label}{p}_{i}.png"),
+            label=label,
+            patient_id=f"{label}{p}",
+            microns_per_pixel=0.5,
+            source="folder",
+        )
+        for label in labels
+        for p in range(patients_per_label)
+        for i in range(images)
+    ]
 
 
 def test_leaking_split_is_refused_naming_the_patient() -> None:
@@ -67,8 +83,9 @@ def test_split_file_round_trip_and_errors(tmp_path: Path) -> None:
     splits = bagging_splits(_records(), k=3, seed=0) + [patient_split(_records(), seed=0)]
     path = write_splits_csv(splits, tmp_path / "splits.csv")
     again = read_splits_csv(path)
-    assert [(s.name, dict(s.subsets), dict(s.patients)) for s in again] == \
-        [(s.name, dict(s.subsets), dict(s.patients)) for s in splits]
+    assert [(s.name, dict(s.subsets), dict(s.patients)) for s in again] == [
+        (s.name, dict(s.subsets), dict(s.patients)) for s in splits
+    ]
     assert not list(tmp_path.glob(".splits.csv.*"))  # atomic write left no temporary file
     lines = path.read_text().splitlines()
     leaky = tmp_path / "leaky.csv"
@@ -84,8 +101,10 @@ def test_split_file_round_trip_and_errors(tmp_path: Path) -> None:
 def test_select_refuses_records_of_another_patient_definition() -> None:
     records = _records()
     split = patient_split(records, {"train": 0.5, "test": 0.5})
-    other = [ImageRecord(path=r.path, label=r.label, patient_id="someone", microns_per_pixel=0.5, source="folder")
-             for r in records]
+    other = [
+        ImageRecord(path=r.path, label=r.label, patient_id="someone", microns_per_pixel=0.5, source="folder")
+        for r in records
+    ]
     with pytest.raises(DatasetError, match="differs from split"):
         split.select(other, "train")
 
@@ -105,9 +124,16 @@ def test_folder_reader_with_patients_csv(tmp_path: Path) -> None:
         read_folder(root)
     records = read_folder(root, microns_per_pixel=0.5)
     assert [(r.label, r.patient_id) for r in records] == [
-        ("normal", "n1"), ("normal", "n2"), ("tumour", "t1"), ("tumour", "t2"), ("tumour", "t3")]
-    (root / "patients.csv").write_text("image,patient,label\nnormal/n1.png,P1,normal\nn2.png,P1,normal\n"
-                                       "tumour/t1.png,P2,tumour\nt2.png,P2,\nt3.png,P3,tumour\n")
+        ("normal", "n1"),
+        ("normal", "n2"),
+        ("tumour", "t1"),
+        ("tumour", "t2"),
+        ("tumour", "t3"),
+    ]
+    (root / "patients.csv").write_text(
+        "image,patient,label\nnormal/n1.png,P1,normal\nn2.png,P1,normal\n"
+        "tumour/t1.png,P2,tumour\nt2.png,P2,\nt3.png,P3,tumour\n"
+    )
     records = read_dataset(root, "folder", microns_per_pixel=0.5)
     assert Counter(r.patient_id for r in records) == {"P1": 2, "P2": 2, "P3": 1}
     (root / "patients.csv").write_text("image,patient,label\nnormal/n1.png,P1,tumour\n")

@@ -30,7 +30,9 @@ def test_synthetic_breakhis_tree_reads_back_with_consistent_patients_and_folds(t
     assert [f.name for f in folds] == [f"fold{i}" for i in range(1, 6)]
     for fold in folds:
         assert set(fold.subsets) == {r.image_id for r in records}
-        assert {r.patient_id: fold.patients[r.image_id] for r in records} == {r.patient_id: r.patient_id for r in records}
+        assert {r.patient_id: fold.patients[r.image_id] for r in records} == {
+            r.patient_id: r.patient_id for r in records
+        }
         test_share = len(fold.ids("test")) / len(records)
         assert 0.2 <= test_share <= 0.4
         assert {r.label for r in records if fold.subsets[r.image_id] == "test"} == {"benign", "malignant"}
@@ -62,15 +64,19 @@ def test_plan_from_real_fold_files_has_every_name_and_patient(breakhis_dir: Path
     assert len(plan) == 7909 and len({n.patient_id for n in plan}) == 82
     assert {n.filename[:-4] for n in plan} == set(listed)
     assert {n.relpath.as_posix() for n in plan} >= {
-        p.relative_to(breakhis_dir).as_posix() for p in breakhis_dir.rglob("*.png")}  # real tree paths
+        p.relative_to(breakhis_dir).as_posix() for p in breakhis_dir.rglob("*.png")
+    }  # real tree paths
 
 
 def _fold_subset(breakhis_dir: Path, out: Path, patients: set[str]) -> Path:
     """Fold files holding only ``patients``' lines of the real ones (a fast stand-in for all 7,909)."""
     out.mkdir()
     for path in sorted((breakhis_dir / "mkfold").glob("dsfold*.txt")):
-        lines = [line for line in path.read_text().splitlines()
-                 if parse_breakhis_name(line.split("|")[0]).patient_id in patients]
+        lines = [
+            line
+            for line in path.read_text().splitlines()
+            if parse_breakhis_name(line.split("|")[0]).patient_id in patients
+        ]
         (out / path.name).write_text("\n".join(lines) + "\n")
     return out
 
@@ -108,8 +114,10 @@ def test_malignant_classes_have_more_nuclei_than_benign_ones() -> None:
 
     BACH at half our real copies' size (512x384, 1.68 µm/px); BreaKHis 200X at half size (1.96 µm/px).
     """
-    bach = {label: _mean_nuclei(label, (512, 384), 0.42 * 2048 / 512)
-            for label in ("Normal", "Benign", "InSitu", "Invasive")}
+    bach = {
+        label: _mean_nuclei(label, (512, 384), 0.42 * 2048 / 512)
+        for label in ("Normal", "Benign", "InSitu", "Invasive")
+    }
     assert min(bach["InSitu"], bach["Invasive"]) > 1.1 * max(bach["Normal"], bach["Benign"])
     breakhis = defaultdict(list)
     for subtype in ("A", "F", "PT", "TA", "DC", "LC", "MC", "PC"):

@@ -55,8 +55,9 @@ def test_copies_repeat_records_with_distinct_augmentations(records):
 
 def test_deterministic_under_seed_and_new_choices_per_epoch(records):
     def make(seed):
-        return GridPatchDataset(records, CLASSES, grid=(3, 2), patch_size=16, patches_per_image=2,
-                                augment=AUGMENT, seed=seed)
+        return GridPatchDataset(
+            records, CLASSES, grid=(3, 2), patch_size=16, patches_per_image=2, augment=AUGMENT, seed=seed
+        )
 
     a, b, other = make(3), make(3), make(4)
     assert all(torch.equal(a[i][0], b[i][0]) for i in range(len(a)))
@@ -117,8 +118,9 @@ def test_unknown_label_names_the_file(records):
 
 def test_engine_loader_sets_the_epoch_in_workers(records):
     data = GridPatchDataset(records, CLASSES, grid=(3, 2), patch_size=8, patches_per_image=2, seed=0)
-    loader = build_loader(data, batch_size=4, device=torch.device("cpu"), ctx=DistributedContext(), seed=0,
-                          train=False, num_workers=0)
+    loader = build_loader(
+        data, batch_size=4, device=torch.device("cpu"), ctx=DistributedContext(), seed=0, train=False, num_workers=0
+    )
     loader.sampler.set_epoch(2)
     batch = next(iter(loader))[0]
     data.set_epoch(2)

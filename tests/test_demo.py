@@ -48,15 +48,21 @@ def test_missing_config_dir_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_summary_report_holds_every_stage(tmp_path: Path) -> None:
     costs = {"params": 1000, "macs": 5000, "latency_ms": 2.0, "size_bytes": 4000}
-    result = DemoResult(tmp_path, tmp_path / "report", numbers={
-        "system_a/hybrid": {"mean": 0.8, "std": 0.05},
-        "system_b/image": {"mean": 0.55, "std": float("nan")},
-        "compression/unpruned": {**costs, "accuracy": 0.75},
-        "compression/pruned": {**costs, "params": 480, "accuracy": 0.74},
-        "ensemble/sum": 0.9,
-        "ensemble/members": {"member1": 0.8, "member2": 0.85},
-        "review/flagged": 3, "review/images": 12,
-    }, seconds={"System A: train and evaluate": 80.0})
+    result = DemoResult(
+        tmp_path,
+        tmp_path / "report",
+        numbers={
+            "system_a/hybrid": {"mean": 0.8, "std": 0.05},
+            "system_b/image": {"mean": 0.55, "std": float("nan")},
+            "compression/unpruned": {**costs, "accuracy": 0.75},
+            "compression/pruned": {**costs, "params": 480, "accuracy": 0.74},
+            "ensemble/sum": 0.9,
+            "ensemble/members": {"member1": 0.8, "member2": 0.85},
+            "review/flagged": 3,
+            "review/images": 12,
+        },
+        seconds={"System A: train and evaluate": 80.0},
+    )
     paths = write_demo_report(result, chance={"system_a": 0.5, "system_b": 0.25})
     text = paths["markdown"].read_text()
     assert "| System A, method hybrid | 0.800 ± 0.050 |" in text

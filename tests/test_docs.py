@@ -22,8 +22,12 @@ FENCE = re.compile(r"```([a-z]*)\n(.*?)```", re.S)
 
 def fenced(kinds: set[str]) -> list[tuple[str, str]]:
     """(document name, block text) of every fenced block whose language is in ``kinds``."""
-    return [(doc.name, body) for doc in DOCS for kind, body in FENCE.findall(doc.read_text(encoding="utf-8"))
-            if kind in kinds]
+    return [
+        (doc.name, body)
+        for doc in DOCS
+        for kind, body in FENCE.findall(doc.read_text(encoding="utf-8"))
+        if kind in kinds
+    ]
 
 
 def command_lines() -> list[tuple[str, str]]:
@@ -133,8 +137,9 @@ def test_documented_modules_and_source_files_exist() -> None:
     files = set(re.findall(r"`((?:src/histobreast/)?(?:\w+/)+\w+\.py)`", text))
     assert len(dotted) > 20 and len(files) > 5
     missing = sorted(name for name in dotted if not _resolves(name))
-    missing += sorted(path for path in files
-                      if not (ROOT / path).is_file() and not (ROOT / "src" / "histobreast" / path).is_file())
+    missing += sorted(
+        path for path in files if not (ROOT / path).is_file() and not (ROOT / "src" / "histobreast" / path).is_file()
+    )
     assert not missing, missing
 
 
@@ -142,8 +147,11 @@ def test_the_architecture_map_names_every_module() -> None:
     """docs/ARCHITECTURE.md is the newcomer's map of the package: each module file is on it."""
     text = (ROOT / "docs" / "ARCHITECTURE.md").read_text(encoding="utf-8")
     package = ROOT / "src" / "histobreast"
-    modules = [p.relative_to(package) for p in package.rglob("*.py")
-               if p.name not in {"__init__.py", "__main__.py"} and p.parent.name != "cli"]  # cli: one per command
+    modules = [
+        p.relative_to(package)
+        for p in package.rglob("*.py")
+        if p.name not in {"__init__.py", "__main__.py"} and p.parent.name != "cli"
+    ]  # cli: one per command
     assert len(modules) > 40
     unnamed = sorted(str(m) for m in modules if f"`{m.name}`" not in text and f"`histobreast.{m.stem}`" not in text)
     assert not unnamed, unnamed

@@ -28,8 +28,11 @@ def _mlp(num_classes: int = 2, hidden: int = 4) -> nn.Module:
 def trained_optimizer(kind: str) -> tuple[nn.Module, torch.optim.Optimizer]:
     torch.manual_seed(0)
     model = _mlp()
-    opt = (torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9) if kind == "sgd"
-           else torch.optim.AdamW(model.parameters(), lr=0.01, betas=(0.8, 0.95)))
+    opt = (
+        torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        if kind == "sgd"
+        else torch.optim.AdamW(model.parameters(), lr=0.01, betas=(0.8, 0.95))
+    )
     for _ in range(3):
         opt.zero_grad()
         model(torch.randn(5, 3)).sum().backward()
@@ -105,8 +108,13 @@ def test_new_checkpoint_replaces_old_files_and_json_always_points_at_complete_on
 
 def test_load_model_rebuilds_from_name_and_kwargs(tmp_path: Path) -> None:
     model = _mlp(num_classes=3, hidden=7)
-    save_checkpoint(tmp_path / "checkpoints", "best", model=model, step=2,
-                    info={"model_name": "test_engine_checkpoint_mlp", "model_kwargs": {"num_classes": 3, "hidden": 7}})
+    save_checkpoint(
+        tmp_path / "checkpoints",
+        "best",
+        model=model,
+        step=2,
+        info={"model_name": "test_engine_checkpoint_mlp", "model_kwargs": {"num_classes": 3, "hidden": 7}},
+    )
     rebuilt, checkpoint = load_model(tmp_path)  # a run folder: finds checkpoints/best.json
     assert checkpoint.step == 2 and checkpoint.model_kwargs == {"num_classes": 3, "hidden": 7}
     x = torch.randn(2, 3)

@@ -101,8 +101,11 @@ def test_an_error_in_the_file_does_not_blame_the_overrides(tmp_path: Path) -> No
     with pytest.raises(ConfigError, match=r"unknown key\(s\) trian") as err:
         load_config(path, ["train.lr=0.1"])
     assert "override" not in str(err.value)
-    with pytest.raises(ConfigError, match=r"unknown key\(s\) train\.epoch \(did you mean train\.epochs\?\).*"
-                                          r"\(from the override 'train\.epoch=3', not the file\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown key\(s\) train\.epoch \(did you mean train\.epochs\?\).*"
+        r"\(from the override 'train\.epoch=3', not the file\)",
+    ):
         load_config(write(tmp_path / "ok.yaml", BASE), ["train.epoch=3"])
 
 
@@ -142,8 +145,16 @@ def test_extends_cycle_and_missing_parent_are_errors(tmp_path: Path) -> None:
 
 def test_overrides_parse_yaml_values_and_create_free_form_keys(tmp_path: Path) -> None:
     path = write(tmp_path / "exp.yaml", BASE)
-    cfg = load_config(path, ["train.lr=0.01", "train.amp=false", "model.kwargs.width=0.5",
-                             "data.classes=[benign, malignant]", "train.grad_clip=null"])
+    cfg = load_config(
+        path,
+        [
+            "train.lr=0.01",
+            "train.amp=false",
+            "model.kwargs.width=0.5",
+            "data.classes=[benign, malignant]",
+            "train.grad_clip=null",
+        ],
+    )
     assert cfg.train.lr == 0.01
     assert cfg.train.amp is False
     assert cfg.model.kwargs["width"] == 0.5
@@ -181,11 +192,15 @@ def test_build_dataclass_validates_other_modules_option_sets() -> None:
         min_area: float = 80.0
         name: str | None = None
 
-    params = build_dataclass(Params, {"windows": [500, 200], "min_area": 50}, source="exp.yaml",
-                             prefix="preprocess.regions.krem")
+    params = build_dataclass(
+        Params, {"windows": [500, 200], "min_area": 50}, source="exp.yaml", prefix="preprocess.regions.krem"
+    )
     assert params == Params(windows=(500, 200), min_area=50.0)
-    with pytest.raises(ConfigError, match=r"exp\.yaml: unknown key\(s\) preprocess\.regions\.krem\.min_aera "
-                                          r"\(did you mean preprocess\.regions\.krem\.min_area\?\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"exp\.yaml: unknown key\(s\) preprocess\.regions\.krem\.min_aera "
+        r"\(did you mean preprocess\.regions\.krem\.min_area\?\)",
+    ):
         build_dataclass(Params, {"min_aera": 1}, source="exp.yaml", prefix="preprocess.regions.krem")
     with pytest.raises(ConfigError, match=r"krem\.windows\[1\]: expected an integer, got str 'x'"):
         build_dataclass(Params, {"windows": [1, "x"]}, source="exp.yaml", prefix="krem")

@@ -32,7 +32,15 @@ from histobreast.engine.distributed import (
 )
 from histobreast.engine.trainer import Trainer
 from histobreast.errors import ConfigError
-from test_engine_trainer import Interrupted, NoisyBlobs, assert_same_weights, crash_at, make_model, tiny_config, weights_of
+from test_engine_trainer import (
+    Interrupted,
+    NoisyBlobs,
+    assert_same_weights,
+    crash_at,
+    make_model,
+    tiny_config,
+    weights_of,
+)
 
 CPU = torch.device("cpu")
 
@@ -59,8 +67,8 @@ def test_shards_deal_the_same_steps_to_any_number_of_processes() -> None:
     ranks = [EpochSampler(21, seed=0, rank=r, world_size=2, multiple_of=8) for r in range(2)]
     shards = [list(s) for s in ranks]
     for step in range(2):  # per-process batch 4: the union of the ranks' batches is the global batch
-        union = shards[0][4 * step: 4 * step + 4] + shards[1][4 * step: 4 * step + 4]
-        assert sorted(union) == sorted(order[8 * step: 8 * step + 8])
+        union = shards[0][4 * step : 4 * step + 4] + shards[1][4 * step : 4 * step + 4]
+        assert sorted(union) == sorted(order[8 * step : 8 * step + 8])
     ranks[1].set_start(4)
     assert list(ranks[1]) == shards[1][4:] and len(ranks[1]) == 4
     with pytest.raises(ValueError, match="multiple of world_size"):
@@ -98,8 +106,9 @@ def test_seeded_samples_depend_on_seed_epoch_index_only_and_keep_main_rng() -> N
 
 def test_loader_batches_do_not_depend_on_worker_count() -> None:
     def batches(workers: int) -> list[torch.Tensor]:
-        loader = build_loader(RandomItems(), batch_size=2, device=CPU, ctx=DistributedContext(), seed=9,
-                              num_workers=workers)
+        loader = build_loader(
+            RandomItems(), batch_size=2, device=CPU, ctx=DistributedContext(), seed=9, num_workers=workers
+        )
         loader.sampler.set_epoch(1)  # type: ignore[attr-defined]
         return [x for x, _ in loader]
 
@@ -128,16 +137,31 @@ def test_two_process_gloo_ddp_matches_one_process(tmp_path: Path) -> None:
     ref = Trainer(reference, ddp_config()).fit(NoisyBlobs(), NoisyBlobs(seed=1))
     with pytest.raises(Interrupted):  # a single-process run interrupted mid-epoch (checkpoint at step 8)
         Trainer(make_model(), ddp_config(), run_dir=tmp_path / "resume", callbacks=[crash_at(9)]).fit(
-            NoisyBlobs(), NoisyBlobs(seed=1))
+            NoisyBlobs(), NoisyBlobs(seed=1)
+        )
     assert read_checkpoint(tmp_path / "resume", "last").step == 8
 
     with socket.socket() as probe:  # a free port for the rendezvous
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), *sys.path])),
-           "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}
-    workers = [subprocess.Popen([sys.executable, __file__, str(tmp_path)], env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for r in range(2)]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), *sys.path])),
+        "WORLD_SIZE": "2",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+        "OMP_NUM_THREADS": "1",
+    }
+    workers = [
+        subprocess.Popen(
+            [sys.executable, __file__, str(tmp_path)],
+            env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for r in range(2)
+    ]
     outputs = [w.communicate(timeout=240)[0] for w in workers]
     assert [w.returncode for w in workers] == [0, 0], "\n".join(o[-3000:] for o in outputs)
 

@@ -66,15 +66,23 @@ def test_dict_with_a_python_keyword_key_is_passed_as_one_mapping() -> None:
 
 
 def test_to_device_makes_image_batches_channels_last() -> None:
-    moved = to_device({"img": torch.randn(2, 3, 4, 4), "vec": torch.randn(2, 5)}, torch.device("cpu"), channels_last=True)
+    moved = to_device(
+        {"img": torch.randn(2, 3, 4, 4), "vec": torch.randn(2, 5)}, torch.device("cpu"), channels_last=True
+    )
     assert moved["img"].is_contiguous(memory_format=torch.channels_last)
     assert moved["vec"].shape == (2, 5)
 
 
 def test_predictions_from_records(tmp_path: Path) -> None:
     records = [
-        ImageRecord(path=Path("a/SOB_B_A-14-22549AB-40-001.png"), label="benign", patient_id="p1",
-                    microns_per_pixel=0.49, source="breakhis", magnification=40),
+        ImageRecord(
+            path=Path("a/SOB_B_A-14-22549AB-40-001.png"),
+            label="benign",
+            patient_id="p1",
+            microns_per_pixel=0.49,
+            source="breakhis",
+            magnification=40,
+        ),
         ImageRecord(path=Path("b/n001.tif"), label="Normal", patient_id="g1", microns_per_pixel=0.42, source="bach"),
         ImageRecord(path=Path("c/x.png"), label="weird", patient_id="q", microns_per_pixel=1.0, source="folder"),
     ]

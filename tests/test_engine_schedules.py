@@ -13,8 +13,12 @@ from histobreast.engine.schedules import LRSchedule, set_lr
 
 
 def test_paper_a_step_decay_every_10k_iterations() -> None:
-    schedule = LRSchedule(ScheduleConfig(name="step", unit="iteration", step_size=10000, gamma=0.1), 4e-4,
-                          steps_per_epoch=137, total_steps=40000)
+    schedule = LRSchedule(
+        ScheduleConfig(name="step", unit="iteration", step_size=10000, gamma=0.1),
+        4e-4,
+        steps_per_epoch=137,
+        total_steps=40000,
+    )
     expected = {0: 4e-4, 9999: 4e-4, 10000: 4e-5, 19999: 4e-5, 20000: 4e-6, 30000: 4e-7, 39999: 4e-7}
     for step, lr in expected.items():
         assert schedule.lr_at(step) == pytest.approx(lr, rel=1e-12), step
@@ -50,8 +54,12 @@ def test_cosine_with_warmup() -> None:
 
 
 def test_cosine_per_epoch_and_constant() -> None:
-    schedule = LRSchedule(ScheduleConfig(name="cosine", unit="epoch", min_lr=0.1), 1.1, steps_per_epoch=3, total_steps=12)
-    assert [schedule.lr_at(s) for s in (0, 2, 3, 6)] == pytest.approx([1.1, 1.1, 0.1 + 0.5 * (1 + math.cos(math.pi / 4)), 0.6])
+    schedule = LRSchedule(
+        ScheduleConfig(name="cosine", unit="epoch", min_lr=0.1), 1.1, steps_per_epoch=3, total_steps=12
+    )
+    assert [schedule.lr_at(s) for s in (0, 2, 3, 6)] == pytest.approx(
+        [1.1, 1.1, 0.1 + 0.5 * (1 + math.cos(math.pi / 4)), 0.6]
+    )
     assert LRSchedule(ScheduleConfig(), 0.3, 1, 10).lr_at(9) == 0.3
 
 

@@ -16,8 +16,9 @@ import re
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import torch
@@ -64,8 +65,9 @@ class TinyNet(nn.Module):
 
 def tiny_config(**overrides: Any) -> TrainConfig:
     """48 samples / batch 8 = 6 optimizer steps per epoch; no workers, bars or TensorBoard."""
-    values: dict[str, Any] = dict(epochs=2, batch_size=8, lr=0.1, momentum=0.9, num_workers=0, log_every=1,
-                                  progress=False, tensorboard=False)
+    values: dict[str, Any] = dict(
+        epochs=2, batch_size=8, lr=0.1, momentum=0.9, num_workers=0, log_every=1, progress=False, tensorboard=False
+    )
     values.update(overrides)
     return TrainConfig(**values)
 
@@ -212,9 +214,13 @@ def test_best_checkpoint_and_early_stopping(tmp_path: Path) -> None:
     scores = iter([0.5, 0.8, 0.7, 0.6, 0.9, 0.95])
     snapshots: dict[int, dict[str, Tensor]] = {}
     model = make_model()
-    trainer = Trainer(model, tiny_config(epochs=6, early_stopping=2, select_metric="score"), run_dir=tmp_path,
-                      validate=lambda m: {"score": next(scores)},
-                      callbacks=[lambda t: snapshots.__setitem__(t.state.step, weights_of(t.model))])
+    trainer = Trainer(
+        model,
+        tiny_config(epochs=6, early_stopping=2, select_metric="score"),
+        run_dir=tmp_path,
+        validate=lambda m: {"score": next(scores)},
+        callbacks=[lambda t: snapshots.__setitem__(t.state.step, weights_of(t.model))],
+    )
     result = trainer.fit(NoisyBlobs())
     assert result.stopped_early and result.steps == 4 * 6  # no improvement at evaluations 3 and 4
     assert result.best_value == 0.8 and result.best_step == 12
@@ -234,8 +240,12 @@ def test_minimised_metric_and_in_memory_best() -> None:
     losses = iter([0.9, 0.4, 0.6])
     snapshots: dict[int, dict[str, Tensor]] = {}
     model = make_model()
-    result = Trainer(model, tiny_config(epochs=3, select_metric="my_loss"), validate=lambda m: {"my_loss": next(losses)},
-                     callbacks=[lambda t: snapshots.__setitem__(t.state.step, weights_of(t.model))]).fit(NoisyBlobs())
+    result = Trainer(
+        model,
+        tiny_config(epochs=3, select_metric="my_loss"),
+        validate=lambda m: {"my_loss": next(losses)},
+        callbacks=[lambda t: snapshots.__setitem__(t.state.step, weights_of(t.model))],
+    ).fit(NoisyBlobs())
     assert result.best_step == 12 and result.best_value == 0.4 and result.best_checkpoint is None
     assert_same_weights(weights_of(model), snapshots[12])
 
@@ -286,14 +296,16 @@ def test_interrupted_run_resumes_to_identical_weights(tmp_path: Path, optimizer:
 
     with pytest.raises(Interrupted):  # crash after step 11; the last checkpoint is step 8 (epoch 2, batch 2)
         Trainer(make_model(dropout=0.3), cfg, run_dir=tmp_path / "run", callbacks=[crash_at(11)]).fit(
-            NoisyBlobs(), NoisyBlobs(seed=1))
+            NoisyBlobs(), NoisyBlobs(seed=1)
+        )
     assert read_checkpoint(tmp_path / "run", "last").step == 8
     resumed = make_model(seed=123, dropout=0.3)  # a different init: everything must come from the checkpoint
     result = Trainer(resumed, cfg, run_dir=tmp_path / "run").fit(NoisyBlobs(), NoisyBlobs(seed=1), resume=True)
 
     assert_same_weights(weights_of(resumed), weights_of(reference))
-    assert_same_weights(read_checkpoint(tmp_path / "run", "last").state_dict(),
-                        read_checkpoint(tmp_path / "ref", "last").state_dict())
+    assert_same_weights(
+        read_checkpoint(tmp_path / "run", "last").state_dict(), read_checkpoint(tmp_path / "ref", "last").state_dict()
+    )
     assert result.history == ref_result.history  # train loss since the last evaluation included
     logged = [r["step"] for r in read_csv(tmp_path / "run" / "train_log.csv")]
     assert logged == [str(s) for s in range(1, 19)]  # rows after the checkpoint were dropped, not duplicated
@@ -337,7 +349,9 @@ def test_foreign_dataloader_is_used_as_given() -> None:
     data = NoisyBlobs()
     loader = DataLoader(data, batch_size=4, shuffle=False)
     model = make_model()
-    result = Trainer(model, tiny_config(batch_size=8, grad_accum=2, epochs=1)).fit(loader, DataLoader(data, batch_size=16))
+    result = Trainer(model, tiny_config(batch_size=8, grad_accum=2, epochs=1)).fit(
+        loader, DataLoader(data, batch_size=16)
+    )
     assert result.steps == 6  # 12 micro-batches of 4, two per step
     assert result.history[-1]["val_accuracy"] > 0.5
 
@@ -351,18 +365,22 @@ def run_until_killed(run_dir: Path, kill_at: int) -> None:
 
     torch.set_num_threads(1)
     Trainer(make_model(dropout=0.3), resume_run_config(), run_dir=run_dir, callbacks=[kill]).fit(
-        NoisyBlobs(), NoisyBlobs(seed=1))
+        NoisyBlobs(), NoisyBlobs(seed=1)
+    )
 
 
 def test_sigkilled_process_resumes_to_identical_weights(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), *sys.path]))}
-    proc = subprocess.run([sys.executable, __file__, str(tmp_path / "run"), "10"], env=env, capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, __file__, str(tmp_path / "run"), "10"], env=env, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     assert read_checkpoint(tmp_path / "run", "last").step == 8
     with one_thread():
         resumed = make_model(seed=99, dropout=0.3)
-        Trainer(resumed, resume_run_config(), run_dir=tmp_path / "run").fit(NoisyBlobs(), NoisyBlobs(seed=1), resume=True)
+        Trainer(resumed, resume_run_config(), run_dir=tmp_path / "run").fit(
+            NoisyBlobs(), NoisyBlobs(seed=1), resume=True
+        )
         reference = make_model(dropout=0.3)
         Trainer(reference, resume_run_config()).fit(NoisyBlobs(), NoisyBlobs(seed=1))
     assert_same_weights(weights_of(resumed), weights_of(reference))

@@ -67,8 +67,9 @@ def test_view_box_to_raw_finds_the_raw_pixels_of_a_box_in_every_view() -> None:
             w, h = rng.integers(1, viewed.shape[1] + 1), rng.integers(1, viewed.shape[0] + 1)
             x, y = rng.integers(0, viewed.shape[1] - w + 1), rng.integers(0, viewed.shape[0] - h + 1)
             rx, ry, rw, rh = view_box_to_raw((x, y, w, h), view, (53, 37))
-            np.testing.assert_array_equal(apply_view(image[ry : ry + rh, rx : rx + rw], view),
-                                          viewed[y : y + h, x : x + w])
+            np.testing.assert_array_equal(
+                apply_view(image[ry : ry + rh, rx : rx + rw], view), viewed[y : y + h, x : x + w]
+            )
     with pytest.raises(ConfigError, match="unknown view 'rot45'"):
         view_box_to_raw((0, 0, 1, 1), "rot45", (53, 37))
 
@@ -169,8 +170,11 @@ def test_majority_vote_over_each_images_views_with_the_summed_probability_tie_ru
     width, height = image_size(records[0].path)
     assert tuple(boxes[0]) == data.regions(0, 0)[0].boxes[0]  # the raw view's window as it is
     assert tuple(boxes[2]) == view_box_to_raw(data.regions(0, 2)[0].boxes[0], "rot180", (width, height))
-    assert (boxes[:, :2] >= 0).all() and (boxes[:, 0] + boxes[:, 2] <= width).all() and \
-        (boxes[:, 1] + boxes[:, 3] <= height).all()
+    assert (
+        (boxes[:, :2] >= 0).all()
+        and (boxes[:, 0] + boxes[:, 2] <= width).all()
+        and (boxes[:, 1] + boxes[:, 3] <= height).all()
+    )
     images = image_predictions(data, probs)
     assert images.image_ids == ["n001", "iv001"]
     assert images.predicted.tolist() == [1, 3]

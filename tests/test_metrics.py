@@ -21,8 +21,11 @@ PATIENTS = ["P1", "P1", "P1", "P1", "P2", "P2"]
 
 def binary_predictions() -> Predictions:
     return Predictions(
-        classes=["benign", "malignant"], image_ids=[f"img{i}" for i in range(6)],
-        probs=np.stack([1 - P_MALIGNANT, P_MALIGNANT], axis=1), labels=Y_TRUE.copy(), patient_ids=list(PATIENTS),
+        classes=["benign", "malignant"],
+        image_ids=[f"img{i}" for i in range(6)],
+        probs=np.stack([1 - P_MALIGNANT, P_MALIGNANT], axis=1),
+        labels=Y_TRUE.copy(),
+        patient_ids=list(PATIENTS),
         magnifications=[40, 40, 100, 100, 100, 100],
     )
 
@@ -49,7 +52,8 @@ def test_binary_ppv_precision_recall_f1_kappa_confusion():
     # positive = malignant: TP 3, FP 1, FN 1
     assert M.ppv(Y_TRUE, y_hat, 2, positive_class=1) == pytest.approx(0.75)
     assert M.precision_recall_f1(Y_TRUE, y_hat, 2, positive_class=1) == pytest.approx(
-        {"precision": 0.75, "recall": 0.75, "f1": 0.75})
+        {"precision": 0.75, "recall": 0.75, "f1": 0.75}
+    )
     # benign precision 1/2, malignant 3/4 -> per class and macro
     np.testing.assert_allclose(M.ppv(Y_TRUE, y_hat, 2), [0.5, 0.75])
     assert M.precision_recall_f1(Y_TRUE, y_hat, 2)["precision"] == pytest.approx(0.625)
@@ -75,13 +79,20 @@ def test_binary_roc_auc_counts_ordered_pairs():
     curve = M.roc_curve(Y_TRUE, P_MALIGNANT, positive_class=1)
     assert curve["auc"] == pytest.approx(7 / 8)
     assert curve["fpr"][0] == 0.0 and curve["tpr"][-1] == 1.0
-    assert M.roc_auc(Y_TRUE, np.stack([1 - P_MALIGNANT, P_MALIGNANT], 1), positive_class=1)["auc"] == pytest.approx(7 / 8)
+    assert M.roc_auc(Y_TRUE, np.stack([1 - P_MALIGNANT, P_MALIGNANT], 1), positive_class=1)["auc"] == pytest.approx(
+        7 / 8
+    )
 
 
 def test_predictions_csv_keeps_probabilities_exactly_so_a_rescore_gives_the_same_auc(tmp_path):
     probs = np.array([[1 - 1e-9, 1e-9], [1 - 3e-7, 3e-7], [0.4, 0.6]])  # 6 decimals would tie the first two
-    pred = Predictions(classes=["benign", "malignant"], image_ids=["x", "y", "z"], probs=probs, labels=[0, 1, 1],
-                       patient_ids=["p", "q", "r"])
+    pred = Predictions(
+        classes=["benign", "malignant"],
+        image_ids=["x", "y", "z"],
+        probs=probs,
+        labels=[0, 1, 1],
+        patient_ids=["p", "q", "r"],
+    )
     again = Predictions.from_csv(pred.to_csv(tmp_path / "predictions.csv"))
     np.testing.assert_array_equal(again.probs, probs)
     assert M.roc_auc(again.labels, again.probs, positive_class=1)["auc"] == 1.0
@@ -93,8 +104,9 @@ def test_roc_curves_per_magnification_all_images_or_per_class():
     pred.magnifications = [None] * 6
     curves = M.roc_curves(pred)
     assert list(curves) == ["all images"] and curves["all images"]["auc"] == pytest.approx(7 / 8)
-    four = Predictions(classes=list("abcd"), image_ids=list("wxyz"), probs=np.eye(4), labels=[0, 1, 2, 3],
-                       patient_ids=list("wxyz"))
+    four = Predictions(
+        classes=list("abcd"), image_ids=list("wxyz"), probs=np.eye(4), labels=[0, 1, 2, 3], patient_ids=list("wxyz")
+    )
     assert {k: v["auc"] for k, v in M.roc_curves(four).items()} == {"a": 1.0, "b": 1.0, "c": 1.0, "d": 1.0}
 
 
@@ -129,8 +141,13 @@ def test_evaluate_predictions_collects_everything_and_is_json_serialisable():
 
 
 def test_evaluate_notes_undefined_values():
-    pred = Predictions(classes=["a", "b", "c"], image_ids=["x", "y"], probs=[[0.9, 0.05, 0.05], [0.8, 0.1, 0.1]],
-                       labels=[0, 1], patient_ids=["p", "q"])
+    pred = Predictions(
+        classes=["a", "b", "c"],
+        image_ids=["x", "y"],
+        probs=[[0.9, 0.05, 0.05], [0.8, 0.1, 0.1]],
+        labels=[0, 1],
+        patient_ids=["p", "q"],
+    )
     result = M.evaluate_predictions(pred)
     assert math.isnan(result["per_class"]["b"]["precision"])
     assert math.isnan(result["per_class"]["c"]["recall"])
@@ -165,10 +182,20 @@ def test_by_magnification_requires_magnifications():
 
 def test_summarise_folds_mean_std_nan_and_summed_confusion():
     folds = [
-        {"metrics": {"kappa": 0.5, "auc": 0.9}, "per_class": {"a": {"f1": 0.4}}, "confusion_matrix": [[1, 0], [0, 1]],
-         "patient_scores": {"p1": 1.0}, "classes": ["a", "b"]},
-        {"metrics": {"kappa": 0.7, "auc": math.nan}, "per_class": {"a": {"f1": 0.6}}, "confusion_matrix": [[2, 1], [0, 3]],
-         "patient_scores": {"p9": 0.0}, "classes": ["a", "b"]},
+        {
+            "metrics": {"kappa": 0.5, "auc": 0.9},
+            "per_class": {"a": {"f1": 0.4}},
+            "confusion_matrix": [[1, 0], [0, 1]],
+            "patient_scores": {"p1": 1.0},
+            "classes": ["a", "b"],
+        },
+        {
+            "metrics": {"kappa": 0.7, "auc": math.nan},
+            "per_class": {"a": {"f1": 0.6}},
+            "confusion_matrix": [[2, 1], [0, 3]],
+            "patient_scores": {"p9": 0.0},
+            "classes": ["a", "b"],
+        },
     ]
     summary = M.summarise_folds(folds)
     kappa = summary["metrics"]["metrics/kappa"]
@@ -187,8 +214,13 @@ def test_bootstrap_ci_contains_estimate_and_is_deterministic():
     n = 60
     labels = rng.integers(0, 2, n)
     p1 = labels * 0.3 + rng.uniform(0, 0.7, n)  # overlapping classes: about 75% accuracy
-    pred = Predictions(classes=["benign", "malignant"], image_ids=[str(i) for i in range(n)],
-                       probs=np.stack([1 - p1, p1], 1), labels=labels, patient_ids=[f"p{i // 4}" for i in range(n)])
+    pred = Predictions(
+        classes=["benign", "malignant"],
+        image_ids=[str(i) for i in range(n)],
+        probs=np.stack([1 - p1, p1], 1),
+        labels=labels,
+        patient_ids=[f"p{i // 4}" for i in range(n)],
+    )
     metric = lambda p: M.image_level_accuracy(p.labels, p.predicted)  # noqa: E731
     ci = M.bootstrap_ci(pred, metric, n_boot=200, seed=3)
     assert ci["low"] <= ci["estimate"] <= ci["high"] and ci["low"] < ci["high"]
@@ -226,9 +258,13 @@ def _scored(right: np.ndarray, patients: list[str], order: np.ndarray | None = N
     """Binary predictions (true label 1 everywhere) that are right exactly where ``right`` says."""
     order = np.arange(len(right)) if order is None else order
     p = np.where(right, 0.9, 0.1)[order]
-    return Predictions(classes=["benign", "malignant"], image_ids=[f"img{i}" for i in order],
-                       probs=np.stack([1 - p, p], axis=1), labels=np.ones(len(right), dtype=np.int64),
-                       patient_ids=[patients[i] for i in order])
+    return Predictions(
+        classes=["benign", "malignant"],
+        image_ids=[f"img{i}" for i in order],
+        probs=np.stack([1 - p, p], axis=1),
+        labels=np.ones(len(right), dtype=np.int64),
+        patient_ids=[patients[i] for i in order],
+    )
 
 
 def test_paired_accuracy_difference_resamples_patients_of_both_tables_together():
@@ -252,15 +288,22 @@ def test_paired_accuracy_difference_resamples_patients_of_both_tables_together()
 def test_paired_accuracy_difference_needs_the_same_images_and_labels():
     patients = ["P1"] * 3
     a = _scored(np.array([True, False, True]), patients)
-    fewer = Predictions(classes=a.classes, image_ids=a.image_ids[:2], probs=a.probs[:2], labels=a.labels[:2],
-                        patient_ids=patients[:2])
+    fewer = Predictions(
+        classes=a.classes, image_ids=a.image_ids[:2], probs=a.probs[:2], labels=a.labels[:2], patient_ids=patients[:2]
+    )
     with pytest.raises(DatasetError, match="img2"):
         M.paired_accuracy_difference(a, fewer)
-    relabelled = Predictions(classes=a.classes, image_ids=a.image_ids, probs=a.probs, labels=np.array([1, 0, 1]),
-                             patient_ids=patients)
+    relabelled = Predictions(
+        classes=a.classes, image_ids=a.image_ids, probs=a.probs, labels=np.array([1, 0, 1]), patient_ids=patients
+    )
     with pytest.raises(DatasetError, match="true labels.*img1"):
         M.paired_accuracy_difference(a, relabelled)
-    four_class = Predictions(classes=["Normal", "Benign", "InSitu", "Invasive"], image_ids=a.image_ids,
-                             probs=np.eye(4)[[3, 3, 3]], labels=[3, 3, 3], patient_ids=patients)
+    four_class = Predictions(
+        classes=["Normal", "Benign", "InSitu", "Invasive"],
+        image_ids=a.image_ids,
+        probs=np.eye(4)[[3, 3, 3]],
+        labels=[3, 3, 3],
+        patient_ids=patients,
+    )
     with pytest.raises(DatasetError, match=r"same classes.*\['benign', 'malignant'\] and \['Normal'"):
         M.paired_accuracy_difference(a, four_class)

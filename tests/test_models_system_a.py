@@ -23,7 +23,14 @@ SMALL = 64  # px: the full network on tiny inputs keeps these tests fast
 
 def test_registry_has_system_a_models() -> None:
     names = set(list_models())
-    assert {"googlenet_sep", "googlenet_bn", "hybrid_googlenet_sep", "spanhol_patch_cnn", "resnet18", "resnet50"} <= names
+    assert {
+        "googlenet_sep",
+        "googlenet_bn",
+        "hybrid_googlenet_sep",
+        "spanhol_patch_cnn",
+        "resnet18",
+        "resnet50",
+    } <= names
 
 
 @pytest.mark.parametrize("size", [SMALL, 96])
@@ -103,8 +110,9 @@ def test_predict_proba_is_softmax_of_main_logits_in_both_modes() -> None:
 def test_model_kwargs_rebuild_the_same_network_through_json(tmp_path) -> None:
     widths = {name: list(w) for name, w in GOOGLENET_WIDTHS.items()}
     widths["4c"] = [100, 128, 200, 24, 40, 30]
-    model = create_model("googlenet_sep", num_classes=4, widths=widths, se_hidden={"4c": 7}, dropout=0.2,
-                         aux_widths=[16, 32]).eval()
+    model = create_model(
+        "googlenet_sep", num_classes=4, widths=widths, se_hidden={"4c": 7}, dropout=0.2, aux_widths=[16, 32]
+    ).eval()
     kwargs = json.loads(json.dumps(model.model_kwargs))
     path = save_weights(model, tmp_path / "model.safetensors")
     rebuilt = create_model("googlenet_sep", weights=path, **kwargs).eval()
@@ -120,7 +128,10 @@ def test_model_kwargs_rebuild_the_same_network_through_json(tmp_path) -> None:
     [
         ({"widths": {"3a": [64, 96, 128, 16, 32, 32]}}, "'widths'"),
         ({"widths": {**{n: list(w) for n, w in GOOGLENET_WIDTHS.items()}, "4b": [1, 2, 3]}}, "'widths.4b'"),
-        ({"widths": {**{n: list(w) for n, w in GOOGLENET_WIDTHS.items()}, "4b": [160, 112, 0, 24, 64, 64]}}, "'widths.4b'"),
+        (
+            {"widths": {**{n: list(w) for n, w in GOOGLENET_WIDTHS.items()}, "4b": [160, 112, 0, 24, 64, 64]}},
+            "'widths.4b'",
+        ),
         ({"se_hidden": {"5a": 3}}, "'se_hidden'"),
         ({"aux_widths": [128]}, "'aux_widths'"),
         ({"aux_widths": [0, 1024]}, "'aux_widths'"),
@@ -202,8 +213,14 @@ def test_hybrid_branch_outputs_give_every_method_from_one_pass() -> None:
     torch.testing.assert_close(outputs["patches"], torch.tensor([PATCH_PROBS]))
 
 
-@pytest.mark.parametrize(("kwargs", "key"), [({"mode": "both"}, "'mode'"), ({"patch_rule": "median"}, "'patch_rule'"),
-                                             ({"fusion_weight": 1.5}, "'fusion_weight'")])
+@pytest.mark.parametrize(
+    ("kwargs", "key"),
+    [
+        ({"mode": "both"}, "'mode'"),
+        ({"patch_rule": "median"}, "'patch_rule'"),
+        ({"fusion_weight": 1.5}, "'fusion_weight'"),
+    ],
+)
 def test_hybrid_rejects_bad_options(kwargs, key) -> None:
     with pytest.raises(ConfigError, match=key):
         _hybrid(**kwargs)

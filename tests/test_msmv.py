@@ -110,8 +110,16 @@ def test_bad_options_raise_config_errors_naming_the_problem(kwargs: dict, messag
 def test_registry_lists_the_model_and_table4_has_the_papers_ten_rows() -> None:
     assert "msmv_pfenet" in list_models()
     assert [v.key for v in TABLE4_VARIANTS] == [
-        "single_fenet_fc", "double_fenet_fc", "vgg16_fc", "googlenet_fc", "resnet101_fc",
-        "pfenet_fc", "pfenet_svm", "pfenet_bilstm1", "pfenet_bilstm2", "pfenet_bilstm3",
+        "single_fenet_fc",
+        "double_fenet_fc",
+        "vgg16_fc",
+        "googlenet_fc",
+        "resnet101_fc",
+        "pfenet_fc",
+        "pfenet_svm",
+        "pfenet_bilstm1",
+        "pfenet_bilstm2",
+        "pfenet_bilstm3",
     ]
     best = table4_variant("pfenet_bilstm2")
     assert (best.paper_patch, best.paper_image) == (93.0, 94.8)

@@ -128,8 +128,11 @@ def test_svm_gives_zero_to_classes_it_never_saw_and_handles_two_classes() -> Non
         SVMDiscriminator(num_classes=4).predict_proba(x)
 
 
-@pytest.mark.parametrize("labels", [[c for c in range(4) for _ in range(10)], [0] * 8 + [2] * 8,
-                                    [0] * 6 + [1] * 6 + [3] * 6], ids=["four", "two", "three-of-four"])
+@pytest.mark.parametrize(
+    "labels",
+    [[c for c in range(4) for _ in range(10)], [0] * 8 + [2] * 8, [0] * 6 + [1] * 6 + [3] * 6],
+    ids=["four", "two", "three-of-four"],
+)
 def test_a_fitted_svm_exported_as_a_module_gives_the_same_probabilities(labels: list[int]) -> None:
     rng = np.random.default_rng(2)
     centres = rng.normal(0, 1, (4, 3, 4))
@@ -140,8 +143,9 @@ def test_a_fitted_svm_exported_as_a_module_gives_the_same_probabilities(labels: 
     with torch.no_grad():
         probs = head.predict_proba(torch.as_tensor(queries, dtype=torch.float32)).numpy()
     np.testing.assert_allclose(probs, svm.predict_proba(queries), atol=1e-6)
-    rebuilt = build_discriminator("svm", 4, 3, 4, svm_support_vectors=len(head.support_vectors),
-                                  svm_seen_classes=len(head.classes))
+    rebuilt = build_discriminator(
+        "svm", 4, 3, 4, svm_support_vectors=len(head.support_vectors), svm_seen_classes=len(head.classes)
+    )
     rebuilt.load_state_dict(head.state_dict())  # the shapes follow from the two model kwargs
     with pytest.raises(ConfigError, match="Platt"):
         SVMDiscriminator(num_classes=4, probability=True).fit(x, labels).to_module(4, 3)

@@ -20,8 +20,16 @@ def test_a_few_joint_training_steps_lower_the_loss_and_evaluation_votes_per_imag
     torch.manual_seed(0)
     records = synth_bach(tmp_path / "bach", per_class=1, size=(512, 384))
     model = create_model("msmv_pfenet", num_classes=4, encoder="resnet18")  # paper layout, cheap encoder
-    train = KeyRegionDataset(records, BACH_CLASSES, top_k=2, views=("raw", "rot180"), levels=model.scales,
-                             params=PARAMS, cache_dir=tmp_path / "cache", preload=True)
+    train = KeyRegionDataset(
+        records,
+        BACH_CLASSES,
+        top_k=2,
+        views=("raw", "rot180"),
+        levels=model.scales,
+        params=PARAMS,
+        cache_dir=tmp_path / "cache",
+        preload=True,
+    )
     crops, targets = next(iter(DataLoader(train, batch_size=len(train))))
     assert crops.shape == (16, 3, 3, 32, 32)
     # Paper B's optimiser: SGD, momentum 0.9, weight decay 1e-4, lr 0.01.
@@ -37,8 +45,9 @@ def test_a_few_joint_training_steps_lower_the_loss_and_evaluation_votes_per_imag
     assert losses[-1] < 0.9 * losses[0], losses
     assert all(b < a for a, b in zip(losses, losses[1:])), losses
 
-    test = KeyRegionDataset(records, BACH_CLASSES, top_k=TEST_TOP_K, levels=model.scales, params=PARAMS,
-                            cache_dir=tmp_path / "cache")
+    test = KeyRegionDataset(
+        records, BACH_CLASSES, top_k=TEST_TOP_K, levels=model.scales, params=PARAMS, cache_dir=tmp_path / "cache"
+    )
     model.eval()
     with torch.no_grad():
         probs = torch.cat([model.predict_proba(x) for x, _ in DataLoader(test, batch_size=16)])

@@ -7,7 +7,6 @@ import json
 
 import numpy as np
 import pytest
-from tiny_system_a import one_torch_thread, tiny_zhu_config  # noqa: F401 (autouse fixture)
 
 from histobreast.data.splits import read_splits_csv
 from histobreast.data.synthetic import synth_bach
@@ -28,6 +27,7 @@ from histobreast.pipelines.common import experiment_records
 from histobreast.pipelines.package import load_model_folder
 from histobreast.pipelines.pruning import channel_widths
 from histobreast.predictions import Predictions
+from tiny_system_a import one_torch_thread, tiny_zhu_config  # noqa: F401 (autouse fixture)
 
 # Three members, two images. Image 0: members 1 and 2 say class 0, member 3 is very sure of class 1,
 # so the sum and majority rules pick class 0 but the max rule picks class 1. Image 1: unanimous.
@@ -39,15 +39,23 @@ MEMBERS = {
 
 
 def _predictions(probs) -> Predictions:
-    return Predictions(classes=["benign", "malignant"], image_ids=["a", "b"], probs=np.asarray(probs),
-                       labels=np.array([0, 1]), patient_ids=["p1", "p2"])
+    return Predictions(
+        classes=["benign", "malignant"],
+        image_ids=["a", "b"],
+        probs=np.asarray(probs),
+        labels=np.array([0, 1]),
+        patient_ids=["p1", "p2"],
+    )
 
 
-@pytest.mark.parametrize(("rule", "expected", "winners"), [
-    ("sum", [[1.55 / 3, 1.45 / 3], [1.15 / 3, 1.85 / 3]], [0, 1]),
-    ("max", [[0.90 / 1.85, 0.95 / 1.85], [0.45 / 1.15, 0.70 / 1.15]], [1, 1]),
-    ("majority", None, [0, 1]),
-])
+@pytest.mark.parametrize(
+    ("rule", "expected", "winners"),
+    [
+        ("sum", [[1.55 / 3, 1.45 / 3], [1.15 / 3, 1.85 / 3]], [0, 1]),
+        ("max", [[0.90 / 1.85, 0.95 / 1.85], [0.45 / 1.15, 0.70 / 1.15]], [1, 1]),
+        ("majority", None, [0, 1]),
+    ],
+)
 def test_each_voting_rule_on_hand_made_members(rule, expected, winners) -> None:
     fused = combine_predictions({name: _predictions(p) for name, p in MEMBERS.items()}, rule)
     if expected is not None:
@@ -75,10 +83,14 @@ def test_ensemble_folder_is_checked(tmp_path) -> None:
     with pytest.raises(CheckpointError, match="not an ensemble folder"):
         read_ensemble_folder(tmp_path)
     (tmp_path / "ens").mkdir()
-    (tmp_path / "ens" / "ensemble.json").write_text('{"format": "histobreast-ensemble", "members": ["../x"], "rule": "sum"}')
+    (tmp_path / "ens" / "ensemble.json").write_text(
+        '{"format": "histobreast-ensemble", "members": ["../x"], "rule": "sum"}'
+    )
     with pytest.raises(CheckpointError, match="outside"):
         read_ensemble_folder(tmp_path / "ens")
-    (tmp_path / "ens" / "ensemble.json").write_text('{"format": "histobreast-ensemble", "members": ["a"], "rule": "vote"}')
+    (tmp_path / "ens" / "ensemble.json").write_text(
+        '{"format": "histobreast-ensemble", "members": ["a"], "rule": "vote"}'
+    )
     with pytest.raises(ConfigError, match="vote"):
         read_ensemble_folder(tmp_path / "ens")
 
@@ -130,8 +142,10 @@ def test_ensemble_of_pruned_members_trains_loads_and_predicts(bach, tmp_path) ->
         load_model_folder(folder)
 
     result = predict_ensemble(folder, test, device="cpu")
-    direct = {name: get_pipeline("zhu2019").predict_records(member, test, device="cpu")["hybrid"]
-              for name, member in zip(ensemble.member_names(), ensemble.members)}
+    direct = {
+        name: get_pipeline("zhu2019").predict_records(member, test, device="cpu")["hybrid"]
+        for name, member in zip(ensemble.member_names(), ensemble.members)
+    }
     for name in direct:
         np.testing.assert_allclose(result.members[name].probs, direct[name].probs, rtol=1e-6)
     np.testing.assert_allclose(result.ensemble.probs, np.mean([p.probs for p in direct.values()], axis=0), rtol=1e-6)
@@ -140,7 +154,9 @@ def test_ensemble_of_pruned_members_trains_loads_and_predicts(bach, tmp_path) ->
     metrics = evaluate_ensemble(folder, test, tmp_path / "evaluation", rule="majority", device="cpu")
     assert metrics["rule"] == "majority" and set(metrics["members"]) == set(direct)
     best = max(m["metrics"]["image_level_accuracy"] for m in metrics["members"].values())
-    assert metrics["gain_over_best_member"] == pytest.approx(metrics["ensemble"]["metrics"]["image_level_accuracy"] - best)
+    assert metrics["gain_over_best_member"] == pytest.approx(
+        metrics["ensemble"]["metrics"]["image_level_accuracy"] - best
+    )
     with (tmp_path / "evaluation" / "predictions.csv").open() as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == len(test) and all(float(row["uncertainty"]) in (0.0, 0.5) for row in rows)

@@ -47,7 +47,7 @@ def test_bach_binary_task_and_contiguous_folds(bach_root):
     assert sorted(tested) == sorted(r.image_id for r in records)  # every image tested exactly once
     for split in splits:  # each class's test images are one contiguous range of numbers
         for prefix in ("n", "b", "is", "iv"):
-            numbers = sorted(int(i[len(prefix):]) for i in split.ids("test") if i.rstrip("0123456789") == prefix)
+            numbers = sorted(int(i[len(prefix) :]) for i in split.ids("test") if i.rstrip("0123456789") == prefix)
             assert numbers == list(range(numbers[0], numbers[-1] + 1))
 
 
@@ -103,8 +103,9 @@ def test_clear_errors(bach_root, tmp_path):
 def test_real_bach_binary_folds(bach_dir):
     from histobreast.engine.config import load_config
 
-    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "zhu2019" / "bach_binary.yaml",
-                      [f"data.root={bach_dir}"])
+    cfg = load_config(
+        Path(__file__).resolve().parents[1] / "configs" / "zhu2019" / "bach_binary.yaml", [f"data.root={bach_dir}"]
+    )
     records, classes = experiment_records(cfg)
     splits = experiment_splits(cfg, records)
     assert len(records) == 268 and classes == ["non-carcinoma", "carcinoma"]

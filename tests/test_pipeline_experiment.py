@@ -27,10 +27,19 @@ def experiment(tmp_path_factory):
 def test_run_writes_layout_and_report(experiment):
     _, _, out, result = experiment
     assert result.folds == [1, 2] and result.methods[0] == "hybrid"
-    for name in ("config.yaml", "splits.csv", "fold1/model/model.json", "fold2/predictions/local_max.csv",
-                 "report/report.md", "report/report.html", "report/metrics.json"):
+    for name in (
+        "config.yaml",
+        "splits.csv",
+        "fold1/model/model.json",
+        "fold2/predictions/local_max.csv",
+        "report/report.md",
+        "report/report.html",
+        "report/metrics.json",
+    ):
         assert (out / name).is_file(), name
-    assert list((out / "report" / "figures").glob("*roc.png")) and list((out / "report" / "figures").glob("*confusion.png"))
+    assert list((out / "report" / "figures").glob("*roc.png")) and list(
+        (out / "report" / "figures").glob("*confusion.png")
+    )
     markdown = (out / "report" / "report.md").read_text()
     assert "Tables 2-3" in markdown and "3 (hybrid)" in markdown and "2 (Max)" in markdown and "40X" in markdown
     metrics = json.loads((out / "report" / "metrics.json").read_text())
@@ -71,7 +80,8 @@ def test_evaluate_run_and_model_folder(experiment, tmp_path):
     root, _, out, result = experiment
     rescored = evaluate_model_folder(out, out_dir=tmp_path / "again")
     assert rescored.summary["hybrid"]["metrics"]["metrics/image_level_accuracy"]["mean"] == pytest.approx(
-        result.mean_std()[0])
+        result.mean_std()[0]
+    )
     model = evaluate_model_folder(out / "fold1" / "model", root, tmp_path / "model_eval")
     assert (tmp_path / "model_eval" / "report" / "report.html").is_file()
     assert model.evaluations["hybrid"][0]["n_images"] == 16

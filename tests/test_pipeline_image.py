@@ -21,13 +21,16 @@ def bach_root(tmp_path_factory):
 
 
 def _cfg(root, **preprocess):
-    return parse_config({
-        "name": "img", "pipeline": "image",
-        "data": {"root": str(root), "task": "binary", "n_folds": 2},
-        "preprocess": {"input_size": 32, "augment": {"hflip": True, "color_jitter": 0.1}, **preprocess},
-        "model": {"name": "resnet18"},
-        "train": {"epochs": 1, "batch_size": 16, "num_workers": 0, "tensorboard": False, "progress": False},
-    })
+    return parse_config(
+        {
+            "name": "img",
+            "pipeline": "image",
+            "data": {"root": str(root), "task": "binary", "n_folds": 2},
+            "preprocess": {"input_size": 32, "augment": {"hflip": True, "color_jitter": 0.1}, **preprocess},
+            "model": {"name": "resnet18"},
+            "train": {"epochs": 1, "batch_size": 16, "num_workers": 0, "tensorboard": False, "progress": False},
+        }
+    )
 
 
 @pytest.mark.parametrize("preprocess", [{}, {"microns_per_pixel": 18.0}], ids=["resized", "physical-scale"])

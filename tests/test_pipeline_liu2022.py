@@ -34,13 +34,26 @@ CLASSES = list(BACH_CLASSES)
 
 def tiny_config(**model: Any) -> ExperimentConfig:
     """ResNet18 encoders on 32 px crops, 2 regions per training view, one epoch of 6 steps."""
-    return parse_config({
-        "name": "tiny_liu2022", "pipeline": "liu2022", "seed": 0,
-        "preprocess": {"input_size": 32, "regions": {"top_k_train": 2}},
-        "model": {"name": "msmv_pfenet", "kwargs": {"encoder": "resnet18"}, **model},
-        "train": {"batch_size": 16, "epochs": 1, "lr": 0.01, "weight_decay": 1e-4, "num_workers": 0,
-                  "device": "cpu", "log_every": 1, "tensorboard": False, "progress": False},
-    })
+    return parse_config(
+        {
+            "name": "tiny_liu2022",
+            "pipeline": "liu2022",
+            "seed": 0,
+            "preprocess": {"input_size": 32, "regions": {"top_k_train": 2}},
+            "model": {"name": "msmv_pfenet", "kwargs": {"encoder": "resnet18"}, **model},
+            "train": {
+                "batch_size": 16,
+                "epochs": 1,
+                "lr": 0.01,
+                "weight_decay": 1e-4,
+                "num_workers": 0,
+                "device": "cpu",
+                "log_every": 1,
+                "tensorboard": False,
+                "progress": False,
+            },
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +73,7 @@ def check_outputs(out: dict, test: list[ImageRecord]) -> None:
     assert patch.image_ids == [f"{r.image_id}/{v}" for r in test for v in SIX_VIEWS]
     assert image.labels.tolist() == [CLASSES.index(r.label) for r in test]
     for j in range(len(test)):  # each image's label is the majority of its six view labels
-        votes = np.bincount(patch.predicted[6 * j: 6 * j + 6], minlength=4)
+        votes = np.bincount(patch.predicted[6 * j : 6 * j + 6], minlength=4)
         assert votes[image.predicted[j]] == votes.max()
 
 
@@ -77,8 +90,18 @@ def test_live_training_writes_a_model_folder_that_predicts_six_views_per_image(r
     check_outputs(liu2022.predict_records(loaded, test), test)
     # `histobreast predict` sees new images at the training scale (KREM's windows are physical), never a guess
     assert loaded.info["microns_per_pixel"] == train[0].microns_per_pixel
-    result = CliRunner().invoke(app, ["predict", str(folder), str(test[0].path), "--out", str(tmp_path / "p.csv"),
-                                      "--review", str(tmp_path / "review")])
+    result = CliRunner().invoke(
+        app,
+        [
+            "predict",
+            str(folder),
+            str(test[0].path),
+            "--out",
+            str(tmp_path / "p.csv"),
+            "--review",
+            str(tmp_path / "review"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     expected = liu2022.predict_records(folder, test[:1])["image"].probs
     np.testing.assert_allclose(Predictions.from_csv(tmp_path / "p.csv").probs, expected, atol=1e-6)
@@ -95,14 +118,20 @@ def test_live_training_writes_a_model_folder_that_predicts_six_views_per_image(r
 
 def test_frozen_mode_trains_only_the_discriminator_on_cached_features_and_lowers_the_loss(records, tmp_path) -> None:
     train, val, test = split(records)
-    cfg = parse_config({**_as_dict(tiny_config(frozen_encoders=True)),
-                        "train": {**_as_dict(tiny_config())["train"], "epochs": 8, "optimizer": "adamw", "lr": 1e-3}})
+    cfg = parse_config(
+        {
+            **_as_dict(tiny_config(frozen_encoders=True)),
+            "train": {**_as_dict(tiny_config())["train"], "epochs": 8, "optimizer": "adamw", "lr": 1e-3},
+        }
+    )
     folder = liu2022.train_fold(cfg, train, val, CLASSES, tmp_path / "fold1")
     initial = liu2022.build_model(cfg, CLASSES)
     trained = load_model_folder(folder).model
     for (name, before), after in zip(initial.encoders.state_dict().items(), trained.encoders.state_dict().values()):
         torch.testing.assert_close(after, before, rtol=0, atol=0, msg=name)  # encoders untouched
-    changed = [not torch.equal(a, b) for a, b in zip(initial.discriminator.parameters(), trained.discriminator.parameters())]
+    changed = [
+        not torch.equal(a, b) for a, b in zip(initial.discriminator.parameters(), trained.discriminator.parameters())
+    ]
     assert all(changed)
     cache = tmp_path / "cache" / "features"
     entries = sorted(cache.rglob("*.npy"))
@@ -117,7 +146,9 @@ def test_frozen_mode_trains_only_the_discriminator_on_cached_features_and_lowers
     assert sorted(cache.rglob("*.npy")) == entries
 
 
-def test_several_test_regions_per_view_all_vote_and_the_densest_alone_give_the_papers_protocol(records, tmp_path) -> None:
+def test_several_test_regions_per_view_all_vote_and_the_densest_alone_give_the_papers_protocol(
+    records, tmp_path
+) -> None:
     train, val, test = split(records)
     cfg = tiny_config(frozen_encoders=True)
     folder = liu2022.train_fold(cfg, train, val, CLASSES, tmp_path / "fold1")
@@ -138,8 +169,12 @@ def test_several_test_regions_per_view_all_vote_and_the_densest_alone_give_the_p
 
 def test_colour_jitter_changes_live_training_samples_and_frozen_mode_rejects_it(records, tmp_path) -> None:
     train, val, test = split(records)
-    cfg = parse_config({**_as_dict(tiny_config()), "preprocess": {**_as_dict(tiny_config())["preprocess"],
-                                                                  "augment": {"color_jitter": 0.2}}})
+    cfg = parse_config(
+        {
+            **_as_dict(tiny_config()),
+            "preprocess": {**_as_dict(tiny_config())["preprocess"], "augment": {"color_jitter": 0.2}},
+        }
+    )
     model = liu2022.build_model(cfg, CLASSES)
     jittered = liu2022.region_dataset(cfg, train, CLASSES, model.scales, train=True, cache_dir=None)
     evaluated = liu2022.region_dataset(cfg, train, CLASSES, model.scales, train=False, cache_dir=None)
@@ -186,12 +221,14 @@ class ScriptedModel(nn.Module):
 
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
         self.crop_shapes += [tuple(s.shape) for s in x]
-        out = self.rows[self.seen: self.seen + len(x)]
+        out = self.rows[self.seen : self.seen + len(x)]
         self.seen += len(x)
         return out
 
 
-def test_each_test_image_gives_six_views_of_three_crops_and_ties_go_to_the_summed_probability(records, tmp_path) -> None:
+def test_each_test_image_gives_six_views_of_three_crops_and_ties_go_to_the_summed_probability(
+    records, tmp_path
+) -> None:
     _, _, test = split(records)
     test = test[:2]
     cfg = tiny_config()
@@ -214,8 +251,12 @@ def _loaded(model: nn.Module, cfg: ExperimentConfig) -> LoadedModel:
 def test_random_region_control_picks_other_windows_of_the_same_sizes(records, tmp_path) -> None:
     train, _, _ = split(records)
     density = tiny_config()
-    random = parse_config({**_as_dict(density), "preprocess": {**_as_dict(density)["preprocess"],
-                                                               "regions": {"top_k_train": 2, "selection": "random"}}})
+    random = parse_config(
+        {
+            **_as_dict(density),
+            "preprocess": {**_as_dict(density)["preprocess"], "regions": {"top_k_train": 2, "selection": "random"}},
+        }
+    )
     kremmed = liu2022.region_dataset(density, train[:1], CLASSES, (0, 1, 2), train=True, cache_dir=tmp_path)
     drawn = liu2022.region_dataset(random, train[:1], CLASSES, (0, 1, 2), train=True, cache_dir=tmp_path)
     assert drawn.selection == "random" and kremmed.selection == "density"
@@ -267,8 +308,9 @@ def test_scale_classifier_trains_only_its_own_encoder(records) -> None:
     model = liu2022.build_model(tiny_config(), CLASSES)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     classifier = ScaleClassifier(model, 1, 4)
-    assert {id(p) for p in classifier.parameters()} == ({id(p) for p in model.encoders[1].parameters()}
-                                                       | {id(p) for p in classifier.head.parameters()})
+    assert {id(p) for p in classifier.parameters()} == (
+        {id(p) for p in model.encoders[1].parameters()} | {id(p) for p in classifier.head.parameters()}
+    )
     crops = torch.randint(0, 256, (4, 3, 3, 32, 32), dtype=torch.uint8)
     optimizer = torch.optim.SGD(classifier.parameters(), lr=0.1)
     nn.functional.cross_entropy(classifier(crops), torch.tensor([0, 1, 2, 3])).backward()
@@ -278,14 +320,18 @@ def test_scale_classifier_trains_only_its_own_encoder(records) -> None:
     assert changed == {"1"}
     # its input is the same normalised crop the full model gives that encoder
     model.eval(), classifier.eval()
-    torch.testing.assert_close(model.encode(crops)[:, 1], classifier.encoder(
-        (crops[:, 1].float() - model.uint8_mean) / model.uint8_std))
+    torch.testing.assert_close(
+        model.encode(crops)[:, 1], classifier.encoder((crops[:, 1].float() - model.uint8_mean) / model.uint8_std)
+    )
 
 
-def test_cross_fitting_encodes_each_training_image_with_encoders_that_never_saw_it(records, tmp_path, monkeypatch) -> None:
+def test_cross_fitting_encodes_each_training_image_with_encoders_that_never_saw_it(
+    records, tmp_path, monkeypatch
+) -> None:
     train, val = records[0::3] + records[1::3], records[2::3]
-    cfg = tiny_config(frozen_encoders=True, cross_fit=2,
-                      encoder_pretraining={"iterations": 2, "optimizer": "adamw", "lr": 1e-3})
+    cfg = tiny_config(
+        frozen_encoders=True, cross_fit=2, encoder_pretraining={"iterations": 2, "optimizer": "adamw", "lr": 1e-3}
+    )
     # a BACH tree: the parts are contiguous image-number ranges per class (here, each class whole)
     cfg = parse_config({**_as_dict(cfg), "data": {"root": str(records[0].path.parents[1])}})
     pretrained, encoded = [], []  # (encoders' identity, image ids) of every pre-training and encoding
@@ -322,10 +368,13 @@ def test_cross_fitting_encodes_each_training_image_with_encoders_that_never_saw_
     assert load_model_folder(folder).model.scales == liu2022.build_model(cfg, CLASSES).scales
 
 
-@pytest.mark.parametrize(("model", "message"), [
-    ({"cross_fit": 2}, "needs frozen_encoders: true and an encoder_pretraining section"),
-    ({"cross_fit": 1, "frozen_encoders": True, "encoder_pretraining": {"iterations": 2}}, "must be >= 2 parts"),
-])
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        ({"cross_fit": 2}, "needs frozen_encoders: true and an encoder_pretraining section"),
+        ({"cross_fit": 1, "frozen_encoders": True, "encoder_pretraining": {"iterations": 2}}, "must be >= 2 parts"),
+    ],
+)
 def test_cross_fit_config_mistakes_name_the_key(model, message) -> None:
     with pytest.raises(ConfigError, match=f"model.cross_fit.*{message}"):
         tiny_config(**model)

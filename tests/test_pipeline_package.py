@@ -19,8 +19,15 @@ TINY_WIDTHS = {name: [4, 4, 4, 4, 4, 4] for name in ("3a", "3b", "4a", "4b", "4c
 
 
 def _cfg(**preprocess):
-    return parse_config({"name": "t", "pipeline": "zhu2019", "model": {"name": "googlenet_sep"},
-                         "preprocess": {"input_size": 64, **preprocess}, "train": {"iterations": 1}})
+    return parse_config(
+        {
+            "name": "t",
+            "pipeline": "zhu2019",
+            "model": {"name": "googlenet_sep"},
+            "preprocess": {"input_size": 64, **preprocess},
+            "train": {"iterations": 1},
+        }
+    )
 
 
 def _hybrid():
@@ -31,8 +38,14 @@ def _hybrid():
 def test_round_trip_rebuilds_the_same_model(tmp_path):
     model = _hybrid().eval()
     stain = ReinhardNormalizer(np.array([60.0, 20.0, -10.0]), np.array([10.0, 5.0, 4.0]))
-    folder = save_model_folder(tmp_path / "model", model, _cfg(stain={"method": "reinhard", "target": "train"}),
-                               ["benign", "malignant"], stain=stain, metrics={"val_accuracy": 0.5, "x": float("nan")})
+    folder = save_model_folder(
+        tmp_path / "model",
+        model,
+        _cfg(stain={"method": "reinhard", "target": "train"}),
+        ["benign", "malignant"],
+        stain=stain,
+        metrics={"val_accuracy": 0.5, "x": float("nan")},
+    )
     info = json.loads((folder / "model.json").read_text())
     assert info["format"] == "histobreast-model" and info["version"] == 1
     assert info["model_name"] == "hybrid_googlenet_sep" and info["pipeline"] == "zhu2019"

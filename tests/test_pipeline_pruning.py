@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from tiny_system_a import one_torch_thread, tiny_zhu_config  # noqa: F401 (autouse fixture)
 
 from histobreast.compress.dns import load_sparse_weights
 from histobreast.compress.importance import load_importance
@@ -29,6 +28,7 @@ from histobreast.pipelines.pruning import (
     training_records,
 )
 from histobreast.pipelines.pruning_report import compression_report, example_inputs, read_sweep, run_sweep
+from tiny_system_a import one_torch_thread, tiny_zhu_config  # noqa: F401 (autouse fixture)
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +71,9 @@ def test_options_come_from_the_config_and_are_checked(bach_root) -> None:
 
 def test_pruned_model_folder_loads_predicts_and_retrains(trained, tmp_path) -> None:
     options = PruneOptions(ratio=0.5, loops=2, batch_size=3)
-    out = prune_model_folder(trained["folder"], tmp_path / "pruned", trained["train"][:6], trained["train"][6:10],
-                             options=options)
+    out = prune_model_folder(
+        trained["folder"], tmp_path / "pruned", trained["train"][:6], trained["train"][6:10], options=options
+    )
     base, pruned = load_model_folder(trained["folder"]), load_model_folder(out)
     before, after = channel_widths(base.model), channel_widths(pruned.model)
     for branch in ("global_branch.", "local_branch."):
@@ -80,17 +81,23 @@ def test_pruned_model_folder_loads_predicts_and_retrains(trained, tmp_path) -> N
             assert after[branch][layer] < channels  # two loops of X = 0.29 each remove about half
             assert after[branch][layer] == pytest.approx(channels * 0.5, abs=2)
     assert pruned.info["model_kwargs"]["global_kwargs"]["widths"] == {
-        name: list(w) for name, w in pruned.model.global_branch.widths.items()}
+        name: list(w) for name, w in pruned.model.global_branch.widths.items()
+    }
     assert pruned.info["pruning"]["per_loop_fraction"] == pytest.approx(per_loop_fraction(0.5, 2))
     record = json.loads((out / "pruning.json").read_text())
     assert [loop["loop"] for loop in record["loops"]] == [1, 2]
     assert record["loops"][1]["widths"] == after
     assert (out / "runs" / "loop2" / "local" / "checkpoints" / "best.json").is_file()
-    importance_before, importance_after = load_importance(out / "importance_before.safetensors"), \
-        load_importance(out / "importance_after.safetensors")
+    importance_before, importance_after = (
+        load_importance(out / "importance_before.safetensors"),
+        load_importance(out / "importance_after.safetensors"),
+    )
     assert len(importance_before["global_branch.se.4e"]) == before["global_branch."]["4e"]
     assert len(importance_after["global_branch.se.4e"]) == after["global_branch."]["4e"]
-    assert {p.name for p in out.glob("importance_*.png")} == {"importance_global_branch.png", "importance_local_branch.png"}
+    assert {p.name for p in out.glob("importance_*.png")} == {
+        "importance_global_branch.png",
+        "importance_local_branch.png",
+    }
     assert count_parameters(pruned.model) < count_parameters(base.model)
 
     methods = get_pipeline("zhu2019").predict_records(out, trained["test"][:4], device="cpu")
@@ -101,8 +108,12 @@ def test_pruned_model_folder_loads_predicts_and_retrains(trained, tmp_path) -> N
 
 
 def test_internal_pruning_shrinks_the_stem_and_reduce_convs_of_both_branches(trained, tmp_path) -> None:
-    out = prune_model_folder(trained["folder"], tmp_path / "pruned", trained["train"][:4],
-                             options=PruneOptions(ratio=0.5, internal=True, batch_size=3))
+    out = prune_model_folder(
+        trained["folder"],
+        tmp_path / "pruned",
+        trained["train"][:4],
+        options=PruneOptions(ratio=0.5, internal=True, batch_size=3),
+    )
     base, pruned = load_model_folder(trained["folder"]), load_model_folder(out)
     assert pruned.info["pruning"]["internal"] is True
     for branch in ("global_branch", "local_branch"):
@@ -110,12 +121,18 @@ def test_internal_pruning_shrinks_the_stem_and_reduce_convs_of_both_branches(tra
         assert after.stem_widths == (before.stem_widths[0], *(w // 2 for w in before.stem_widths[1:]))
         for name, widths in after.widths.items():
             assert widths.ch3x3red == round(before.widths[name].ch3x3red / 2 + 1e-9)
-    importance = {f"{branch}se.{name}": torch.rand(width) for branch, widths in channel_widths(base.model).items()
-                  for name, width in widths.items()}
+    importance = {
+        f"{branch}se.{name}": torch.rand(width)
+        for branch, widths in channel_widths(base.model).items()
+        for name, width in widths.items()
+    }
     paper_only = prune_network(base.model, importance, 0.5)  # SEP-followed layers only, as in the paper
     x = example_inputs(pruned)
     assert count_macs(pruned.model, x) < count_macs(paper_only, x) < count_macs(base.model, x)
-    assert get_pipeline("zhu2019").predict_records(out, trained["test"][:2], device="cpu")["hybrid"].probs.shape == (2, 2)
+    assert get_pipeline("zhu2019").predict_records(out, trained["test"][:2], device="cpu")["hybrid"].probs.shape == (
+        2,
+        2,
+    )
 
 
 def test_an_interrupted_pruning_resumes(trained, tmp_path) -> None:
@@ -132,8 +149,11 @@ def test_an_interrupted_pruning_resumes(trained, tmp_path) -> None:
 
 def test_macs_and_parameters_fall_monotonically_with_the_ratio(trained) -> None:
     loaded = load_model_folder(trained["folder"])
-    importance = {f"{branch}se.{name}": torch.rand(width) for branch, widths in channel_widths(loaded.model).items()
-                  for name, width in widths.items()}
+    importance = {
+        f"{branch}se.{name}": torch.rand(width)
+        for branch, widths in channel_widths(loaded.model).items()
+        for name, width in widths.items()
+    }
     costs = []
     for ratio in (0.0, 0.25, 0.5, 0.7, 0.9, 0.95):
         model = prune_network(loaded.model, importance, per_loop_fraction(ratio, 1))
@@ -179,8 +199,16 @@ def test_training_records_come_from_the_experiment_or_data(trained, bach_root, t
 def test_compression_study_measures_every_model(trained, tmp_path) -> None:
     cfg = trained["cfg"]
     options = PruneOptions(report_ratios=[0.0, 0.5], report_loops=[2], report_dns_sensitivities=[0.5])
-    study = run_sweep(cfg, tmp_path / "study", trained["train"][:6], [], trained["test"][:6],
-                      trained["classes"], base=trained["folder"], options=options)
+    study = run_sweep(
+        cfg,
+        tmp_path / "study",
+        trained["train"][:6],
+        [],
+        trained["test"][:6],
+        trained["classes"],
+        base=trained["folder"],
+        options=options,
+    )
     _, entries = read_sweep(study)
     assert [e.folder for e in entries] == ["ratio0", "ratio0.5", "ratio0.8_loops2", "dns0.5", "ratio0.5_dns0.5"]
     result = compression_report(study, latency_repeats=1)
@@ -192,5 +220,8 @@ def test_compression_study_measures_every_model(trained, tmp_path) -> None:
     assert all(0.0 <= row["accuracy"] <= 1.0 and row["latency_ms"] > 0 for row in rows.values())
     report = study / "report"
     assert {p.name for p in (report / "figures").glob("fig*.png")} == {
-        "fig10_loops.png", "fig12_pruning_ratio.png", "fig13_dns.png"}
+        "fig10_loops.png",
+        "fig12_pruning_ratio.png",
+        "fig13_dns.png",
+    }
     assert "Pruning ratio O" in (report / "report.md").read_text()

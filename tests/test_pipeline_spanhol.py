@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from tiny_system_a import one_torch_thread  # noqa: F401 (autouse fixture)
 
 from histobreast.data.spanhol_patches import SpanholPatchDataset, image_patch_batches, load_scaled
 from histobreast.data.synthetic import synth_bach
@@ -19,6 +18,7 @@ from histobreast.pipelines.package import load_model_folder
 from histobreast.preprocess.patches import sliding_window_patches
 from histobreast.preprocess.transforms import to_model_input
 from histobreast.votes import combine_members
+from tiny_system_a import one_torch_thread  # noqa: F401 (autouse fixture)
 
 CLASSES = ["Normal", "Invasive"]
 
@@ -29,14 +29,22 @@ def records(tmp_path_factory):
 
 
 def _config(**spanhol):
-    return parse_config({
-        "name": "spanhol_tiny",
-        "pipeline": "spanhol2016",
-        "model": {"name": "spanhol_patch_cnn"},
-        "train": {"iterations": 2, "batch_size": 8, "num_workers": 0, "device": "cpu", "tensorboard": False,
-                  "progress": False},
-        "spanhol": {"patch_sizes": [16, 32], "random_patches": 6, "scale": 0.5, **spanhol},
-    })
+    return parse_config(
+        {
+            "name": "spanhol_tiny",
+            "pipeline": "spanhol2016",
+            "model": {"name": "spanhol_patch_cnn"},
+            "train": {
+                "iterations": 2,
+                "batch_size": 8,
+                "num_workers": 0,
+                "device": "cpu",
+                "tensorboard": False,
+                "progress": False,
+            },
+            "spanhol": {"patch_sizes": [16, 32], "random_patches": 6, "scale": 0.5, **spanhol},
+        }
+    )
 
 
 def test_sliding_patches_are_the_preprocess_windows(records) -> None:
@@ -54,15 +62,18 @@ def test_sliding_patches_are_the_preprocess_windows(records) -> None:
 
 
 def test_random_patches_are_seeded_and_inside_the_image(records) -> None:
-    make = lambda seed: SpanholPatchDataset(records[:3], CLASSES, patch_size=16, extraction="random",
-                                            random_patches=5, scale=0.5, seed=seed)
+    def make(seed):
+        return SpanholPatchDataset(
+            records[:3], CLASSES, patch_size=16, extraction="random", random_patches=5, scale=0.5, seed=seed
+        )
+
     a, b, c = make(0), make(0), make(1)
     assert len(a) == 15
     np.testing.assert_array_equal(a.positions, b.positions)
     assert not np.array_equal(a.positions, c.positions)
     assert a.positions.min() >= 0 and (a.positions + 16 <= np.array([36, 48])).all()
     y, x = a.positions[0]
-    torch.testing.assert_close(a[0][0], to_model_input(load_scaled(records[0], 0.5)[y:y + 16, x:x + 16]))
+    torch.testing.assert_close(a[0][0], to_model_input(load_scaled(records[0], 0.5)[y : y + 16, x : x + 16]))
 
 
 def test_patch_dataset_refuses_bad_labels_and_sizes(records) -> None:
@@ -80,7 +91,11 @@ def test_options_are_validated() -> None:
     with pytest.raises(ConfigError, match="spanhol.fusion"):
         spanhol2016.spanhol_options(_config(fusion="product"))
     assert [m[0] for m in spanhol2016.spanhol_options(_config()).members()] == [
-        "patch16_sliding", "patch16_random", "patch32_sliding", "patch32_random"]
+        "patch16_sliding",
+        "patch16_random",
+        "patch32_sliding",
+        "patch32_random",
+    ]
 
 
 def test_four_members_fused_by_max_rule_end_to_end(tmp_path, records) -> None:

@@ -17,8 +17,11 @@ from histobreast.pipelines.package import load_model_folder
 from histobreast.pipelines.zhu2019 import METHODS, method_probabilities
 from histobreast.votes import fuse_branches, patch_vote
 
-TINY = {"widths": {n: [4, 4, 4, 2, 4, 4] for n in ("3a", "3b", "4a", "4b", "4c", "4d", "4e")},
-        "stem_widths": [8, 8, 8], "aux_widths": [4, 8]}
+TINY = {
+    "widths": {n: [4, 4, 4, 2, 4, 4] for n in ("3a", "3b", "4a", "4b", "4c", "4d", "4e")},
+    "stem_widths": [8, 8, 8],
+    "aux_widths": [4, 8],
+}
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -32,14 +35,26 @@ def one_torch_thread():
 
 def tiny_config(root, **overrides):
     raw = {
-        "name": "zhu_tiny", "pipeline": "zhu2019", "seed": 0,
+        "name": "zhu_tiny",
+        "pipeline": "zhu2019",
+        "seed": 0,
         "data": {"root": str(root), "magnification": 40, "val_fraction": 0.3},
-        "preprocess": {"input_size": 32, "patches": {"grid": [3, 2], "size": 32, "per_image": 2},
-                       "stain": {"method": "reinhard", "target": "train"},
-                       "augment": {"rotation": 180, "hflip": True, "vflip": True, "copies": 2}},
+        "preprocess": {
+            "input_size": 32,
+            "patches": {"grid": [3, 2], "size": 32, "per_image": 2},
+            "stain": {"method": "reinhard", "target": "train"},
+            "augment": {"rotation": 180, "hflip": True, "vflip": True, "copies": 2},
+        },
         "model": {"name": "googlenet_sep", "kwargs": {**TINY, "fusion_weight": 0.6}},
-        "train": {"iterations": 2, "batch_size": 4, "lr": 0.01, "num_workers": 0, "log_every": 1,
-                  "tensorboard": False, "progress": False},
+        "train": {
+            "iterations": 2,
+            "batch_size": 4,
+            "lr": 0.01,
+            "num_workers": 0,
+            "log_every": 1,
+            "tensorboard": False,
+            "progress": False,
+        },
         "evaluate": {"bootstrap": 10},
     }
     for key, value in overrides.items():
@@ -107,8 +122,9 @@ def test_wrong_branch_network_is_refused(breakhis_root, tmp_path):
 
 @pytest.mark.realdata
 def test_real_bach_images_through_the_pipeline(bach_dir, tmp_path):
-    cfg = tiny_config(bach_dir, data={"magnification": None, "task": "binary", "microns_per_pixel": 0.84,
-                                      "val_fraction": 0.0})
+    cfg = tiny_config(
+        bach_dir, data={"magnification": None, "task": "binary", "microns_per_pixel": 0.84, "val_fraction": 0.0}
+    )
     records, classes = experiment_records(cfg)
     picked = records[:4] + records[-4:]  # Normal and Invasive: both binary classes
     pipeline = get_pipeline("zhu2019")

@@ -6,21 +6,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image
-from test_preprocess_images import he_like_image
 
 from histobreast.data.records import ImageRecord
 from histobreast.errors import ConfigError, DatasetError
 from histobreast.preprocess.augment import (
     PAPER_COPIES,
+    Augmentation,
     AugmentedCopies,
     AugmentParams,
-    Augmentation,
     augment,
     augmented_copy,
     copy_path,
     materialise_copies,
     sample_augmentation,
 )
+from test_preprocess_images import he_like_image
 
 
 def _image(height: int = 46, width: int = 70, seed: int = 0) -> np.ndarray:
@@ -114,8 +114,17 @@ def _records(tmp_path, count: int = 2) -> list[ImageRecord]:
         path = tmp_path / "src" / f"img{i}.png"
         path.parent.mkdir(exist_ok=True)
         Image.fromarray(_image(40, 50, seed=i)).save(path)
-        records.append(ImageRecord(path=path, label=["benign", "malignant"][i % 2], patient_id=f"p{i}",
-                                   microns_per_pixel=0.49, source="test", magnification=40, index=i))
+        records.append(
+            ImageRecord(
+                path=path,
+                label=["benign", "malignant"][i % 2],
+                patient_id=f"p{i}",
+                microns_per_pixel=0.49,
+                source="test",
+                magnification=40,
+                index=i,
+            )
+        )
     return records
 
 
@@ -126,8 +135,13 @@ def test_materialised_copies_match_on_the_fly_and_keep_labels(tmp_path) -> None:
     assert all(r.path == copy_path(tmp_path / "aug", records[i // 3], i % 3) for i, r in enumerate(out))
     for i, new in enumerate(out):
         source = records[i // 3]
-        assert (new.label, new.patient_id, new.magnification, new.microns_per_pixel, new.index) == \
-               (source.label, source.patient_id, source.magnification, source.microns_per_pixel, source.index)
+        assert (new.label, new.patient_id, new.magnification, new.microns_per_pixel, new.index) == (
+            source.label,
+            source.patient_id,
+            source.magnification,
+            source.microns_per_pixel,
+            source.index,
+        )
         assert new.extra == {"augmented_from": str(source.path), "augment_copy": str(i % 3)}
     base = _Pairs([np.asarray(Image.open(r.path)) for r in records], [0, 1])
     on_the_fly = AugmentedCopies(base, copies=3, seed=9, keys=[r.image_id for r in records])
@@ -140,7 +154,8 @@ def test_materialise_refuses_colliding_names(tmp_path) -> None:
     first = _records(tmp_path, 1)[0]
     other_dir = tmp_path / "other"
     other_dir.mkdir()
-    twin = ImageRecord(path=other_dir / "img0.png", label="benign", patient_id="p9", microns_per_pixel=0.49,
-                       source="test")
+    twin = ImageRecord(
+        path=other_dir / "img0.png", label="benign", patient_id="p9", microns_per_pixel=0.49, source="test"
+    )
     with pytest.raises(DatasetError, match="image id 'img0'"):
         materialise_copies([first, twin], tmp_path / "aug", read_image=lambda p: _image(8, 8))

@@ -40,8 +40,11 @@ def test_hit_returns_identical_arrays(tmp_path) -> None:
 
 def test_dict_values_round_trip(tmp_path) -> None:
     cache = DiskCache(tmp_path)
-    value = {"boxes": np.arange(12, dtype=np.int64).reshape(1, 3, 4), "counts": np.array([[5, 3, 1]]),
-             "file": np.zeros(2)}  # "file" clashes with np.savez's own argument name
+    value = {
+        "boxes": np.arange(12, dtype=np.int64).reshape(1, 3, 4),
+        "counts": np.array([[5, 3, 1]]),
+        "file": np.zeros(2),
+    }  # "file" clashes with np.savez's own argument name
     compute = _Counter(value)
     cache.get_or_compute({"stage": "krem"}, compute)
     hit = cache.get_or_compute({"stage": "krem"}, compute)
@@ -70,8 +73,9 @@ def test_file_fingerprint_is_the_content_hash(tmp_path) -> None:
     a.write_bytes(b"abc")
     b.write_bytes(b"abc")
     # sha256("abc"), a standard test vector.
-    assert file_fingerprint(a) == file_fingerprint(b) == \
-        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    assert (
+        file_fingerprint(a) == file_fingerprint(b) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    )
     with pytest.raises(DatasetError, match="missing.bin: cannot read file"):
         file_fingerprint(tmp_path / "missing.bin")
 

@@ -7,12 +7,12 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
-from test_preprocess_images import he_like_image
 from typer.testing import CliRunner
 
 from histobreast.cli import app
 from histobreast.errors import ConfigError
 from histobreast.preprocess.stain import StainError, load_normalizer
+from test_preprocess_images import he_like_image
 
 runner = CliRunner()
 
@@ -35,7 +35,9 @@ def test_stain_fit_then_apply_to_files_and_folders(tmp_path, method: str) -> Non
     _save(folder / "a" / "two.png", he_like_image(96, 128, nuclei=40, seed=3))
     _save(folder / "blank.png", np.full((64, 64, 3), 250, np.uint8))
     out = tmp_path / "out"
-    result = runner.invoke(app, ["stain", "apply", str(target), str(single), str(folder), str(single), "--out", str(out)])
+    result = runner.invoke(
+        app, ["stain", "apply", str(target), str(single), str(folder), str(single), "--out", str(out)]
+    )
     assert result.exit_code == 0, result.output
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == ["a/two.png", "blank.png", "one.png"]
     assert "2 of 3 images normalised" in result.output
@@ -53,7 +55,9 @@ def test_stain_errors_name_the_file(tmp_path) -> None:
     target = tmp_path / "t.json"
     target.write_text(json.dumps({"method": "reinhard", "lab_mean": [60, 20, -10], "lab_std": [10, 5, 5]}))
     result = runner.invoke(app, ["stain", "apply", str(target), str(tmp_path / "nope.png"), "--out", str(tmp_path)])
-    assert isinstance(result.exception, ConfigError) and "nope.png: not an image file or folder" in str(result.exception)
+    assert isinstance(result.exception, ConfigError) and "nope.png: not an image file or folder" in str(
+        result.exception
+    )
     result = runner.invoke(app, ["stain", "apply", str(target), str(tmp_path), "--out", str(tmp_path)])
     assert isinstance(result.exception, ConfigError) and "would overwrite the input" in str(result.exception)
 
@@ -61,8 +65,9 @@ def test_stain_errors_name_the_file(tmp_path) -> None:
 def test_krem_overlay_and_crops(tmp_path) -> None:
     image = _save(tmp_path / "field.png", he_like_image(cluster=(760, 250, 48), seed=3))
     out, crops = tmp_path / "overlay.png", tmp_path / "crops"
-    result = runner.invoke(app, ["krem", str(image), "--mpp", "0.84", "--out", str(out), "--top-k", "2",
-                                 "--crops", str(crops)])
+    result = runner.invoke(
+        app, ["krem", str(image), "--mpp", "0.84", "--out", str(out), "--top-k", "2", "--crops", str(crops)]
+    )
     assert result.exit_code == 0, result.output
     overlay = np.asarray(Image.open(out))
     assert overlay.shape == (768, 1024, 3) and not np.array_equal(overlay, np.asarray(Image.open(image)))

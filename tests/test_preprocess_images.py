@@ -23,14 +23,17 @@ def _nucleus(canvas: np.ndarray, centre: tuple[float, float], rng: np.random.Gen
 def cluster_centres(cluster: tuple[int, int, int]) -> list[tuple[int, int]]:
     """Nucleus centres of a planted cluster ``(cx, cy, radius)``: hexagonal packing, rows 12 px, 14 px apart."""
     cx, cy, radius = cluster
-    return [(int(x), int(y))
-            for row, y in enumerate(range(cy - radius, cy + radius + 1, 12))
-            for x in range(cx - radius + (row % 2) * 7, cx + radius + 1, 14)
-            if (x - cx) ** 2 + (y - cy) ** 2 <= radius**2]
+    return [
+        (int(x), int(y))
+        for row, y in enumerate(range(cy - radius, cy + radius + 1, 12))
+        for x in range(cx - radius + (row % 2) * 7, cx + radius + 1, 14)
+        if (x - cx) ** 2 + (y - cy) ** 2 <= radius**2
+    ]
 
 
-def he_like_image(height: int = 768, width: int = 1024, nuclei: int = 300, seed: int = 0,
-                  cluster: tuple[int, int, int] | None = None) -> np.ndarray:
+def he_like_image(
+    height: int = 768, width: int = 1024, nuclei: int = 300, seed: int = 0, cluster: tuple[int, int, int] | None = None
+) -> np.ndarray:
     """An (H, W, 3) uint8 H&E-like field with ``nuclei`` scattered nuclei plus, if given, a planted cluster."""
     rng = np.random.default_rng(seed)
     canvas = np.empty((height, width, 3), np.uint8)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-from test_preprocess_images import cluster_centres, he_like_image
 
 from histobreast.errors import ConfigError
 from histobreast.preprocess.krem import (
@@ -17,6 +16,7 @@ from histobreast.preprocess.krem import (
     key_regions,
     regions_from_centroids,
 )
+from test_preprocess_images import cluster_centres, he_like_image
 
 CLUSTER = (760, 250, 48)  # (cx, cy, radius) at 0.84 µm/px, well inside a 1024x768 field
 

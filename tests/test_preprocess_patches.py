@@ -34,8 +34,8 @@ def test_grid_is_15_non_overlapping_patches_covering_1120x672() -> None:
     coverage = np.zeros((672, 1120), int)
     for index in range(15):
         row, col = divmod(index, 5)
-        coverage[row * 224:(row + 1) * 224, col * 224:(col + 1) * 224] += 1
-        assert np.array_equal(patches[index], resized[row * 224:(row + 1) * 224, col * 224:(col + 1) * 224])
+        coverage[row * 224 : (row + 1) * 224, col * 224 : (col + 1) * 224] += 1
+        assert np.array_equal(patches[index], resized[row * 224 : (row + 1) * 224, col * 224 : (col + 1) * 224])
     assert (coverage == 1).all()
 
 

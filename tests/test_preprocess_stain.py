@@ -9,7 +9,6 @@ import warnings
 import cv2
 import numpy as np
 import pytest
-from test_preprocess_images import he_like_image
 
 from histobreast.errors import ConfigError
 from histobreast.preprocess.stain import (
@@ -22,6 +21,7 @@ from histobreast.preprocess.stain import (
     rgb_to_lab,
     tissue_mask,
 )
+from test_preprocess_images import he_like_image
 
 # Reinhard tolerance, measured on the tissue pixels of the image being normalised: LAB mean within
 # 1.0 (L* 0-100, a*/b* units) and standard deviation within 10% of the target's. The transform
@@ -80,8 +80,13 @@ def test_reinhard_on_real_breakhis_images(breakhis_dir) -> None:
 
 
 @pytest.mark.parametrize("method", ["reinhard", "macenko"])
-@pytest.mark.parametrize("patch", [np.full((64, 64, 3), 250, np.uint8),  # blank
-                                   np.random.default_rng(0).integers(235, 256, (64, 64, 3)).astype(np.uint8)])
+@pytest.mark.parametrize(
+    "patch",
+    [
+        np.full((64, 64, 3), 250, np.uint8),  # blank
+        np.random.default_rng(0).integers(235, 256, (64, 64, 3)).astype(np.uint8),
+    ],
+)
 def test_blank_or_near_white_patch_falls_back(method: str, patch: np.ndarray) -> None:
     normalizer = create_normalizer(method).fit(he_like_image(128, 160, nuclei=60, seed=3))
     result = normalizer.normalize(patch)
@@ -114,8 +119,16 @@ def _stained(stains: list[list[float]], strength: tuple[float, float] = (1.0, 1.
     haematoxylin = np.zeros((256, 320), np.float32)
     for _ in range(150):
         centre = (int(rng.integers(0, 320)), int(rng.integers(0, 256)))
-        cv2.ellipse(haematoxylin, centre, (int(rng.integers(4, 7)), int(rng.integers(3, 5))),
-                    float(rng.uniform(0, 180)), 0, 360, float(rng.uniform(0.6, 1.2)), -1)
+        cv2.ellipse(
+            haematoxylin,
+            centre,
+            (int(rng.integers(4, 7)), int(rng.integers(3, 5))),
+            float(rng.uniform(0, 180)),
+            0,
+            360,
+            float(rng.uniform(0.6, 1.2)),
+            -1,
+        )
     vectors = np.array(stains) / np.linalg.norm(stains, axis=0)
     optical_density = np.stack([haematoxylin, eosin], axis=-1) * strength @ vectors.T
     return np.clip(240 * np.exp(-optical_density), 0, 255).astype(np.uint8)

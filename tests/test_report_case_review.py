@@ -40,11 +40,18 @@ def test_cases_are_ordered_least_certain_first_and_flagged_by_confidence_or_diss
     cases = review_cases(results, "hybrid")
     assert [c.image_id for c in cases] == ["b", "c", "a"]
     b, c, a = cases
-    assert (b.predicted, round(b.confidence, 2), b.runner_up, round(b.runner_up_probability, 2)) == \
-        ("Invasive", 0.55, "Benign", 0.45)
+    assert (b.predicted, round(b.confidence, 2), b.runner_up, round(b.runner_up_probability, 2)) == (
+        "Invasive",
+        0.55,
+        "Benign",
+        0.45,
+    )
     assert b.flagged and b.agreement == 0.5  # unsure (0.55 < 0.6), and local disagrees
-    assert c.flagged and c.agreement == 0.0 and c.agreement_note == \
-        "0 of 2 other methods agree; global says Benign; local says Benign"  # sure, but both branches dissent
+    assert (
+        c.flagged
+        and c.agreement == 0.0
+        and c.agreement_note == "0 of 2 other methods agree; global says Benign; local says Benign"
+    )  # sure, but both branches dissent
     assert not a.flagged and a.agreement == 1.0 and a.agreement_note == "2 of 2 other methods agree"
     assert not review_cases(results, "hybrid", min_agreement=0.0, min_confidence=0.5)[0].flagged
     with pytest.raises(ConfigError, match="min_confidence must be between 0 and 1, got 60"):
@@ -61,8 +68,10 @@ def test_views_are_counted_as_their_image_s_readings() -> None:
     assert alone.agreement is None and alone.agreement_note == ""
     several = _pred([f"x/{v}/{r}" for v in VIEWS for r in (0, 1)], [p for p in votes for _ in (0, 1)])
     (case,) = review_cases({"image": results["image"], "patch": several}, "image")  # two regions per view
-    assert case.agreement_note == "8 of 12 views agree; rot270/0 says Benign; rot270/1 says Benign; " \
-                                  "flip_v/0 says Benign; flip_v/1 says Benign"
+    assert (
+        case.agreement_note == "8 of 12 views agree; rot270/0 says Benign; rot270/1 says Benign; "
+        "flip_v/0 says Benign; flip_v/1 says Benign"
+    )
     (unanimous,) = review_cases({"image": _pred(["y"], [1.0])}, "image")
     assert unanimous.runner_up == "" and unanimous.confidence == 1.0
 
@@ -80,11 +89,17 @@ def test_the_review_is_written_with_a_card_per_image(tmp_path: Path) -> None:
     assert cards == ["case0001_im_1_odd.png", "case0002_im0.png"]  # the unsure one (0.55) first
     assert all(f'src="figures/{name}"' in html for name in cards)
     cases = json.loads(written["metrics"].read_text())["results"]["cases"]
-    assert [(c["image_id"], c["predicted"], c["review"]) for c in cases] == [("im 1/odd", "Benign", "yes"),
-                                                                             ("im0", "Invasive", "")]
+    assert [(c["image_id"], c["predicted"], c["review"]) for c in cases] == [
+        ("im 1/odd", "Benign", "yes"),
+        ("im0", "Invasive", ""),
+    ]
     # a review of fewer images into the same folder leaves no card of the earlier one behind
-    write_case_review({"hybrid": results["hybrid"].subset([True, False])}, "hybrid", tmp_path / "review",
-                      RunInfo("one image", "-", "m", "c"))
+    write_case_review(
+        {"hybrid": results["hybrid"].subset([True, False])},
+        "hybrid",
+        tmp_path / "review",
+        RunInfo("one image", "-", "m", "c"),
+    )
     assert [p.name for p in (tmp_path / "review" / "figures").glob("*.png")] == ["case0001_im0.png"]
     assert thumbnail(paths[0], 64).shape == (48, 64, 3) and thumbnail(paths[1], 640).shape == (100, 200, 3)
     boxed = thumbnail(paths[0], 320, [((100, 40, 200, 160), AGREE_COLOUR)])  # drawn at half size
@@ -96,15 +111,21 @@ def test_view_windows_are_drawn_on_the_card_coloured_by_agreement(tmp_path: Path
     path = tmp_path / "x.png"
     Image.fromarray(np.full((300, 400, 3), 200, np.uint8)).save(path)
     patch = _pred([f"x/{v}" for v in VIEWS], [0.9, 0.8, 0.7, 0.2, 0.9, 0.3], [str(path)] * 6)
-    patch.extra = {"region_x": np.full(6, 40.0), "region_y": np.full(6, 20.0),
-                   "region_w": np.full(6, 100.0), "region_h": np.full(6, 100.0)}
+    patch.extra = {
+        "region_x": np.full(6, 40.0),
+        "region_y": np.full(6, 20.0),
+        "region_w": np.full(6, 100.0),
+        "region_h": np.full(6, 100.0),
+    }
     patch.extra["region_x"][3] = 240  # rot270 (which says Benign) looked elsewhere
     results = {"image": _pred(["x"], [4 / 6], [str(path)]), "patch": patch}
-    (reading, *_), = second_opinions(results, "image").values()
+    ((reading, *_),) = second_opinions(results, "image").values()
     assert reading == Reading("raw", 1, False, (40, 20, 100, 100))
     written = write_case_review(results, "image", tmp_path / "review", RunInfo("x", "-", "m", "c"), thumbnail_px=400)
     assert "blue agrees with the call" in written["markdown"].read_text()
     card = np.asarray(Image.open(next((tmp_path / "review" / "figures").glob("case*.png"))).convert("RGB"))
-    near = {name: (np.abs(card.astype(int) - colour).sum(axis=2) < 40).sum()
-            for name, colour in (("agree", AGREE_COLOUR), ("dissent", DISSENT_COLOUR))}
+    near = {
+        name: (np.abs(card.astype(int) - colour).sum(axis=2) < 40).sum()
+        for name, colour in (("agree", AGREE_COLOUR), ("dissent", DISSENT_COLOUR))
+    }
     assert near["dissent"] > 50 and near["agree"] > near["dissent"]  # rot270's box; the others' and the call's bar

@@ -6,8 +6,9 @@ well under a second, so whole pipelines (train, prune, retrain, bag, evaluate) r
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import torch
@@ -15,20 +16,34 @@ import torch
 from histobreast.engine.config import ExperimentConfig, parse_config
 
 INCEPTION = ("3a", "3b", "4a", "4b", "4c", "4d", "4e")
-TINY_BRANCH = {"widths": {n: [8, 4, 8, 2, 4, 4] for n in INCEPTION}, "stem_widths": [8, 8, 8], "se_reduction": 4,
-               "aux_widths": [4, 8]}
+TINY_BRANCH = {
+    "widths": {n: [8, 4, 8, 2, 4, 4] for n in INCEPTION},
+    "stem_widths": [8, 8, 8],
+    "se_reduction": 4,
+    "aux_widths": [4, 8],
+}
 
 
 def tiny_zhu_config(root: str | Path, **sections: Any) -> ExperimentConfig:
     """System A on ``root`` (a synthetic BACH tree, binary task) with tiny branches and schedules;
     each keyword merges into (a mapping) or replaces (a value) that top-level section."""
     raw: dict[str, Any] = {
-        "name": "zhu_tiny", "pipeline": "zhu2019", "seed": 0,
+        "name": "zhu_tiny",
+        "pipeline": "zhu2019",
+        "seed": 0,
         "data": {"root": str(root), "task": "binary", "n_folds": 2, "val_fraction": 0.0},
         "preprocess": {"input_size": 32, "patches": {"grid": [2, 1], "size": 32}},
         "model": {"name": "googlenet_sep", "kwargs": TINY_BRANCH},
-        "train": {"iterations": 1, "batch_size": 2, "lr": 0.01, "num_workers": 0, "log_every": 1,
-                  "device": "cpu", "tensorboard": False, "progress": False},
+        "train": {
+            "iterations": 1,
+            "batch_size": 2,
+            "lr": 0.01,
+            "num_workers": 0,
+            "log_every": 1,
+            "device": "cpu",
+            "tensorboard": False,
+            "progress": False,
+        },
         "evaluate": {"bootstrap": 10},
     }
     for key, value in sections.items():

@@ -21,9 +21,10 @@ import dataclasses
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from histobreast.data.synthetic import synth_bach, synth_breakhis
 from histobreast.engine.config import ExperimentConfig, load_config
@@ -83,8 +84,9 @@ def clear_previous_demo(out_dir: str | Path) -> Path:
     return out
 
 
-def run_demo(out_dir: str | Path, *, config_dir: str | Path | None = None, seed: int = 0,
-             say: Callable[[str], None] = print) -> DemoResult:
+def run_demo(
+    out_dir: str | Path, *, config_dir: str | Path | None = None, seed: int = 0, say: Callable[[str], None] = print
+) -> DemoResult:
     """Run the six stages into ``out_dir`` (created; an earlier demo's folders there are replaced)."""
     from histobreast.pipelines import get_pipeline
     from histobreast.pipelines.bagging import EnsembleOptions, evaluate_ensemble, train_ensemble
@@ -111,14 +113,24 @@ def run_demo(out_dir: str | Path, *, config_dir: str | Path | None = None, seed:
         return value
 
     breakhis_root = out / "data" / "breakhis"
-    timed("synthesise BreaKHis", lambda: synth_breakhis(
-        breakhis_root, patients_per_subtype=BREAKHIS_PATIENTS_PER_SUBTYPE,
-        images_per_magnification=BREAKHIS_IMAGES_PER_PATIENT, magnifications=(BREAKHIS_MAGNIFICATION,), size=BREAKHIS_SIZE,
-        seed=seed))
-    cfg_a = _config(configs, SYSTEM_A_CONFIG, breakhis_root,
-                    [*seed_override, f"data.magnification={BREAKHIS_MAGNIFICATION}"])
-    system_a = timed("System A: train and evaluate", lambda: run_experiment(
-        cfg_a, out / "system_a", folds=list(SYSTEM_A_FOLDS), resume=False))
+    timed(
+        "synthesise BreaKHis",
+        lambda: synth_breakhis(
+            breakhis_root,
+            patients_per_subtype=BREAKHIS_PATIENTS_PER_SUBTYPE,
+            images_per_magnification=BREAKHIS_IMAGES_PER_PATIENT,
+            magnifications=(BREAKHIS_MAGNIFICATION,),
+            size=BREAKHIS_SIZE,
+            seed=seed,
+        ),
+    )
+    cfg_a = _config(
+        configs, SYSTEM_A_CONFIG, breakhis_root, [*seed_override, f"data.magnification={BREAKHIS_MAGNIFICATION}"]
+    )
+    system_a = timed(
+        "System A: train and evaluate",
+        lambda: run_experiment(cfg_a, out / "system_a", folds=list(SYSTEM_A_FOLDS), resume=False),
+    )
     for method in system_a.methods:
         mean, std = system_a.mean_std("image_level_accuracy", method)
         result.numbers[f"system_a/{method}"] = {"mean": mean, "std": std}
@@ -131,8 +143,10 @@ def run_demo(out_dir: str | Path, *, config_dir: str | Path | None = None, seed:
     unpruned_folder = system_a.model_folders[SYSTEM_A_FOLDS[0]]
 
     prune_options = PruneOptions(ratio=PRUNE_RATIO, loops=1, retrain_iterations=PRUNE_RETRAIN_ITERATIONS)
-    pruned_folder = timed("prune O=0.5 and retrain", lambda: prune_model_folder(
-        unpruned_folder, out / "pruned", train, val, options=prune_options))
+    pruned_folder = timed(
+        "prune O=0.5 and retrain",
+        lambda: prune_model_folder(unpruned_folder, out / "pruned", train, val, options=prune_options),
+    )
     for name, folder in (("unpruned", unpruned_folder), ("pruned", pruned_folder)):
         loaded = load_model_folder(folder)
         costs = model_costs(loaded, latency_repeats=5)
@@ -140,18 +154,25 @@ def run_demo(out_dir: str | Path, *, config_dir: str | Path | None = None, seed:
 
     cfg_bag = dataclasses.replace(cfg_a, train=dataclasses.replace(cfg_a.train, iterations=ENSEMBLE_ITERATIONS))
     ensemble_dir = out / "ensemble"
-    timed("ensemble: train 3 members", lambda: train_ensemble(
-        cfg_bag, train, classes, ensemble_dir, options=EnsembleOptions(members=ENSEMBLE_MEMBERS), test_records=test))
+    timed(
+        "ensemble: train 3 members",
+        lambda: train_ensemble(
+            cfg_bag, train, classes, ensemble_dir, options=EnsembleOptions(members=ENSEMBLE_MEMBERS), test_records=test
+        ),
+    )
     bagging = timed("ensemble: evaluate", lambda: evaluate_ensemble(ensemble_dir, test, ensemble_dir / "evaluation"))
     result.numbers["ensemble/sum"] = bagging["ensemble"]["metrics"]["image_level_accuracy"]
-    result.numbers["ensemble/members"] = {name: m["metrics"]["image_level_accuracy"]
-                                          for name, m in bagging["members"].items()}
+    result.numbers["ensemble/members"] = {
+        name: m["metrics"]["image_level_accuracy"] for name, m in bagging["members"].items()
+    }
 
     def review() -> None:
         loaded = load_model_folder(unpruned_folder)
         methods = get_pipeline(loaded.pipeline).predict_records(loaded, test)
         headline = next(iter(methods))
-        write_case_review(methods, headline, out / "review", review_run_info(unpruned_folder, ["fold 1 test images"], headline))
+        write_case_review(
+            methods, headline, out / "review", review_run_info(unpruned_folder, ["fold 1 test images"], headline)
+        )
         result.numbers["review/flagged"] = sum(case.flagged for case in review_cases(methods, headline))
         result.numbers["review/images"] = len(test)
 
@@ -175,39 +196,74 @@ def write_demo_report(result: DemoResult, chance: dict[str, float]) -> dict[str,
     from histobreast.report import Column, Report, RunInfo, Table
 
     numbers = result.numbers
-    report = Report(result.report_dir, "histobreast demo (synthetic data)",
-                    RunInfo("synthetic BreaKHis 40X and BACH trees", "see each stage", "System A, System B",
-                            "configs/demo/*.yaml"),
-                    intro="Toy-sized versions of both systems on synthetic H&E images; the numbers show the "
-                          "machinery works end to end, not how well it does on real tissue (see BENCHMARKS.md).")
-    accuracy_rows = [{"stage": f"System A, method {key.split('/', 1)[1]}", "accuracy": value}
-                     for key, value in numbers.items() if key.startswith("system_a/")]
-    accuracy_rows += [{"stage": f"System B, {key.split('/', 1)[1]} level", "accuracy": value}
-                      for key, value in numbers.items() if key.startswith("system_b/")]
-    accuracy_rows.append({"stage": f"Ensemble of {len(numbers['ensemble/members'])} (sum rule), fold 1",
-                          "accuracy": numbers["ensemble/sum"]})
-    accuracy_rows += [{"stage": f"  member {name}, fold 1", "accuracy": acc}
-                      for name, acc in numbers["ensemble/members"].items()]
-    report.add_table(Table("Image-level accuracy", [Column("stage", "Stage"), Column("accuracy", "Accuracy")],
-                           accuracy_rows,
-                           caption=f"Mean ± std over folds where several. Chance: System A "
-                                   f"{chance['system_a']:.2f} (2 classes), System B {chance['system_b']:.2f}."))
-    cost_columns = [Column("model", "Model"), Column("params", "Parameters", fmt=",.0f"),
-                    Column("macs", "MACs", fmt=",.0f"), Column("latency_ms", "CPU latency (ms)", fmt=".1f"),
-                    Column("accuracy", "Accuracy (fold 1)")]
+    report = Report(
+        result.report_dir,
+        "histobreast demo (synthetic data)",
+        RunInfo("synthetic BreaKHis 40X and BACH trees", "see each stage", "System A, System B", "configs/demo/*.yaml"),
+        intro="Toy-sized versions of both systems on synthetic H&E images; the numbers show the "
+        "machinery works end to end, not how well it does on real tissue (see BENCHMARKS.md).",
+    )
+    accuracy_rows = [
+        {"stage": f"System A, method {key.split('/', 1)[1]}", "accuracy": value}
+        for key, value in numbers.items()
+        if key.startswith("system_a/")
+    ]
+    accuracy_rows += [
+        {"stage": f"System B, {key.split('/', 1)[1]} level", "accuracy": value}
+        for key, value in numbers.items()
+        if key.startswith("system_b/")
+    ]
+    accuracy_rows.append(
+        {
+            "stage": f"Ensemble of {len(numbers['ensemble/members'])} (sum rule), fold 1",
+            "accuracy": numbers["ensemble/sum"],
+        }
+    )
+    accuracy_rows += [
+        {"stage": f"  member {name}, fold 1", "accuracy": acc} for name, acc in numbers["ensemble/members"].items()
+    ]
+    report.add_table(
+        Table(
+            "Image-level accuracy",
+            [Column("stage", "Stage"), Column("accuracy", "Accuracy")],
+            accuracy_rows,
+            caption=f"Mean ± std over folds where several. Chance: System A "
+            f"{chance['system_a']:.2f} (2 classes), System B {chance['system_b']:.2f}.",
+        )
+    )
+    cost_columns = [
+        Column("model", "Model"),
+        Column("params", "Parameters", fmt=",.0f"),
+        Column("macs", "MACs", fmt=",.0f"),
+        Column("latency_ms", "CPU latency (ms)", fmt=".1f"),
+        Column("accuracy", "Accuracy (fold 1)"),
+    ]
     cost_rows = [{"model": name, **numbers[f"compression/{name}"]} for name in ("unpruned", "pruned")]
-    report.add_table(Table(f"SEP channel pruning, O = {PRUNE_RATIO}", cost_columns, cost_rows,
-                           caption="Hybrid model (global + 15 patches) on one image; latency measured on this machine."))
+    report.add_table(
+        Table(
+            f"SEP channel pruning, O = {PRUNE_RATIO}",
+            cost_columns,
+            cost_rows,
+            caption="Hybrid model (global + 15 patches) on one image; latency measured on this machine.",
+        )
+    )
     report.add_heading("Each stage's own report")
-    report.add_bullets([
-        "System A: `system_a/report/report.md` (Tables 2-4 layout, ROC, confusion matrices)",
-        "Pruning: `pruned/` (importance before/after, Fig. 11)",
-        "Ensemble: `ensemble/evaluation/report/report.md` (members beside the ensemble, uncertainty)",
-        f"Case review: `review/report.html` (a card per test image, least certain first; "
-        f"{numbers.get('review/flagged', 0)} of {numbers.get('review/images', 0)} flagged for a second look)",
-        "System B: `system_b/report/report.md` (view and image level, confusion matrix)",
-    ])
-    report.add_table(Table("Time per stage", [Column("stage", "Stage"), Column("seconds", "Seconds", fmt=".0f")],
-                           [{"stage": k, "seconds": v} for k, v in result.seconds.items()]))
+    report.add_bullets(
+        [
+            "System A: `system_a/report/report.md` (Tables 2-4 layout, ROC, confusion matrices)",
+            "Pruning: `pruned/` (importance before/after, Fig. 11)",
+            "Ensemble: `ensemble/evaluation/report/report.md` (members beside the ensemble, uncertainty)",
+            f"Case review: `review/report.html` (a card per test image, least certain first; "
+            f"{numbers.get('review/flagged', 0)} of {numbers.get('review/images', 0)} flagged for a second look)",
+            "System B: `system_b/report/report.md` (view and image level, confusion matrix)",
+        ]
+    )
+    report.add_table(
+        Table(
+            "Time per stage",
+            [Column("stage", "Stage"), Column("seconds", "Seconds", fmt=".0f")],
+            [{"stage": k, "seconds": v} for k, v in result.seconds.items()],
+        )
+    )
     report.add_metrics("demo", {"numbers": numbers, "seconds": result.seconds})
     return report.write()

@@ -15,8 +15,9 @@ pooled vectors.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -52,8 +53,9 @@ class FeatureDataset(Dataset):
 
     def __init__(self, features: np.ndarray, targets: np.ndarray) -> None:
         if features.ndim != 3 or len(features) != len(targets):
-            raise ValueError(f"features must be (N, S, D) with one target per row, got {features.shape} "
-                             f"and {len(targets)} targets")
+            raise ValueError(
+                f"features must be (N, S, D) with one target per row, got {features.shape} and {len(targets)} targets"
+            )
         self.features = np.ascontiguousarray(features, dtype=np.float32)
         self.targets = np.asarray(targets, dtype=np.int64)
 
@@ -65,8 +67,9 @@ class FeatureDataset(Dataset):
 
 
 @torch.no_grad()
-def encode_samples(model: MSMVPFENet, dataset: KeyRegionDataset, indices: range, batch_size: int,
-                   device: torch.device) -> np.ndarray:
+def encode_samples(
+    model: MSMVPFENet, dataset: KeyRegionDataset, indices: range, batch_size: int, device: torch.device
+) -> np.ndarray:
     """Pooled vectors ``(len(indices), S, D)`` float32 of ``dataset[indices]`` (the model's current mode)."""
     out = []
     for start in range(indices.start, indices.stop, batch_size):
@@ -91,8 +94,10 @@ def extract_features(
     The model's train/eval mode is restored afterwards.
     """
     if tuple(dataset.levels) != tuple(model.scales):
-        raise ConfigError(f"dataset delivers KREM levels {list(dataset.levels)} but the model encodes "
-                          f"{list(model.scales)}; build the dataset with levels=model.scales")
+        raise ConfigError(
+            f"dataset delivers KREM levels {list(dataset.levels)} but the model encodes "
+            f"{list(model.scales)}; build the dataset with levels=model.scales"
+        )
     device = torch.device(device)
     cache = DiskCache(cache_dir) if cache_dir is not None else None
     weights_hash = encoder_fingerprint(model) if cache is not None else ""
@@ -132,8 +137,15 @@ class SVMDiscriminator:
     pickles are never written.
     """
 
-    def __init__(self, num_classes: int, *, kernel: str = "rbf", C: float = 1.0, gamma: str | float = "scale",
-                 probability: bool = False) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        *,
+        kernel: str = "rbf",
+        C: float = 1.0,
+        gamma: str | float = "scale",
+        probability: bool = False,
+    ) -> None:
         if C <= 0:
             raise ConfigError(f"SVM C must be > 0, got {C}")
         self.num_classes = num_classes
@@ -151,7 +163,7 @@ class SVMDiscriminator:
         array = features.detach().cpu().numpy() if isinstance(features, Tensor) else np.asarray(features)
         return array.reshape(len(array), -1)
 
-    def fit(self, features: np.ndarray | Tensor, targets: np.ndarray | Tensor) -> "SVMDiscriminator":
+    def fit(self, features: np.ndarray | Tensor, targets: np.ndarray | Tensor) -> SVMDiscriminator:
         """Fit on pooled features ``(N, S, D)`` (or ``(N, S*D)``) and class indices ``(N,)``."""
         y = np.asarray(targets, dtype=np.int64)
         if len(np.unique(y)) < 2:
@@ -162,7 +174,7 @@ class SVMDiscriminator:
         self._fitted = True
         return self
 
-    def fit_features(self, data: FeatureDataset) -> "SVMDiscriminator":
+    def fit_features(self, data: FeatureDataset) -> SVMDiscriminator:
         """Fit on a :class:`FeatureDataset` (all its rows)."""
         return self.fit(data.features, data.targets)
 
@@ -201,9 +213,16 @@ class SVMDiscriminator:
         head = SVMHead(in_features, n_scales, self.num_classes, len(svc.support_vectors_), len(svc.classes_))
         # scikit-learn flips the signs of a binary SVC's public coefficients; the head uses libsvm's own.
         sign = -1.0 if len(svc.classes_) == 2 else 1.0
-        values = {"mean": scaler.mean_, "scale": scaler.scale_, "support_vectors": svc.support_vectors_,
-                  "dual_coef": sign * svc.dual_coef_, "intercept": sign * svc.intercept_, "gamma": np.asarray(svc._gamma),
-                  "n_support": svc.n_support_, "classes": svc.classes_}
+        values = {
+            "mean": scaler.mean_,
+            "scale": scaler.scale_,
+            "support_vectors": svc.support_vectors_,
+            "dual_coef": sign * svc.dual_coef_,
+            "intercept": sign * svc.intercept_,
+            "gamma": np.asarray(svc._gamma),
+            "n_support": svc.n_support_,
+            "classes": svc.classes_,
+        }
         for name, value in values.items():
             buffer = getattr(head, name)
             buffer.copy_(torch.as_tensor(np.asarray(value)).reshape(buffer.shape).to(buffer.dtype))
@@ -212,5 +231,10 @@ class SVMDiscriminator:
     def params(self) -> dict[str, Any]:
         """The SVM's settings as plain values (for run records)."""
         svc = self._svc
-        return {"kernel": svc.kernel, "C": svc.C, "gamma": svc.gamma, "probability": self.probability,
-                "standardize": True}
+        return {
+            "kernel": svc.kernel,
+            "C": svc.C,
+            "gamma": svc.gamma,
+            "probability": self.probability,
+            "standardize": True,
+        }

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, Callable, Iterator, Literal, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
 from sklearn import metrics as skm
@@ -33,8 +34,14 @@ from histobreast.predictions import Predictions
 # ``evaluate_predictions(...)["metrics"]``.
 METRIC_INFO: dict[str, tuple[str, str]] = {
     "image_level_accuracy": ("IL", "image-level accuracy: correctly classified images / all images"),
-    "patient_level_accuracy": ("PL", "patient-level accuracy: mean over patients of each patient's share of correct images"),
-    "kappa": ("Kappa", "Cohen's kappa: agreement with the pathologists' labels beyond chance (1 = perfect, 0 = chance)"),
+    "patient_level_accuracy": (
+        "PL",
+        "patient-level accuracy: mean over patients of each patient's share of correct images",
+    ),
+    "kappa": (
+        "Kappa",
+        "Cohen's kappa: agreement with the pathologists' labels beyond chance (1 = perfect, 0 = chance)",
+    ),
     "ppv": ("PPV", "positive predictive value: of the images called positive, the share that truly are"),
     "precision": ("Precision", "of the images the model assigns to a class, the share that truly belong to it (= PPV)"),
     "recall": ("Recall", "sensitivity: of the images truly in a class, the share the model finds"),
@@ -47,7 +54,9 @@ SCALAR_METRICS: tuple[str, ...] = tuple(METRIC_INFO)
 BootstrapUnit = Literal["patient", "image"]
 
 
-def _labels_pair(y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _labels_pair(
+    y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     t = np.asarray(y_true, dtype=np.int64).ravel()
     p = np.asarray(y_pred, dtype=np.int64).ravel()
     if t.shape != p.shape:
@@ -143,14 +152,19 @@ def cohen_kappa(y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.n
     return float(_quiet(skm.cohen_kappa_score, t, p, labels=list(range(n_classes))))
 
 
-def confusion_matrix(y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndarray, n_classes: int) -> np.ndarray:
+def confusion_matrix(
+    y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndarray, n_classes: int
+) -> np.ndarray:
     """``(C, C)`` counts: row = true class, column = predicted class."""
     t, p = _labels_pair(y_true, y_pred)
     return skm.confusion_matrix(t, p, labels=list(range(n_classes)))
 
 
 def roc_curve(
-    y_true: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray, positive_class: int, name: str | None = None
+    y_true: Sequence[int] | np.ndarray,
+    scores: Sequence[float] | np.ndarray,
+    positive_class: int,
+    name: str | None = None,
 ) -> dict[str, Any]:
     """ROC of ``positive_class`` (called ``name`` in notes) against the rest from its probability ``scores``.
 
@@ -164,10 +178,20 @@ def roc_curve(
     if t.all() or not t.any():
         missing = "negatives" if t.all() else "positives"
         label = repr(name) if name is not None else positive_class
-        return {"fpr": [], "tpr": [], "thresholds": [], "auc": math.nan,
-                "note": f"ROC and AUC of class {label} undefined: the ground truth has no {missing}"}
+        return {
+            "fpr": [],
+            "tpr": [],
+            "thresholds": [],
+            "auc": math.nan,
+            "note": f"ROC and AUC of class {label} undefined: the ground truth has no {missing}",
+        }
     fpr, tpr, thresholds = skm.roc_curve(t, s)
-    return {"fpr": fpr.tolist(), "tpr": tpr.tolist(), "thresholds": thresholds.tolist(), "auc": float(skm.auc(fpr, tpr))}
+    return {
+        "fpr": fpr.tolist(),
+        "tpr": tpr.tolist(),
+        "thresholds": thresholds.tolist(),
+        "auc": float(skm.auc(fpr, tpr)),
+    }
 
 
 def roc_auc(
@@ -236,8 +260,13 @@ def evaluate_predictions(pred: Predictions, positive_class: str | int | None = N
     per_class = per_class_scores(y, y_hat, n)
     roc = roc_auc(y, pred.probs, pos, classes)
     notes = list(roc["notes"])
-    notes += [f"precision of {classes[c]!r} undefined: never predicted" for c in np.flatnonzero(np.isnan(per_class["precision"]))]
-    notes += [f"recall of {classes[c]!r} undefined: no true images" for c in np.flatnonzero(np.isnan(per_class["recall"]))]
+    notes += [
+        f"precision of {classes[c]!r} undefined: never predicted"
+        for c in np.flatnonzero(np.isnan(per_class["precision"]))
+    ]
+    notes += [
+        f"recall of {classes[c]!r} undefined: no true images" for c in np.flatnonzero(np.isnan(per_class["recall"]))
+    ]
     kappa = cohen_kappa(y, y_hat, n)
     if math.isnan(kappa):
         notes.append("kappa undefined: chance agreement is 1 (one class only in labels and predictions)")
@@ -258,8 +287,13 @@ def evaluate_predictions(pred: Predictions, positive_class: str | int | None = N
             "auc": roc["auc"],
         },
         "per_class": {
-            c: {"precision": float(per_class["precision"][i]), "recall": float(per_class["recall"][i]),
-                "f1": float(per_class["f1"][i]), "auc": roc["per_class"][i], "support": int(per_class["support"][i])}
+            c: {
+                "precision": float(per_class["precision"][i]),
+                "recall": float(per_class["recall"][i]),
+                "f1": float(per_class["f1"][i]),
+                "auc": roc["per_class"][i],
+                "support": int(per_class["support"][i]),
+            }
             for i, c in enumerate(classes)
         },
         "confusion_matrix": confusion_matrix(y, y_hat, n).tolist(),
@@ -293,8 +327,10 @@ def roc_curves(pred: Predictions, positive_class: str | int | None = None) -> di
     name = pred.classes[pos]
     if any(m is None for m in pred.magnifications):
         return {"all images": roc_curve(pred.labels, pred.probs[:, pos], pos, name)}
-    return {f"{mag}X": roc_curve(part.labels, part.probs[:, pos], pos, name)
-            for mag, part in split_by_magnification(pred).items()}
+    return {
+        f"{mag}X": roc_curve(part.labels, part.probs[:, pos], pos, name)
+        for mag, part in split_by_magnification(pred).items()
+    }
 
 
 def _numeric_leaves(obj: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, float]]:
@@ -342,8 +378,9 @@ def summarise_folds(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return summary
 
 
-def _resampled_rows(patient_ids: Sequence[Any], n_boot: int, seed: int,
-                    by: BootstrapUnit) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def _resampled_rows(
+    patient_ids: Sequence[Any], n_boot: int, seed: int, by: BootstrapUnit
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """``n_boot`` resamples (with replacement) of the patients or images: per resample, the row
     indices and, for each row, which draw (0..units-1) brought it in."""
     if by == "patient":
@@ -358,8 +395,10 @@ def _resampled_rows(patient_ids: Sequence[Any], n_boot: int, seed: int,
     rng = np.random.default_rng(seed)
     for _ in range(n_boot):
         picks = rng.integers(0, len(units), size=len(units))
-        yield (np.array([i for u in picks for i in units[u]], dtype=np.int64),
-               np.array([k for k, u in enumerate(picks) for _ in units[u]], dtype=np.int64))
+        yield (
+            np.array([i for u in picks for i in units[u]], dtype=np.int64),
+            np.array([k for k, u in enumerate(picks) for _ in units[u]], dtype=np.int64),
+        )
 
 
 def _bootstrap_samples(pred: Predictions, n_boot: int, seed: int, by: BootstrapUnit) -> Iterator[Predictions]:
@@ -368,9 +407,13 @@ def _bootstrap_samples(pred: Predictions, n_boot: int, seed: int, by: BootstrapU
         # A patient drawn twice counts as two patients in PL: give each draw its own id.
         draw_ids = [f"{pred.patient_ids[i]}#{k}" for i, k in zip(idx, draw)]
         yield Predictions(
-            classes=list(pred.classes), image_ids=[pred.image_ids[i] for i in idx], probs=pred.probs[idx],
-            labels=pred.labels[idx], patient_ids=draw_ids,
-            magnifications=[pred.magnifications[i] for i in idx], paths=[pred.paths[i] for i in idx],
+            classes=list(pred.classes),
+            image_ids=[pred.image_ids[i] for i in idx],
+            probs=pred.probs[idx],
+            labels=pred.labels[idx],
+            patient_ids=draw_ids,
+            magnifications=[pred.magnifications[i] for i in idx],
+            paths=[pred.paths[i] for i in idx],
         )
 
 
@@ -379,8 +422,14 @@ def _interval(estimate: float, values: Sequence[float], level: float, **info: An
     kept = arr[~np.isnan(arr)]
     tail = (1.0 - level) / 2.0
     low, high = np.quantile(kept, [tail, 1.0 - tail]) if kept.size else (math.nan, math.nan)
-    return {"estimate": estimate, "low": float(low), "high": float(high), "level": level,
-            "n_valid": int(kept.size), **info}
+    return {
+        "estimate": estimate,
+        "low": float(low),
+        "high": float(high),
+        "level": level,
+        "n_valid": int(kept.size),
+        **info,
+    }
 
 
 def bootstrap_ci(
@@ -417,8 +466,9 @@ def bootstrap_metrics(
         raise ValueError(f"unknown metrics {unknown}; choose from {list(SCALAR_METRICS)}")
     point = evaluate_predictions(pred, positive_class)["metrics"]
     draws = [evaluate_predictions(s, positive_class)["metrics"] for s in _bootstrap_samples(pred, n_boot, seed, by)]
-    return {name: _interval(point[name], [d[name] for d in draws], level, n_boot=n_boot, by=by, seed=seed)
-            for name in names}
+    return {
+        name: _interval(point[name], [d[name] for d in draws], level, n_boot=n_boot, by=by, seed=seed) for name in names
+    }
 
 
 def paired_accuracy_difference(
@@ -437,28 +487,38 @@ def paired_accuracy_difference(
     one patient's images are correlated; trust the interval first.
     """
     if a.classes != b.classes:  # labels are class indices: they only pair up within one class list
-        raise DatasetError(f"paired comparison needs the same classes in the same order; got {a.classes} and {b.classes}")
+        raise DatasetError(
+            f"paired comparison needs the same classes in the same order; got {a.classes} and {b.classes}"
+        )
     a, b = _labelled(a), _labelled(b)
     position = {image_id: i for i, image_id in enumerate(b.image_ids)}
     unmatched = sorted(set(a.image_ids) ^ set(position))
     if unmatched or len(position) != len(b) or len(set(a.image_ids)) != len(a):
-        raise DatasetError(f"paired comparison needs the same images once in both tables; "
-                           f"{len(unmatched)} appear in only one (e.g. {unmatched[:5]}), or an id repeats")
+        raise DatasetError(
+            f"paired comparison needs the same images once in both tables; "
+            f"{len(unmatched)} appear in only one (e.g. {unmatched[:5]}), or an id repeats"
+        )
     order = np.array([position[i] for i in a.image_ids])
     if not np.array_equal(a.labels, b.labels[order]):
         wrong = [a.image_ids[i] for i in np.flatnonzero(a.labels != b.labels[order])[:5]]
         raise DatasetError(f"the two tables disagree on the true labels of some images (e.g. {wrong})")
     right_a = a.predicted == a.labels
     right_b = (b.predicted == b.labels)[order]
-    draws = [float(right_a[idx].mean() - right_b[idx].mean())
-             for idx, _ in _resampled_rows(a.patient_ids, n_boot, seed, "patient")]
+    draws = [
+        float(right_a[idx].mean() - right_b[idx].mean())
+        for idx, _ in _resampled_rows(a.patient_ids, n_boot, seed, "patient")
+    ]
     only_a, only_b = int((right_a & ~right_b).sum()), int((right_b & ~right_a).sum())
     from scipy.stats import binomtest
 
     p_value = binomtest(min(only_a, only_b), only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
     return {
         **_interval(float(right_a.mean() - right_b.mean()), draws, level, n_boot=n_boot, by="patient", seed=seed),
-        "accuracy_a": float(right_a.mean()), "accuracy_b": float(right_b.mean()),
-        "n_images": len(a), "n_patients": len({str(p) for p in a.patient_ids}), "only_a_right": only_a, "only_b_right": only_b,
+        "accuracy_a": float(right_a.mean()),
+        "accuracy_b": float(right_b.mean()),
+        "n_images": len(a),
+        "n_patients": len({str(p) for p in a.patient_ids}),
+        "only_a_right": only_a,
+        "only_b_right": only_b,
         "mcnemar_p": float(p_value),
     }

@@ -7,9 +7,9 @@ number in a report can be recomputed from the file alone.
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -44,8 +44,12 @@ class Predictions:
             self.paths = [""] * n
         if self.probs.shape != (n, len(self.classes)):
             raise ValueError(f"probs has shape {self.probs.shape}, expected ({n}, {len(self.classes)})")
-        for name, col in [("labels", self.labels), ("patient_ids", self.patient_ids),
-                          ("magnifications", self.magnifications), ("paths", self.paths)]:
+        for name, col in [
+            ("labels", self.labels),
+            ("patient_ids", self.patient_ids),
+            ("magnifications", self.magnifications),
+            ("paths", self.paths),
+        ]:
             if len(col) != n:
                 raise ValueError(f"{name} has {len(col)} rows, expected {n}")
 
@@ -57,7 +61,7 @@ class Predictions:
         """Predicted class index per image (arg-max of ``probs``)."""
         return self.probs.argmax(axis=1)
 
-    def subset(self, mask: np.ndarray | Sequence[bool]) -> "Predictions":
+    def subset(self, mask: np.ndarray | Sequence[bool]) -> Predictions:
         """Rows where ``mask`` is true (e.g. one magnification)."""
         idx = np.flatnonzero(np.asarray(mask, dtype=bool))
         return Predictions(
@@ -76,22 +80,29 @@ class Predictions:
         path = Path(path)
         with atomic_path(path) as tmp, tmp.open("w", newline="") as fh:
             w = csv.writer(fh)
-            w.writerow(["image_id", "path", "patient_id", "magnification", "label", "predicted"]
-                       + [f"p_{c}" for c in self.classes] + list(self.extra))
+            w.writerow(
+                ["image_id", "path", "patient_id", "magnification", "label", "predicted"]
+                + [f"p_{c}" for c in self.classes]
+                + list(self.extra)
+            )
             pred = self.predicted
             for i in range(len(self)):
-                w.writerow([
-                    self.image_ids[i], self.paths[i], self.patient_ids[i],
-                    "" if self.magnifications[i] is None else self.magnifications[i],
-                    self.classes[self.labels[i]] if self.labels[i] >= 0 else "",
-                    self.classes[pred[i]],
-                    *[repr(float(p)) for p in self.probs[i]],  # exact: re-scoring must not tie probabilities
-                    *[f"{self.extra[k][i]:.6f}" for k in self.extra],
-                ])
+                w.writerow(
+                    [
+                        self.image_ids[i],
+                        self.paths[i],
+                        self.patient_ids[i],
+                        "" if self.magnifications[i] is None else self.magnifications[i],
+                        self.classes[self.labels[i]] if self.labels[i] >= 0 else "",
+                        self.classes[pred[i]],
+                        *[repr(float(p)) for p in self.probs[i]],  # exact: re-scoring must not tie probabilities
+                        *[f"{self.extra[k][i]:.6f}" for k in self.extra],
+                    ]
+                )
         return path
 
     @classmethod
-    def from_csv(cls, path: str | Path) -> "Predictions":
+    def from_csv(cls, path: str | Path) -> Predictions:
         """Read a file written by :meth:`to_csv`; errors name the file and line."""
         path = Path(path)
         if not path.is_file():
@@ -108,8 +119,9 @@ class Predictions:
         for line, row in enumerate(rows, start=2):
             if None in row or None in row.values():  # csv.DictReader's marks of a short or long row
                 found = sum(row.get(c) is not None for c in cols) + len(row.get(None, []))
-                raise DatasetError(f"{path}: line {line} has {found} values for {len(cols)} columns "
-                                   "(truncated or corrupt file)")
+                raise DatasetError(
+                    f"{path}: line {line} has {found} values for {len(cols)} columns (truncated or corrupt file)"
+                )
         try:
             return cls(
                 classes=classes,

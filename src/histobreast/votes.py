@@ -34,7 +34,9 @@ def _normalise_rows(scores: Tensor) -> Tensor:
     return scores / scores.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(scores.dtype).tiny)
 
 
-def patch_vote(patch_probs: ArrayLike, rule: PatchRule = "mean", min_spread: float | None = DEFAULT_MIN_SPREAD) -> Tensor:
+def patch_vote(
+    patch_probs: ArrayLike, rule: PatchRule = "mean", min_spread: float | None = DEFAULT_MIN_SPREAD
+) -> Tensor:
     """Combine per-patch probabilities ``(B, P, C)`` into image probabilities ``(B, C)``.
 
     Patches whose max-min probability is below ``min_spread`` are ignored (the released code's

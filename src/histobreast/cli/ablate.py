@@ -25,13 +25,18 @@ def _parse_folds(text: str) -> str | list[int]:
 
 
 def ablate(
-    config: Path = typer.Option(..., "--config", "-c", help="Ablation file: base experiment, Table 4 rows, main row "
-                                                            "(e.g. configs/liu2022/ablation_table4.yaml)."),
+    config: Path = typer.Option(
+        ...,
+        "--config",
+        "-c",
+        help="Ablation file: base experiment, Table 4 rows, main row (e.g. configs/liu2022/ablation_table4.yaml).",
+    ),
     data: Path | None = typer.Option(None, "--data", help="Dataset root; replaces the base config's data.root."),
     fold: str = typer.Option("all", "--fold", help="'all', one fold number (1-based) or a list such as 1,3."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Output folder (default runs/<base name>_table4)."),
-    overrides: list[str] = typer.Option([], "--set", help="Dotted change to the base config for every row, "
-                                                          "e.g. --set train.epochs=3 (repeatable)."),
+    overrides: list[str] = typer.Option(
+        [], "--set", help="Dotted change to the base config for every row, e.g. --set train.epochs=3 (repeatable)."
+    ),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Reuse finished folds of an earlier run in --out."),
 ) -> None:
     """Train and evaluate each Table 4 row (single/double FENet; VGG16, GoogLeNet, ResNet-101 encoders;

@@ -10,8 +10,9 @@ from rich.console import Console
 
 from histobreast.errors import ConfigError
 
-baseline_app = typer.Typer(help="Baselines of the papers' comparisons (paper A, Table 9: Spanhol et al. 2016).",
-                           no_args_is_help=True)
+baseline_app = typer.Typer(
+    help="Baselines of the papers' comparisons (paper A, Table 9: Spanhol et al. 2016).", no_args_is_help=True
+)
 
 
 def _folds(text: str) -> list[int] | str:
@@ -27,8 +28,9 @@ def _folds(text: str) -> list[int] | str:
 def spanhol(
     config: Path = typer.Option(..., "--config", help="Baseline config (pipeline: spanhol2016)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Experiment folder (default: runs/<config name>)."),
-    folds: str = typer.Option("all", "--fold", "--folds",
-                              help="'all' or comma-separated fold numbers, e.g. 1,2 (as train --fold)."),
+    folds: str = typer.Option(
+        "all", "--fold", "--folds", help="'all' or comma-separated fold numbers, e.g. 1,2 (as train --fold)."
+    ),
     overrides: Optional[list[str]] = typer.Option(None, "--set", help="Config override key=value (repeatable)."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted experiment."),
 ) -> None:

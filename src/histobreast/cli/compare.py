@@ -35,17 +35,24 @@ def compare(
     folds = sorted(set(saved_a) & set(saved_b))
     if not folds:
         raise DatasetError(f"{run_a} and {run_b} share no fold with saved predictions")
-    result = paired_accuracy_difference(pooled_test_predictions(saved_a, method, folds, run_a),
-                                        pooled_test_predictions(saved_b, method_b, folds, run_b),
-                                        n_boot=bootstrap, seed=seed)
+    result = paired_accuracy_difference(
+        pooled_test_predictions(saved_a, method, folds, run_a),
+        pooled_test_predictions(saved_b, method_b, folds, run_b),
+        n_boot=bootstrap,
+        seed=seed,
+    )
     result.update(run_a=str(run_a), run_b=str(run_b), folds=folds)
     console = Console(soft_wrap=True, highlight=False)
     console.print(f"{result['n_images']} test images of {result['n_patients']} patients, folds {folds}")
     console.print(f"A {run_a}: {result['accuracy_a']:.3f}    B {run_b}: {result['accuracy_b']:.3f}")
-    console.print(f"A - B = {result['estimate']:+.3f}, {100 * result['level']:.0f}% interval "
-                  f"[{result['low']:+.3f}, {result['high']:+.3f}] (patients resampled {bootstrap} times)")
-    console.print(f"only A right: {result['only_a_right']} images, only B right: {result['only_b_right']}; "
-                  f"McNemar exact p = {result['mcnemar_p']:.3g}")
+    console.print(
+        f"A - B = {result['estimate']:+.3f}, {100 * result['level']:.0f}% interval "
+        f"[{result['low']:+.3f}, {result['high']:+.3f}] (patients resampled {bootstrap} times)"
+    )
+    console.print(
+        f"only A right: {result['only_a_right']} images, only B right: {result['only_b_right']}; "
+        f"McNemar exact p = {result['mcnemar_p']:.3g}"
+    )
     if out is not None:
         atomic_write_json(out, result)
         console.print(f"written: {out}")

@@ -72,8 +72,10 @@ def _reader_options(kind: str, mpp: float | None, block_size: int | None) -> dic
     return options
 
 
-MPP_HELP = ("µm/pixel of the images (overrides histobreast.json and the reader's default; BreaKHis: one value "
-            "for every magnification).")
+MPP_HELP = (
+    "µm/pixel of the images (overrides histobreast.json and the reader's default; BreaKHis: one value "
+    "for every magnification)."
+)
 BLOCK_HELP = "BACH pseudo-patient size: consecutive image numbers per group (default 10)."
 
 
@@ -81,15 +83,24 @@ BLOCK_HELP = "BACH pseudo-patient size: consecutive image numbers per group (def
 def synth(
     out: Path = typer.Argument(..., help="Folder to write the tree into (created if missing)."),
     kind: SynthKind = typer.Option(..., "--kind", help="Layout: breakhis (tree + mkfold/dsfold*.txt) or bach."),
-    size: str | None = typer.Option(None, "--size", help="Image WIDTHxHEIGHT (default: BreaKHis 700x460, BACH 512x384). "
-                             "The field of view stays the dataset's, so smaller images mean more µm/pixel."),
+    size: str | None = typer.Option(
+        None,
+        "--size",
+        help="Image WIDTHxHEIGHT (default: BreaKHis 700x460, BACH 512x384). "
+        "The field of view stays the dataset's, so smaller images mean more µm/pixel.",
+    ),
     patients_per_subtype: int = typer.Option(2, "--patients-per-subtype", help="BreaKHis: patients per subtype."),
-    images_per_magnification: int = typer.Option(3, "--images-per-magnification",
-                                                 help="BreaKHis: images per patient and magnification."),
+    images_per_magnification: int = typer.Option(
+        3, "--images-per-magnification", help="BreaKHis: images per patient and magnification."
+    ),
     magnifications: str = typer.Option("40,100,200,400", "--magnifications", help="BreaKHis magnifications."),
-    from_folds: Path | None = typer.Option(None, "--from-folds", help="BreaKHis: official fold files (folder with "
-                                    "dsfold*.txt or a Folds.csv): write every image they list (7,909, 82 "
-                                    "patients) and copy the folds. Use a small --size."),
+    from_folds: Path | None = typer.Option(
+        None,
+        "--from-folds",
+        help="BreaKHis: official fold files (folder with "
+        "dsfold*.txt or a Folds.csv): write every image they list (7,909, 82 "
+        "patients) and copy the folds. Use a small --size.",
+    ),
     folds: int = typer.Option(5, "--folds", help="BreaKHis without --from-folds: random 70/30 patient folds."),
     per_class: int = typer.Option(20, "--per-class", help="BACH: images per class."),
     image_format: str = typer.Option("tif", "--format", help="BACH: tif, tiff, png, jpg or jpeg."),
@@ -105,25 +116,44 @@ def synth(
     options: dict[str, object] = {"size": _parse_size(size)} if size else {}
     if kind is SynthKind.bach and from_folds is not None:
         raise ConfigError("--from-folds applies to --kind breakhis only")
-    with Progress(TextColumn("synthesising"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=console, transient=True, disable=not console.is_terminal) as bar:
+    with Progress(
+        TextColumn("synthesising"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    ) as bar:
         task = bar.add_task("synth", total=None)
         options["progress"] = lambda done, total: bar.update(task, completed=done, total=total)
         if kind is SynthKind.breakhis:
-            records = synth_breakhis(out, patients_per_subtype=patients_per_subtype,
-                                     images_per_magnification=images_per_magnification,
-                                     magnifications=_parse_ints(magnifications, "--magnifications"),
-                                     from_folds=from_folds, folds=folds, seed=seed, **options)
+            records = synth_breakhis(
+                out,
+                patients_per_subtype=patients_per_subtype,
+                images_per_magnification=images_per_magnification,
+                magnifications=_parse_ints(magnifications, "--magnifications"),
+                from_folds=from_folds,
+                folds=folds,
+                seed=seed,
+                **options,
+            )
         else:
             records = synth_bach(out, per_class=per_class, image_format=image_format, seed=seed, **options)
     if kind is SynthKind.breakhis:
         mags = sorted({r.magnification for r in records})
-        console.print(f"wrote {len(records)} synthetic BreaKHis images ({len({r.patient_id for r in records})} "
-                      f"patients, magnifications {', '.join(f'{m}X' for m in mags)}) and mkfold/ fold files "
-                      f"to {out}", highlight=False)
+        console.print(
+            f"wrote {len(records)} synthetic BreaKHis images ({len({r.patient_id for r in records})} "
+            f"patients, magnifications {', '.join(f'{m}X' for m in mags)}) and mkfold/ fold files "
+            f"to {out}",
+            highlight=False,
+        )
     else:
-        console.print(f"wrote {len(records)} synthetic BACH images ({per_class} per class, "
-                      f"{records[0].microns_per_pixel:g} µm/px) to {out}", highlight=False)
+        console.print(
+            f"wrote {len(records)} synthetic BACH images ({per_class} per class, "
+            f"{records[0].microns_per_pixel:g} µm/px) to {out}",
+            highlight=False,
+        )
     console.print(f"next: histobreast data inspect {out}", highlight=False)
 
 
@@ -131,10 +161,12 @@ def synth(
 def inspect(
     path: Path = typer.Argument(..., help="Dataset root (BreaKHis tree, BACH tree or class-per-folder tree)."),
     kind: Kind = typer.Option(Kind.auto, "--kind", help="Layout; auto detects BreaKHis and BACH trees."),
-    skip_bad: bool = typer.Option(False, "--skip-bad", help="Files that cannot be used are listed but do not "
-                                  "make the command fail."),
-    decode: bool = typer.Option(True, "--decode/--headers-only", help="Decode every image (finds truncated "
-                                "files) or read headers only (fast)."),
+    skip_bad: bool = typer.Option(
+        False, "--skip-bad", help="Files that cannot be used are listed but do not make the command fail."
+    ),
+    decode: bool = typer.Option(
+        True, "--decode/--headers-only", help="Decode every image (finds truncated files) or read headers only (fast)."
+    ),
     mpp: float | None = typer.Option(None, "--mpp", help=MPP_HELP),
     block_size: int | None = typer.Option(None, "--block-size", help=BLOCK_HELP),
     json_out: Path | None = typer.Option(None, "--json", help="Also write the summary as JSON to this file."),
@@ -154,16 +186,22 @@ def inspect(
     if json_out is not None:
         atomic_write_json(json_out, summary.to_dict())
     if summary.errors and not skip_bad:
-        raise DatasetError(f"{path}: {len(summary.errors)} file(s) cannot be used (listed above); fix them, "
-                           "or pass --skip-bad to leave them out")
+        raise DatasetError(
+            f"{path}: {len(summary.errors)} file(s) cannot be used (listed above); fix them, "
+            "or pass --skip-bad to leave them out"
+        )
 
 
 @data_app.command("split")
 def split(
     path: Path = typer.Argument(..., help="Dataset root."),
-    scheme: Scheme = typer.Option(..., "--scheme", help="official: BreaKHis fold files; contiguous: k folds of "
-                                  "contiguous image numbers (BACH); patient: one train/val/test split; bagging: "
-                                  "k disjoint subsets, model j validates on subset j."),
+    scheme: Scheme = typer.Option(
+        ...,
+        "--scheme",
+        help="official: BreaKHis fold files; contiguous: k folds of "
+        "contiguous image numbers (BACH); patient: one train/val/test split; bagging: "
+        "k disjoint subsets, model j validates on subset j.",
+    ),
     out: Path = typer.Option(..., "-o", "--out", help="Split file to write (CSV: split,image_id,patient_id,subset)."),
     k: int = typer.Option(5, "--k", help="Folds or bagging subsets."),
     kind: Kind = typer.Option(Kind.auto, "--kind", help="Layout; auto detects BreaKHis and BACH trees."),
@@ -186,9 +224,14 @@ def split(
 
     records = read_dataset(path, kind.value, **_reader_options(kind.value, mpp, block_size))
     fractions = {"train": 1.0 - val_fraction - test_fraction, "val": val_fraction, "test": test_fraction}
-    splits = make_splits(records, scheme.value, k=k, seed=seed,
-                         fractions={s: f for s, f in fractions.items() if f > 0},
-                         folds_source=folds if folds is not None else path)
+    splits = make_splits(
+        records,
+        scheme.value,
+        k=k,
+        seed=seed,
+        fractions={s: f for s, f in fractions.items() if f > 0},
+        folds_source=folds if folds is not None else path,
+    )
     write_splits_csv(splits, out)
     table = Table(title=f"{scheme.value} splits of {len(records)} images -> {out}", title_justify="left")
     table.add_column("split")

@@ -31,10 +31,16 @@ def train(
     config: Path = typer.Option(..., "--config", help="Experiment config (its pipeline trains each member)."),
     out: Path = typer.Option(..., "--out", help="Ensemble folder to write (members inside, ensemble.json)."),
     k: Optional[int] = typer.Option(None, "--k", help="Members (paper: 5); default: the config's ensemble.members."),
-    fold: int = typer.Option(1, "--fold", help="Fold of the experiment's protocol: its training images are bagged, "
-                                               "its test images kept for `ensemble evaluate`."),
+    fold: int = typer.Option(
+        1,
+        "--fold",
+        help="Fold of the experiment's protocol: its training images are bagged, "
+        "its test images kept for `ensemble evaluate`.",
+    ),
     rule: Optional[Rule] = typer.Option(None, "--rule", help="Voting rule stored with the ensemble (paper: sum)."),
-    prune_ratio: Optional[float] = typer.Option(None, "--prune-ratio", help="Channel-prune every member to this ratio O."),
+    prune_ratio: Optional[float] = typer.Option(
+        None, "--prune-ratio", help="Channel-prune every member to this ratio O."
+    ),
     prune_loops: Optional[int] = typer.Option(None, "--prune-loops", help="Loops R of the members' pruning."),
     overrides: Optional[list[str]] = typer.Option(None, "--set", help="Config override key=value (repeatable)."),
     resume: bool = typer.Option(False, "--resume", help="Keep finished members, continue an interrupted one."),
@@ -48,8 +54,9 @@ def train(
     from histobreast.pipelines.common import experiment_records, experiment_splits, select_split
 
     cfg = load_config(config, overrides or [])
-    options = ensemble_options(cfg, members=k, rule=rule.value if rule else None, prune_ratio=prune_ratio,
-                               prune_loops=prune_loops)
+    options = ensemble_options(
+        cfg, members=k, rule=rule.value if rule else None, prune_ratio=prune_ratio, prune_loops=prune_loops
+    )
     records, classes = experiment_records(cfg)
     splits = experiment_splits(cfg, records)
     if not 1 <= fold <= len(splits):
@@ -57,17 +64,22 @@ def train(
     split = splits[fold - 1]
     training, test = select_split(split, records, "train"), select_split(split, records, "test")
     console = Console(soft_wrap=True)
-    console.print(f"bagging {len(training)} training images of {split.name} into {options.members} members "
-                  f"({len(test)} test images kept for evaluation)")
+    console.print(
+        f"bagging {len(training)} training images of {split.name} into {options.members} members "
+        f"({len(test)} test images kept for evaluation)"
+    )
     folder = train_ensemble(cfg, training, classes, out, options=options, test_records=test, resume=resume)
-    console.print(f"wrote the ensemble {folder} (rule {options.rule}); evaluate: histobreast ensemble evaluate {folder}")
+    console.print(
+        f"wrote the ensemble {folder} (rule {options.rule}); evaluate: histobreast ensemble evaluate {folder}"
+    )
 
 
 @ensemble_app.command("evaluate")
 def evaluate(
     ensemble_dir: Path = typer.Argument(..., help="Ensemble folder (ensemble.json)."),
-    data: Optional[Path] = typer.Option(None, "--data", help="Labelled images to evaluate on (default: the test "
-                                                             "images remembered at training)."),
+    data: Optional[Path] = typer.Option(
+        None, "--data", help="Labelled images to evaluate on (default: the test images remembered at training)."
+    ),
     rule: Optional[Rule] = typer.Option(None, "--rule", help="Voting rule (default: the ensemble's)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: ENSEMBLE_DIR/evaluation)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
@@ -92,8 +104,10 @@ def evaluate(
     console = Console(soft_wrap=True)
     for name, metrics in result["members"].items():
         console.print(f"member {name}: accuracy {metrics['metrics']['image_level_accuracy']:.3f}")
-    console.print(f"ensemble ({result['rule']}): accuracy {result['ensemble']['metrics']['image_level_accuracy']:.3f} "
-                  f"({result['gain_over_best_member']:+.3f} over the best member); report: {out}/report/report.md")
+    console.print(
+        f"ensemble ({result['rule']}): accuracy {result['ensemble']['metrics']['image_level_accuracy']:.3f} "
+        f"({result['gain_over_best_member']:+.3f} over the best member); report: {out}/report/report.md"
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -8,8 +8,13 @@ from typing import Any, Optional
 import typer
 
 # Columns of the console summary: (metric key, header).
-SUMMARY_COLUMNS = (("image_level_accuracy", "IL"), ("patient_level_accuracy", "PL"), ("kappa", "kappa"),
-                   ("f1", "F1"), ("auc", "AUC"))
+SUMMARY_COLUMNS = (
+    ("image_level_accuracy", "IL"),
+    ("patient_level_accuracy", "PL"),
+    ("kappa", "kappa"),
+    ("f1", "F1"),
+    ("auc", "AUC"),
+)
 
 
 def _cell(entry: dict[str, Any]) -> str:
@@ -26,8 +31,13 @@ def print_result(result: Any, console: Any) -> None:
 
     # Numbers are never cut: on a narrow terminal (80 columns) long method names wrap instead, and
     # collapsed padding leaves room for a negative kappa ("-0.016±0.077", 12 characters).
-    table = Table(title=f"{len(result.folds)} fold(s): mean ± std", title_justify="left", box=box.SIMPLE_HEAD,
-                  pad_edge=False, collapse_padding=True)
+    table = Table(
+        title=f"{len(result.folds)} fold(s): mean ± std",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+    )
     table.add_column("method", overflow="fold")
     for _, header in SUMMARY_COLUMNS:
         table.add_column(header, justify="right", no_wrap=True, min_width=12)
@@ -60,8 +70,9 @@ def evaluate(
     from histobreast.pipelines.experiment import evaluate_model_folder
     from histobreast.preprocess.views import SIX_VIEWS
 
-    result = evaluate_model_folder(targets, data, out, tta_views=SIX_VIEWS if tta else (), batch_size=batch_size,
-                                   device=device)
+    result = evaluate_model_folder(
+        targets, data, out, tta_views=SIX_VIEWS if tta else (), batch_size=batch_size, device=device
+    )
     print_result(result, Console(soft_wrap=True))
 
 

@@ -48,18 +48,25 @@ def _save_image(path: Path, image: np.ndarray) -> None:
 
 def krem(
     image_path: Path = typer.Argument(..., metavar="IMAGE", help="H&E image (tif, png, jpg, ...)."),
-    mpp: float = typer.Option(..., "--mpp", help="Microns per pixel of IMAGE (BACH originals 0.42, "
-                                                  "the 1024x768 copies 0.84); KREM's sizes scale with it."),
-    out: Path = typer.Option(..., "--out", "-o", help="Overlay image to write; its suffix names the format "
-                                                        "(.png, .jpg, .tif)."),
+    mpp: float = typer.Option(
+        ...,
+        "--mpp",
+        help="Microns per pixel of IMAGE (BACH originals 0.42, the 1024x768 copies 0.84); KREM's sizes scale with it.",
+    ),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Overlay image to write; its suffix names the format (.png, .jpg, .tif)."
+    ),
     top_k: int = typer.Option(1, "--top-k", min=1, help="Level-1 windows to keep (training uses 12)."),
     view: str = typer.Option("raw", "--view", help=f"View to search: {', '.join(SIX_VIEWS)}."),
-    threshold: Threshold = typer.Option(Threshold.two_pass_mean, "--threshold",
-                                        help="two_pass_mean (default) or mean (the paper's literal rule)."),
-    perimeter: Perimeter = typer.Option(Perimeter.two_sided, "--perimeter",
-                                        help="two_sided (default) or inner boundary-pixel count."),
-    crops: Path | None = typer.Option(None, "--crops", help="Also write the densest region's crops "
-                                                            "(resized to 224) as PNGs into this folder."),
+    threshold: Threshold = typer.Option(
+        Threshold.two_pass_mean, "--threshold", help="two_pass_mean (default) or mean (the paper's literal rule)."
+    ),
+    perimeter: Perimeter = typer.Option(
+        Perimeter.two_sided, "--perimeter", help="two_sided (default) or inner boundary-pixel count."
+    ),
+    crops: Path | None = typer.Option(
+        None, "--crops", help="Also write the densest region's crops (resized to 224) as PNGs into this folder."
+    ),
 ) -> None:
     """Detect nuclei in IMAGE and draw them (green) with the nested key windows (blue, orange, yellow).
 

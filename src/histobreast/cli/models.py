@@ -11,8 +11,9 @@ import typer
 
 from histobreast.errors import ConfigError, HistobreastError
 
-models_app = typer.Typer(help="Registered networks: list them, show parameters and MACs, convert weight files.",
-                         no_args_is_help=True)
+models_app = typer.Typer(
+    help="Registered networks: list them, show parameters and MACs, convert weight files.", no_args_is_help=True
+)
 
 # Modules that exist only in training (GoogLeNet's auxiliary heads): left out of inference counts.
 TRAINING_ONLY = ("aux1", "aux2", "global_branch.aux1", "global_branch.aux2", "local_branch.aux1", "local_branch.aux2")
@@ -42,7 +43,7 @@ def _kwargs(text: str | None) -> dict[str, Any]:
     except json.JSONDecodeError as err:
         raise ConfigError(f"--kwargs: not valid JSON ({err})") from None
     if not isinstance(value, dict):
-        raise ConfigError("--kwargs: expected a JSON object, e.g. '{\"encoder\": \"resnet18\"}'")
+        raise ConfigError('--kwargs: expected a JSON object, e.g. \'{"encoder": "resnet18"}\'')
     return value
 
 

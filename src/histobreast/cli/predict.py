@@ -32,27 +32,48 @@ def collect_images(inputs: list[Path]) -> list[Path]:
 
 
 def predict(
-    model: Path = typer.Argument(..., help="Model folder (model.json + model.safetensors), or an ensemble folder "
-                                           "(ensemble.json: its members vote by its rule)."),
+    model: Path = typer.Argument(
+        ...,
+        help="Model folder (model.json + model.safetensors), or an ensemble folder "
+        "(ensemble.json: its members vote by its rule).",
+    ),
     inputs: list[Path] = typer.Argument(..., help="Images and/or folders (searched recursively)."),
-    out: Path = typer.Option(..., "--out", help="CSV to write, one row per image: image_id, path, patient_id, "
-                                              "magnification, label (empty), predicted, p_<class>..."),
+    out: Path = typer.Option(
+        ...,
+        "--out",
+        help="CSV to write, one row per image: image_id, path, patient_id, "
+        "magnification, label (empty), predicted, p_<class>...",
+    ),
     tta: bool = typer.Option(False, "--tta", help="Average over the six views (raw, 3 rotations, 2 flips)."),
-    method: Optional[str] = typer.Option(None, "--method", help="Evaluation method (default: the pipeline's headline, "
-                                                                "e.g. hybrid; zhu2019 also: global, local, hybrid_max, local_max; "
-                                                                "an ensemble: its vote, or one member by name)."),
-    microns_per_pixel: Optional[float] = typer.Option(None, "--microns-per-pixel",
-                                                      help="Scale of the images (default: the training images')."),
+    method: Optional[str] = typer.Option(
+        None,
+        "--method",
+        help="Evaluation method (default: the pipeline's headline, "
+        "e.g. hybrid; zhu2019 also: global, local, hybrid_max, local_max; "
+        "an ensemble: its vote, or one member by name).",
+    ),
+    microns_per_pixel: Optional[float] = typer.Option(
+        None, "--microns-per-pixel", help="Scale of the images (default: the training images')."
+    ),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per inference batch."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
-    review: Optional[Path] = typer.Option(None, "--review", help="Also write a case review into this folder: a card "
-                                                                 "per image and a table, least certain first, with "
-                                                                 "the images worth a second look flagged."),
-    min_confidence: float = typer.Option(0.6, "--min-confidence", min=0.0, max=1.0,
-                                         help="Review flag: the called class's probability is below this."),
-    min_agreement: float = typer.Option(2 / 3, "--min-agreement", min=0.0, max=1.0,
-                                        help="Review flag: fewer than this share of the model's other readings "
-                                             "(branches, members, views) agree."),
+    review: Optional[Path] = typer.Option(
+        None,
+        "--review",
+        help="Also write a case review into this folder: a card "
+        "per image and a table, least certain first, with "
+        "the images worth a second look flagged.",
+    ),
+    min_confidence: float = typer.Option(
+        0.6, "--min-confidence", min=0.0, max=1.0, help="Review flag: the called class's probability is below this."
+    ),
+    min_agreement: float = typer.Option(
+        2 / 3,
+        "--min-agreement",
+        min=0.0,
+        max=1.0,
+        help="Review flag: fewer than this share of the model's other readings (branches, members, views) agree.",
+    ),
 ) -> None:
     """Predict class probabilities for every image; writes one CSV row per image.
 
@@ -76,8 +97,10 @@ def predict(
         if physical or info["pipeline"] == "liu2022":  # KREM is physical
             raise ConfigError(f"{model}: this model works at a physical scale; pass --microns-per-pixel for the images")
         scale = 1.0  # the model resizes whole images: their scale is not used
-    records = [ImageRecord(path=p, label=UNLABELLED, patient_id=p.stem, microns_per_pixel=scale, source="predict")
-               for p in collect_images(inputs)]
+    records = [
+        ImageRecord(path=p, label=UNLABELLED, patient_id=p.stem, microns_per_pixel=scale, source="predict")
+        for p in collect_images(inputs)
+    ]
     options = {"tta_views": SIX_VIEWS if tta else (), "batch_size": batch_size, "device": device}
     rule = None
     if ensemble is not None:  # the vote (with its `uncertainty` column), then each member's headline method
@@ -98,9 +121,15 @@ def predict(
     if review is not None:
         from histobreast.report.case_review import review_run_info, write_case_review
 
-        written = write_case_review(results, chosen, review, review_run_info(model, inputs, chosen),
-                                    min_confidence=min_confidence, min_agreement=min_agreement,
-                                    readings="members" if ensemble is not None else "other methods")
+        written = write_case_review(
+            results,
+            chosen,
+            review,
+            review_run_info(model, inputs, chosen),
+            min_confidence=min_confidence,
+            min_agreement=min_agreement,
+            readings="members" if ensemble is not None else "other methods",
+        )
         console.print(f"case review: {written['html']}")
 
 

@@ -27,9 +27,10 @@ class _RunByDefault(TyperGroup):
 prune_app = typer.Typer(
     cls=_RunByDefault,
     help="Compact models (paper A): prune SEP channels and retrain (`prune MODEL_FOLDER`), "
-         "or measure a pruning study (`prune report`).",
+    "or measure a pruning study (`prune report`).",
     no_args_is_help=True,
 )
+
 
 def _overrides(options: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in options.items() if value is not None}
@@ -37,21 +38,39 @@ def _overrides(options: dict[str, Any]) -> dict[str, Any]:
 
 @prune_app.command("run")
 def run(
-    model_folder: Path = typer.Argument(..., help="Trained model folder (model.json) of a SEP model (zhu2019 hybrid or "
-                                                 "googlenet_sep), or an experiment folder: every fold*/model is pruned."),
-    out: Path = typer.Option(..., "--out", help="Folder of the pruned model (a normal model folder); "
-                                                 "for an experiment folder, out/fold<k> per fold."),
+    model_folder: Path = typer.Argument(
+        ...,
+        help="Trained model folder (model.json) of a SEP model (zhu2019 hybrid or "
+        "googlenet_sep), or an experiment folder: every fold*/model is pruned.",
+    ),
+    out: Path = typer.Option(
+        ...,
+        "--out",
+        help="Folder of the pruned model (a normal model folder); for an experiment folder, out/fold<k> per fold.",
+    ),
     ratio: Optional[float] = typer.Option(None, "--ratio", help="Target pruning ratio O in [0, 1) (paper: 0.5)."),
-    loops: Optional[int] = typer.Option(None, "--loops", help="Loops R; each removes X = 1 - (1 - O)^(1/R) (paper: 1)."),
-    retrain_config: Optional[Path] = typer.Option(None, "--retrain-config",
-                                                  help="YAML config whose `train` section retrains the pruned network."),
+    loops: Optional[int] = typer.Option(
+        None, "--loops", help="Loops R; each removes X = 1 - (1 - O)^(1/R) (paper: 1)."
+    ),
+    retrain_config: Optional[Path] = typer.Option(
+        None, "--retrain-config", help="YAML config whose `train` section retrains the pruned network."
+    ),
     iterations: Optional[int] = typer.Option(None, "--iterations", help="Optimizer steps of each retraining."),
-    data: Optional[Path] = typer.Option(None, "--data", help="Training images (default: the model's own, via its experiment's splits.csv)."),
+    data: Optional[Path] = typer.Option(
+        None, "--data", help="Training images (default: the model's own, via its experiment's splits.csv)."
+    ),
     dns: bool = typer.Option(False, "--dns", help="Also run Dynamic Network Surgery (weights stored compactly)."),
-    dns_sensitivity: Optional[float] = typer.Option(None, "--dns-sensitivity", help="DNS sensitivity c (thresholds mean + c * std)."),
-    internal: bool = typer.Option(False, "--internal", help="Also prune the stem and the Inception reduce convs by "
-                                                            "|BatchNorm gamma| (beyond the paper; faster)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted pruning in --out from its checkpoints."),
+    dns_sensitivity: Optional[float] = typer.Option(
+        None, "--dns-sensitivity", help="DNS sensitivity c (thresholds mean + c * std)."
+    ),
+    internal: bool = typer.Option(
+        False,
+        "--internal",
+        help="Also prune the stem and the Inception reduce convs by |BatchNorm gamma| (beyond the paper; faster).",
+    ),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue an interrupted pruning in --out from its checkpoints."
+    ),
 ) -> None:
     """Prune MODEL_FOLDER to ratio O in R loops, retraining after each loop.
 
@@ -59,37 +78,62 @@ def run(
     """
     from histobreast.engine.config import load_config
     from histobreast.pipelines.package import MODEL_JSON, load_model_folder
-    from histobreast.pipelines.pruning import prune_model_folder, prune_options, retrain_config as schedule, training_records
+    from histobreast.pipelines.pruning import prune_model_folder, prune_options, training_records
+    from histobreast.pipelines.pruning import retrain_config as schedule
 
     if retrain_config is not None and iterations is not None:
         raise ConfigError("give --retrain-config or --iterations, not both")
     folds = sorted(model_folder.glob("fold*/model"))
-    targets = [(model_folder, out)] if (model_folder / MODEL_JSON).is_file() or not folds else \
-        [(folder, out / folder.parent.name) for folder in folds]
+    targets = (
+        [(model_folder, out)]
+        if (model_folder / MODEL_JSON).is_file() or not folds
+        else [(folder, out / folder.parent.name) for folder in folds]
+    )
     console = Console(soft_wrap=True)
     for source, destination in targets:
         loaded = load_model_folder(source)
-        options = prune_options(loaded.cfg, **_overrides({"ratio": ratio, "loops": loops, "retrain_iterations": iterations,
-                                                          "dns": dns or None, "dns_sensitivity": dns_sensitivity,
-                                                          "internal": internal or None}))
+        options = prune_options(
+            loaded.cfg,
+            **_overrides(
+                {
+                    "ratio": ratio,
+                    "loops": loops,
+                    "retrain_iterations": iterations,
+                    "dns": dns or None,
+                    "dns_sensitivity": dns_sensitivity,
+                    "internal": internal or None,
+                }
+            ),
+        )
         train = load_config(retrain_config).train if retrain_config is not None else schedule(loaded.cfg.train, options)
         train_records, val_records = training_records(loaded, data)
-        console.print(f"pruning {source}: O = {options.ratio:g}, R = {options.loops}, {len(train_records)} training "
-                      f"and {len(val_records)} validation images")
-        folder = prune_model_folder(loaded, destination, train_records, val_records, options=options, train=train,
-                                    resume=resume)
+        console.print(
+            f"pruning {source}: O = {options.ratio:g}, R = {options.loops}, {len(train_records)} training "
+            f"and {len(val_records)} validation images"
+        )
+        folder = prune_model_folder(
+            loaded, destination, train_records, val_records, options=options, train=train, resume=resume
+        )
         console.print(f"wrote the pruned model folder {folder} (importance plots and pruning.json beside it)")
 
 
 @prune_app.command("report")
 def report(
     out: Path = typer.Option(..., "--out", help="Study folder (pruned models, sweep.json, report/)."),
-    config: Optional[Path] = typer.Option(None, "--config", help="Experiment config: train a base model on one fold and prune it."),
+    config: Optional[Path] = typer.Option(
+        None, "--config", help="Experiment config: train a base model on one fold and prune it."
+    ),
     measure_only: bool = typer.Option(False, "--measure-only", help="Only (re)measure the existing study in --out."),
-    fold: int = typer.Option(1, "--fold", help="Fold of the experiment's protocol whose test images give the accuracy."),
+    fold: int = typer.Option(
+        1, "--fold", help="Fold of the experiment's protocol whose test images give the accuracy."
+    ),
     base: Optional[Path] = typer.Option(None, "--base", help="Use this trained model folder instead of training one."),
-    ratios: Optional[list[float]] = typer.Option(None, "--ratio", help="Ratios O of the Fig. 12 / Table 7 sweep (repeatable)."),
-    loops: Optional[list[int]] = typer.Option(None, "--loops", help="Loop counts R of the Fig. 10 sweep (repeatable; 0 = none)."),
+    ratios: Optional[list[float]] = typer.Option(
+        None, "--ratio", help="Ratios O of the Fig. 12 / Table 7 sweep (repeatable)."
+    ),
+    loops: Optional[list[int]] = typer.Option(
+        None, "--loops", help="Loop counts R of the Fig. 10 sweep (repeatable; 0 = none)."
+    ),
     iterations: Optional[int] = typer.Option(None, "--iterations", help="Optimizer steps of each retraining."),
     latency_repeats: int = typer.Option(5, "--latency-repeats", help="Timed CPU passes per model."),
     overrides: Optional[list[str]] = typer.Option(None, "--set", help="Config override key=value (repeatable)."),
@@ -109,9 +153,12 @@ def report(
         raise ConfigError("give either --config (run the study) or --measure-only (measure the study already in --out)")
     if config is not None:
         cfg = load_config(config, overrides or [])
-        options = prune_options(cfg, retrain_iterations=iterations,
-                                report_ratios=list(ratios) if ratios else None,
-                                report_loops=[r for r in loops if r > 0] if loops else None)
+        options = prune_options(
+            cfg,
+            retrain_iterations=iterations,
+            report_ratios=list(ratios) if ratios else None,
+            report_loops=[r for r in loops if r > 0] if loops else None,
+        )
         records, classes = experiment_records(cfg)
         splits = experiment_splits(cfg, records)
         if not 1 <= fold <= len(splits):
@@ -119,15 +166,29 @@ def report(
         split = splits[fold - 1]
         train, val = validation_split(cfg, select_split(split, records, "train"), fold)
         test = select_split(split, records, "test")
-        console.print(f"compression study on {split.name}: {len(train)} training, {len(val)} validation, "
-                      f"{len(test)} test images; O = {options.report_ratios}, R = {options.report_loops}")
-        run_sweep(cfg, out, train, val, test, classes, base=base, options=options, resume=resume,
-                  description=f"{cfg.data.root}, {split.name}: {len(train)} training, {len(val)} validation, "
-                              f"{len(test)} test images")
+        console.print(
+            f"compression study on {split.name}: {len(train)} training, {len(val)} validation, "
+            f"{len(test)} test images; O = {options.report_ratios}, R = {options.report_loops}"
+        )
+        run_sweep(
+            cfg,
+            out,
+            train,
+            val,
+            test,
+            classes,
+            base=base,
+            options=options,
+            resume=resume,
+            description=f"{cfg.data.root}, {split.name}: {len(train)} training, {len(val)} validation, "
+            f"{len(test)} test images",
+        )
     result = compression_report(out, latency_repeats=latency_repeats)
     for row in result["rows"]:
-        console.print(f"{row['folder']}: O = {row['ratio']:g}, R = {row['loops']}, {row['params'] / 1e6:.3f} M params, "
-                      f"{row['macs'] / 1e9:.4f} GMACs, {row['latency_ms']:.1f} ms, accuracy {row['accuracy']:.3f}")
+        console.print(
+            f"{row['folder']}: O = {row['ratio']:g}, R = {row['loops']}, {row['params'] / 1e6:.3f} M params, "
+            f"{row['macs'] / 1e9:.4f} GMACs, {row['latency_ms']:.1f} ms, accuracy {row['accuracy']:.3f}"
+        )
     console.print(f"report: {result['report']}/report.md")
 
 

@@ -32,8 +32,9 @@ class Method(str, Enum):
 def fit(
     reference: Path = typer.Argument(..., help="Reference H&E image whose colours become the target."),
     output: Path = typer.Option(..., "-o", "--output", help="Target JSON file to write."),
-    method: Method = typer.Option(Method.reinhard, "--method",
-                                  help="reinhard: LAB mean/std of tissue (System A); macenko: H&E stain vectors."),
+    method: Method = typer.Option(
+        Method.reinhard, "--method", help="reinhard: LAB mean/std of tissue (System A); macenko: H&E stain vectors."
+    ),
 ) -> None:
     """Fit a stain target on REFERENCE and write it as JSON (for `histobreast stain apply`)."""
     normalizer = create_normalizer(method.value)

@@ -24,11 +24,17 @@ def parse_folds(text: str | None) -> list[int] | str | None:
 
 
 def train(
-    config: Path = typer.Option(..., "--config", "-c", help="Experiment YAML (e.g. configs/zhu2019/breakhis_40x.yaml)."),
+    config: Path = typer.Option(
+        ..., "--config", "-c", help="Experiment YAML (e.g. configs/zhu2019/breakhis_40x.yaml)."
+    ),
     data: Optional[Path] = typer.Option(None, "--data", help="Dataset folder; overrides data.root."),
-    fold: Optional[str] = typer.Option(None, "--fold", help="Fold number, comma list or 'all' (default: data.fold, else all)."),
+    fold: Optional[str] = typer.Option(
+        None, "--fold", help="Fold number, comma list or 'all' (default: data.fold, else all)."
+    ),
     magnification: Optional[int] = typer.Option(None, "--magnification", help="BreaKHis magnification 40/100/200/400."),
-    overrides: list[str] = typer.Option([], "--set", help="Config override key=value (repeatable), e.g. train.lr=0.001."),
+    overrides: list[str] = typer.Option(
+        [], "--set", help="Config override key=value (repeatable), e.g. train.lr=0.001."
+    ),
     out: Optional[Path] = typer.Option(None, "--out", help="Experiment folder (default runs/<config name>)."),
     resume: bool = typer.Option(False, "--resume", help="Reuse finished folds, continue an interrupted one."),
 ) -> None:

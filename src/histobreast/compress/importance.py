@@ -9,8 +9,9 @@ GoogLeNetSEP) and saved with a run as safetensors.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn

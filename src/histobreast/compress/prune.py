@@ -37,8 +37,8 @@ exactly, O of the channels.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -106,16 +106,21 @@ def plan_channel_pruning(
 INTERNAL_LAYERS: dict[str, tuple[str, ...]] = {
     "stem.conv2_reduce": ("stem.conv2",),
     "stem.conv2": tuple(f"inception.{INCEPTION_NAMES[0]}.{layer}" for layer in InceptionBN.INPUT_LAYERS),
-    **{f"inception.{name}.{branch}.reduce": (f"inception.{name}.{branch}.conv",)
-       for name in INCEPTION_NAMES for branch in ("branch3x3", "branch5x5")},
+    **{
+        f"inception.{name}.{branch}.reduce": (f"inception.{name}.{branch}.conv",)
+        for name in INCEPTION_NAMES
+        for branch in ("branch3x3", "branch5x5")
+    },
 }
 
 
 def plan_internal_pruning(model: GoogLeNetSEP, fraction: float) -> InternalPlan:
     """The channels every internal conv keeps: all but its ``fraction`` of smallest |BatchNorm gamma|."""
     modules = dict(model.named_modules())
-    return {path: select_channels(modules[path].bn.weight.detach().abs(), [modules[path].bn.num_features], fraction)
-            for path in INTERNAL_LAYERS}
+    return {
+        path: select_channels(modules[path].bn.weight.detach().abs(), [modules[path].bn.num_features], fraction)
+        for path in INTERNAL_LAYERS
+    }
 
 
 def _select(state: dict[str, Tensor], prefix: str, dim: int, index: Tensor) -> None:
@@ -133,8 +138,9 @@ def _segments(model: GoogLeNetSEP, name: str) -> list[tuple[int, int]]:
     return starts
 
 
-def apply_channel_plan(model: GoogLeNetSEP, plan: Mapping[str, Tensor],
-                       internal: Mapping[str, Tensor] | None = None) -> GoogLeNetSEP:
+def apply_channel_plan(
+    model: GoogLeNetSEP, plan: Mapping[str, Tensor], internal: Mapping[str, Tensor] | None = None
+) -> GoogLeNetSEP:
     """A new GoogLeNetSEP keeping only ``plan``'s channels (and ``internal``'s channels of the
     internal convs it names), with the weights sliced from ``model``."""
     missing = sorted(set(INCEPTION_NAMES) - set(plan))
@@ -194,12 +200,16 @@ def prune_channels(
     Returns a new, physically smaller network (the input is left unchanged); its
     ``model_kwargs`` rebuild it, e.g. for a checkpoint.
     """
-    return apply_channel_plan(model, plan_channel_pruning(model, importance, fraction, prefix),
-                              plan_internal_pruning(model, fraction) if internal else None)
+    return apply_channel_plan(
+        model,
+        plan_channel_pruning(model, importance, fraction, prefix),
+        plan_internal_pruning(model, fraction) if internal else None,
+    )
 
 
-def prune_hybrid_channels(hybrid: HybridCNN, importance: Mapping[str, Tensor], fraction: float,
-                          internal: bool = False) -> HybridCNN:
+def prune_hybrid_channels(
+    hybrid: HybridCNN, importance: Mapping[str, Tensor], fraction: float, internal: bool = False
+) -> HybridCNN:
     """Prune both branches of a hybrid model, each by its own importances (keys
     ``"global_branch.se.3a"`` ..., as :func:`compute_channel_importance` names them on a hybrid)."""
     return HybridCNN(

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import csv
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from histobreast.data.imageio import SkipReport, is_image_file, list_images, raise_or_skip, readable_size
 from histobreast.data.records import SCALE_FILE, ImageRecord, read_scale_file
@@ -64,8 +64,10 @@ def find_photos_dir(root: str | Path) -> Path:
     for candidate in (root, root / "Photos", root / DATASET_DIR / "Photos"):
         if candidate.is_dir() and any((candidate / label).is_dir() for label in BACH_CLASSES):
             return candidate
-    raise DatasetError(f"{root}: no BACH Photos folder with class folders {BACH_CLASSES} found "
-                       f"(looked in ., Photos/ and {DATASET_DIR}/Photos/)")
+    raise DatasetError(
+        f"{root}: no BACH Photos folder with class folders {BACH_CLASSES} found "
+        f"(looked in ., Photos/ and {DATASET_DIR}/Photos/)"
+    )
 
 
 def read_ground_truth(path: str | Path) -> dict[tuple[str, int], tuple[str, int]]:
@@ -83,11 +85,14 @@ def read_ground_truth(path: str | Path) -> dict[tuple[str, int], tuple[str, int]
             match = _NAME.match(row[0].strip()) if len(row) == 2 else None
             label = row[1].strip() if len(row) == 2 else ""
             if match is None or label not in BACH_CLASSES:
-                raise DatasetError(f"{path}:{line_no}: expected '<n|b|is|iv>NNN.tif,<{'|'.join(BACH_CLASSES)}>', got {row}")
+                raise DatasetError(
+                    f"{path}:{line_no}: expected '<n|b|is|iv>NNN.tif,<{'|'.join(BACH_CLASSES)}>', got {row}"
+                )
             prefix = match["prefix"].lower()
             if _CLASS_OF_PREFIX[prefix] != label:
-                raise DatasetError(f"{path}:{line_no}: {row[0]} is labelled {label}, but its prefix means "
-                                   f"{_CLASS_OF_PREFIX[prefix]}")
+                raise DatasetError(
+                    f"{path}:{line_no}: {row[0]} is labelled {label}, but its prefix means {_CLASS_OF_PREFIX[prefix]}"
+                )
             out[(prefix, int(match["number"]))] = (label, line_no)
     return out
 
@@ -108,17 +113,24 @@ def resolve_bach_scale(photos: Path, microns_per_pixel: float | None, widths: It
             return scale
     distinct = sorted(set(widths))
     if len(distinct) > 1:
-        raise DatasetError(f"{photos}: images have different widths {distinct}, so the scale cannot be inferred "
-                           f"from BACH's {NATIVE_SIZE[0]}-pixel field: pass microns_per_pixel (CLI --mpp) or "
-                           f"write {SCALE_FILE} with {{\"microns_per_pixel\": ...}}")
+        raise DatasetError(
+            f"{photos}: images have different widths {distinct}, so the scale cannot be inferred "
+            f"from BACH's {NATIVE_SIZE[0]}-pixel field: pass microns_per_pixel (CLI --mpp) or "
+            f'write {SCALE_FILE} with {{"microns_per_pixel": ...}}'
+        )
     if not distinct:
         return BACH_MICRONS_PER_PIXEL
     return round(BACH_MICRONS_PER_PIXEL * NATIVE_SIZE[0] / distinct[0], 4)
 
 
-def read_bach(root: str | Path, microns_per_pixel: float | None = None, *,
-              block_size: int = DEFAULT_BLOCK_SIZE, skip: SkipReport | None = None,
-              verify: bool = True) -> list[ImageRecord]:
+def read_bach(
+    root: str | Path,
+    microns_per_pixel: float | None = None,
+    *,
+    block_size: int = DEFAULT_BLOCK_SIZE,
+    skip: SkipReport | None = None,
+    verify: bool = True,
+) -> list[ImageRecord]:
     """Read BACH microscopy images into records, in class order then image number.
 
     ``microns_per_pixel=None`` means ``histobreast.json`` if present, else inferred from the common
@@ -155,24 +167,39 @@ def read_bach(root: str | Path, microns_per_pixel: float | None = None, *,
                 widths.append(size[0])
         found += [(label, number, path) for number, path in sorted(numbered.items())]
     scale = resolve_bach_scale(photos, microns_per_pixel, widths)
-    records = [ImageRecord(path=path, label=label, patient_id=bach_patient_id(label, number, block_size),
-                           microns_per_pixel=scale, source="bach", index=number)
-               for label, number, path in found]
+    records = [
+        ImageRecord(
+            path=path,
+            label=label,
+            patient_id=bach_patient_id(label, number, block_size),
+            microns_per_pixel=scale,
+            source="bach",
+            index=number,
+        )
+        for label, number, path in found
+    ]
     if not records and skip is None:
         raise DatasetError(f"{photos}: no BACH images found")
     return records
 
 
-def _check_bach_file(path: Path, label: str, numbered: dict[int, Path],
-                     ground_truth: dict[tuple[str, int], tuple[str, int]] | None,
-                     ground_truth_path: Path, skip: SkipReport | None) -> int | None:
+def _check_bach_file(
+    path: Path,
+    label: str,
+    numbered: dict[int, Path],
+    ground_truth: dict[tuple[str, int], tuple[str, int]] | None,
+    ground_truth_path: Path,
+    skip: SkipReport | None,
+) -> int | None:
     """The image number of ``path``, or ``None`` after raising/recording its problem."""
     match = _NAME.match(path.name)
     problem = None
     if match is None:
         problem = f"not a BACH image name (expected {BACH_PREFIXES[label]}NNN.<tif|tiff|png|jpg|jpeg>)"
     elif _CLASS_OF_PREFIX[match["prefix"].lower()] != label:
-        problem = f"prefix {match['prefix']!r} means {_CLASS_OF_PREFIX[match['prefix'].lower()]}, but the file is in {label}/"
+        problem = (
+            f"prefix {match['prefix']!r} means {_CLASS_OF_PREFIX[match['prefix'].lower()]}, but the file is in {label}/"
+        )
     else:
         number = int(match["number"])
         key = (match["prefix"].lower(), number)

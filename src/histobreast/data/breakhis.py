@@ -21,9 +21,9 @@ from __future__ import annotations
 import csv
 import re
 from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Iterable, Mapping, Sequence
 
 from histobreast.atomic import atomic_write_text
 from histobreast.data.imageio import SkipReport, list_images, raise_or_skip, readable_size
@@ -34,8 +34,14 @@ from histobreast.errors import DatasetError, SplitLeakageError
 BREAKHIS_CLASSES = ("benign", "malignant")
 BREAKHIS_SUBTYPES = ("A", "F", "PT", "TA", "DC", "LC", "MC", "PC")
 SUBTYPE_DIRS = {
-    "A": "adenosis", "F": "fibroadenoma", "PT": "phyllodes_tumor", "TA": "tubular_adenoma",
-    "DC": "ductal_carcinoma", "LC": "lobular_carcinoma", "MC": "mucinous_carcinoma", "PC": "papillary_carcinoma",
+    "A": "adenosis",
+    "F": "fibroadenoma",
+    "PT": "phyllodes_tumor",
+    "TA": "tubular_adenoma",
+    "DC": "ductal_carcinoma",
+    "LC": "lobular_carcinoma",
+    "MC": "mucinous_carcinoma",
+    "PC": "papillary_carcinoma",
 }
 _CLASS_LETTER = {"A": "B", "F": "B", "PT": "B", "TA": "B", "DC": "M", "LC": "M", "MC": "M", "PC": "M"}
 _LABEL = {"B": "benign", "M": "malignant"}
@@ -48,7 +54,8 @@ TREE_PREFIX = PurePosixPath("BreaKHis_v1/histology_slides/breast")
 
 _NAME = re.compile(
     r"^(?P<procedure>[A-Z]+)_(?P<tumor_class>[BM])_(?P<subtype>[A-Z]+)-(?P<year>\d{2})-(?P<slide>\d+[A-Z]*)"
-    r"-(?P<magnification>\d+)-(?P<sequence>\d{3})\.png$")
+    r"-(?P<magnification>\d+)-(?P<sequence>\d{3})\.png$"
+)
 
 
 @dataclass(frozen=True)
@@ -76,15 +83,24 @@ class BreakhisName:
     @property
     def filename(self) -> str:
         """The file name this parses from (parse and format are inverses)."""
-        return (f"{self.procedure}_{self.tumor_class}_{self.subtype}-{self.year}-{self.slide}"
-                f"-{self.magnification}-{self.sequence:03d}.png")
+        return (
+            f"{self.procedure}_{self.tumor_class}_{self.subtype}-{self.year}-{self.slide}"
+            f"-{self.magnification}-{self.sequence:03d}.png"
+        )
 
     @property
     def relpath(self) -> PurePosixPath:
         """Where the official tree keeps this file, relative to the folder holding ``BreaKHis_v1``."""
         patient_dir = f"{self.procedure}_{self.tumor_class}_{self.subtype}_{self.year}-{self.slide}"
-        return (TREE_PREFIX / self.label / self.procedure / SUBTYPE_DIRS[self.subtype] / patient_dir
-                / f"{self.magnification}X" / self.filename)
+        return (
+            TREE_PREFIX
+            / self.label
+            / self.procedure
+            / SUBTYPE_DIRS[self.subtype]
+            / patient_dir
+            / f"{self.magnification}X"
+            / self.filename
+        )
 
 
 def parse_breakhis_name(name: str) -> BreakhisName:
@@ -92,19 +108,29 @@ def parse_breakhis_name(name: str) -> BreakhisName:
     filename = PurePosixPath(str(name).replace("\\", "/")).name
     match = _NAME.match(filename)
     if match is None:
-        raise DatasetError(f"{name}: not a BreaKHis file name "
-                           "(expected SOB_<B|M>_<subtype>-<yy>-<slide>-<40|100|200|400>-<nnn>.png)")
+        raise DatasetError(
+            f"{name}: not a BreaKHis file name (expected SOB_<B|M>_<subtype>-<yy>-<slide>-<40|100|200|400>-<nnn>.png)"
+        )
     fields = match.groupdict()
     subtype, magnification = fields["subtype"], int(fields["magnification"])
     if subtype not in _CLASS_LETTER:
         raise DatasetError(f"{name}: unknown BreaKHis subtype {subtype!r} (expected one of {BREAKHIS_SUBTYPES})")
     if _CLASS_LETTER[subtype] != fields["tumor_class"]:
-        raise DatasetError(f"{name}: subtype {subtype} is {_LABEL[_CLASS_LETTER[subtype]]}, "
-                           f"but the name says class {fields['tumor_class']}")
+        raise DatasetError(
+            f"{name}: subtype {subtype} is {_LABEL[_CLASS_LETTER[subtype]]}, "
+            f"but the name says class {fields['tumor_class']}"
+        )
     if magnification not in MAGNIFICATIONS or fields["magnification"] != str(magnification):
         raise DatasetError(f"{name}: magnification {fields['magnification']} is not one of {MAGNIFICATIONS}")
-    return BreakhisName(fields["procedure"], fields["tumor_class"], subtype, fields["year"], fields["slide"],
-                        magnification, int(fields["sequence"]))
+    return BreakhisName(
+        fields["procedure"],
+        fields["tumor_class"],
+        subtype,
+        fields["year"],
+        fields["slide"],
+        magnification,
+        int(fields["sequence"]),
+    )
 
 
 def _tree_mismatch(path: Path, parsed: BreakhisName) -> str | None:
@@ -121,8 +147,9 @@ def _tree_mismatch(path: Path, parsed: BreakhisName) -> str | None:
     return None
 
 
-def resolve_breakhis_scale(microns_per_pixel: float | Mapping[int, float] | None,
-                           scale_dirs: Iterable[Path] = ()) -> dict[int, float]:
+def resolve_breakhis_scale(
+    microns_per_pixel: float | Mapping[int, float] | None, scale_dirs: Iterable[Path] = ()
+) -> dict[int, float]:
     """µm/pixel per magnification: the argument, else the first ``histobreast.json`` found, else the defaults.
 
     A single number applies to every magnification.
@@ -139,9 +166,14 @@ def resolve_breakhis_scale(microns_per_pixel: float | Mapping[int, float] | None
     return {m: float(scale) for m in MAGNIFICATIONS}
 
 
-def read_breakhis(root: str | Path, *, magnifications: Iterable[int] | None = None,
-                  microns_per_pixel: float | Mapping[int, float] | None = None,
-                  skip: SkipReport | None = None, verify: bool = True) -> list[ImageRecord]:
+def read_breakhis(
+    root: str | Path,
+    *,
+    magnifications: Iterable[int] | None = None,
+    microns_per_pixel: float | Mapping[int, float] | None = None,
+    skip: SkipReport | None = None,
+    verify: bool = True,
+) -> list[ImageRecord]:
     """Read every BreaKHis PNG below ``root`` into records (sorted by path).
 
     Each name is parsed; a malformed name, a folder that contradicts the name, a non-PNG image, a
@@ -178,10 +210,18 @@ def read_breakhis(root: str | Path, *, magnifications: Iterable[int] | None = No
         first_seen[path.name] = path
         if parsed.magnification not in wanted or (verify and readable_size(path, skip) is None):
             continue
-        records.append(ImageRecord(
-            path=path, label=parsed.label, patient_id=parsed.patient_id,
-            microns_per_pixel=scale[parsed.magnification], source="breakhis", subtype=parsed.subtype,
-            magnification=parsed.magnification, index=parsed.sequence))
+        records.append(
+            ImageRecord(
+                path=path,
+                label=parsed.label,
+                patient_id=parsed.patient_id,
+                microns_per_pixel=scale[parsed.magnification],
+                source="breakhis",
+                subtype=parsed.subtype,
+                magnification=parsed.magnification,
+                index=parsed.sequence,
+            )
+        )
     if not records and skip is None:
         raise DatasetError(f"{root}: no BreaKHis images found")
     return records
@@ -242,7 +282,8 @@ def _read_kaggle_folds(path: Path) -> list[Split]:
             if not row["fold"].isdigit() or not row["mag"].isdigit():
                 raise DatasetError(f"{path}:{line_no}: fold and mag must be integers, got {row}")
             rows[int(row["fold"])].append(
-                (f"{path}:{line_no}", PurePosixPath(row["filename"]).name, int(row["mag"]), row["grp"]))
+                (f"{path}:{line_no}", PurePosixPath(row["filename"]).name, int(row["mag"]), row["grp"])
+            )
     return [_fold_split(f"fold{fold}", rows[fold], str(path)) for fold in sorted(rows)]
 
 
@@ -297,8 +338,10 @@ def split_by_magnification(split: Split) -> dict[int, Split]:
 
 def write_dsfold(split: Split, path: str | Path, fold: int) -> Path:
     """Write one fold in the official ``dsfoldN.txt`` form (``filename|mag|fold|train``), atomically."""
-    lines = [f"{image_id}.png|{parse_breakhis_name(image_id + '.png').magnification}|{fold}|{group}"
-             for image_id, group in split.subsets.items()]
+    lines = [
+        f"{image_id}.png|{parse_breakhis_name(image_id + '.png').magnification}|{fold}|{group}"
+        for image_id, group in split.subsets.items()
+    ]
     return atomic_write_text(path, "\n".join(lines) + "\n")
 
 

@@ -22,8 +22,9 @@ resized, not yet augmented) arrays of recently used images are kept in an in-mem
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Any, Callable, Generic, Literal, Sequence, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 import numpy as np
 from torch import Tensor
@@ -58,8 +59,11 @@ class Augmenter:
 
     def __init__(self, config: AugmentConfig) -> None:
         self.config = config
-        self.params = AugmentParams(max_rotation=min(config.rotation, 180.0), max_shear=config.shear,
-                                    flip_probability=0.5 if (config.hflip or config.vflip) else 0.0)
+        self.params = AugmentParams(
+            max_rotation=min(config.rotation, 180.0),
+            max_shear=config.shear,
+            flip_probability=0.5 if (config.hflip or config.vflip) else 0.0,
+        )
 
     @property
     def geometric(self) -> bool:
@@ -72,8 +76,11 @@ class Augmenter:
         warp = None
         if self.geometric:
             warp = sample_augmentation(rng, self.params)
-            warp = replace(warp, flip_horizontal=warp.flip_horizontal and self.config.hflip,
-                           flip_vertical=warp.flip_vertical and self.config.vflip)
+            warp = replace(
+                warp,
+                flip_horizontal=warp.flip_horizontal and self.config.hflip,
+                flip_vertical=warp.flip_vertical and self.config.vflip,
+            )
         s = self.config.color_jitter
         jitter = rng.uniform(1.0 - s, 1.0 + s, size=3) if s > 0 else None
         return warp, jitter
@@ -242,7 +249,7 @@ class ImageDataset(_RecordDataset[np.ndarray]):
             y, x = int(rng.integers(0, height - self.size + 1)), int(rng.integers(0, width - self.size + 1))
         else:
             y, x = (height - self.size) // 2, (width - self.size) // 2
-        return image[y:y + self.size, x:x + self.size]
+        return image[y : y + self.size, x : x + self.size]
 
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
         if not 0 <= index < len(self):
@@ -332,8 +339,9 @@ class GridPatchDataset(_RecordDataset[np.ndarray]):
         self.patch_size = _positive_size("patch_size", patch_size)
         total = self.grid[0] * self.grid[1]
         if patches_per_image is not None and not 1 <= patches_per_image <= total:
-            raise ConfigError(f"patches_per_image must be between 1 and the grid's {total} patches, "
-                              f"got {patches_per_image}")
+            raise ConfigError(
+                f"patches_per_image must be between 1 and the grid's {total} patches, got {patches_per_image}"
+            )
         self.patches_total = total
         self.patches_per_image = patches_per_image or total
         self.copies = _positive_size("copies", copies)
@@ -352,7 +360,8 @@ class GridPatchDataset(_RecordDataset[np.ndarray]):
         if self.patches_per_image == self.patches_total:
             return image_index, slot
         order = np.random.default_rng(derive_seed(self.seed, self.epoch, copy, image_index, 1)).permutation(
-            self.patches_total)
+            self.patches_total
+        )
         return image_index, int(order[slot])
 
     def __getitem__(self, index: int) -> tuple[Tensor, int]:

@@ -47,9 +47,14 @@ def read_patients_csv(path: str | Path) -> dict[str, tuple[str, str | None, int]
     return out
 
 
-def read_folder(root: str | Path, microns_per_pixel: float | None = None, *,
-                patients_csv: str | Path | None = None, skip: SkipReport | None = None,
-                verify: bool = True) -> list[ImageRecord]:
+def read_folder(
+    root: str | Path,
+    microns_per_pixel: float | None = None,
+    *,
+    patients_csv: str | Path | None = None,
+    skip: SkipReport | None = None,
+    verify: bool = True,
+) -> list[ImageRecord]:
     """Read a class-per-folder tree into records (class order sorted, then path).
 
     An image outside a class folder, a duplicate image id, an image the patients CSV does not list,
@@ -61,10 +66,14 @@ def read_folder(root: str | Path, microns_per_pixel: float | None = None, *,
         raise DatasetError(f"{root}: folder not found")
     scale = microns_per_pixel if microns_per_pixel is not None else read_scale_file(root)
     if scale is None:
-        raise DatasetError(f"{root}: image scale unknown: pass microns_per_pixel (CLI --mpp) or write "
-                           f"{SCALE_FILE} with {{\"microns_per_pixel\": ...}} at the dataset root")
+        raise DatasetError(
+            f"{root}: image scale unknown: pass microns_per_pixel (CLI --mpp) or write "
+            f'{SCALE_FILE} with {{"microns_per_pixel": ...}} at the dataset root'
+        )
     if isinstance(scale, dict):
-        raise DatasetError(f"{root / SCALE_FILE}: a folder dataset needs one microns_per_pixel, not one per magnification")
+        raise DatasetError(
+            f"{root / SCALE_FILE}: a folder dataset needs one microns_per_pixel, not one per magnification"
+        )
     if patients_csv is None and (root / PATIENTS_CSV).is_file():
         patients_csv = root / PATIENTS_CSV
     patients = read_patients_csv(patients_csv) if patients_csv is not None else None
@@ -93,8 +102,11 @@ def read_folder(root: str | Path, microns_per_pixel: float | None = None, *,
             first_seen[path.stem] = path
             if verify and readable_size(path, skip) is None:
                 continue
-            records.append(ImageRecord(path=path, label=class_dir.name, patient_id=patient,
-                                       microns_per_pixel=float(scale), source="folder"))
+            records.append(
+                ImageRecord(
+                    path=path, label=class_dir.name, patient_id=patient, microns_per_pixel=float(scale), source="folder"
+                )
+            )
     if not records and skip is None:
         raise DatasetError(f"{root}: no images found in class folders")
     return records

@@ -19,9 +19,9 @@ Rules (documented in docs/data.md):
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -45,8 +45,11 @@ def is_image_file(path: str | Path) -> bool:
 def list_images(folder: str | Path) -> list[Path]:
     """Image files below ``folder`` at any depth, sorted; hidden files and folders are not images."""
     folder = Path(folder)
-    return sorted(p for p in folder.rglob("*") if p.is_file() and is_image_file(p)
-                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and is_image_file(p) and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
 
 
 def to_rgb_uint8(array: np.ndarray, path: str | Path = "<array>") -> np.ndarray:

@@ -15,9 +15,10 @@ images the official fold files do not list).
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -91,16 +92,28 @@ class DatasetSummary:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able form (sizes as ``"WxH"``, paths as strings)."""
         return {
-            "kind": self.kind, "root": str(self.root) if self.root else None, "images": self.images,
-            "patients": self.patients, "classes": self.classes,
-            "groups": [{"label": g.label, "subtype": g.subtype, "images": g.images, "patients": g.patients,
-                        "per_magnification": {str(m): n for m, n in g.per_magnification.items()}}
-                       for g in self.groups],
+            "kind": self.kind,
+            "root": str(self.root) if self.root else None,
+            "images": self.images,
+            "patients": self.patients,
+            "classes": self.classes,
+            "groups": [
+                {
+                    "label": g.label,
+                    "subtype": g.subtype,
+                    "images": g.images,
+                    "patients": g.patients,
+                    "per_magnification": {str(m): n for m, n in g.per_magnification.items()},
+                }
+                for g in self.groups
+            ],
             "magnifications": self.magnifications,
             "sizes": {f"{w}x{h}": n for (w, h), n in self.sizes.items()},
             "microns_per_pixel": {str(m) if m is not None else "all": v for m, v in self.microns_per_pixel.items()},
-            "problems": [{"severity": p.severity, "path": str(p.path) if p.path else None, "message": p.message}
-                         for p in self.problems],
+            "problems": [
+                {"severity": p.severity, "path": str(p.path) if p.path else None, "message": p.message}
+                for p in self.problems
+            ],
             "notes": self.notes,
         }
 
@@ -120,9 +133,16 @@ def _groups(records: Sequence[ImageRecord], classes: list[str], magnifications: 
         label, subtype = key
         return classes.index(label), subtype_order.get(subtype or "", len(subtype_order)), subtype or ""
 
-    return [GroupCount(label, subtype, len(recs), len({r.patient_id for r in recs}),
-                       {m: sum(r.magnification == m for r in recs) for m in magnifications})
-            for (label, subtype), recs in sorted(by_group.items(), key=lambda item: order(item[0]))]
+    return [
+        GroupCount(
+            label,
+            subtype,
+            len(recs),
+            len({r.patient_id for r in recs}),
+            {m: sum(r.magnification == m for r in recs) for m in magnifications},
+        )
+        for (label, subtype), recs in sorted(by_group.items(), key=lambda item: order(item[0]))
+    ]
 
 
 def _size_problems(sizes: dict[Path, tuple[int, int]]) -> list[Problem]:
@@ -136,8 +156,13 @@ def _size_problems(sizes: dict[Path, tuple[int, int]]) -> list[Problem]:
     (common_w, common_h), common = ranked[0]
     if 2 * len(common) <= len(sizes):  # no dominant size: the sizes' range says enough
         widths, heights = [w for w, _ in by_size], [h for _, h in by_size]
-        return [Problem("warning", f"images differ in size: {len(by_size)} sizes, widths {min(widths)}-"
-                                   f"{max(widths)}, heights {min(heights)}-{max(heights)}")]
+        return [
+            Problem(
+                "warning",
+                f"images differ in size: {len(by_size)} sizes, widths {min(widths)}-"
+                f"{max(widths)}, heights {min(heights)}-{max(heights)}",
+            )
+        ]
     others = "; ".join(f"{w}x{h} ({len(paths)}): {_quote(paths)}" for (w, h), paths in ranked[1:])
     return [Problem("warning", f"images differ in size: {len(common)} are {common_w}x{common_h}, others {others}")]
 
@@ -149,18 +174,31 @@ def _label_problems(records: Sequence[ImageRecord]) -> list[Problem]:
     for record in records:
         labels_of[record.patient_id].add(record.label)
         patients_of[record.label].add(record.patient_id)
-    problems = [Problem("warning", f"patient {patient!r} has images of several classes: {sorted(labels)}")
-                for patient, labels in sorted(labels_of.items()) if len(labels) > 1]
-    single = [f"{label} ({next(iter(patients))})" for label, patients in sorted(patients_of.items())
-              if len(patients) == 1]
+    problems = [
+        Problem("warning", f"patient {patient!r} has images of several classes: {sorted(labels)}")
+        for patient, labels in sorted(labels_of.items())
+        if len(labels) > 1
+    ]
+    single = [
+        f"{label} ({next(iter(patients))})" for label, patients in sorted(patients_of.items()) if len(patients) == 1
+    ]
     if single:
-        problems.append(Problem("warning", f"single-patient class(es), which a patient-level split cannot put "
-                                           f"on both sides: {', '.join(single)}"))
+        problems.append(
+            Problem(
+                "warning",
+                f"single-patient class(es), which a patient-level split cannot put on both sides: {', '.join(single)}",
+            )
+        )
     return problems
 
 
-def summarise(records: Sequence[ImageRecord], skip_report: SkipReport | None = None, *,
-              kind: str | None = None, root: str | Path | None = None) -> DatasetSummary:
+def summarise(
+    records: Sequence[ImageRecord],
+    skip_report: SkipReport | None = None,
+    *,
+    kind: str | None = None,
+    root: str | Path | None = None,
+) -> DatasetSummary:
     """Summarise ``records``; the files in ``skip_report`` become ``error`` problems.
 
     Reads each image's header for its size (a header that cannot be read is an error problem too).
@@ -185,11 +223,15 @@ def summarise(records: Sequence[ImageRecord], skip_report: SkipReport | None = N
     return DatasetSummary(
         kind=kind or (sources[0] if len(sources) == 1 else "mixed" if sources else "empty"),
         root=Path(root) if root is not None else None,
-        images=len(records), patients=len({r.patient_id for r in records}), classes=classes,
-        groups=_groups(records, classes, magnifications), magnifications=magnifications,
+        images=len(records),
+        patients=len({r.patient_id for r in records}),
+        classes=classes,
+        groups=_groups(records, classes, magnifications),
+        magnifications=magnifications,
         sizes=dict(sorted(Counter(sizes.values()).items(), key=lambda item: (-item[1], item[0]))),
         microns_per_pixel={m: sorted(v) for m, v in sorted(scales.items(), key=lambda item: item[0] or 0)},
-        problems=problems)
+        problems=problems,
+    )
 
 
 def _fold_notes(root: Path, records: Sequence[ImageRecord]) -> tuple[list[str], list[Problem]]:
@@ -202,16 +244,22 @@ def _fold_notes(root: Path, records: Sequence[ImageRecord]) -> tuple[list[str], 
         return [], [Problem("error", f"fold files: {err}")]
     listed = set(folds[0].subsets)
     unlisted = [r.path for r in records if r.image_id not in listed]
-    note = (f"official fold files: {len(folds)} folds of {len(listed)} images; "
-            + (f"{len(records) - len(unlisted)} of {len(records)} images here are listed" if unlisted
-               else f"all {len(records)} images here are listed"))
-    problems = [Problem("warning", f"{len(unlisted)} image(s) not in the official fold files: {_quote(unlisted)}")
-                ] if unlisted else []
+    note = f"official fold files: {len(folds)} folds of {len(listed)} images; " + (
+        f"{len(records) - len(unlisted)} of {len(records)} images here are listed"
+        if unlisted
+        else f"all {len(records)} images here are listed"
+    )
+    problems = (
+        [Problem("warning", f"{len(unlisted)} image(s) not in the official fold files: {_quote(unlisted)}")]
+        if unlisted
+        else []
+    )
     return [note], problems
 
 
-def inspect_dataset(root: str | Path, kind: str = "auto", *, decode: bool = True,
-                    **reader_options: Any) -> DatasetSummary:
+def inspect_dataset(
+    root: str | Path, kind: str = "auto", *, decode: bool = True, **reader_options: Any
+) -> DatasetSummary:
     """Read the dataset at ``root`` in skip mode, check every image, and summarise it.
 
     ``decode`` fully decodes each image (finds truncated files; slower) instead of reading headers
@@ -225,18 +273,24 @@ def inspect_dataset(root: str | Path, kind: str = "auto", *, decode: bool = True
     records = read_dataset(root, kind, skip=skip, **reader_options)
     records = check_images(records, skip, decode=decode)
     if not records:
-        raise DatasetError(f"{root}: no usable {kind} images found" + (f" ({len(skip)} file(s) left out)" if skip else ""))
+        raise DatasetError(
+            f"{root}: no usable {kind} images found" + (f" ({len(skip)} file(s) left out)" if skip else "")
+        )
     summary = summarise(records, skip, kind=kind, root=root)
     if kind == "breakhis":
-        summary.notes.append("patients: subtype + slide id, as the official fold files count them "
-                             "(slide 14-13412 under DC and LC is two patients)")
+        summary.notes.append(
+            "patients: subtype + slide id, as the official fold files count them "
+            "(slide 14-13412 under DC and LC is two patients)"
+        )
         notes, problems = _fold_notes(root, records)
         summary.notes += notes
         summary.problems += problems
     elif kind == "bach":
         block = reader_options.get("block_size", DEFAULT_BLOCK_SIZE)
-        summary.notes.append(f"patients: pseudo-patients, blocks of {block} consecutive image numbers per class "
-                             "(BACH publishes no patient ids)")
+        summary.notes.append(
+            f"patients: pseudo-patients, blocks of {block} consecutive image numbers per class "
+            "(BACH publishes no patient ids)"
+        )
     return summary
 
 
@@ -267,10 +321,13 @@ def print_summary(summary: DatasetSummary, console: Console | None = None) -> No
     kind_name = {"breakhis": "BreaKHis", "bach": "BACH", "folder": "folder"}.get(summary.kind, summary.kind)
     where = f" {summary.root}" if summary.root else ""
     subtypes = {g.subtype for g in summary.groups} - {None}
-    console.print(f"[bold]{kind_name} dataset{where}[/]: {summary.images} images, {summary.patients} patients, "
-                  f"{_count(len(summary.classes), 'class', 'classes')}" + (f", {len(subtypes)} subtypes" if subtypes else "")
-                  + (f", {len(summary.magnifications)} magnifications" if summary.magnifications else ""),
-                  highlight=False)
+    console.print(
+        f"[bold]{kind_name} dataset{where}[/]: {summary.images} images, {summary.patients} patients, "
+        f"{_count(len(summary.classes), 'class', 'classes')}"
+        + (f", {len(subtypes)} subtypes" if subtypes else "")
+        + (f", {len(summary.magnifications)} magnifications" if summary.magnifications else ""),
+        highlight=False,
+    )
 
     table = Table(title="Images per class", title_justify="left", show_footer=True)
     table.add_column("class", footer="total")
@@ -302,8 +359,10 @@ def print_summary(summary: DatasetSummary, console: Console | None = None) -> No
         console.print("[green]No problems found.[/]")
         return
     where = f" (files relative to {summary.root})" if summary.root else ""
-    problems = Table(title=f"Problems: {len(summary.errors)} error(s), {len(summary.warnings)} warning(s){where}",
-                     title_justify="left")
+    problems = Table(
+        title=f"Problems: {len(summary.errors)} error(s), {len(summary.warnings)} warning(s){where}",
+        title_justify="left",
+    )
     problems.add_column("severity")
     problems.add_column("file", overflow="fold")
     problems.add_column("problem", overflow="fold")

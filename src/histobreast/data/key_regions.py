@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -180,10 +181,13 @@ class KeyRegionDataset(Dataset):
         self._last_image: tuple[int, np.ndarray] | None = None
         self._images = [self._read(j) for j in range(len(self.records))] if preload else None
         self.image_sizes = [image_size(r.path) for r in self.records]  # (width, height), from the headers
-        self.regions_per_view = np.array([self._expected_regions(record, size)
-                                          for record, size in zip(self.records, self.image_sizes)], dtype=np.int64)
-        rows = [(j, v, r) for j, k in enumerate(self.regions_per_view)
-                for v in range(len(self.views)) for r in range(k)]
+        self.regions_per_view = np.array(
+            [self._expected_regions(record, size) for record, size in zip(self.records, self.image_sizes)],
+            dtype=np.int64,
+        )
+        rows = [
+            (j, v, r) for j, k in enumerate(self.regions_per_view) for v in range(len(self.views)) for r in range(k)
+        ]
         self.sample_image, self.sample_view, self.sample_region = np.array(rows, dtype=np.int64).reshape(-1, 3).T
         starts = np.concatenate([[0], np.cumsum(self.regions_per_view * len(self.views))])
         self.image_slices = [slice(int(a), int(b)) for a, b in zip(starts[:-1], starts[1:])]
@@ -197,8 +201,9 @@ class KeyRegionDataset(Dataset):
         n_levels = len(self.params.windows)
         in_range = all(0 <= lv < n_levels for lv in self.levels)
         if not self.levels or list(self.levels) != sorted(set(self.levels)) or not in_range:
-            problems.append(f"levels must be distinct KREM levels in 0..{n_levels - 1}, coarse first; "
-                            f"got {list(self.levels)}")
+            problems.append(
+                f"levels must be distinct KREM levels in 0..{n_levels - 1}, coarse first; got {list(self.levels)}"
+            )
         if self.selection not in ("density", "random"):
             problems.append(f"selection must be 'density' or 'random', got {self.selection!r}")
         if self.transform_id is None:
@@ -216,8 +221,13 @@ class KeyRegionDataset(Dataset):
     def _expected_regions(self, record: ImageRecord, size: tuple[int, int]) -> int:
         candidates = level1_candidates(size, record.microns_per_pixel, self.params)
         if candidates < self.top_k:
-            logger.warning("%s: only %d level-1 windows fit, fewer than top_k=%d; using %d regions per view",
-                           record.path, candidates, self.top_k, candidates)
+            logger.warning(
+                "%s: only %d level-1 windows fit, fewer than top_k=%d; using %d regions per view",
+                record.path,
+                candidates,
+                self.top_k,
+                candidates,
+            )
         return min(self.top_k, candidates)
 
     def __len__(self) -> int:
@@ -245,9 +255,12 @@ class KeyRegionDataset(Dataset):
         outer = region.boxes[0]
         x, y, w, h = view_box_to_raw(outer, view, (image.shape[1], image.shape[0]))
         window = apply_view(image[y : y + h, x : x + w], view)
-        local = KeyRegion(boxes=tuple((bx - outer[0], by - outer[1], bw, bh)
-                                      for bx, by, bw, bh in (region.boxes[lv] for lv in self.levels)),
-                          counts=tuple(region.counts[lv] for lv in self.levels))
+        local = KeyRegion(
+            boxes=tuple(
+                (bx - outer[0], by - outer[1], bw, bh) for bx, by, bw, bh in (region.boxes[lv] for lv in self.levels)
+            ),
+            counts=tuple(region.counts[lv] for lv in self.levels),
+        )
         return crop_key_region(window, local, self.params.output_size)
 
     # -- images, views and regions -------------------------------------------------------------
@@ -289,14 +302,22 @@ class KeyRegionDataset(Dataset):
         """The key regions of ``records[j]`` under view ``v``, densest first (computed once, then cached)."""
         if (j, v) not in self._regions:
             key = self.region_key(j, v)
-            stored = self._cache.get_or_compute(key, lambda: self._compute_regions(j, v)) if self._cache \
+            stored = (
+                self._cache.get_or_compute(key, lambda: self._compute_regions(j, v))
+                if self._cache
                 else self._compute_regions(j, v)
-            regions = [KeyRegion(boxes=tuple(tuple(int(c) for c in box) for box in boxes),
-                                 counts=tuple(int(c) for c in counts))
-                       for boxes, counts in zip(stored["boxes"], stored["counts"])]
+            )
+            regions = [
+                KeyRegion(
+                    boxes=tuple(tuple(int(c) for c in box) for box in boxes), counts=tuple(int(c) for c in counts)
+                )
+                for boxes, counts in zip(stored["boxes"], stored["counts"])
+            ]
             if len(regions) != self.regions_per_view[j]:
-                raise DatasetError(f"{self.records[j].path}: view {self.views[v]} gave {len(regions)} key regions, "
-                                   f"expected {self.regions_per_view[j]} (image size changed since indexing?)")
+                raise DatasetError(
+                    f"{self.records[j].path}: view {self.views[v]} gave {len(regions)} key regions, "
+                    f"expected {self.regions_per_view[j]} (image size changed since indexing?)"
+                )
             self._regions[(j, v)] = regions
         return self._regions[(j, v)]
 
@@ -310,8 +331,10 @@ class KeyRegionDataset(Dataset):
             rng = np.random.default_rng(derive_seed(self.seed, content, SIX_VIEWS.index(self.views[v])))
             size = (viewed.shape[1], viewed.shape[0])
             regions = random_key_regions(size, record.microns_per_pixel, self.params, self.top_k, rng)
-        return {"boxes": np.array([r.boxes for r in regions], dtype=np.int64),
-                "counts": np.array([r.counts for r in regions], dtype=np.int64)}
+        return {
+            "boxes": np.array([r.boxes for r in regions], dtype=np.int64),
+            "counts": np.array([r.counts for r in regions], dtype=np.int64),
+        }
 
     def prepare(self, progress: Callable[[int, int], None] | None = None) -> None:
         """Compute (or load from the cache) every image's regions now, reading each image once;
@@ -325,8 +348,10 @@ class KeyRegionDataset(Dataset):
     def input_key(self, j: int) -> dict[str, Any]:
         """What determines every sample tensor of ``records[j]`` (the key of feature caches)."""
         if self.augmenter is not None:
-            raise ConfigError("KeyRegionDataset: augmented samples change every epoch, so their features "
-                              "cannot be cached; encode a dataset without augment=")
+            raise ConfigError(
+                "KeyRegionDataset: augmented samples change every epoch, so their features "
+                "cannot be cached; encode a dataset without augment="
+            )
         return {
             "regions": [self.region_key(j, v) for v in range(len(self.views))],
             "levels": list(self.levels),
@@ -334,8 +359,9 @@ class KeyRegionDataset(Dataset):
         }
 
 
-def view_predictions(dataset: KeyRegionDataset, probs: np.ndarray | Tensor,
-                     max_regions: int | None = None) -> Predictions:
+def view_predictions(
+    dataset: KeyRegionDataset, probs: np.ndarray | Tensor, max_regions: int | None = None
+) -> Predictions:
     """Patch-level results: one row per sample (``<image_id>/<view>``, plus ``/<rank>`` when a view
     has several regions), from per-sample probabilities ``(len(dataset), C)``.
 
@@ -358,14 +384,21 @@ def view_predictions(dataset: KeyRegionDataset, probs: np.ndarray | Tensor,
         paths.append(str(record.path))
         boxes.append(view_box_to_raw(dataset.regions(j, v)[r].boxes[0], dataset.views[v], dataset.image_sizes[j]))
     corners = np.array(boxes, dtype=np.float64).reshape(-1, 4)
-    return Predictions(classes=dataset.classes, image_ids=ids, probs=probs,
-                       labels=dataset.targets[dataset.sample_image[kept]], patient_ids=patients,
-                       magnifications=mags, paths=paths,
-                       extra={f"region_{c}": corners[:, k] for k, c in enumerate("xywh")})
+    return Predictions(
+        classes=dataset.classes,
+        image_ids=ids,
+        probs=probs,
+        labels=dataset.targets[dataset.sample_image[kept]],
+        patient_ids=patients,
+        magnifications=mags,
+        paths=paths,
+        extra={f"region_{c}": corners[:, k] for k, c in enumerate("xywh")},
+    )
 
 
-def image_predictions(dataset: KeyRegionDataset, probs: np.ndarray | Tensor,
-                      max_regions: int | None = None) -> Predictions:
+def image_predictions(
+    dataset: KeyRegionDataset, probs: np.ndarray | Tensor, max_regions: int | None = None
+) -> Predictions:
     """Image-level results: each image's samples (its six views, each with its regions) vote by majority.
 
     ``probs`` are vote fractions (the winner nudged up by half a vote on a tie, so the arg-max is
@@ -376,8 +409,11 @@ def image_predictions(dataset: KeyRegionDataset, probs: np.ndarray | Tensor,
     probs = _check_probs(dataset, probs)
     kept = _kept_samples(dataset, max_regions)
     voters = [torch.from_numpy(probs[s][kept[s]]).unsqueeze(1) for s in dataset.image_slices]  # each (V, 1, C)
-    image_probs = np.stack([combine_members(p, "majority")[0].numpy() for p in voters]) \
-        if voters else np.zeros((0, len(dataset.classes)))
+    image_probs = (
+        np.stack([combine_members(p, "majority")[0].numpy() for p in voters])
+        if voters
+        else np.zeros((0, len(dataset.classes)))
+    )
     disagreement = np.array([float(member_disagreement(p)[0]) for p in voters])
     return Predictions(
         classes=dataset.classes,
@@ -403,6 +439,8 @@ def _kept_samples(dataset: KeyRegionDataset, max_regions: int | None) -> np.ndar
 def _check_probs(dataset: KeyRegionDataset, probs: np.ndarray | Tensor) -> np.ndarray:
     array = probs.detach().cpu().double().numpy() if isinstance(probs, Tensor) else np.asarray(probs, dtype=np.float64)
     if array.shape != (len(dataset), len(dataset.classes)):
-        raise ValueError(f"expected probabilities of shape ({len(dataset)}, {len(dataset.classes)}) "
-                         f"(one row per sample), got {array.shape}")
+        raise ValueError(
+            f"expected probabilities of shape ({len(dataset)}, {len(dataset.classes)}) "
+            f"(one row per sample), got {array.shape}"
+        )
     return array

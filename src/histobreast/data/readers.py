@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from histobreast.data.bach import BACH_BINARY_CLASSES, BACH_CLASSES, find_photos_dir, read_bach
 from histobreast.data.breakhis import BREAKHIS_CLASSES, BREAKHIS_SUBTYPES, TREE_PREFIX, official_folds, read_breakhis
@@ -15,7 +16,9 @@ from histobreast.errors import DatasetError, ImageReadError
 
 DATASET_KINDS = ("breakhis", "bach", "folder")
 _READERS: dict[str, Callable[..., list[ImageRecord]]] = {
-    "breakhis": read_breakhis, "bach": read_bach, "folder": read_folder,
+    "breakhis": read_breakhis,
+    "bach": read_bach,
+    "folder": read_folder,
 }
 #: Known label sets and their canonical order (class index = position).
 CLASS_ORDERS: tuple[tuple[str, ...], ...] = (BACH_CLASSES, BACH_BINARY_CLASSES, BREAKHIS_CLASSES, BREAKHIS_SUBTYPES)
@@ -65,8 +68,9 @@ def class_names(records: Iterable[ImageRecord]) -> list[str]:
     return sorted(labels)
 
 
-def check_images(records: Sequence[ImageRecord], skip: SkipReport | None = None,
-                 decode: bool = True) -> list[ImageRecord]:
+def check_images(
+    records: Sequence[ImageRecord], skip: SkipReport | None = None, decode: bool = True
+) -> list[ImageRecord]:
     """The records whose image can be read: fully decoded (``decode``, catches truncation) or header only.
 
     A bad image raises :class:`ImageReadError`, or is recorded in ``skip`` and left out.
@@ -86,9 +90,15 @@ def check_images(records: Sequence[ImageRecord], skip: SkipReport | None = None,
 SPLIT_SCHEMES = ("official", "contiguous", "patient", "bagging")
 
 
-def make_splits(records: Sequence[ImageRecord], scheme: str, *, k: int = 5, seed: int = 0,
-                fractions: Mapping[str, float] | None = None,
-                folds_source: str | Path | None = None) -> list[Split]:
+def make_splits(
+    records: Sequence[ImageRecord],
+    scheme: str,
+    *,
+    k: int = 5,
+    seed: int = 0,
+    fractions: Mapping[str, float] | None = None,
+    folds_source: str | Path | None = None,
+) -> list[Split]:
     """Splits of ``records`` by ``scheme``, each patient-disjoint (checked):
 
     - ``official``: the BreaKHis fold files at ``folds_source`` restricted to ``records``;

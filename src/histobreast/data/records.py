@@ -10,9 +10,9 @@ import csv
 import dataclasses
 import json
 import math
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Mapping
 
 from histobreast.atomic import atomic_path, atomic_write_json
 from histobreast.errors import DatasetError
@@ -99,8 +99,9 @@ def read_records_csv(path: str | Path) -> list[ImageRecord]:
     return out
 
 
-def relabel(records: Iterable[ImageRecord],
-            mapping: Mapping[str, str] | Callable[[ImageRecord], str]) -> list[ImageRecord]:
+def relabel(
+    records: Iterable[ImageRecord], mapping: Mapping[str, str] | Callable[[ImageRecord], str]
+) -> list[ImageRecord]:
     """New records whose label is ``mapping[label]`` (or ``mapping(record)``); the old label is kept.
 
     The first original label is stored in ``extra["original_label"]``, so chained relabelling still
@@ -115,8 +116,9 @@ def relabel(records: Iterable[ImageRecord],
         elif record.label in mapping:
             new_label = mapping[record.label]
         else:
-            raise DatasetError(f"{record.path}: label {record.label!r} is not in the relabel mapping "
-                               f"(known: {sorted(mapping)})")
+            raise DatasetError(
+                f"{record.path}: label {record.label!r} is not in the relabel mapping (known: {sorted(mapping)})"
+            )
         extra = {"original_label": record.label, **record.extra}
         out.append(dataclasses.replace(record, label=new_label, extra=extra))
     return out

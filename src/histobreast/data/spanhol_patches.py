@@ -15,7 +15,8 @@ as Spanhol et al.'s pre-extracted patch sets were.
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import torch

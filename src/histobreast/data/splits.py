@@ -12,9 +12,9 @@ from __future__ import annotations
 import csv
 import logging
 from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -70,7 +70,8 @@ class Split:
             if self.patients[record.image_id] != record.patient_id:
                 raise DatasetError(
                     f"{record.path}: patient {record.patient_id!r} differs from split {self.name!r}, which "
-                    f"has {self.patients[record.image_id]!r} (was the split made with other reader options?)")
+                    f"has {self.patients[record.image_id]!r} (was the split made with other reader options?)"
+                )
             out.append(record)
         return out
 
@@ -78,7 +79,7 @@ class Split:
         """Records the split does not mention (report them: nothing is dropped silently)."""
         return [r for r in records if r.image_id not in self.subsets]
 
-    def restrict(self, image_ids: Iterable[str]) -> "Split":
+    def restrict(self, image_ids: Iterable[str]) -> Split:
         """The same split limited to ``image_ids`` (ids it does not mention are ignored)."""
         keep = [i for i in image_ids if i in self.subsets]
         return Split(self.name, {i: self.subsets[i] for i in keep}, {i: self.patients[i] for i in keep})
@@ -97,8 +98,10 @@ def split_from_records(name: str, assignment: Mapping[str, Iterable[ImageRecord]
     for subset, records in assignment.items():
         for record in records:
             if record.image_id in subsets:
-                raise DatasetError(f"{record.path}: image {record.image_id!r} is in both "
-                                   f"{subsets[record.image_id]!r} and {subset!r} of split {name!r}")
+                raise DatasetError(
+                    f"{record.path}: image {record.image_id!r} is in both "
+                    f"{subsets[record.image_id]!r} and {subset!r} of split {name!r}"
+                )
             subsets[record.image_id] = subset
             patients[record.image_id] = record.patient_id
     return Split(name, subsets, patients)
@@ -130,8 +133,10 @@ def _unique_ids(records: Sequence[ImageRecord]) -> None:
     seen: dict[str, Path] = {}
     for record in records:
         if record.image_id in seen:
-            raise DatasetError(f"{record.path}: image id {record.image_id!r} is also used by "
-                               f"{seen[record.image_id]}; split files key images by id, so ids must be unique")
+            raise DatasetError(
+                f"{record.path}: image id {record.image_id!r} is also used by "
+                f"{seen[record.image_id]}; split files key images by id, so ids must be unique"
+            )
         seen[record.image_id] = record.path
 
 
@@ -148,8 +153,9 @@ def _patients_by_label(records: Sequence[ImageRecord]) -> dict[str, list[tuple[s
     return dict(sorted(out.items()))
 
 
-def patient_split(records: Sequence[ImageRecord], fractions: Mapping[str, float] | None = None,
-                  seed: int = 0, name: str = "patient") -> Split:
+def patient_split(
+    records: Sequence[ImageRecord], fractions: Mapping[str, float] | None = None, seed: int = 0, name: str = "patient"
+) -> Split:
     """Patient-level split stratified by label: ``fractions`` of each class's images per subset.
 
     Per class, patients are shuffled (seeded) and walked in order; a patient goes to the subset whose
@@ -177,8 +183,10 @@ def patient_split(records: Sequence[ImageRecord], fractions: Mapping[str, float]
             done += len(recs)
     empty = [s for s, recs in assignment.items() if not recs]
     if empty:
-        raise DatasetError(f"split {name!r}: subset(s) {empty} would be empty: "
-                           f"{len({r.patient_id for r in records})} patients are too few for {fractions}")
+        raise DatasetError(
+            f"split {name!r}: subset(s) {empty} would be empty: "
+            f"{len({r.patient_id for r in records})} patients are too few for {fractions}"
+        )
     return split_from_records(name, assignment)
 
 
@@ -195,8 +203,9 @@ def _stratified_group_parts(records: Sequence[ImageRecord], k: int, seed: int) -
     return [[records[i] for i in held] for _, held in folds.split(np.zeros(len(records)), labels, groups)]
 
 
-def _balanced_cuts(sizes: Sequence[int], k: int, others: np.ndarray | None = None,
-                   overall_target: float = 0.0) -> list[int]:
+def _balanced_cuts(
+    sizes: Sequence[int], k: int, others: np.ndarray | None = None, overall_target: float = 0.0
+) -> list[int]:
     """Cut ``sizes`` (in order) into k non-empty consecutive groups; returns the k+1 boundaries.
 
     Dynamic programme minimising, per group g, ``(sum_g - sum/k)^2`` plus, when ``others`` (the
@@ -224,7 +233,9 @@ def _balanced_cuts(sizes: Sequence[int], k: int, others: np.ndarray | None = Non
     return cuts[::-1]
 
 
-def _contiguous_parts(records: Sequence[ImageRecord], k: int, allow_short_classes: bool = False) -> list[list[ImageRecord]]:
+def _contiguous_parts(
+    records: Sequence[ImageRecord], k: int, allow_short_classes: bool = False
+) -> list[list[ImageRecord]]:
     """Per class, k consecutive image-number ranges of near-equal size; blocks are never split.
 
     Each class is first cut on its own; then a few rounds of coordinate descent re-cut each class
@@ -238,8 +249,9 @@ def _contiguous_parts(records: Sequence[ImageRecord], k: int, allow_short_classe
         if record.index is None:
             raise DatasetError(f"{record.path}: contiguous folds need image numbers (ImageRecord.index)")
         by_label[record.label].append(record)
-    blocks = {label: _number_blocks(label, recs, 1 if allow_short_classes else k)
-              for label, recs in sorted(by_label.items())}
+    blocks = {
+        label: _number_blocks(label, recs, 1 if allow_short_classes else k) for label, recs in sorted(by_label.items())
+    }
     short = {label: label_blocks for label, label_blocks in blocks.items() if len(label_blocks) < k}
     blocks = {label: label_blocks for label, label_blocks in blocks.items() if label not in short}
     sizes = {label: [len(b) for b in label_blocks] for label, label_blocks in blocks.items()}
@@ -257,11 +269,16 @@ def _contiguous_parts(records: Sequence[ImageRecord], k: int, allow_short_classe
     parts: list[list[ImageRecord]] = [[] for _ in range(k)]
     for label, label_blocks in blocks.items():
         for fold in range(k):
-            for block in label_blocks[cuts[label][fold]:cuts[label][fold + 1]]:
+            for block in label_blocks[cuts[label][fold] : cuts[label][fold + 1]]:
                 parts[fold].extend(block)
     for offset, (label, label_blocks) in enumerate(short.items()):
-        log.warning("class %r has %d patient blocks, fewer than %d parts: %d part(s) hold none of its images",
-                    label, len(label_blocks), k, k - len(label_blocks))
+        log.warning(
+            "class %r has %d patient blocks, fewer than %d parts: %d part(s) hold none of its images",
+            label,
+            len(label_blocks),
+            k,
+            k - len(label_blocks),
+        )
         for i, block in enumerate(label_blocks):
             parts[(i * k // len(label_blocks) + offset) % k].extend(block)
     return parts
@@ -279,12 +296,16 @@ def _number_blocks(label: str, records: list[ImageRecord], k: int) -> list[list[
     seen: set[str] = set()
     for block in blocks:
         if block[0].patient_id in seen:
-            raise DatasetError(f"{block[0].path}: patient {block[0].patient_id!r} of class {label!r} is not a "
-                               "contiguous range of image numbers, so contiguous folds would split it")
+            raise DatasetError(
+                f"{block[0].path}: patient {block[0].patient_id!r} of class {label!r} is not a "
+                "contiguous range of image numbers, so contiguous folds would split it"
+            )
         seen.add(block[0].patient_id)
     if len(blocks) < k:
-        raise DatasetError(f"class {label!r} has {len(blocks)} patient blocks, fewer than {k} folds: "
-                           "use fewer folds or a smaller block size")
+        raise DatasetError(
+            f"class {label!r} has {len(blocks)} patient blocks, fewer than {k} folds: "
+            "use fewer folds or a smaller block size"
+        )
     return blocks
 
 
@@ -296,9 +317,13 @@ def _check_parts(k: int, what: str) -> None:
 
 def _rounds(parts: list[list[ImageRecord]], held_out: str, prefix: str) -> list[Split]:
     """Split j holds part j out as ``held_out`` and the other parts as ``train``."""
-    return [split_from_records(f"{prefix}{j + 1}", {
-        "train": [r for i, part in enumerate(parts) if i != j for r in part], held_out: parts[j]})
-        for j in range(len(parts))]
+    return [
+        split_from_records(
+            f"{prefix}{j + 1}",
+            {"train": [r for i, part in enumerate(parts) if i != j for r in part], held_out: parts[j]},
+        )
+        for j in range(len(parts))
+    ]
 
 
 def contiguous_folds(records: Sequence[ImageRecord], k: int = 5) -> list[Split]:
@@ -314,8 +339,7 @@ def contiguous_folds(records: Sequence[ImageRecord], k: int = 5) -> list[Split]:
     return _rounds(_contiguous_parts(records, k), "test", "fold")
 
 
-def bagging_splits(records: Sequence[ImageRecord], k: int = 5, seed: int = 0,
-                   contiguous: bool = False) -> list[Split]:
+def bagging_splits(records: Sequence[ImageRecord], k: int = 5, seed: int = 0, contiguous: bool = False) -> list[Split]:
     """k non-overlapping patient-disjoint subsets of a training set, for System A's bagging.
 
     Split j (``bag{j}``) validates on subset j and trains on the other k-1. Subsets are stratified
@@ -327,8 +351,11 @@ def bagging_splits(records: Sequence[ImageRecord], k: int = 5, seed: int = 0,
     _check_parts(k, "bagging subsets")
     records = list(records)
     _unique_ids(records)
-    parts = _contiguous_parts(records, k, allow_short_classes=True) if contiguous \
+    parts = (
+        _contiguous_parts(records, k, allow_short_classes=True)
+        if contiguous
         else _stratified_group_parts(records, k, seed)
+    )
     return _rounds(parts, "val", "bag")
 
 

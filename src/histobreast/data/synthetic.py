@@ -25,19 +25,34 @@ from __future__ import annotations
 
 import shutil
 import zlib
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 import cv2
 import numpy as np
 
 from histobreast.atomic import atomic_write_bytes, atomic_write_text
-from histobreast.data.bach import (BACH_CLASSES, BACH_MICRONS_PER_PIXEL, DATASET_DIR, DEFAULT_BLOCK_SIZE,
-                                   GROUND_TRUTH_CSV, bach_filename, bach_patient_id)
+from histobreast.data.bach import (
+    BACH_CLASSES,
+    BACH_MICRONS_PER_PIXEL,
+    DATASET_DIR,
+    DEFAULT_BLOCK_SIZE,
+    GROUND_TRUTH_CSV,
+    bach_filename,
+    bach_patient_id,
+)
 from histobreast.data.bach import NATIVE_SIZE as BACH_NATIVE_SIZE
-from histobreast.data.breakhis import (BREAKHIS_SUBTYPES, DEFAULT_MICRONS_PER_PIXEL, MAGNIFICATIONS, TREE_PREFIX,
-                                       BreakhisName, parse_breakhis_name, read_breakhis_folds, write_dsfold)
+from histobreast.data.breakhis import (
+    BREAKHIS_SUBTYPES,
+    DEFAULT_MICRONS_PER_PIXEL,
+    MAGNIFICATIONS,
+    TREE_PREFIX,
+    BreakhisName,
+    parse_breakhis_name,
+    read_breakhis_folds,
+    write_dsfold,
+)
 from histobreast.data.breakhis import NATIVE_SIZE as BREAKHIS_NATIVE_SIZE
 from histobreast.data.records import SCALE_FILE, ImageRecord, write_scale_file
 from histobreast.data.splits import patient_split
@@ -118,10 +133,20 @@ TISSUES: dict[str, Tissue] = {
     "Invasive": Tissue(sheets_per_mm2=30, files_per_mm2=25, lymphocytes_per_mm2=400),
     # BreaKHis benign subtypes
     "A": Tissue(glands_per_mm2=80, gland_radius_um=(15, 35), gland_layers=2),
-    "F": Tissue(glands_per_mm2=30, gland_aspect=(2.5, 5.0), gland_radius_um=(30, 70), fibroblasts_per_mm2=1100,
-                clustered_glands=False),
-    "PT": Tissue(glands_per_mm2=20, gland_aspect=(3.0, 6.0), gland_radius_um=(40, 90), fibroblasts_per_mm2=2000,
-                 clustered_glands=False),
+    "F": Tissue(
+        glands_per_mm2=30,
+        gland_aspect=(2.5, 5.0),
+        gland_radius_um=(30, 70),
+        fibroblasts_per_mm2=1100,
+        clustered_glands=False,
+    ),
+    "PT": Tissue(
+        glands_per_mm2=20,
+        gland_aspect=(3.0, 6.0),
+        gland_radius_um=(40, 90),
+        fibroblasts_per_mm2=2000,
+        clustered_glands=False,
+    ),
     "TA": Tissue(glands_per_mm2=160, gland_radius_um=(15, 30), gland_aspect=(1.0, 1.3), fibroblasts_per_mm2=600),
     # BreaKHis malignant subtypes
     "DC": Tissue(sheets_per_mm2=25, ducts_per_mm2=2, files_per_mm2=10, lymphocytes_per_mm2=400),
@@ -145,19 +170,27 @@ class Style:
     noise: float = 2.5
 
     @classmethod
-    def random(cls, rng: np.random.Generator) -> "Style":
+    def random(cls, rng: np.random.Generator) -> Style:
         """A patient's style: stain vectors turned a little, gains, illumination, nuclear size, density."""
         return cls(
-            haematoxylin=_turn(HAEMATOXYLIN_OD, rng, 0.08), eosin=_turn(EOSIN_OD, rng, 0.08),
-            eosin_gain=rng.uniform(0.8, 1.2), haematoxylin_gain=rng.uniform(0.8, 1.2),
-            illumination=rng.uniform(232, 255, 3).astype(np.float32), nuclear_scale=rng.uniform(0.9, 1.1),
-            density_scale=rng.uniform(0.8, 1.2), noise=rng.uniform(1.5, 3.5))
+            haematoxylin=_turn(HAEMATOXYLIN_OD, rng, 0.08),
+            eosin=_turn(EOSIN_OD, rng, 0.08),
+            eosin_gain=rng.uniform(0.8, 1.2),
+            haematoxylin_gain=rng.uniform(0.8, 1.2),
+            illumination=rng.uniform(232, 255, 3).astype(np.float32),
+            nuclear_scale=rng.uniform(0.9, 1.1),
+            density_scale=rng.uniform(0.8, 1.2),
+            noise=rng.uniform(1.5, 3.5),
+        )
 
-    def jitter(self, rng: np.random.Generator) -> "Style":
+    def jitter(self, rng: np.random.Generator) -> Style:
         """The same patient under slightly different staining/lighting (one image)."""
-        return replace(self, eosin_gain=self.eosin_gain * rng.uniform(0.92, 1.08),
-                       haematoxylin_gain=self.haematoxylin_gain * rng.uniform(0.93, 1.07),
-                       illumination=np.clip(self.illumination + rng.uniform(-6, 6, 3), 200, 255).astype(np.float32))
+        return replace(
+            self,
+            eosin_gain=self.eosin_gain * rng.uniform(0.92, 1.08),
+            haematoxylin_gain=self.haematoxylin_gain * rng.uniform(0.93, 1.07),
+            illumination=np.clip(self.illumination + rng.uniform(-6, 6, 3), 200, 255).astype(np.float32),
+        )
 
 
 def _turn(vector: np.ndarray, rng: np.random.Generator, amount: float) -> np.ndarray:
@@ -211,14 +244,29 @@ class _Canvas:
             offset = 0.6 * a[lobed]
             lobe_centres = centres[lobed] + np.column_stack([np.cos(theta), np.sin(theta)]) * offset[:, None]
             scale = rng.uniform(0.5, 0.8, lobed.sum())
-            rows.append(np.column_stack([lobe_centres, a[lobed] * scale, b[lobed] * scale,
-                                         angle[lobed] + rng.uniform(-60, 60, lobed.sum()), dark[lobed],
-                                         coarse[lobed]]))
+            rows.append(
+                np.column_stack(
+                    [
+                        lobe_centres,
+                        a[lobed] * scale,
+                        b[lobed] * scale,
+                        angle[lobed] + rng.uniform(-60, 60, lobed.sum()),
+                        dark[lobed],
+                        coarse[lobed],
+                    ]
+                )
+            )
         self.nuclei.extend(rows)
 
 
-def _ellipses(mask: np.ndarray, centres: np.ndarray, a: np.ndarray, b: np.ndarray, angles: np.ndarray,
-              values: np.ndarray | int = 255) -> None:
+def _ellipses(
+    mask: np.ndarray,
+    centres: np.ndarray,
+    a: np.ndarray,
+    b: np.ndarray,
+    angles: np.ndarray,
+    values: np.ndarray | int = 255,
+) -> None:
     """Fill ellipses (centres (n, 2), semi-axes a and b, angles in degrees) into ``mask``, in order,
     with sub-pixel precision (4 fractional bits); ``values`` is one value or one per ellipse."""
     n = len(centres)
@@ -230,8 +278,14 @@ def _ellipses(mask: np.ndarray, centres: np.ndarray, a: np.ndarray, b: np.ndarra
         cv2.ellipse(mask, (cx, cy), (ax, bx), angle, 0, 360, value, -1, cv2.LINE_8, 4)
 
 
-def _points_in_ellipses(rng: np.random.Generator, centres: np.ndarray, a: np.ndarray, b: np.ndarray,
-                        angles_deg: np.ndarray, counts: np.ndarray) -> np.ndarray:
+def _points_in_ellipses(
+    rng: np.random.Generator,
+    centres: np.ndarray,
+    a: np.ndarray,
+    b: np.ndarray,
+    angles_deg: np.ndarray,
+    counts: np.ndarray,
+) -> np.ndarray:
     """Uniform random points inside each ellipse i (``counts[i]`` of them), vectorised."""
     idx = np.repeat(np.arange(len(centres)), counts)
     r = np.sqrt(rng.random(len(idx)))
@@ -239,15 +293,25 @@ def _points_in_ellipses(rng: np.random.Generator, centres: np.ndarray, a: np.nda
     return _on_ellipses(centres[idx], a[idx] * r, b[idx] * r, angles_deg[idx], t)
 
 
-def _on_ellipses(centres: np.ndarray, a: np.ndarray, b: np.ndarray, angles_deg: np.ndarray, t: np.ndarray) -> np.ndarray:
+def _on_ellipses(
+    centres: np.ndarray, a: np.ndarray, b: np.ndarray, angles_deg: np.ndarray, t: np.ndarray
+) -> np.ndarray:
     """Points at parameter ``t`` on rotated ellipses (all arrays of one length)."""
     x, y = a * np.cos(t), b * np.sin(t)
     phi = np.deg2rad(angles_deg)
     return centres + np.column_stack([x * np.cos(phi) - y * np.sin(phi), x * np.sin(phi) + y * np.cos(phi)])
 
 
-def _ring_nuclei(canvas: _Canvas, centres: np.ndarray, a: np.ndarray, b: np.ndarray, angles: np.ndarray,
-                 layers: int, spec: NucleiSpec, outward: bool) -> None:
+def _ring_nuclei(
+    canvas: _Canvas,
+    centres: np.ndarray,
+    a: np.ndarray,
+    b: np.ndarray,
+    angles: np.ndarray,
+    layers: int,
+    spec: NucleiSpec,
+    outward: bool,
+) -> None:
     """Nuclei lining ellipses (glands: inside the wall; fronds: outside the core), oriented across it."""
     spacing = canvas.px(np.mean(spec.diameter_um) * 1.45)
     for layer in range(layers):
@@ -385,7 +449,10 @@ def _draw_mucin(canvas: _Canvas, tissue: Tissue) -> None:
     r = canvas.px(rng.uniform(60, 150, len(lakes)))
     _ellipses(canvas.mucin, lakes, r * rng.uniform(1, 1.5, len(lakes)), r, rng.uniform(0, 180, len(lakes)))
     clusters = rng.integers(1, 4, len(lakes))
-    floating = np.repeat(lakes, clusters, axis=0) + rng.normal(0, 1, (clusters.sum(), 2)) * np.repeat(r * 0.4, clusters)[:, None]
+    floating = (
+        np.repeat(lakes, clusters, axis=0)
+        + rng.normal(0, 1, (clusters.sum(), 2)) * np.repeat(r * 0.4, clusters)[:, None]
+    )
     _draw_sheets(canvas, tissue, centres=floating)
 
 
@@ -399,8 +466,13 @@ def _draw_fat(canvas: _Canvas, tissue: Tissue) -> None:
         grid = np.stack(np.meshgrid(np.arange(-steps, steps + 1), np.arange(-steps, steps + 1)), -1).reshape(-1, 2)
         grid = grid[np.linalg.norm(grid, axis=1) * 2 * cell < extent] * 2 * cell + centre
         grid += rng.normal(0, cell * 0.15, grid.shape)
-        _ellipses(canvas.lumen, grid, cell * rng.uniform(0.8, 0.95, len(grid)), cell * rng.uniform(0.8, 0.95, len(grid)),
-                  rng.uniform(0, 180, len(grid)))
+        _ellipses(
+            canvas.lumen,
+            grid,
+            cell * rng.uniform(0.8, 0.95, len(grid)),
+            cell * rng.uniform(0.8, 0.95, len(grid)),
+            rng.uniform(0, 180, len(grid)),
+        )
 
 
 def _draw_stroma_cells(canvas: _Canvas, tissue: Tissue) -> None:
@@ -419,11 +491,15 @@ def _stroma_eosin(rng: np.random.Generator, height: int, width: int, mpp: float,
     """
     side = int(np.hypot(width, height)) + 8
     streak_cells = (max(int(side * mpp / 2.0), 2), max(int(side * mpp / 25.0), 2))  # (rows, cols)
-    streaks = cv2.resize(rng.standard_normal(streak_cells, dtype=np.float32), (side, side),
-                         interpolation=cv2.INTER_LINEAR)
+    streaks = cv2.resize(
+        rng.standard_normal(streak_cells, dtype=np.float32), (side, side), interpolation=cv2.INTER_LINEAR
+    )
     cell = 70.0 / mpp
-    slow = cv2.resize(rng.standard_normal((int(height / cell) + 3, int(width / cell) + 3, 3), dtype=np.float32),
-                      (width, height), interpolation=cv2.INTER_CUBIC)
+    slow = cv2.resize(
+        rng.standard_normal((int(height / cell) + 3, int(width / cell) + 3, 3), dtype=np.float32),
+        (width, height),
+        interpolation=cv2.INTER_CUBIC,
+    )
     cos, sin = float(np.cos(np.deg2rad(angle))), float(np.sin(np.deg2rad(angle)))
     xs = np.arange(width, dtype=np.float32) - width / 2
     ys = np.arange(height, dtype=np.float32)[:, None] - height / 2
@@ -458,8 +534,9 @@ def _nuclei_map(canvas: _Canvas) -> np.ndarray:
         if not len(drawn):
             continue
         shapes = np.zeros((h, w), np.uint8)
-        _ellipses(shapes, drawn[:, :2], drawn[:, 2], drawn[:, 3], drawn[:, 4],
-                  np.clip(drawn[:, 5] / _H_SCALE * 255, 0, 255))
+        _ellipses(
+            shapes, drawn[:, :2], drawn[:, 2], drawn[:, 3], drawn[:, 4], np.clip(drawn[:, 5] / _H_SCALE * 255, 0, 255)
+        )
         layer = cv2.GaussianBlur(shapes, (0, 0), 0.6).astype(np.float32) * (_H_SCALE / 255)
         if coarse:
             cell = CHROMATIN_CLUMP_UM / canvas.mpp
@@ -481,8 +558,13 @@ def _nuclei_map(canvas: _Canvas) -> np.ndarray:
     return conc
 
 
-def render_he(tissue: str | Tissue, size: tuple[int, int], microns_per_pixel: float,
-              rng: np.random.Generator, style: Style | None = None) -> np.ndarray:
+def render_he(
+    tissue: str | Tissue,
+    size: tuple[int, int],
+    microns_per_pixel: float,
+    rng: np.random.Generator,
+    style: Style | None = None,
+) -> np.ndarray:
     """Render one synthetic H&E image ``(height, width, 3)`` uint8 RGB of ``tissue`` at ``microns_per_pixel``.
 
     ``tissue`` is a key of :data:`TISSUES` (a BACH class or a BreaKHis subtype) or a :class:`Tissue`;
@@ -498,9 +580,18 @@ def render_he(tissue: str | Tissue, size: tuple[int, int], microns_per_pixel: fl
     style = (style or Style.random(rng)).jitter(rng)
     canvas = _Canvas(width, height, microns_per_pixel, rng, style)
     mpp = microns_per_pixel
-    defining = next(k for k, v in (("ducts", tissue.ducts_per_mm2), ("sheets", tissue.sheets_per_mm2),
-                                   ("fronds", tissue.fronds_per_mm2), ("mucin", tissue.mucin_per_mm2),
-                                   ("glands", tissue.glands_per_mm2), ("none", 1)) if v > 0)
+    defining = next(
+        k
+        for k, v in (
+            ("ducts", tissue.ducts_per_mm2),
+            ("sheets", tissue.sheets_per_mm2),
+            ("fronds", tissue.fronds_per_mm2),
+            ("mucin", tissue.mucin_per_mm2),
+            ("glands", tissue.glands_per_mm2),
+            ("none", 1),
+        )
+        if v > 0
+    )
     _draw_fat(canvas, tissue)
     if tissue.mucin_per_mm2:
         _draw_mucin(canvas, tissue)
@@ -518,9 +609,11 @@ def render_he(tissue: str | Tissue, size: tuple[int, int], microns_per_pixel: fl
     haem = _nuclei_map(canvas)
     haem += 0.03
     # Each structure mask blends eosin towards its own level and adds a little haematoxylin.
-    for mask, blur, eosin_level, haem_level in ((canvas.epithelium, soften, 0.22, 0.04),
-                                                 (canvas.mucin, soften * 3, 0.06, 0.12),
-                                                 (canvas.lumen, soften, 0.02, -0.03)):
+    for mask, blur, eosin_level, haem_level in (
+        (canvas.epithelium, soften, 0.22, 0.04),
+        (canvas.mucin, soften * 3, 0.06, 0.12),
+        (canvas.lumen, soften, 0.02, -0.03),
+    ):
         if not mask.any():
             continue
         weight = np.multiply(cv2.GaussianBlur(mask, (0, 0), blur), 1 / 255, dtype=np.float32)
@@ -536,7 +629,9 @@ def render_he(tissue: str | Tissue, size: tuple[int, int], microns_per_pixel: fl
     log_light = np.log(style.illumination)
     channels = []
     for c in range(3):
-        optical = cv2.addWeighted(haem, -float(style.haematoxylin[c]), eosin, -float(style.eosin[c]), float(log_light[c]))
+        optical = cv2.addWeighted(
+            haem, -float(style.haematoxylin[c]), eosin, -float(style.eosin[c]), float(log_light[c])
+        )
         noise = cv2.LUT(np.frombuffer(rng.bytes(width * height), np.uint8).reshape(height, width), scale_noise)
         channels.append(cv2.add(cv2.convertScaleAbs(cv2.exp(optical), beta=-amplitude / 2), noise))
     return cv2.merge(channels)
@@ -552,8 +647,11 @@ def _rng(seed: int, *keys: str) -> np.random.Generator:
 
 
 def _encode(image: np.ndarray, suffix: str) -> bytes:
-    params = {".png": [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY],
-              ".jpg": [cv2.IMWRITE_JPEG_QUALITY, 90], ".jpeg": [cv2.IMWRITE_JPEG_QUALITY, 90]}.get(suffix, [])
+    params = {
+        ".png": [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY],
+        ".jpg": [cv2.IMWRITE_JPEG_QUALITY, 90],
+        ".jpeg": [cv2.IMWRITE_JPEG_QUALITY, 90],
+    }.get(suffix, [])
     ok, buffer = cv2.imencode(suffix, np.ascontiguousarray(image[..., ::-1]), params)
     if not ok:
         raise DatasetError(f"could not encode a synthetic image as {suffix}")
@@ -578,21 +676,29 @@ def _replace_earlier_synth(out_dir: Path, tree: Sequence[str]) -> None:
     """
     present = [name for name in (*tree, SCALE_FILE) if (out_dir / name).exists()]
     if present and not (out_dir / SYNTH_MARKER).is_file():
-        raise DatasetError(f"{out_dir}: already holds {', '.join(present)}, not written by `histobreast data "
-                           f"synth` (no {SYNTH_MARKER}); choose an empty or new folder (nothing was changed)")
+        raise DatasetError(
+            f"{out_dir}: already holds {', '.join(present)}, not written by `histobreast data "
+            f"synth` (no {SYNTH_MARKER}); choose an empty or new folder (nothing was changed)"
+        )
     for name in present:
         target = out_dir / name
         if target.is_dir():
             shutil.rmtree(target)
         elif target.exists():
             target.unlink()
-    atomic_write_text(out_dir / SYNTH_MARKER, "Synthetic images written by `histobreast data synth`; "
-                      "a later synth into this folder replaces them.\n")
+    atomic_write_text(
+        out_dir / SYNTH_MARKER,
+        "Synthetic images written by `histobreast data synth`; a later synth into this folder replaces them.\n",
+    )
 
 
-def plan_breakhis(patients_per_subtype: int = 2, images_per_magnification: int = 3,
-                  magnifications: Iterable[int] = MAGNIFICATIONS, from_folds: str | Path | None = None,
-                  seed: int = 0) -> list[BreakhisName]:
+def plan_breakhis(
+    patients_per_subtype: int = 2,
+    images_per_magnification: int = 3,
+    magnifications: Iterable[int] = MAGNIFICATIONS,
+    from_folds: str | Path | None = None,
+    seed: int = 0,
+) -> list[BreakhisName]:
     """The BreaKHis file names a synthetic tree will hold (no pixels): cheap, for checks and tests.
 
     From ``from_folds`` (official fold files): every name they list (all 7,909 images, 82 patients).
@@ -617,11 +723,18 @@ def plan_breakhis(patients_per_subtype: int = 2, images_per_magnification: int =
     return names
 
 
-
-def synth_breakhis(out_dir: str | Path, *, patients_per_subtype: int = 2, images_per_magnification: int = 3,
-                   magnifications: Iterable[int] = MAGNIFICATIONS, size: tuple[int, int] = BREAKHIS_NATIVE_SIZE,
-                   from_folds: str | Path | None = None, folds: int = 5, seed: int = 0,
-                   progress: Progress | None = None) -> list[ImageRecord]:
+def synth_breakhis(
+    out_dir: str | Path,
+    *,
+    patients_per_subtype: int = 2,
+    images_per_magnification: int = 3,
+    magnifications: Iterable[int] = MAGNIFICATIONS,
+    size: tuple[int, int] = BREAKHIS_NATIVE_SIZE,
+    from_folds: str | Path | None = None,
+    folds: int = 5,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> list[ImageRecord]:
     """Write a synthetic BreaKHis tree under ``out_dir`` and return its records.
 
     Writes ``BreaKHis_v1/histology_slides/breast/...`` PNGs named by the real scheme, and
@@ -643,13 +756,23 @@ def synth_breakhis(out_dir: str | Path, *, patients_per_subtype: int = 2, images
     for name in names:
         if name.patient_id not in styles:
             styles[name.patient_id] = Style.random(_rng(seed, "patient", name.patient_id))
-        image = render_he(name.subtype, (width, height), scale[name.magnification], _rng(seed, name.filename),
-                          styles[name.patient_id])
+        image = render_he(
+            name.subtype, (width, height), scale[name.magnification], _rng(seed, name.filename), styles[name.patient_id]
+        )
         path = out_dir / name.relpath
         atomic_write_bytes(path, _encode(image, ".png"))
-        records.append(ImageRecord(path=path, label=name.label, patient_id=name.patient_id,
-                                   microns_per_pixel=scale[name.magnification], source="breakhis",
-                                   subtype=name.subtype, magnification=name.magnification, index=name.sequence))
+        records.append(
+            ImageRecord(
+                path=path,
+                label=name.label,
+                patient_id=name.patient_id,
+                microns_per_pixel=scale[name.magnification],
+                source="breakhis",
+                subtype=name.subtype,
+                magnification=name.magnification,
+                index=name.sequence,
+            )
+        )
         if progress is not None:
             progress(len(records), len(names))
     if (width, height) != BREAKHIS_NATIVE_SIZE:
@@ -666,9 +789,17 @@ def synth_breakhis(out_dir: str | Path, *, patients_per_subtype: int = 2, images
     return records
 
 
-def synth_bach(out_dir: str | Path, *, per_class: int = 20, size: tuple[int, int] = (512, 384),
-               image_format: str = "tif", classes: Sequence[str] = BACH_CLASSES, seed: int = 0,
-               block_size: int = DEFAULT_BLOCK_SIZE, progress: Progress | None = None) -> list[ImageRecord]:
+def synth_bach(
+    out_dir: str | Path,
+    *,
+    per_class: int = 20,
+    size: tuple[int, int] = (512, 384),
+    image_format: str = "tif",
+    classes: Sequence[str] = BACH_CLASSES,
+    seed: int = 0,
+    block_size: int = DEFAULT_BLOCK_SIZE,
+    progress: Progress | None = None,
+) -> list[ImageRecord]:
     """Write a synthetic BACH microscopy tree under ``out_dir`` and return its records.
 
     Writes ``ICIAR2018_BACH_Challenge/Photos/<Class>/<n|b|is|iv>NNN.<format>`` (numbers 1..per_class)
@@ -704,8 +835,16 @@ def synth_bach(out_dir: str | Path, *, per_class: int = 20, size: tuple[int, int
             path = photos / label / filename
             atomic_write_bytes(path, _encode(image, suffix))
             truth.append(f"{filename},{label}")
-            records.append(ImageRecord(path=path, label=label, patient_id=bach_patient_id(label, number, block_size),
-                                       microns_per_pixel=mpp, source="bach", index=number))
+            records.append(
+                ImageRecord(
+                    path=path,
+                    label=label,
+                    patient_id=bach_patient_id(label, number, block_size),
+                    microns_per_pixel=mpp,
+                    source="bach",
+                    index=number,
+                )
+            )
             if progress is not None:
                 progress(len(records), per_class * len(classes))
     atomic_write_text(photos / GROUND_TRUTH_CSV, "\n".join(truth) + "\n")

@@ -16,9 +16,10 @@ leaves a JSON that points at complete files. Loading never unpickles anything.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -103,8 +104,15 @@ def save_checkpoint(
     stem = f"{tag}-step{step:08d}"
     weights_name = f"{stem}.model.safetensors"
     save_weights(dict(model.state_dict()) if isinstance(model, nn.Module) else dict(model), directory / weights_name)
-    record: dict[str, Any] = {"format": FORMAT, "version": FORMAT_VERSION, "tag": tag, "step": step,
-                              "weights": weights_name, "tensors": None, **(info or {})}
+    record: dict[str, Any] = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "tag": tag,
+        "step": step,
+        "weights": weights_name,
+        "tensors": None,
+        **(info or {}),
+    }
     if state is not None:
         skeleton, tensors = flatten_tensors(state)
         record["state"] = skeleton
@@ -130,7 +138,9 @@ def find_checkpoint(path: str | Path, tag: str = "best") -> Path:
         for candidate in (path / CHECKPOINT_DIR / f"{tag}.json", path / f"{tag}.json"):
             if candidate.is_file():
                 return candidate
-        raise CheckpointError(f"{path}: no `{tag}` checkpoint here (looked for {CHECKPOINT_DIR}/{tag}.json and {tag}.json)")
+        raise CheckpointError(
+            f"{path}: no `{tag}` checkpoint here (looked for {CHECKPOINT_DIR}/{tag}.json and {tag}.json)"
+        )
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     return path
@@ -146,7 +156,7 @@ def read_checkpoint(path: str | Path, tag: str = "best") -> Checkpoint:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise CheckpointError(f"{path}: not a readable checkpoint JSON ({err})") from err
     if not isinstance(info, dict) or info.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a histobreast checkpoint (missing \"format\": \"{FORMAT}\")")
+        raise CheckpointError(f'{path}: not a histobreast checkpoint (missing "format": "{FORMAT}")')
     if info.get("version", 0) > FORMAT_VERSION:
         raise CheckpointError(f"{path}: checkpoint format version {info['version']} is newer than this histobreast")
     weights = _sibling(path, info.get("weights"), "weights")
@@ -169,7 +179,7 @@ def load_model(path: str | Path, tag: str = "best", **overrides: Any) -> tuple[n
 def _sibling(json_path: Path, name: Any, key: str) -> Path:
     # Names only, never paths: a checkpoint JSON must not point outside its own folder.
     if not isinstance(name, str) or not name or Path(name).name != name:
-        raise CheckpointError(f"{json_path}: \"{key}\" must be a file name in the same folder, got {name!r}")
+        raise CheckpointError(f'{json_path}: "{key}" must be a file name in the same folder, got {name!r}')
     target = json_path.parent / name
     if not target.is_file():
         raise CheckpointError(f"{json_path}: its {key} file {name} is missing")

@@ -18,9 +18,10 @@ import difflib
 import math
 import types
 import typing
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Literal, Mapping, Sequence, TypeVar, Union
+from typing import Any, Literal, TypeVar, Union
 
 import yaml
 
@@ -124,7 +125,10 @@ class PatchConfig:
         if min(self.grid) < 1 or self.size < 1:
             yield "grid", f"grid and size must be positive, got grid={self.grid}, size={self.size}"
         if self.per_image is not None and not 1 <= self.per_image <= self.grid[0] * self.grid[1]:
-            yield "per_image", f"must be between 1 and the grid's {self.grid[0] * self.grid[1]} patches, got {self.per_image}"
+            yield (
+                "per_image",
+                f"must be between 1 and the grid's {self.grid[0] * self.grid[1]} patches, got {self.per_image}",
+            )
 
 
 @dataclass
@@ -345,8 +349,13 @@ class ExperimentConfig:
         if self.seed < 0:
             yield "seed", f"must be >= 0, got {self.seed}"
         if self.model.frozen_encoders and self.preprocess.augment.active:
-            yield "preprocess.augment", ("changes the training samples every epoch, but model.frozen_encoders: "
-                                         "true encodes them once; remove one of the two")
+            yield (
+                "preprocess.augment",
+                (
+                    "changes the training samples every epoch, but model.frozen_encoders: "
+                    "true encodes them once; remove one of the two"
+                ),
+            )
 
 
 def _is_cuda_index(device: str) -> bool:
@@ -394,7 +403,9 @@ def save_config(config: Any, path: str | Path) -> Path:
     return atomic_write_text(path, text)
 
 
-def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str], source: str | Path = "<config>") -> dict[str, Any]:
+def apply_overrides(
+    raw: Mapping[str, Any], overrides: Sequence[str], source: str | Path = "<config>"
+) -> dict[str, Any]:
     """Return a copy of ``raw`` with each ``dotted.key=value`` applied (value parsed as YAML)."""
     result = _deep_copy(raw)
     for item in overrides:
@@ -587,7 +598,9 @@ def _type_name(tp: Any) -> str:
         return f"a mapping of {_type_name(args[1])}"
     if tp is type(None):
         return "null"
-    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(tp, getattr(tp, "__name__", str(tp)))
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )
 
 
 def _describe(value: Any) -> str:

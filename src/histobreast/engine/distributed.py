@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -71,8 +72,10 @@ def resolve_device(spec: str | torch.device = "auto", local_rank: int = 0) -> to
         return torch.device("cpu")
     if spec == "cuda" or spec.startswith("cuda:"):
         if not torch.cuda.is_available():
-            raise ConfigError(f"train.device: {spec!r} was requested but CUDA is not available on this machine "
-                              "(use device: auto or cpu)")
+            raise ConfigError(
+                f"train.device: {spec!r} was requested but CUDA is not available on this machine "
+                "(use device: auto or cpu)"
+            )
         index = local_rank if spec == "cuda" else int(spec.partition(":")[2])
         if index >= torch.cuda.device_count():
             raise ConfigError(f"train.device: {spec!r} but only {torch.cuda.device_count()} GPU(s) are visible")
@@ -147,7 +150,7 @@ def gather_sharded(arrays: Sequence[np.ndarray], ctx: DistributedContext) -> lis
         total = sum(len(p) for p in parts)
         full = np.empty((total, *parts[0].shape[1:]), dtype=parts[0].dtype)
         for rank, part in enumerate(parts):
-            full[rank::ctx.world_size] = part
+            full[rank :: ctx.world_size] = part
         out.append(full)
     return out
 
@@ -273,8 +276,15 @@ def build_loader(
     gets items ``r, r + W, ...`` (reassemble with :func:`gather_sharded`). Both seed every sample
     (:class:`SeededSamples`). Workers persist across epochs; memory is pinned for CUDA devices.
     """
-    sampler = EpochSampler(len(dataset), seed=seed, shuffle=train, rank=ctx.rank, world_size=ctx.world_size,  # type: ignore[arg-type]
-                           multiple_of=(multiple_of or batch_size * ctx.world_size) if train else 1, with_epoch=True)
+    sampler = EpochSampler(
+        len(dataset),
+        seed=seed,
+        shuffle=train,
+        rank=ctx.rank,
+        world_size=ctx.world_size,  # type: ignore[arg-type]
+        multiple_of=(multiple_of or batch_size * ctx.world_size) if train else 1,
+        with_epoch=True,
+    )
     return DataLoader(
         SeededSamples(dataset, seed),
         batch_size=batch_size,

@@ -9,7 +9,8 @@ keyword), it is passed as one positional mapping, as ``compress.importance`` doe
 from __future__ import annotations
 
 import keyword
-from typing import Any, Iterable, Literal, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import torch

@@ -6,7 +6,8 @@ auxiliary classifiers (GoogLeNet's two heads after 4a and 4d, used in training o
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor, nn

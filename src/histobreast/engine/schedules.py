@@ -37,7 +37,9 @@ class LRSchedule:
 
     def __post_init__(self) -> None:
         if self.steps_per_epoch < 1 or self.total_steps < 1:
-            raise ValueError(f"steps_per_epoch and total_steps must be >= 1, got {self.steps_per_epoch}, {self.total_steps}")
+            raise ValueError(
+                f"steps_per_epoch and total_steps must be >= 1, got {self.steps_per_epoch}, {self.total_steps}"
+            )
 
     @property
     def steps_per_unit(self) -> int:

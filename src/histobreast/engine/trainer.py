@@ -23,9 +23,10 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -79,7 +80,9 @@ class TrainState:
     evals_since_best: int = 0
     stopped_early: bool = False
     history: list[dict[str, float]] = field(default_factory=list)  # one row per evaluation
-    train_totals: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])  # loss x n, correct, n since the last evaluation
+    train_totals: list[float] = field(
+        default_factory=lambda: [0.0, 0.0, 0.0]
+    )  # loss x n, correct, n since the last evaluation
 
 
 @dataclass
@@ -226,8 +229,13 @@ class Trainer:
         schedule = LRSchedule(cfg.schedule, cfg.lr, steps_per_epoch, total_steps)
 
         resumed = self._start(resume, total_steps)
-        logs = RunLogger(self.run_dir, cfg, enabled=self.ctx.is_main, total_steps=total_steps,
-                         resumed_step=self.state.step if resumed else None)
+        logs = RunLogger(
+            self.run_dir,
+            cfg,
+            enabled=self.ctx.is_main,
+            total_steps=total_steps,
+            resumed_step=self.state.step if resumed else None,
+        )
         try:
             self._loop(train_loader, val_loader, val_sharded, schedule, steps_per_epoch, total_steps, logs)
         finally:
@@ -244,7 +252,9 @@ class Trainer:
             history=list(self.state.history),
             run_dir=str(self.run_dir) if self.run_dir else None,
             last_checkpoint=str(self.checkpoint_dir / "last.json") if self.checkpoint_dir else None,
-            best_checkpoint=str(self.checkpoint_dir / "best.json") if self.checkpoint_dir and self.state.best_step is not None else None,
+            best_checkpoint=str(self.checkpoint_dir / "best.json")
+            if self.checkpoint_dir and self.state.best_step is not None
+            else None,
         )
         if self.run_dir is not None and self.ctx.is_main:
             atomic_write_json(self.run_dir / "fit_result.json", dataclasses.asdict(result))
@@ -264,17 +274,32 @@ class Trainer:
         if isinstance(data, DataLoader):
             return data
         cfg = self.config
-        return build_loader(data, batch_size=self.micro_batch, device=self.device, ctx=self.ctx, seed=self.seed,
-                            train=True, multiple_of=cfg.batch_size, num_workers=cfg.num_workers,
-                            prefetch_factor=cfg.prefetch_factor)
+        return build_loader(
+            data,
+            batch_size=self.micro_batch,
+            device=self.device,
+            ctx=self.ctx,
+            seed=self.seed,
+            train=True,
+            multiple_of=cfg.batch_size,
+            num_workers=cfg.num_workers,
+            prefetch_factor=cfg.prefetch_factor,
+        )
 
     def _val_loader(self, data: Dataset | DataLoader | None) -> tuple[DataLoader | None, bool]:
         if data is None or isinstance(data, DataLoader):
             return data, False
         cfg = self.config
-        loader = build_loader(data, batch_size=cfg.eval_batch_size or 2 * self.micro_batch, device=self.device,
-                              ctx=self.ctx, seed=self.seed, train=False, num_workers=cfg.num_workers,
-                              prefetch_factor=cfg.prefetch_factor)
+        loader = build_loader(
+            data,
+            batch_size=cfg.eval_batch_size or 2 * self.micro_batch,
+            device=self.device,
+            ctx=self.ctx,
+            seed=self.seed,
+            train=False,
+            num_workers=cfg.num_workers,
+            prefetch_factor=cfg.prefetch_factor,
+        )
         return loader, True
 
     def _start(self, resume: bool, total_steps: int) -> bool:
@@ -300,10 +325,14 @@ class Trainer:
         saved_train = checkpoint.info.get("train", {})
         for key in ("batch_size", "grad_accum"):
             if saved_train.get(key) != getattr(self.config, key):
-                raise CheckpointError(f"{checkpoint.path}: was trained with train.{key}={saved_train.get(key)}, "
-                                      f"now {getattr(self.config, key)}; resuming would change the data order")
+                raise CheckpointError(
+                    f"{checkpoint.path}: was trained with train.{key}={saved_train.get(key)}, "
+                    f"now {getattr(self.config, key)}; resuming would change the data order"
+                )
         if checkpoint.info.get("seed") != self.seed:
-            raise CheckpointError(f"{checkpoint.path}: was trained with seed {checkpoint.info.get('seed')}, now {self.seed}")
+            raise CheckpointError(
+                f"{checkpoint.path}: was trained with seed {checkpoint.info.get('seed')}, now {self.seed}"
+            )
         checkpoint.load_into(self.model)
         state = checkpoint.trainer_state()
         progress = TrainState(**state["progress"])
@@ -311,22 +340,35 @@ class Trainer:
             if progress.step < total_steps and not progress.stopped_early:
                 raise CheckpointError(
                     f"{checkpoint.path}: this run ended at step {progress.step} and kept no optimizer state, so it "
-                    f"cannot be continued to {total_steps} steps; train into a new run folder")
+                    f"cannot be continued to {total_steps} steps; train into a new run folder"
+                )
         else:
             self.optimizer.load_state_dict(state["optimizer"])
         rng_states = state["rng"]
         if len(rng_states) == self.ctx.world_size:
             restore_rng_state(rng_states[self.ctx.rank])
         else:  # a different number of processes: data order is unchanged, dropout streams are new
-            log.warning("%s: saved by %d process(es), resumed by %d; model RNG streams are re-seeded",
-                        checkpoint.path, len(rng_states), self.ctx.world_size)
+            log.warning(
+                "%s: saved by %d process(es), resumed by %d; model RNG streams are re-seeded",
+                checkpoint.path,
+                len(rng_states),
+                self.ctx.world_size,
+            )
             seed_everything(derive_seed(self.seed, self.ctx.rank, checkpoint.step))
         self.state = progress
 
     # -- the loop ------------------------------------------------------------------------------
 
-    def _loop(self, loader: DataLoader, val_loader: DataLoader | None, val_sharded: bool, schedule: LRSchedule,
-              steps_per_epoch: int, total_steps: int, logs: RunLogger) -> None:
+    def _loop(
+        self,
+        loader: DataLoader,
+        val_loader: DataLoader | None,
+        val_sharded: bool,
+        schedule: LRSchedule,
+        steps_per_epoch: int,
+        total_steps: int,
+        logs: RunLogger,
+    ) -> None:
         cfg, state, device = self.config, self.state, self.device
         accum = cfg.grad_accum
         batches_per_epoch = steps_per_epoch * accum
@@ -370,7 +412,9 @@ class Trainer:
                 finished = state.step >= total_steps
                 if state.step % cfg.log_every == 0 or finished:
                     self._flush(stats, seen, window, since_eval)
-                    logs.step(state.step, state.step / steps_per_epoch, self.lr, {**window.means(), **window.throughput()})
+                    logs.step(
+                        state.step, state.step / steps_per_epoch, self.lr, {**window.means(), **window.throughput()}
+                    )
                     window.reset()
                 logs.advance(state.step)
                 evaluate = finished or (state.step % cfg.eval_every == 0 if cfg.eval_every else end_of_epoch)
@@ -414,12 +458,20 @@ class Trainer:
         for t in totals:
             t.add(loss_sum, correct, count)
 
-    def _evaluate(self, val_loader: DataLoader | None, sharded: bool, train_totals: dict[str, float],
-                  steps_per_epoch: int, logs: RunLogger) -> None:
+    def _evaluate(
+        self,
+        val_loader: DataLoader | None,
+        sharded: bool,
+        train_totals: dict[str, float],
+        steps_per_epoch: int,
+        logs: RunLogger,
+    ) -> None:
         cfg, state = self.config, self.state
         metrics: dict[str, float] = {}
         if val_loader is not None:
-            probs, targets = predict_probabilities(self.model, val_loader, self.device, self.use_amp, self.channels_last)
+            probs, targets = predict_probabilities(
+                self.model, val_loader, self.device, self.use_amp, self.channels_last
+            )
             if sharded:
                 probs, targets = gather_sharded([probs, targets], self.ctx)
             metrics.update(classification_metrics(probs, targets, prefix="val_"))
@@ -431,10 +483,13 @@ class Trainer:
         improved = False
         if metrics:
             if cfg.select_metric not in metrics:
-                raise ConfigError(f"train.select_metric={cfg.select_metric!r} is not among the validation metrics "
-                                  f"{sorted(metrics)}")
+                raise ConfigError(
+                    f"train.select_metric={cfg.select_metric!r} is not among the validation metrics {sorted(metrics)}"
+                )
             value = metrics[cfg.select_metric]
-            improved = state.best_value is None or (value < state.best_value if self._minimise else value > state.best_value)
+            improved = state.best_value is None or (
+                value < state.best_value if self._minimise else value > state.best_value
+            )
             if improved:
                 state.best_value, state.best_step, state.evals_since_best = value, state.step, 0
             else:
@@ -453,10 +508,16 @@ class Trainer:
     # -- checkpoints ---------------------------------------------------------------------------
 
     def _info(self, metrics: Mapping[str, float]) -> dict[str, Any]:
-        return {**self.checkpoint_info, "epoch": self.state.epoch, "metrics": dict(metrics),
-                "select_metric": self.config.select_metric, "best_value": self.state.best_value,
-                "best_step": self.state.best_step, "world_size": self.ctx.world_size,
-                "train": config_to_dict(self.config)}
+        return {
+            **self.checkpoint_info,
+            "epoch": self.state.epoch,
+            "metrics": dict(metrics),
+            "select_metric": self.config.select_metric,
+            "best_value": self.state.best_value,
+            "best_step": self.state.best_step,
+            "world_size": self.ctx.world_size,
+            "train": config_to_dict(self.config),
+        }
 
     def _save(self, tag: str, final: bool = False) -> None:
         """Write ``tag`` with the trainer state (a collective: every rank calls it).
@@ -471,8 +532,9 @@ class Trainer:
         optimizer = None if final else self.optimizer.state_dict()
         state = {"optimizer": optimizer, "rng": rng, "progress": dataclasses.asdict(self.state)}
         metrics = self.state.history[-1] if self.state.history else {}
-        save_checkpoint(self.checkpoint_dir, tag, model=self.model, step=self.state.step, info=self._info(metrics),
-                        state=state)
+        save_checkpoint(
+            self.checkpoint_dir, tag, model=self.model, step=self.state.step, info=self._info(metrics), state=state
+        )
 
     def _save_best(self, metrics: Mapping[str, float]) -> None:
         if not self.config.restore_best and self.checkpoint_dir is None:
@@ -480,7 +542,9 @@ class Trainer:
         if self.checkpoint_dir is None:
             self._best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         elif self.ctx.is_main:
-            save_checkpoint(self.checkpoint_dir, "best", model=self.model, step=self.state.step, info=self._info(metrics))
+            save_checkpoint(
+                self.checkpoint_dir, "best", model=self.model, step=self.state.step, info=self._info(metrics)
+            )
 
     def _restore_best(self) -> bool:
         """Load the best weights into the model if configured and a best exists."""
@@ -510,8 +574,9 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
     if not params:
         raise ConfigError("the model has no trainable parameters")
     if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov,
-                               weight_decay=config.weight_decay)
+        return torch.optim.SGD(
+            params, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov, weight_decay=config.weight_decay
+        )
     return torch.optim.AdamW(params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
 
 
@@ -520,8 +585,10 @@ def classification_metrics(probs: np.ndarray, targets: np.ndarray, prefix: str =
     if len(targets) == 0:
         return {}
     picked = probs[np.arange(len(targets)), targets].astype(np.float64)
-    return {f"{prefix}loss": float(-np.log(np.clip(picked, 1e-12, None)).mean()),
-            f"{prefix}accuracy": float((probs.argmax(axis=1) == targets).mean())}
+    return {
+        f"{prefix}loss": float(-np.log(np.clip(picked, 1e-12, None)).mean()),
+        f"{prefix}accuracy": float((probs.argmax(axis=1) == targets).mean()),
+    }
 
 
 def _batch_stats(loss: Tensor, output: Any, target: Tensor) -> Tensor:
@@ -576,8 +643,9 @@ class RunLogger:
     On resumption the CSV rows and TensorBoard events after the resumed step are dropped first.
     """
 
-    def __init__(self, run_dir: Path | None, config: TrainConfig, *, enabled: bool, total_steps: int,
-                 resumed_step: int | None) -> None:
+    def __init__(
+        self, run_dir: Path | None, config: TrainConfig, *, enabled: bool, total_steps: int, resumed_step: int | None
+    ) -> None:
         self.enabled = enabled
         files = run_dir if enabled else None
         self.train_csv = CsvLog(files / "train_log.csv", resumed_step) if files else None
@@ -591,11 +659,24 @@ class RunLogger:
         self.progress = None
         if enabled and show:
             from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
 
-            self.progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                                     TimeRemainingColumn(), TextColumn("{task.fields[status]}"),
-                                     console=Console(stderr=True))
+            self.progress = Progress(
+                TextColumn("[bold]train"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[status]}"),
+                console=Console(stderr=True),
+            )
             self.task = self.progress.add_task("train", total=total_steps, completed=resumed_step or 0, status="")
             self.progress.start()
 
@@ -613,8 +694,11 @@ class RunLogger:
             for key in ("train_loss", "train_accuracy", "lr", "images_per_s"):
                 self.writer.add_scalar(f"train/{key}", row[key], step)
         if self.progress is not None:
-            self.progress.update(self.task, status=f"epoch {epoch:.2f} loss {totals['train_loss']:.4f} "
-                                                   f"lr {lr:.2e} {totals['images_per_s']:.0f} img/s")
+            self.progress.update(
+                self.task,
+                status=f"epoch {epoch:.2f} loss {totals['train_loss']:.4f} "
+                f"lr {lr:.2e} {totals['images_per_s']:.0f} img/s",
+            )
 
     def evaluation(self, row: dict[str, float], improved: bool, select_metric: str) -> None:
         """An evaluation: CSV row, scalars, one console line."""

@@ -9,9 +9,9 @@ torchvision weights file (converted to safetensors) loads into it. Nothing is ev
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
@@ -106,8 +106,11 @@ def load_encoder_weights(net: nn.Module, path: str | Path, head_prefixes: tuple[
     own = net.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
-    wrong_shape = [f"{k}: file {tuple(v.shape)} vs encoder {tuple(own[k].shape)}"
-                   for k, v in state.items() if k in own and own[k].shape != v.shape]
+    wrong_shape = [
+        f"{k}: file {tuple(v.shape)} vs encoder {tuple(own[k].shape)}"
+        for k, v in state.items()
+        if k in own and own[k].shape != v.shape
+    ]
     if missing or unexpected or wrong_shape:
         raise CheckpointError(
             f"{path}: not weights of this encoder (missing {missing[:5]}, unexpected {unexpected[:5]}, "

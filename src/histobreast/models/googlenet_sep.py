@@ -22,7 +22,8 @@ FC multiply-accumulates; 1.466 GMAC with the aux heads in training).
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -136,7 +137,9 @@ class GoogLeNetSEP(ProbabilityMixin, nn.Module):
             raise ConfigError(f"model kwarg 'num_classes' must be >= 1, got {num_classes}")
         unknown = sorted(set(se_hidden or {}) - set(INCEPTION_NAMES))
         if unknown:
-            raise ConfigError(f"model kwarg 'se_hidden' has unknown module names {unknown}; use {list(INCEPTION_NAMES)}")
+            raise ConfigError(
+                f"model kwarg 'se_hidden' has unknown module names {unknown}; use {list(INCEPTION_NAMES)}"
+            )
         self.num_classes = num_classes
         self.widths = _validated_widths(widths)
         self.se_reduction = se_reduction
@@ -144,7 +147,9 @@ class GoogLeNetSEP(ProbabilityMixin, nn.Module):
         self.stem_widths = tuple(int(w) for w in stem_widths)
         self.aux_widths = tuple(int(w) for w in aux_widths)
         if len(self.aux_widths) != 2 or min(self.aux_widths) < 1:
-            raise ConfigError(f"model kwarg 'aux_widths' must be 2 positive integers (conv, FC), got {list(aux_widths)}")
+            raise ConfigError(
+                f"model kwarg 'aux_widths' must be 2 positive integers (conv, FC), got {list(aux_widths)}"
+            )
         conv1, conv2_reduce, conv2 = self.stem_widths
         self.stem = nn.Sequential(
             OrderedDict(

@@ -18,7 +18,8 @@ local branch on single patches labelled with their image's label. Build each as
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from torch import Tensor, nn
 
@@ -123,7 +124,9 @@ class HybridCNN(nn.Module):
             return local
         return fuse_branches(local, self.global_proba(global_images), self.fusion_weight)  # type: ignore[arg-type]
 
-    def predict_proba(self, global_images: Tensor | Mapping[str, Tensor] | None, patches: Tensor | None = None) -> Tensor:
+    def predict_proba(
+        self, global_images: Tensor | Mapping[str, Tensor] | None, patches: Tensor | None = None
+    ) -> Tensor:
         """Fused class probabilities ``(B, C)`` (the same as ``forward``)."""
         return self(global_images, patches)
 
@@ -140,6 +143,8 @@ def hybrid_googlenet_sep(
     for key, kwargs in (("global_kwargs", global_kwargs), ("local_kwargs", local_kwargs)):
         kwargs = dict(kwargs or {})
         if kwargs.setdefault("num_classes", num_classes) != num_classes:
-            raise ConfigError(f"model kwarg '{key}.num_classes' = {kwargs['num_classes']} differs from num_classes = {num_classes}")
+            raise ConfigError(
+                f"model kwarg '{key}.num_classes' = {kwargs['num_classes']} differs from num_classes = {num_classes}"
+            )
         branches.append(GoogLeNetSEP(**kwargs))
     return HybridCNN(branches[0], branches[1], **hybrid_kwargs)

@@ -9,7 +9,8 @@ FC C/16 -> ReLU -> FC C -> sigmoid -> channel scale.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Mapping, NamedTuple, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -95,7 +96,7 @@ class InceptionWidths(NamedTuple):
         """Output widths of the four branches, in concatenation order."""
         return (self.ch1x1, self.ch3x3, self.ch5x5, self.pool_proj)
 
-    def with_branch_widths(self, widths: Sequence[int]) -> "InceptionWidths":
+    def with_branch_widths(self, widths: Sequence[int]) -> InceptionWidths:
         """A copy with the four branch output widths replaced (the reduce widths unchanged)."""
         ch1x1, ch3x3, ch5x5, pool_proj = widths
         return self._replace(ch1x1=ch1x1, ch3x3=ch3x3, ch5x5=ch5x5, pool_proj=pool_proj)

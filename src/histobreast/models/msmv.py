@@ -25,9 +25,10 @@ Choices the paper leaves open (documented defaults, all constructor arguments):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -51,8 +52,9 @@ class BiLSTMDiscriminator(ProbabilityMixin, nn.Module):
     The FC reads the last layer's final forward and backward hidden states, concatenated.
     """
 
-    def __init__(self, in_features: int, num_classes: int, hidden: int = 256, num_layers: int = 2,
-                 dropout: float = 0.0) -> None:
+    def __init__(
+        self, in_features: int, num_classes: int, hidden: int = 256, num_layers: int = 2, dropout: float = 0.0
+    ) -> None:
         super().__init__()
         if num_layers < 1 or hidden < 1:
             raise ConfigError(f"BiLSTM needs lstm_layers >= 1 and hidden >= 1, got {num_layers} and {hidden}")
@@ -91,21 +93,33 @@ class SVMHead(ProbabilityMixin, nn.Module):
     logit -inf. It is fitted, not trained: :meth:`histobreast.features.SVMDiscriminator.to_module`.
     """
 
-    def __init__(self, in_features: int, n_scales: int, num_classes: int, n_support_vectors: int,
-                 n_seen_classes: int | None = None) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        n_scales: int,
+        num_classes: int,
+        n_support_vectors: int,
+        n_seen_classes: int | None = None,
+    ) -> None:
         super().__init__()
         seen = num_classes if n_seen_classes is None else n_seen_classes
         if n_support_vectors < 1 or not 2 <= seen <= num_classes:
-            raise ConfigError(f"an SVM head needs svm_support_vectors >= 1 and 2..{num_classes} seen classes, "
-                              f"got {n_support_vectors} and {seen}")
+            raise ConfigError(
+                f"an SVM head needs svm_support_vectors >= 1 and 2..{num_classes} seen classes, "
+                f"got {n_support_vectors} and {seen}"
+            )
         width = in_features * n_scales
         self.num_classes = num_classes
-        for name, shape, dtype in (("mean", (width,), torch.float64), ("scale", (width,), torch.float64),
-                                   ("support_vectors", (n_support_vectors, width), torch.float64),
-                                   ("dual_coef", (seen - 1, n_support_vectors), torch.float64),
-                                   ("intercept", (seen * (seen - 1) // 2,), torch.float64),
-                                   ("gamma", (), torch.float64), ("n_support", (seen,), torch.int64),
-                                   ("classes", (seen,), torch.int64)):
+        for name, shape, dtype in (
+            ("mean", (width,), torch.float64),
+            ("scale", (width,), torch.float64),
+            ("support_vectors", (n_support_vectors, width), torch.float64),
+            ("dual_coef", (seen - 1, n_support_vectors), torch.float64),
+            ("intercept", (seen * (seen - 1) // 2,), torch.float64),
+            ("gamma", (), torch.float64),
+            ("n_support", (seen,), torch.int64),
+            ("classes", (seen,), torch.int64),
+        ):
             self.register_buffer(name, torch.zeros(shape, dtype=dtype))
 
     def forward(self, features: Tensor) -> Tensor:
@@ -125,8 +139,11 @@ class SVMHead(ProbabilityMixin, nn.Module):
             for j in range(i + 1, seen):
                 si = slice(int(starts[i]), int(starts[i] + self.n_support[i]))
                 sj = slice(int(starts[j]), int(starts[j] + self.n_support[j]))
-                decision = (kernel[:, si] @ self.dual_coef[j - 1, si] + kernel[:, sj] @ self.dual_coef[i, sj]
-                            + self.intercept[pair])
+                decision = (
+                    kernel[:, si] @ self.dual_coef[j - 1, si]
+                    + kernel[:, sj] @ self.dual_coef[i, sj]
+                    + self.intercept[pair]
+                )
                 votes[:, i] += decision >= 0
                 votes[:, j] += decision < 0
                 confidence[:, i] += decision
@@ -141,9 +158,18 @@ class SVMHead(ProbabilityMixin, nn.Module):
         return out
 
 
-def build_discriminator(kind: str, in_features: int, n_scales: int, num_classes: int, *, hidden: int = 256,
-                        lstm_layers: int = 2, dropout: float = 0.0, svm_support_vectors: int | None = None,
-                        svm_seen_classes: int | None = None) -> nn.Module:
+def build_discriminator(
+    kind: str,
+    in_features: int,
+    n_scales: int,
+    num_classes: int,
+    *,
+    hidden: int = 256,
+    lstm_layers: int = 2,
+    dropout: float = 0.0,
+    svm_support_vectors: int | None = None,
+    svm_seen_classes: int | None = None,
+) -> nn.Module:
     """The FDNet variant ``kind`` ("bilstm", "fc" or a fitted "svm") for ``n_scales`` vectors of ``in_features``."""
     if kind == "bilstm":
         return BiLSTMDiscriminator(in_features, num_classes, hidden=hidden, num_layers=lstm_layers, dropout=dropout)
@@ -170,8 +196,9 @@ def resolve_scales(n_encoders: int, scales: Sequence[int] | None) -> tuple[int, 
     if len(resolved) != n_encoders:
         raise ConfigError(f"scales {list(resolved)} has {len(resolved)} entries but n_encoders={n_encoders}")
     if not resolved or list(resolved) != sorted(set(resolved)) or not all(0 <= s < N_LEVELS for s in resolved):
-        raise ConfigError(f"scales must be distinct KREM levels in 0..{N_LEVELS - 1}, coarse first; "
-                          f"got {list(resolved)}")
+        raise ConfigError(
+            f"scales must be distinct KREM levels in 0..{N_LEVELS - 1}, coarse first; got {list(resolved)}"
+        )
     return resolved
 
 
@@ -212,10 +239,17 @@ class MSMVPFENet(ProbabilityMixin, nn.Module):
         self.encoder_name = encoder
         self.feature_dim = encoder_spec(encoder).out_features
         self.encoders = nn.ModuleList(build_encoder(encoder, encoder_weights) for _ in self.scales)
-        self.discriminator = build_discriminator(discriminator, self.feature_dim, len(self.scales), num_classes,
-                                                 hidden=hidden, lstm_layers=lstm_layers, dropout=dropout,
-                                                 svm_support_vectors=svm_support_vectors,
-                                                 svm_seen_classes=svm_seen_classes)
+        self.discriminator = build_discriminator(
+            discriminator,
+            self.feature_dim,
+            len(self.scales),
+            num_classes,
+            hidden=hidden,
+            lstm_layers=lstm_layers,
+            dropout=dropout,
+            svm_support_vectors=svm_support_vectors,
+            svm_seen_classes=svm_seen_classes,
+        )
         # uint8 crops are normalised here, on the model's device (not saved in the state dict).
         self.register_buffer("uint8_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255, persistent=False)
         self.register_buffer("uint8_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255, persistent=False)
@@ -224,10 +258,14 @@ class MSMVPFENet(ProbabilityMixin, nn.Module):
         """Pooled per-scale vectors ``(B, S, D)`` of crops ``x`` ``(B, S, 3, H, W)``: ImageNet-normalised
         floats, or raw uint8 RGB that is normalised on the model's device."""
         if x.ndim != 5 or x.shape[1] != len(self.scales) or x.shape[2] != 3:
-            raise ValueError(f"MSMVPFENet expects (batch, {len(self.scales)} scales, 3, H, W) crops "
-                             f"(levels {list(self.scales)}), got shape {tuple(x.shape)}")
-        return torch.stack([enc(_encoder_input(x[:, i], enc, self.uint8_mean, self.uint8_std))
-                            for i, enc in enumerate(self.encoders)], dim=1)
+            raise ValueError(
+                f"MSMVPFENet expects (batch, {len(self.scales)} scales, 3, H, W) crops "
+                f"(levels {list(self.scales)}), got shape {tuple(x.shape)}"
+            )
+        return torch.stack(
+            [enc(_encoder_input(x[:, i], enc, self.uint8_mean, self.uint8_std)) for i, enc in enumerate(self.encoders)],
+            dim=1,
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits ``(B, C)`` of crops ``x`` ``(B, S, 3, H, W)``, coarse scale first."""
@@ -242,7 +280,7 @@ class ScaleClassifier(ProbabilityMixin, nn.Module):
     its parameters touches exactly this encoder and the head.
     """
 
-    def __init__(self, model: "MSMVPFENet", index: int, num_classes: int) -> None:
+    def __init__(self, model: MSMVPFENet, index: int, num_classes: int) -> None:
         super().__init__()
         if not 0 <= index < len(model.encoders):
             raise ValueError(f"scale index {index} out of range: the model has {len(model.encoders)} encoders")
@@ -286,10 +324,12 @@ TABLE4_VARIANTS: tuple[Table4Variant, ...] = (
     Table4Variant("single_fenet_fc", "Single FENet", "FC", {"n_encoders": 1, "discriminator": "fc"}, 84.3, 85.4),
     Table4Variant("double_fenet_fc", "Double FENet", "FC", {"n_encoders": 2, "discriminator": "fc"}, 86.6, 88.9),
     Table4Variant("vgg16_fc", "VGG16", "FC", {"encoder": "vgg16", "n_encoders": 1, "discriminator": "fc"}, 78.8, 80.1),
-    Table4Variant("googlenet_fc", "GoogLeNet", "FC",
-                  {"encoder": "googlenet", "n_encoders": 1, "discriminator": "fc"}, 82.0, 82.6),
-    Table4Variant("resnet101_fc", "ResNet-101", "FC",
-                  {"encoder": "resnet101", "n_encoders": 1, "discriminator": "fc"}, 85.5, 86.1),
+    Table4Variant(
+        "googlenet_fc", "GoogLeNet", "FC", {"encoder": "googlenet", "n_encoders": 1, "discriminator": "fc"}, 82.0, 82.6
+    ),
+    Table4Variant(
+        "resnet101_fc", "ResNet-101", "FC", {"encoder": "resnet101", "n_encoders": 1, "discriminator": "fc"}, 85.5, 86.1
+    ),
     Table4Variant("pfenet_fc", "PFENet", "FC", {"discriminator": "fc"}, 88.7, 92.5),
     Table4Variant("pfenet_svm", "PFENet", "SVM", {"discriminator": "fc"}, 89.1, 90.0, svm_features_of="pfenet_fc"),
     Table4Variant("pfenet_bilstm1", "PFENet", "BiLSTM", {"lstm_layers": 1}, 89.5, 92.3),

@@ -7,8 +7,9 @@ downloaded (there are no ImageNet weights on our machines, and asking for them f
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from torch import nn
 

@@ -26,6 +26,7 @@ from histobreast.errors import ConfigError
 from histobreast.models.layers import ProbabilityMixin
 from histobreast.models.registry import register_model
 
+
 def _pooled_size(size: int, pools: int = 3) -> int:
     # Caffe pooling (kernel 3, stride 2, ceil mode): out = ceil((in - 3) / 2) + 1.
     for _ in range(pools):

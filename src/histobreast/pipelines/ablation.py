@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import yaml
@@ -119,12 +120,20 @@ class AblationResult:
 
     def accuracies(self) -> dict[str, dict[str, list[float]]]:
         """``{variant: {"image": [per fold], "patch": [per fold]}}``."""
-        return {key: {m: [_accuracy(fold[m]) for fold in folds] for m in METHODS}
-                for key, folds in self.predictions.items()}
+        return {
+            key: {m: [_accuracy(fold[m]) for fold in folds] for m in METHODS} for key, folds in self.predictions.items()
+        }
 
 
-def run_ablation(ablation: AblationConfig, base: ExperimentConfig, out_dir: str | Path, *,
-                 folds: str | Sequence[int] = "all", resume: bool = True, config_path: str = "") -> AblationResult:
+def run_ablation(
+    ablation: AblationConfig,
+    base: ExperimentConfig,
+    out_dir: str | Path,
+    *,
+    folds: str | Sequence[int] = "all",
+    resume: bool = True,
+    config_path: str = "",
+) -> AblationResult:
     """Train and evaluate every row on the chosen folds (1-based), then write the report.
 
     A network row is an ordinary experiment in ``<out>/<row>`` (:func:`run_experiment`: its own
@@ -144,15 +153,22 @@ def run_ablation(ablation: AblationConfig, base: ExperimentConfig, out_dir: str 
         row_dir = out_dir / variant.key
         log.info("Table 4 row %s on folds %s", variant.key, chosen)
         if variant.svm_features_of is None:
-            run_experiment(variant_config(base, variant, out_dir / "cache"), row_dir, folds=chosen, resume=resume,
-                           config_path=config_path or None)
+            run_experiment(
+                variant_config(base, variant, out_dir / "cache"),
+                row_dir,
+                folds=chosen,
+                resume=resume,
+                config_path=config_path or None,
+            )
             continue
         for fold in chosen:
             split = splits[fold - 1]
             train, _ = validation_split(base, select_split(split, records, "train"), fold)
             source = out_dir / variant.svm_features_of / f"fold{fold}" / "model"
-            write_fold_predictions(row_dir / f"fold{fold}",
-                                   liu2022.predict_records_svm(source, train, select_split(split, records, "test")))
+            write_fold_predictions(
+                row_dir / f"fold{fold}",
+                liu2022.predict_records_svm(source, train, select_split(split, records, "test")),
+            )
     predictions = {key: [read_fold_predictions(out_dir / key)[fold] for fold in chosen] for key in ablation.variants}
     report = write_report(ablation, base, predictions, chosen, out_dir / "report", config_path)
     return AblationResult(chosen, predictions, report)
@@ -163,29 +179,51 @@ def ablation_rows(predictions: Mapping[str, list[dict[str, Predictions]]]) -> li
     rows = []
     for key, folds in predictions.items():
         variant = table4_variant(key)
-        rows.append({
-            "key": key, "encoder": variant.encoding, "discriminator": variant.discrimination,
-            "patch_accuracy": _fold_summary([_accuracy(f["patch"]) for f in folds]),
-            "image_accuracy": _fold_summary([_accuracy(f["image"]) for f in folds]),
-            "paper_patch": variant.paper_patch / 100, "paper_image": variant.paper_image / 100,
-        })
+        rows.append(
+            {
+                "key": key,
+                "encoder": variant.encoding,
+                "discriminator": variant.discrimination,
+                "patch_accuracy": _fold_summary([_accuracy(f["patch"]) for f in folds]),
+                "image_accuracy": _fold_summary([_accuracy(f["image"]) for f in folds]),
+                "paper_patch": variant.paper_patch / 100,
+                "paper_image": variant.paper_image / 100,
+            }
+        )
     return rows
 
 
-def write_report(ablation: AblationConfig, base: ExperimentConfig,
-                 predictions: Mapping[str, list[dict[str, Predictions]]], folds: Sequence[int],
-                 out_dir: Path, config_path: str = "") -> dict[str, Path]:
+def write_report(
+    ablation: AblationConfig,
+    base: ExperimentConfig,
+    predictions: Mapping[str, list[dict[str, Predictions]]],
+    folds: Sequence[int],
+    out_dir: Path,
+    config_path: str = "",
+) -> dict[str, Path]:
     """``report.md``/``report.html``/``metrics.json`` with Table 4 and the main row's evaluations."""
     fold_text = f"folds {', '.join(map(str, folds))} of {base.data.n_folds}"
-    report = Report(out_dir, f"Table 4 ablation (Liu et al. 2022): {base.name}",
-                    RunInfo(dataset=f"{base.data.kind} ({base.data.root})", split=fold_text,
-                            model="msmv_pfenet variants", config=config_path or ablation.base),
-                    intro=("Each row trains on the same folds. Patch level: one result per view (the densest "
-                           "region); image level: the views' majority vote (ties: larger summed probability). "
-                           f"Frozen encoders: {base.model.frozen_encoders}."))
+    report = Report(
+        out_dir,
+        f"Table 4 ablation (Liu et al. 2022): {base.name}",
+        RunInfo(
+            dataset=f"{base.data.kind} ({base.data.root})",
+            split=fold_text,
+            model="msmv_pfenet variants",
+            config=config_path or ablation.base,
+        ),
+        intro=(
+            "Each row trains on the same folds. Patch level: one result per view (the densest "
+            "region); image level: the views' majority vote (ties: larger summed probability). "
+            f"Frozen encoders: {base.model.frozen_encoders}."
+        ),
+    )
     rows = ablation_rows(predictions)
     table = ablation_table(rows)
-    table.columns += [Column("paper_patch", "Paper patch (%)", fmt=".1%"), Column("paper_image", "Paper image (%)", fmt=".1%")]
+    table.columns += [
+        Column("paper_patch", "Paper patch (%)", fmt=".1%"),
+        Column("paper_image", "Paper image (%)", fmt=".1%"),
+    ]
     for shown, row in zip(table.rows, rows):
         shown.update(paper_patch=row["paper_patch"], paper_image=row["paper_image"])
     table.caption = f"Mean ± std over {fold_text}; the paper's numbers are its BACH results."
@@ -194,7 +232,11 @@ def write_report(ablation: AblationConfig, base: ExperimentConfig,
     for method, label in (("image", "image level (six-view vote)"), ("patch", "patch level (per view)")):
         pooled = concat_predictions([fold[method] for fold in predictions[ablation.main]])
         report.add_evaluation(f"{main.encoding} + {main.discrimination}, {label}", evaluate_predictions(pooled), pooled)
-    report.add_metrics("accuracy_per_fold", {key: {"folds": list(folds), **{m: [_accuracy(f[m]) for f in fs]
-                                                                          for m in METHODS}}
-                                             for key, fs in predictions.items()})
+    report.add_metrics(
+        "accuracy_per_fold",
+        {
+            key: {"folds": list(folds), **{m: [_accuracy(f[m]) for f in fs] for m in METHODS}}
+            for key, fs in predictions.items()
+        },
+    )
     return report.write()

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
 
@@ -178,9 +179,7 @@ def read_ensemble_folder(path: str | Path) -> EnsembleFolder:
 # ---------------------------------------------------------------------------------------------
 
 
-def predict_member(
-    model_folder: str | Path | Any, records: Sequence[ImageRecord], **options: Any
-) -> Predictions:
+def predict_member(model_folder: str | Path | Any, records: Sequence[ImageRecord], **options: Any) -> Predictions:
     """One model folder's headline predictions (the first method of its pipeline's ``predict_records``)."""
     from histobreast.pipelines import get_pipeline
 
@@ -229,7 +228,9 @@ def predict_ensemble(
     folder = read_ensemble_folder(path)
     rule = rule or folder.rule
     _check_rule(rule, str(path))
-    members = {name: predict_member(member, records, **options) for name, member in zip(folder.member_names(), folder.members)}
+    members = {
+        name: predict_member(member, records, **options) for name, member in zip(folder.member_names(), folder.members)
+    }
     return EnsemblePredictions(combine_predictions(members, rule), members, rule)
 
 
@@ -282,12 +283,20 @@ def train_ensemble(
             from histobreast.pipelines.pruning import prune_model_folder, prune_options
 
             prune = prune_options(cfg, ratio=options.prune_ratio, loops=options.prune_loops)
-            folder = prune_model_folder(folder, member_dir / "pruned", member_train, member_val, options=prune,
-                                        resume=resume)
+            folder = prune_model_folder(
+                folder, member_dir / "pruned", member_train, member_val, options=prune, resume=resume
+            )
         members.append(folder)
-    extra = {"pipeline": cfg.pipeline, "config": cfg.name,
-             "bagging": {"members": options.members, "contiguous": _contiguous(cfg, options),
-                         "prune_ratio": options.prune_ratio, "prune_loops": options.prune_loops}}
+    extra = {
+        "pipeline": cfg.pipeline,
+        "config": cfg.name,
+        "bagging": {
+            "members": options.members,
+            "contiguous": _contiguous(cfg, options),
+            "prune_ratio": options.prune_ratio,
+            "prune_loops": options.prune_loops,
+        },
+    }
     return save_ensemble_folder(out_dir, members, options.rule, classes=classes, extra=extra)
 
 
@@ -321,18 +330,35 @@ def evaluate_ensemble(
     member_metrics = {name: evaluate_predictions(table) for name, table in result.members.items()}
     best = max(member_metrics.values(), key=lambda m: m["metrics"]["image_level_accuracy"])
     gain = ensemble_metrics["metrics"]["image_level_accuracy"] - best["metrics"]["image_level_accuracy"]
-    report = Report(out_dir / "report", f"Ensemble of {len(member_metrics)} models ({result.rule} rule)",
-                    RunInfo(str(records[0].path.parent) if records else "-", "ensemble evaluation",
-                            str(Path(path)), str(Path(path) / MANIFEST)))
+    report = Report(
+        out_dir / "report",
+        f"Ensemble of {len(member_metrics)} models ({result.rule} rule)",
+        RunInfo(
+            str(records[0].path.parent) if records else "-",
+            "ensemble evaluation",
+            str(Path(path)),
+            str(Path(path) / MANIFEST),
+        ),
+    )
     report.add_table(ensemble_table(member_metrics, ensemble_metrics, result.rule))
     uncertainty = result.ensemble.extra["uncertainty"]
-    report.add_text(f"Member disagreement (uncertainty column of predictions.csv): mean {uncertainty.mean():.3f}, "
-                    f"{int((uncertainty > 0).sum())} of {len(uncertainty)} images without a unanimous vote.")
+    report.add_text(
+        f"Member disagreement (uncertainty column of predictions.csv): mean {uncertainty.mean():.3f}, "
+        f"{int((uncertainty > 0).sum())} of {len(uncertainty)} images without a unanimous vote."
+    )
     report.add_evaluation(f"Ensemble ({result.rule})", ensemble_metrics, result.ensemble)
     report.write()
     accuracy = {name: m["metrics"]["image_level_accuracy"] for name, m in member_metrics.items()}
-    atomic_write_json(out_dir / SUMMARY, {
-        "rule": result.rule, "images": len(records), "ensemble": ensemble_metrics["metrics"]["image_level_accuracy"],
-        "members": accuracy, "best_member": max(accuracy, key=accuracy.__getitem__), "gain_over_best_member": gain,
-        "mean_uncertainty": float(uncertainty.mean())})
+    atomic_write_json(
+        out_dir / SUMMARY,
+        {
+            "rule": result.rule,
+            "images": len(records),
+            "ensemble": ensemble_metrics["metrics"]["image_level_accuracy"],
+            "members": accuracy,
+            "best_member": max(accuracy, key=accuracy.__getitem__),
+            "gain_over_best_member": gain,
+            "mean_uncertainty": float(uncertainty.mean()),
+        },
+    )
     return {"rule": result.rule, "ensemble": ensemble_metrics, "members": member_metrics, "gain_over_best_member": gain}

@@ -17,8 +17,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from torch import nn
@@ -40,7 +41,13 @@ from histobreast.engine.config import AugmentConfig, ExperimentConfig
 from histobreast.engine.trainer import FitResult, Trainer
 from histobreast.errors import ConfigError, DatasetError
 from histobreast.models import create_model
-from histobreast.preprocess.stain import ReinhardNormalizer, StainError, StainNormalizer, create_normalizer, load_normalizer
+from histobreast.preprocess.stain import (
+    ReinhardNormalizer,
+    StainError,
+    StainNormalizer,
+    create_normalizer,
+    load_normalizer,
+)
 from histobreast.preprocess.views import apply_view
 from histobreast.seeding import derive_seed, seed_everything
 
@@ -85,8 +92,9 @@ def experiment_records(cfg: ExperimentConfig) -> tuple[list[ImageRecord], list[s
     elif data.task is not None:
         if (kind, data.task) not in TASKS:
             known = ", ".join(f"{t} ({k})" for k, t in TASKS)
-            raise ConfigError(f"data.task: {data.task!r} is not known for {kind} data; known: {known}, "
-                              "or give data.label_map")
+            raise ConfigError(
+                f"data.task: {data.task!r} is not known for {kind} data; known: {known}, or give data.label_map"
+            )
         mapping, task_classes = TASKS[(kind, data.task)]
         records = relabel(records, (lambda r: getattr(r, mapping)) if isinstance(mapping, str) else mapping)
         classes = classes or task_classes
@@ -105,8 +113,9 @@ def _restricted(splits: Sequence[Split], records: Sequence[ImageRecord], source:
         split = split.restrict(ids)
         missing = split.unassigned(records)
         if missing:
-            raise DatasetError(f"{source}: {split.name} does not assign {len(missing)} image(s), "
-                               f"e.g. {missing[0].path}")
+            raise DatasetError(
+                f"{source}: {split.name} does not assign {len(missing)} image(s), e.g. {missing[0].path}"
+            )
         out.append(split)
     return out
 
@@ -115,8 +124,11 @@ def _patient_folds(records: Sequence[ImageRecord], k: int, seed: int) -> list[Sp
     """k patient-disjoint folds stratified by label: fold j tests on part j, trains on the rest."""
     folds = []
     for j, split in enumerate(bagging_splits(records, k, seed), start=1):
-        folds.append(dataclasses.replace(split, name=f"fold{j}",
-                                         subsets={i: "test" if s == "val" else s for i, s in split.subsets.items()}))
+        folds.append(
+            dataclasses.replace(
+                split, name=f"fold{j}", subsets={i: "test" if s == "val" else s for i, s in split.subsets.items()}
+            )
+        )
     return folds
 
 
@@ -139,7 +151,9 @@ def experiment_splits(cfg: ExperimentConfig, records: Sequence[ImageRecord]) -> 
         path = Path(data.folds_file)
         if not path.exists():
             raise ConfigError(f"data.folds_file: {path} not found")
-        splits = read_splits_csv(path) if path.suffix == ".csv" and path.name != "Folds.csv" else read_breakhis_folds(path)
+        splits = (
+            read_splits_csv(path) if path.suffix == ".csv" and path.name != "Folds.csv" else read_breakhis_folds(path)
+        )
         return _restricted(splits, records, str(path))
     kind = dataset_kind(cfg)
     scheme = data.split
@@ -153,8 +167,9 @@ def experiment_splits(cfg: ExperimentConfig, records: Sequence[ImageRecord]) -> 
     return _patient_folds(records, data.n_folds, cfg.seed)
 
 
-def training_subsets(cfg: ExperimentConfig, records: Sequence[ImageRecord], k: int,
-                     contiguous: bool | None = None) -> list[Split]:
+def training_subsets(
+    cfg: ExperimentConfig, records: Sequence[ImageRecord], k: int, contiguous: bool | None = None
+) -> list[Split]:
     """k patient-disjoint subsets of a training set, as k splits ``bag<j>`` (``val`` = subset j,
     ``train`` = the others): contiguous image-number ranges per original class where ``contiguous``
     (default: for BACH, whose neighbouring images share a patient), else seeded patient groups."""
@@ -167,15 +182,20 @@ def training_subsets(cfg: ExperimentConfig, records: Sequence[ImageRecord], k: i
     return bagging_splits(_original_labels(records), k, seed=cfg.seed, contiguous=True)
 
 
-def validation_split(cfg: ExperimentConfig, train_records: Sequence[ImageRecord],
-                     fold: int = 1) -> tuple[list[ImageRecord], list[ImageRecord]]:
+def validation_split(
+    cfg: ExperimentConfig, train_records: Sequence[ImageRecord], fold: int = 1
+) -> tuple[list[ImageRecord], list[ImageRecord]]:
     """``(train, val)``: ``data.val_fraction`` of the images as whole patients (0: no validation)."""
     fraction = cfg.data.val_fraction
     train_records = list(train_records)
     if fraction == 0:
         return train_records, []
-    split = patient_split(train_records, {"train": 1.0 - fraction, "val": fraction}, seed=cfg.seed * 1000 + fold,
-                          name=f"fold{fold}-validation")
+    split = patient_split(
+        train_records,
+        {"train": 1.0 - fraction, "val": fraction},
+        seed=cfg.seed * 1000 + fold,
+        name=f"fold{fold}-validation",
+    )
     return split.select(train_records, "train"), split.select(train_records, "val")
 
 
@@ -226,8 +246,10 @@ def fit_stain_normalizer(cfg: ExperimentConfig, train_records: Sequence[ImageRec
     if path.suffix.lower() == ".json":
         normalizer = load_normalizer(path)
         if normalizer.method != stain.method:
-            raise ConfigError(f"preprocess.stain.target: {path} holds a {normalizer.method} target, "
-                              f"but preprocess.stain.method is {stain.method}")
+            raise ConfigError(
+                f"preprocess.stain.target: {path} holds a {normalizer.method} target, "
+                f"but preprocess.stain.method is {stain.method}"
+            )
         return normalizer
     try:
         return create_normalizer(stain.method).fit(read_rgb(path))
@@ -245,20 +267,42 @@ def eval_batch_size(cfg: ExperimentConfig) -> int:
     return cfg.evaluate.batch_size or cfg.train.eval_batch_size or cfg.train.batch_size
 
 
-def build_network(cfg: ExperimentConfig, num_classes: int, seed_key: int = 0, name: str | None = None,
-                  kwargs: Mapping[str, Any] | None = None) -> nn.Module:
+def build_network(
+    cfg: ExperimentConfig,
+    num_classes: int,
+    seed_key: int = 0,
+    name: str | None = None,
+    kwargs: Mapping[str, Any] | None = None,
+) -> nn.Module:
     """``create_model`` for the config's network with initial weights seeded by ``(seed, seed_key)``."""
     seed_everything(derive_seed(cfg.seed, seed_key))
     kwargs = dict(cfg.model.kwargs if kwargs is None else kwargs)
     return create_model(name or cfg.model.name, num_classes=num_classes, weights=cfg.model.weights, **kwargs)
 
 
-def train_network(cfg: ExperimentConfig, model: nn.Module, train_data: Dataset, val_data: Any, run_dir: Path,
-                  classes: Sequence[str], *, resume: bool, model_name: str | None = None,
-                  model_kwargs: Mapping[str, Any] | None = None) -> FitResult:
+def train_network(
+    cfg: ExperimentConfig,
+    model: nn.Module,
+    train_data: Dataset,
+    val_data: Any,
+    run_dir: Path,
+    classes: Sequence[str],
+    *,
+    resume: bool,
+    model_name: str | None = None,
+    model_kwargs: Mapping[str, Any] | None = None,
+) -> FitResult:
     """Train ``model`` in place with ``cfg.train`` (engine run folder ``run_dir``); returns the fit summary."""
-    trainer = Trainer(model, cfg.train, seed=cfg.seed, run_dir=run_dir, model_name=model_name or cfg.model.name,
-                      model_kwargs=model_kwargs, experiment=cfg, metadata={"classes": list(classes)})
+    trainer = Trainer(
+        model,
+        cfg.train,
+        seed=cfg.seed,
+        run_dir=run_dir,
+        model_name=model_name or cfg.model.name,
+        model_kwargs=model_kwargs,
+        experiment=cfg,
+        metadata={"classes": list(classes)},
+    )
     result = trainer.fit(train_data, val_data, resume=resume)
     model.eval()
     return result
@@ -276,8 +320,9 @@ def view_reader(view: str | None) -> Callable[[ImageRecord], np.ndarray] | None:
     return functools.partial(read_view, view=view)
 
 
-def average_over_views(predict: Callable[[str | None], Mapping[str, np.ndarray]],
-                       views: Sequence[str] = ()) -> dict[str, np.ndarray]:
+def average_over_views(
+    predict: Callable[[str | None], Mapping[str, np.ndarray]], views: Sequence[str] = ()
+) -> dict[str, np.ndarray]:
     """Test-time augmentation: ``predict(view)`` for every view (or once, raw), probabilities averaged per key."""
     runs = [predict(view) for view in (list(views) or [None])]
     return {key: np.mean([run[key] for run in runs], axis=0) for key in runs[0]}

@@ -18,9 +18,10 @@ confusion matrix, per-class scores and ROC curves of the pooled test predictions
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
 
@@ -44,9 +45,18 @@ PREDICTIONS_DIR = "predictions"
 REPORT_DIR = "report"
 FoldPredictions = dict[int, dict[str, Predictions]]  # fold number -> method -> test predictions
 #: Settings a resumed experiment may change: where and how it runs and is scored, not what it trains.
-RESUME_MAY_CHANGE = ("evaluate.", "preprocess.cache_dir", "train.num_workers", "train.prefetch_factor",
-                     "train.device", "train.progress", "train.tensorboard", "train.log_every",
-                     "train.checkpoint_every", "train.eval_batch_size")
+RESUME_MAY_CHANGE = (
+    "evaluate.",
+    "preprocess.cache_dir",
+    "train.num_workers",
+    "train.prefetch_factor",
+    "train.device",
+    "train.progress",
+    "train.tensorboard",
+    "train.log_every",
+    "train.checkpoint_every",
+    "train.eval_batch_size",
+)
 
 
 @dataclass
@@ -72,7 +82,9 @@ class ExperimentResult:
         return entry["mean"], entry["std"]
 
 
-def _fold_numbers(splits: Sequence[Any], folds: Iterable[int] | Literal["all"] | None, cfg: ExperimentConfig) -> list[int]:
+def _fold_numbers(
+    splits: Sequence[Any], folds: Iterable[int] | Literal["all"] | None, cfg: ExperimentConfig
+) -> list[int]:
     available = list(range(1, len(splits) + 1))
     if folds is None:
         folds = [cfg.data.fold] if cfg.data.fold is not None else "all"
@@ -105,11 +117,16 @@ def check_resumable(saved: Path, cfg: ExperimentConfig) -> None:
     if not saved.is_file():
         return
     before, now = _flat(config_to_dict(load_config(saved))), _flat(config_to_dict(cfg))
-    changed = [f"{key}: {before.get(key)!r} -> {now.get(key)!r}" for key in sorted(before.keys() | now.keys())
-               if before.get(key) != now.get(key) and not key.startswith(RESUME_MAY_CHANGE)]
+    changed = [
+        f"{key}: {before.get(key)!r} -> {now.get(key)!r}"
+        for key in sorted(before.keys() | now.keys())
+        if before.get(key) != now.get(key) and not key.startswith(RESUME_MAY_CHANGE)
+    ]
     if changed:
-        raise ConfigError(f"{saved}: cannot resume, the run was started with other settings ({'; '.join(changed)}); "
-                          "pass the same config, --data and --set values, or a new --out")
+        raise ConfigError(
+            f"{saved}: cannot resume, the run was started with other settings ({'; '.join(changed)}); "
+            "pass the same config, --data and --set values, or a new --out"
+        )
 
 
 def refuse_fresh_run(out: Path) -> None:
@@ -117,13 +134,18 @@ def refuse_fresh_run(out: Path) -> None:
     written: its ``config.yaml`` is the record of how they were trained, which ``--resume`` checks."""
     held = next(out.glob(f"fold*/**/{CHECKPOINT_DIR}/last.json"), None)
     if held is not None:
-        raise CheckpointError(f"{out}: already holds a checkpoint ({held}); resume it (--resume) or choose a new "
-                              "run folder")
+        raise CheckpointError(
+            f"{out}: already holds a checkpoint ({held}); resume it (--resume) or choose a new run folder"
+        )
 
 
-def run_experiment(cfg: ExperimentConfig, out_dir: str | Path | None = None,
-                   folds: Iterable[int] | Literal["all"] | None = None, resume: bool = False,
-                   config_path: str | None = None) -> ExperimentResult:
+def run_experiment(
+    cfg: ExperimentConfig,
+    out_dir: str | Path | None = None,
+    folds: Iterable[int] | Literal["all"] | None = None,
+    resume: bool = False,
+    config_path: str | None = None,
+) -> ExperimentResult:
     """Train and test every chosen fold of ``cfg``'s protocol, then write the report.
 
     ``folds``: ``"all"``, a list of 1-based fold numbers, or None (``data.fold`` if set, else all).
@@ -154,18 +176,25 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path | None = None,
         test = select_split(split, records, cfg.evaluate.split) if cfg.evaluate.split == "test" else val
         if not test:
             raise DatasetError(f"{split.name}: no {cfg.evaluate.split} images to evaluate")
-        log.info("fold %d: %d training, %d validation, %d %s images", fold, len(train), len(val), len(test),
-                 cfg.evaluate.split)
+        log.info(
+            "fold %d: %d training, %d validation, %d %s images",
+            fold,
+            len(train),
+            len(val),
+            len(test),
+            cfg.evaluate.split,
+        )
         model_folders[fold] = pipeline.train_fold(cfg, train, val, classes, fold_dir, resume=resume)
         if main:
-            fold_predictions[fold] = pipeline.predict_records(model_folders[fold], test,
-                                                              tta_views=cfg.evaluate.tta_views,
-                                                              device=cfg.train.device)
+            fold_predictions[fold] = pipeline.predict_records(
+                model_folders[fold], test, tta_views=cfg.evaluate.tta_views, device=cfg.train.device
+            )
             write_fold_predictions(fold_dir, fold_predictions[fold])
     if not main:
         return ExperimentResult(out, out / REPORT_DIR, [], chosen, {}, {}, model_folders)
-    result = report_experiment(fold_predictions, out / REPORT_DIR, cfg, config_path=config_path,
-                               run_dirs=[out / f"fold{chosen[0]}"])
+    result = report_experiment(
+        fold_predictions, out / REPORT_DIR, cfg, config_path=config_path, run_dirs=[out / f"fold{chosen[0]}"]
+    )
     result.out_dir, result.model_folders = out, model_folders
     return result
 
@@ -187,14 +216,19 @@ def read_fold_predictions(run_dir: str | Path) -> FoldPredictions:
         if not fold_dir.name[4:].isdigit() or not order_file.is_file():
             continue
         methods = order_file.read_text().split()
-        out[int(fold_dir.name[4:])] = {m: Predictions.from_csv(fold_dir / PREDICTIONS_DIR / f"{m}.csv") for m in methods}
+        out[int(fold_dir.name[4:])] = {
+            m: Predictions.from_csv(fold_dir / PREDICTIONS_DIR / f"{m}.csv") for m in methods
+        }
     if not out:
-        raise DatasetError(f"{run_dir}: no fold*/predictions found; is this an experiment folder of `histobreast train`?")
+        raise DatasetError(
+            f"{run_dir}: no fold*/predictions found; is this an experiment folder of `histobreast train`?"
+        )
     return out
 
 
-def pooled_test_predictions(saved: FoldPredictions, method: str | None = None,
-                            folds: Sequence[int] | None = None, run_dir: str | Path = "") -> Predictions:
+def pooled_test_predictions(
+    saved: FoldPredictions, method: str | None = None, folds: Sequence[int] | None = None, run_dir: str | Path = ""
+) -> Predictions:
     """One table of an experiment's test predictions (``read_fold_predictions(run_dir)``) of
     ``method`` (default: the headline method) over ``folds`` (default: every fold)."""
     chosen = sorted(saved) if folds is None else list(folds)
@@ -235,14 +269,23 @@ def _by_magnification(pred: Predictions) -> dict[int | None, Predictions]:
 def _describe(cfg: ExperimentConfig, folds: Sequence[int]) -> str:
     t = cfg.train
     length = f"{t.iterations} iterations" if t.iterations is not None else f"{t.epochs} epochs"
-    return (f"Pipeline {cfg.pipeline}, network {cfg.model.name}; {len(folds)} fold(s) ({', '.join(map(str, folds))}) "
-            f"of the {cfg.data.split} protocol; {t.optimizer} lr {t.lr:g}, batch {t.batch_size}, {length}; "
-            f"input {cfg.preprocess.input_size} px, stain {cfg.preprocess.stain.method}.")
+    return (
+        f"Pipeline {cfg.pipeline}, network {cfg.model.name}; {len(folds)} fold(s) ({', '.join(map(str, folds))}) "
+        f"of the {cfg.data.split} protocol; {t.optimizer} lr {t.lr:g}, batch {t.batch_size}, {length}; "
+        f"input {cfg.preprocess.input_size} px, stain {cfg.preprocess.stain.method}."
+    )
 
 
-def report_experiment(fold_predictions: FoldPredictions, report_dir: Path, cfg: ExperimentConfig, *,
-                      title: str | None = None, dataset: str | None = None, config_path: str | None = None,
-                      run_dirs: Sequence[Path] = ()) -> ExperimentResult:
+def report_experiment(
+    fold_predictions: FoldPredictions,
+    report_dir: Path,
+    cfg: ExperimentConfig,
+    *,
+    title: str | None = None,
+    dataset: str | None = None,
+    config_path: str | None = None,
+    run_dirs: Sequence[Path] = (),
+) -> ExperimentResult:
     """Metrics over folds for every method and the report in ``report_dir``; returns them."""
     folds = sorted(fold_predictions)
     methods = list(fold_predictions[folds[0]])
@@ -252,40 +295,64 @@ def report_experiment(fold_predictions: FoldPredictions, report_dir: Path, cfg: 
     for method in methods:
         per_fold = [_by_magnification(fold_predictions[f][method]) for f in folds]
         mags = sorted({mag for part in per_fold for mag in part}, key=lambda m: (m is None, m or 0))
-        by_mag[method] = {mag: summarise_folds([evaluate_predictions(part[mag]) for part in per_fold if mag in part])
-                          for mag in mags}
+        by_mag[method] = {
+            mag: summarise_folds([evaluate_predictions(part[mag]) for part in per_fold if mag in part]) for mag in mags
+        }
     headline = methods[0]
     pooled = concat_predictions([fold_predictions[f][headline] for f in folds])
     if dataset is None:
         magnification = f", {cfg.data.magnification}X" if cfg.data.magnification else ""
         dataset = f"{cfg.data.kind} data at {cfg.data.root}{magnification}"
-    report = Report(report_dir, title or f"{cfg.name}: {cfg.pipeline} results",
-                    RunInfo(dataset=dataset, split=f"folds {', '.join(map(str, folds))} ({cfg.data.split})",
-                            model=f"{cfg.pipeline} / {cfg.model.name}", config=config_path or cfg.name),
-                    intro=_describe(cfg, folds))
+    report = Report(
+        report_dir,
+        title or f"{cfg.name}: {cfg.pipeline} results",
+        RunInfo(
+            dataset=dataset,
+            split=f"folds {', '.join(map(str, folds))} ({cfg.data.split})",
+            model=f"{cfg.pipeline} / {cfg.model.name}",
+            config=config_path or cfg.name,
+        ),
+        intro=_describe(cfg, folds),
+    )
     fold_note = f"mean ± std over {len(folds)} folds" if len(folds) > 1 else "one fold"
     report.add_heading("Results in the paper's layout")
     report.add_table(accuracy_table(by_mag, "Tables 2-3: patient- and image-level accuracy, kappa, PPV", fold_note))
     report.add_table(f1_table(by_mag, "Table 4: F1, precision and recall", fold_note))
     report.add_heading(f"Headline method '{headline}' per fold")
-    report.add_table(results_table({f"fold {f}": e for f, e in zip(folds, evaluations[headline])}, SUMMARY_METRICS,
-                                   f"{headline}: each fold's test set", row_header="Fold"))
+    report.add_table(
+        results_table(
+            {f"fold {f}": e for f, e in zip(folds, evaluations[headline])},
+            SUMMARY_METRICS,
+            f"{headline}: each fold's test set",
+            row_header="Fold",
+        )
+    )
     if cfg.evaluate.bootstrap > 0:
         intervals = bootstrap_metrics(pooled, n_boot=cfg.evaluate.bootstrap, seed=cfg.seed, level=cfg.evaluate.ci)
-        report.add_table(results_table({"pooled test predictions": {"metrics": intervals}}, SUMMARY_METRICS,
-                                       f"{headline}: {cfg.evaluate.ci:.0%} bootstrap intervals (patients resampled)",
-                                       row_header="Predictions"))
+        report.add_table(
+            results_table(
+                {"pooled test predictions": {"metrics": intervals}},
+                SUMMARY_METRICS,
+                f"{headline}: {cfg.evaluate.ci:.0%} bootstrap intervals (patients resampled)",
+                row_header="Predictions",
+            )
+        )
         report.add_metrics("bootstrap", intervals)
     repeated = len(pooled.image_ids) - len(set(pooled.image_ids))
     if repeated:
-        report.add_text(f"{repeated} pooled rows are images tested in more than one fold (the folds are independent "
-                        "train/test splits, e.g. BreaKHis's official ones); they count once per fold below.")
+        report.add_text(
+            f"{repeated} pooled rows are images tested in more than one fold (the folds are independent "
+            "train/test splits, e.g. BreaKHis's official ones); they count once per fold below."
+        )
     report.add_evaluation(f"{headline}, test predictions of all folds pooled", evaluate_predictions(pooled), pooled)
     for run_dir in run_dirs:
         for log_file in sorted(Path(run_dir).glob("*/train_log.csv")):
             name = f"{run_dir.name}_{log_file.parent.name}"
-            figure = plot_training_curves(log_file, report.figure_path(f"{name}_training.png"),
-                                          f"{run_dir.name}, {log_file.parent.name}: training")
+            figure = plot_training_curves(
+                log_file,
+                report.figure_path(f"{name}_training.png"),
+                f"{run_dir.name}, {log_file.parent.name}: training",
+            )
             report.add_figure(figure, f"Training curves of {run_dir.name} ({log_file.parent.name} run).")
     report.add_metrics("summary", summary)
     report.add_metrics("by_magnification", by_mag)
@@ -298,9 +365,15 @@ def _is_experiment_folder(path: Path) -> bool:
     return (path / "config.yaml").is_file() and (path / "splits.csv").is_file()
 
 
-def evaluate_model_folder(targets: str | Path | Sequence[str | Path], data: str | Path | None = None,
-                          out_dir: str | Path | None = None, *, tta_views: Sequence[str] = (),
-                          batch_size: int | None = None, device: str = "auto") -> ExperimentResult:
+def evaluate_model_folder(
+    targets: str | Path | Sequence[str | Path],
+    data: str | Path | None = None,
+    out_dir: str | Path | None = None,
+    *,
+    tta_views: Sequence[str] = (),
+    batch_size: int | None = None,
+    device: str = "auto",
+) -> ExperimentResult:
     """Score trained models and write a report; ``targets`` are model folders or experiment folders.
 
     - A **model folder** with ``data``: every image of ``data`` (read with the model's data
@@ -328,18 +401,30 @@ def evaluate_model_folder(targets: str | Path | Sequence[str | Path], data: str 
     loaded = load_model_folder(model_dir)
     cfg = replace(loaded.cfg, data=replace(loaded.cfg.data, root=str(data)))
     records, classes = experiment_records(replace(cfg, data=replace(cfg.data, classes=list(info["classes"]))))
-    predictions = get_pipeline(loaded.pipeline).predict_records(loaded, records, tta_views=tta_views,
-                                                                batch_size=batch_size, device=device)
+    predictions = get_pipeline(loaded.pipeline).predict_records(
+        loaded, records, tta_views=tta_views, batch_size=batch_size, device=device
+    )
     out = Path(out_dir) if out_dir is not None else model_dir.parent / f"{model_dir.name}-evaluation"
     write_fold_predictions(out, predictions)
-    result = report_experiment({1: predictions}, out / REPORT_DIR, cfg, title=f"{model_dir}: evaluation on {data}",
-                               config_path=str(model_dir / "model.json"))
+    result = report_experiment(
+        {1: predictions},
+        out / REPORT_DIR,
+        cfg,
+        title=f"{model_dir}: evaluation on {data}",
+        config_path=str(model_dir / "model.json"),
+    )
     result.out_dir = out
     return result
 
 
-def _evaluate_runs(runs: Sequence[Path], data: str | Path | None, out_dir: str | Path | None,
-                   tta_views: Sequence[str], batch_size: int | None, device: str) -> ExperimentResult:
+def _evaluate_runs(
+    runs: Sequence[Path],
+    data: str | Path | None,
+    out_dir: str | Path | None,
+    tta_views: Sequence[str],
+    batch_size: int | None,
+    device: str,
+) -> ExperimentResult:
     per_run: list[FoldPredictions] = []
     configs = [load_config(run / "config.yaml") for run in runs]
     for run, cfg in zip(runs, configs):
@@ -356,7 +441,8 @@ def _evaluate_runs(runs: Sequence[Path], data: str | Path | None, out_dir: str |
             if not model_dir.is_dir() or not test:
                 continue
             fold_preds[fold] = get_pipeline(cfg.pipeline).predict_records(
-                model_dir, test, tta_views=tta_views, batch_size=batch_size, device=device)
+                model_dir, test, tta_views=tta_views, batch_size=batch_size, device=device
+            )
         if not fold_preds:
             raise DatasetError(f"{run}: none of its folds' test images are in {data}")
         per_run.append(fold_preds)
@@ -367,8 +453,13 @@ def _evaluate_runs(runs: Sequence[Path], data: str | Path | None, out_dir: str |
     combined = {f: {m: concat_predictions([p[f][m] for p in per_run]) for m in methods} for f in folds}
     out = Path(out_dir) if out_dir is not None else (runs[0] if len(runs) == 1 else Path("runs") / "evaluation")
     names = ", ".join(c.name for c in configs)
-    result = report_experiment(combined, out / REPORT_DIR, configs[0], title=f"Evaluation of {names}",
-                               dataset=", ".join(str(c.data.root) for c in configs) if data is None else str(data),
-                               config_path=", ".join(str(r / "config.yaml") for r in runs))
+    result = report_experiment(
+        combined,
+        out / REPORT_DIR,
+        configs[0],
+        title=f"Evaluation of {names}",
+        dataset=", ".join(str(c.data.root) for c in configs) if data is None else str(data),
+        config_path=", ".join(str(r / "config.yaml") for r in runs),
+    )
     result.out_dir = out
     return result

@@ -10,8 +10,9 @@ stain normalisation and ``augment.copies`` come from ``preprocess``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from torch.utils.data import DataLoader
@@ -43,24 +44,48 @@ from histobreast.preprocess.stain import StainNormalizer
 METHODS = ("image",)
 
 
-def image_dataset(cfg: ExperimentConfig, records: Sequence[ImageRecord], classes: Sequence[str], *, train: bool,
-                  stain: StainNormalizer | None, **options: Any) -> ImageDataset:
+def image_dataset(
+    cfg: ExperimentConfig,
+    records: Sequence[ImageRecord],
+    classes: Sequence[str],
+    *,
+    train: bool,
+    stain: StainNormalizer | None,
+    **options: Any,
+) -> ImageDataset:
     """The dataset the config describes, for training (augmented, random crops) or evaluation."""
     pre = cfg.preprocess
-    return ImageDataset(records, classes, size=pre.input_size, microns_per_pixel=pre.microns_per_pixel,
-                        crop="random" if train else "none", copies=pre.augment.copies if train else 1,
-                        augment=augment_config(cfg) if train else None, stain=stain, seed=cfg.seed, **options)
+    return ImageDataset(
+        records,
+        classes,
+        size=pre.input_size,
+        microns_per_pixel=pre.microns_per_pixel,
+        crop="random" if train else "none",
+        copies=pre.augment.copies if train else 1,
+        augment=augment_config(cfg) if train else None,
+        stain=stain,
+        seed=cfg.seed,
+        **options,
+    )
 
 
 def eval_loader(cfg: ExperimentConfig, dataset: ImageDataset, batch_size: int | None = None) -> DataLoader:
     """Evaluation batches in dataset order; one image per batch when images keep their own size."""
     whole = dataset.microns_per_pixel is not None and dataset.crop == "none"
-    return DataLoader(dataset, batch_size=1 if whole else (batch_size or eval_batch_size(cfg)),
-                      num_workers=cfg.train.num_workers)
+    return DataLoader(
+        dataset, batch_size=1 if whole else (batch_size or eval_batch_size(cfg)), num_workers=cfg.train.num_workers
+    )
 
 
-def train_fold(cfg: ExperimentConfig, train_records: Sequence[ImageRecord], val_records: Sequence[ImageRecord],
-               classes: Sequence[str], fold_dir: Path, *, resume: bool = False) -> Path:
+def train_fold(
+    cfg: ExperimentConfig,
+    train_records: Sequence[ImageRecord],
+    val_records: Sequence[ImageRecord],
+    classes: Sequence[str],
+    fold_dir: Path,
+    *,
+    resume: bool = False,
+) -> Path:
     """Train the network on one fold (engine run folder ``fold_dir/image``) and write ``fold_dir/model``."""
     fold_dir = Path(fold_dir)
     finished = finished_model_folder(fold_dir, resume)
@@ -72,23 +97,43 @@ def train_fold(cfg: ExperimentConfig, train_records: Sequence[ImageRecord], val_
     train = image_dataset(cfg, train_records, classes, train=True, stain=stain)
     val = eval_loader(cfg, image_dataset(cfg, val_records, classes, train=False, stain=stain)) if val_records else None
     name, kwargs = model_identity(model, cfg, classes)
-    result = train_network(cfg, model, train, val, fold_dir / "image", classes, resume=resume,
-                           model_name=name, model_kwargs=kwargs)
-    return save_model_folder(fold_dir / "model", model.cpu(), cfg, classes, stain=stain, metrics=result.final_metrics,
-                             microns_per_pixel=images_scale(train_records))
+    result = train_network(
+        cfg, model, train, val, fold_dir / "image", classes, resume=resume, model_name=name, model_kwargs=kwargs
+    )
+    return save_model_folder(
+        fold_dir / "model",
+        model.cpu(),
+        cfg,
+        classes,
+        stain=stain,
+        metrics=result.final_metrics,
+        microns_per_pixel=images_scale(train_records),
+    )
 
 
-def predict_records(model_folder_or_loaded: str | Path | LoadedModel, records: Sequence[ImageRecord], *,
-                    tta_views: Sequence[str] = (), batch_size: int | None = None,
-                    device: str = "auto") -> dict[str, Predictions]:
+def predict_records(
+    model_folder_or_loaded: str | Path | LoadedModel,
+    records: Sequence[ImageRecord],
+    *,
+    tta_views: Sequence[str] = (),
+    batch_size: int | None = None,
+    device: str = "auto",
+) -> dict[str, Predictions]:
     """``{"image": Predictions}``: one row per record, probabilities averaged over ``tta_views``."""
     loaded = as_loaded(model_folder_or_loaded, device)
     device_ = next(loaded.model.parameters()).device
     model = loaded.model
 
     def predict(view: str | None) -> dict[str, np.ndarray]:
-        data = image_dataset(loaded.cfg, records, loaded.classes, train=False, stain=loaded.stain,
-                             require_labels=False, read_image=view_reader(view))
+        data = image_dataset(
+            loaded.cfg,
+            records,
+            loaded.classes,
+            train=False,
+            stain=loaded.stain,
+            require_labels=False,
+            read_image=view_reader(view),
+        )
         probs, _ = predict_probabilities(model, eval_loader(loaded.cfg, data, batch_size), device_)
         return {"image": probs}
 

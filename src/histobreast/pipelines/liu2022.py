@@ -29,8 +29,9 @@ sample for all its crops; frozen-encoder mode computes features once, so it reje
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 from torch import Tensor, nn
@@ -65,8 +66,10 @@ def krem_params(cfg: ExperimentConfig, source: str = "config") -> KremParams:
     krem = dict(cfg.preprocess.regions.krem)
     size = krem.setdefault("output_size", cfg.preprocess.input_size)
     if size != cfg.preprocess.input_size:
-        raise ConfigError(f"{source}: preprocess.regions.krem.output_size={size} differs from "
-                          f"preprocess.input_size={cfg.preprocess.input_size}; set only input_size")
+        raise ConfigError(
+            f"{source}: preprocess.regions.krem.output_size={size} differs from "
+            f"preprocess.input_size={cfg.preprocess.input_size}; set only input_size"
+        )
     return build_dataclass(KremParams, krem, source, "preprocess.regions.krem")
 
 
@@ -75,8 +78,10 @@ def model_kwargs(cfg: ExperimentConfig, classes: Sequence[str]) -> dict[str, Any
     if cfg.model.name != MODEL_NAME:
         raise ConfigError(f"pipeline liu2022 trains {MODEL_NAME!r}, but model.name is {cfg.model.name!r}")
     if _fits_svm(cfg) and not cfg.model.frozen_encoders:
-        raise ConfigError("model.kwargs.discriminator: 'svm' is fitted on encoder features, so it needs "
-                          "model.frozen_encoders: true (Table 4's SVM row on trained encoders: `histobreast ablate`)")
+        raise ConfigError(
+            "model.kwargs.discriminator: 'svm' is fitted on encoder features, so it needs "
+            "model.frozen_encoders: true (Table 4's SVM row on trained encoders: `histobreast ablate`)"
+        )
     return {"num_classes": cfg.model.num_classes or len(classes), **cfg.model.kwargs}
 
 
@@ -95,19 +100,36 @@ def build_model(cfg: ExperimentConfig, classes: Sequence[str]) -> MSMVPFENet:
     return create_model(MODEL_NAME, weights=cfg.model.weights, **kwargs)
 
 
-def region_dataset(cfg: ExperimentConfig, records: Sequence[ImageRecord], classes: Sequence[str],
-                   levels: Sequence[int], *, train: bool, cache_dir: Path | None,
-                   stain: StainNormalizer | None = None, views: Sequence[str] = (),
-                   unknown_labels: bool = False) -> KeyRegionDataset:
+def region_dataset(
+    cfg: ExperimentConfig,
+    records: Sequence[ImageRecord],
+    classes: Sequence[str],
+    levels: Sequence[int],
+    *,
+    train: bool,
+    cache_dir: Path | None,
+    stain: StainNormalizer | None = None,
+    views: Sequence[str] = (),
+    unknown_labels: bool = False,
+) -> KeyRegionDataset:
     """The training (``top_k_train`` regions per view, images preloaded, ``preprocess.augment``) or
     evaluation (``top_k_test``) key-region dataset of ``records``; samples are uint8 crops
     normalised by the model."""
     regions = cfg.preprocess.regions
     return KeyRegionDataset(
-        records, classes, top_k=regions.top_k_train if train else regions.top_k_test,
-        views=tuple(views) or tuple(regions.views), levels=levels, params=krem_params(cfg, cfg.name),
-        selection=regions.selection, seed=cfg.seed, cache_dir=cache_dir / "regions" if cache_dir else None,
-        stain=stain, preload=train, uint8=True, unknown_labels=unknown_labels,
+        records,
+        classes,
+        top_k=regions.top_k_train if train else regions.top_k_test,
+        views=tuple(views) or tuple(regions.views),
+        levels=levels,
+        params=krem_params(cfg, cfg.name),
+        selection=regions.selection,
+        seed=cfg.seed,
+        cache_dir=cache_dir / "regions" if cache_dir else None,
+        stain=stain,
+        preload=train,
+        uint8=True,
+        unknown_labels=unknown_labels,
         augment=augment_config(cfg) if train else None,
     )
 
@@ -118,18 +140,24 @@ def cache_dir_of(cfg: ExperimentConfig, fold_dir: Path) -> Path:
 
 
 def _eval_batch_size(cfg: ExperimentConfig) -> int:
-    return cfg.evaluate.batch_size or cfg.train.eval_batch_size or max(1, 2 * cfg.train.batch_size // cfg.train.grad_accum)
+    return (
+        cfg.evaluate.batch_size or cfg.train.eval_batch_size or max(1, 2 * cfg.train.batch_size // cfg.train.grad_accum)
+    )
 
 
-def validation_fn(val: KeyRegionDataset, inputs: Dataset, batch_size: int, device: str) -> Callable[[nn.Module], dict[str, float]]:
+def validation_fn(
+    val: KeyRegionDataset, inputs: Dataset, batch_size: int, device: str
+) -> Callable[[nn.Module], dict[str, float]]:
     """``validate(model)`` for the Trainer: patch-level ``val_loss``/``val_accuracy`` and the six-view
     vote's ``val_image_accuracy`` over ``inputs`` (``val`` itself, or its cached features)."""
 
     def validate(model: nn.Module) -> dict[str, float]:
         probs, targets = predict_probabilities(model, DataLoader(inputs, batch_size=batch_size), device)
         image = image_predictions(val, probs)
-        return {**classification_metrics(probs, targets, prefix="val_"),
-                VAL_IMAGE_ACCURACY: float(np.mean(image.predicted == image.labels))}
+        return {
+            **classification_metrics(probs, targets, prefix="val_"),
+            VAL_IMAGE_ACCURACY: float(np.mean(image.predicted == image.labels)),
+        }
 
     return validate
 
@@ -143,16 +171,28 @@ def encoder_pretraining_config(cfg: ExperimentConfig) -> TrainConfig | None:
     overrides = cfg.model.encoder_pretraining
     if overrides is None:
         return None
-    merged = {**config_to_dict(cfg.train), **overrides,
-              "eval_every": None, "early_stopping": None, "restore_best": False}
+    merged = {
+        **config_to_dict(cfg.train),
+        **overrides,
+        "eval_every": None,
+        "early_stopping": None,
+        "restore_best": False,
+    }
     for length, other in (("iterations", "epochs"), ("epochs", "iterations")):
         if overrides.get(length) is not None and other not in overrides:
             merged[other] = None  # a length given here replaces the train section's
     return build_dataclass(TrainConfig, merged, cfg.name, "model.encoder_pretraining")
 
 
-def pretrain_encoders(cfg: ExperimentConfig, model: MSMVPFENet, train: Dataset, classes: Sequence[str],
-                      run_dir: Path, *, resume: bool = False) -> None:
+def pretrain_encoders(
+    cfg: ExperimentConfig,
+    model: MSMVPFENet,
+    train: Dataset,
+    classes: Sequence[str],
+    run_dir: Path,
+    *,
+    resume: bool = False,
+) -> None:
     """Train each encoder of ``model`` in place as a classifier of its own scale's crops.
 
     Without ImageNet weights, this stands in for the paper's pre-trained start: encoder ``i`` plus
@@ -165,15 +205,29 @@ def pretrain_encoders(cfg: ExperimentConfig, model: MSMVPFENet, train: Dataset, 
         return
     for index, level in enumerate(model.scales):
         classifier = ScaleClassifier(model, index, len(classes))
-        Trainer(classifier, settings, seed=cfg.seed + index, run_dir=run_dir / f"level{level}", experiment=cfg,
-                metadata={"classes": list(classes), "stage": "encoder_pretraining", "level": level}
-                ).fit(train, resume=resume)
+        Trainer(
+            classifier,
+            settings,
+            seed=cfg.seed + index,
+            run_dir=run_dir / f"level{level}",
+            experiment=cfg,
+            metadata={"classes": list(classes), "stage": "encoder_pretraining", "level": level},
+        ).fit(train, resume=resume)
         classifier.cpu()  # the Trainer moved this encoder to its device; the rest of the model is on the CPU
 
 
-def cross_fitted_features(cfg: ExperimentConfig, train: KeyRegionDataset, parts: int, fold_dir: Path, cache: Path,
-                          stain: StainNormalizer | None, *, batch_size: int, device: str,
-                          resume: bool = False) -> FeatureDataset:
+def cross_fitted_features(
+    cfg: ExperimentConfig,
+    train: KeyRegionDataset,
+    parts: int,
+    fold_dir: Path,
+    cache: Path,
+    stain: StainNormalizer | None,
+    *,
+    batch_size: int,
+    device: str,
+    resume: bool = False,
+) -> FeatureDataset:
     """FDNet's training vectors with every image of ``train`` encoded by encoders that never saw it.
 
     Encoders pre-trained on a fold's training images fit them (training accuracy far above
@@ -189,17 +243,30 @@ def cross_fitted_features(cfg: ExperimentConfig, train: KeyRegionDataset, parts:
         model = build_model(cfg, train.classes)
         slices = [train.image_slices[position[r.image_id]] for r in fitted]
         samples = [i for part in slices for i in range(part.start, part.stop)]  # the decoded images, reused
-        pretrain_encoders(cfg, model, Subset(train, samples), train.classes, fold_dir / "pretrain" / split.name,
-                          resume=resume)
+        pretrain_encoders(
+            cfg, model, Subset(train, samples), train.classes, fold_dir / "pretrain" / split.name, resume=resume
+        )
         held = region_dataset(cfg, held_out, train.classes, model.scales, train=True, cache_dir=cache, stain=stain)
         features.append(extract_features(model, held, cache / "features", batch_size=batch_size, device=device))
-        log.info("%s: %s encoded %d held-out images by encoders pre-trained on %d", fold_dir, split.name,
-                 len(held_out), len(fitted))
+        log.info(
+            "%s: %s encoded %d held-out images by encoders pre-trained on %d",
+            fold_dir,
+            split.name,
+            len(held_out),
+            len(fitted),
+        )
     return FeatureDataset(np.concatenate([f.features for f in features]), np.concatenate([f.targets for f in features]))
 
 
-def train_fold(cfg: ExperimentConfig, train_records: Sequence[ImageRecord], val_records: Sequence[ImageRecord],
-               classes: Sequence[str], fold_dir: Path, *, resume: bool = False) -> Path:
+def train_fold(
+    cfg: ExperimentConfig,
+    train_records: Sequence[ImageRecord],
+    val_records: Sequence[ImageRecord],
+    classes: Sequence[str],
+    fold_dir: Path,
+    *,
+    resume: bool = False,
+) -> Path:
     """Train one fold and write its model folder ``fold_dir/model`` (returned).
 
     With ``model.encoder_pretraining`` each encoder is first trained alone on its scale
@@ -219,10 +286,18 @@ def train_fold(cfg: ExperimentConfig, train_records: Sequence[ImageRecord], val_
     model = build_model(cfg, classes)
     cache = cache_dir_of(cfg, fold_dir)
     train = region_dataset(cfg, train_records, classes, model.scales, train=True, cache_dir=cache, stain=stain)
-    val = region_dataset(cfg, val_records, classes, model.scales, train=False, cache_dir=cache, stain=stain) \
-        if val_records else None
-    log.info("%s: %d training samples (%d images), %d validation samples", fold_dir, len(train),
-             len(train_records), len(val) if val is not None else 0)
+    val = (
+        region_dataset(cfg, val_records, classes, model.scales, train=False, cache_dir=cache, stain=stain)
+        if val_records
+        else None
+    )
+    log.info(
+        "%s: %d training samples (%d images), %d validation samples",
+        fold_dir,
+        len(train),
+        len(train_records),
+        len(val) if val is not None else 0,
+    )
     train.prepare()
     pretrain_encoders(cfg, model, train, classes, fold_dir / "pretrain", resume=resume)
     kwargs = model_kwargs(cfg, classes)
@@ -232,8 +307,9 @@ def train_fold(cfg: ExperimentConfig, train_records: Sequence[ImageRecord], val_
         device = str(resolve_device(cfg.train.device))
         features = cache / "features"
         if cfg.model.cross_fit:
-            train_inputs = cross_fitted_features(cfg, train, cfg.model.cross_fit, fold_dir, cache, stain,
-                                                 batch_size=batch, device=device, resume=resume)
+            train_inputs = cross_fitted_features(
+                cfg, train, cfg.model.cross_fit, fold_dir, cache, stain, batch_size=batch, device=device, resume=resume
+            )
         else:
             train_inputs = extract_features(model, train, features, batch_size=batch, device=device)
         validate = None
@@ -243,26 +319,49 @@ def train_fold(cfg: ExperimentConfig, train_records: Sequence[ImageRecord], val_
         if _fits_svm(cfg):
             svm = SVMDiscriminator(len(classes)).fit_features(train_inputs)
             model.discriminator = svm.to_module(model.feature_dim, len(model.scales))
-            kwargs.update(svm_support_vectors=len(model.discriminator.support_vectors),
-                          svm_seen_classes=len(model.discriminator.classes))
+            kwargs.update(
+                svm_support_vectors=len(model.discriminator.support_vectors),
+                svm_seen_classes=len(model.discriminator.classes),
+            )
             metrics = validate(model.discriminator) if validate is not None else {}
         else:
-            trainer = Trainer(model.discriminator, cfg.train, run_dir=fold_dir / "discriminator", validate=validate,
-                              **trainer_args)
+            trainer = Trainer(
+                model.discriminator, cfg.train, run_dir=fold_dir / "discriminator", validate=validate, **trainer_args
+            )
             metrics = trainer.fit(train_inputs, resume=resume).final_metrics
     else:
         validate = validation_fn(val, val, batch, cfg.train.device) if val is not None else None
-        trainer = Trainer(model, cfg.train, run_dir=fold_dir / "msmv", validate=validate, model_name=MODEL_NAME,
-                          model_kwargs=kwargs, **trainer_args)
+        trainer = Trainer(
+            model,
+            cfg.train,
+            run_dir=fold_dir / "msmv",
+            validate=validate,
+            model_name=MODEL_NAME,
+            model_kwargs=kwargs,
+            **trainer_args,
+        )
         metrics = trainer.fit(train, resume=resume).final_metrics
     model.eval()
-    return save_model_folder(target, model.cpu(), cfg, classes, stain=stain, metrics=metrics, model_kwargs=kwargs,
-                             microns_per_pixel=images_scale(train_records))  # KREM's windows are physical
+    return save_model_folder(
+        target,
+        model.cpu(),
+        cfg,
+        classes,
+        stain=stain,
+        metrics=metrics,
+        model_kwargs=kwargs,
+        microns_per_pixel=images_scale(train_records),
+    )  # KREM's windows are physical
 
 
-def predict_records(model_folder_or_loaded: str | Path | LoadedModel, records: Sequence[ImageRecord], *,
-                    tta_views: Sequence[str] = (), batch_size: int | None = None,
-                    device: str = "auto") -> dict[str, Predictions]:
+def predict_records(
+    model_folder_or_loaded: str | Path | LoadedModel,
+    records: Sequence[ImageRecord],
+    *,
+    tta_views: Sequence[str] = (),
+    batch_size: int | None = None,
+    device: str = "auto",
+) -> dict[str, Predictions]:
     """``{"image": six-view majority vote per image, "patch": one row per view}``.
 
     Each view contributes its ``top_k_test`` densest key regions (the paper: 1); ``tta_views``
@@ -273,15 +372,28 @@ def predict_records(model_folder_or_loaded: str | Path | LoadedModel, records: S
     region (the densest with KREM; the first draw in the random-region control).
     """
     target = resolve_device(device)
-    loaded = model_folder_or_loaded if isinstance(model_folder_or_loaded, LoadedModel) \
+    loaded = (
+        model_folder_or_loaded
+        if isinstance(model_folder_or_loaded, LoadedModel)
         else load_model_folder(model_folder_or_loaded, device=str(target))
+    )
     loaded.model.to(target)
     cfg = loaded.cfg
     cache = Path(cfg.preprocess.cache_dir) if cfg.preprocess.cache_dir else None
-    data = region_dataset(cfg, records, loaded.classes, loaded.model.scales, train=False, cache_dir=cache,
-                          stain=loaded.stain, views=tta_views, unknown_labels=True)
-    probs, _ = predict_probabilities(loaded.model, DataLoader(data, batch_size=batch_size or _eval_batch_size(cfg)),
-                                     target)
+    data = region_dataset(
+        cfg,
+        records,
+        loaded.classes,
+        loaded.model.scales,
+        train=False,
+        cache_dir=cache,
+        stain=loaded.stain,
+        views=tta_views,
+        unknown_labels=True,
+    )
+    probs, _ = predict_probabilities(
+        loaded.model, DataLoader(data, batch_size=batch_size or _eval_batch_size(cfg)), target
+    )
     return _evaluation_methods(data, probs)
 
 
@@ -295,9 +407,14 @@ def _evaluation_methods(data: KeyRegionDataset, probs: np.ndarray | Tensor) -> d
     return methods
 
 
-def predict_records_svm(model_folder: str | Path, train_records: Sequence[ImageRecord],
-                        records: Sequence[ImageRecord], *, batch_size: int | None = None,
-                        device: str = "auto") -> dict[str, Predictions]:
+def predict_records_svm(
+    model_folder: str | Path,
+    train_records: Sequence[ImageRecord],
+    records: Sequence[ImageRecord],
+    *,
+    batch_size: int | None = None,
+    device: str = "auto",
+) -> dict[str, Predictions]:
     """Table 4's "PFENet + SVM": an SVM fitted on the pooled features of ``model_folder``'s encoders
     over ``train_records`` (6 views x ``top_k_train`` regions), then :func:`predict_records`' outputs
     with the SVM's probabilities. Features are cached next to the model's regions; the SVM is refitted
@@ -308,10 +425,14 @@ def predict_records_svm(model_folder: str | Path, train_records: Sequence[ImageR
     device = str(resolve_device(device))
     batch = batch_size or _eval_batch_size(cfg)
     train = region_dataset(cfg, train_records, classes, model.scales, train=True, cache_dir=cache, stain=loaded.stain)
-    test = region_dataset(cfg, records, classes, model.scales, train=False, cache_dir=cache, stain=loaded.stain,
-                          unknown_labels=True)
+    test = region_dataset(
+        cfg, records, classes, model.scales, train=False, cache_dir=cache, stain=loaded.stain, unknown_labels=True
+    )
     model.to(device)
-    svm = SVMDiscriminator(len(classes)).fit_features(extract_features(model, train, cache / "features",
-                                                                       batch_size=batch, device=device))
-    probs = svm.predict_proba(extract_features(model, test, cache / "features", batch_size=batch, device=device).features)
+    svm = SVMDiscriminator(len(classes)).fit_features(
+        extract_features(model, train, cache / "features", batch_size=batch, device=device)
+    )
+    probs = svm.predict_proba(
+        extract_features(model, test, cache / "features", batch_size=batch, device=device).features
+    )
     return _evaluation_methods(test, probs)

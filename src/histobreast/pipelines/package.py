@@ -19,9 +19,10 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -154,8 +155,10 @@ def read_model_info(path: str | Path) -> dict[str, Any]:
     if path.is_file():
         raise CheckpointError(f"{path}: expected a model folder (holding {MODEL_JSON} and {WEIGHTS_FILE}), got a file")
     if (path / ENSEMBLE_JSON).is_file():
-        raise CheckpointError(f"{path}: is an ensemble ({ENSEMBLE_JSON}), not a single model; load it with "
-                              "histobreast.pipelines.bagging, or pass it to `histobreast predict` or `histobreast ensemble evaluate`")
+        raise CheckpointError(
+            f"{path}: is an ensemble ({ENSEMBLE_JSON}), not a single model; load it with "
+            "histobreast.pipelines.bagging, or pass it to `histobreast predict` or `histobreast ensemble evaluate`"
+        )
     meta = path / MODEL_JSON
     if not meta.is_file():
         hint = " (an experiment folder? its models are in fold*/model)" if any(path.glob("fold*/model")) else ""
@@ -195,8 +198,15 @@ def load_model_folder(path: str | Path, device: str = "cpu") -> LoadedModel:
     model = create_model(info["model_name"], **kwargs)
     load_weights(model, path / WEIGHTS_FILE)
     model.to(device).eval()
-    return LoadedModel(model=model, info=info, classes=list(info["classes"]), pipeline=info["pipeline"], cfg=cfg,
-                       path=path, stain=fitted_stain(info, meta))
+    return LoadedModel(
+        model=model,
+        info=info,
+        classes=list(info["classes"]),
+        pipeline=info["pipeline"],
+        cfg=cfg,
+        path=path,
+        stain=fitted_stain(info, meta),
+    )
 
 
 def as_loaded(model_folder_or_loaded: str | Path | LoadedModel, device: str | torch.device = "auto") -> LoadedModel:

@@ -25,9 +25,10 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -125,15 +126,18 @@ def sep_backbones(model: nn.Module) -> dict[str, GoogLeNetSEP]:
     elif isinstance(model, HybridCNN):
         backbones = {"global_branch.": model.global_branch, "local_branch.": model.local_branch}
     else:
-        raise ConfigError(f"channel pruning needs a googlenet_sep or hybrid_googlenet_sep model, got {type(model).__name__}")
+        raise ConfigError(
+            f"channel pruning needs a googlenet_sep or hybrid_googlenet_sep model, got {type(model).__name__}"
+        )
     for prefix, backbone in backbones.items():
         if not isinstance(backbone, GoogLeNetSEP) or not backbone.has_se:
             raise ConfigError(f"channel pruning needs SEP blocks; backbone {prefix or 'model'!r} has none")
     return backbones
 
 
-def prune_network(model: nn.Module, importance: dict[str, torch.Tensor], fraction: float,
-                  internal: bool = False) -> nn.Module:
+def prune_network(
+    model: nn.Module, importance: dict[str, torch.Tensor], fraction: float, internal: bool = False
+) -> nn.Module:
     """A new, physically smaller copy of ``model`` without the ``fraction`` of lowest-importance
     channels of every SEP-followed layer (each hybrid branch by its own importances), and with
     ``internal`` of every internal conv too."""
@@ -145,8 +149,10 @@ def prune_network(model: nn.Module, importance: dict[str, torch.Tensor], fractio
 
 def channel_widths(model: nn.Module) -> dict[str, dict[str, int]]:
     """Output channels of every SEP-followed layer of every backbone: ``{prefix: {layer: C}}``."""
-    return {prefix or "model": {name: backbone.widths[name].out_channels for name in INCEPTION_NAMES}
-            for prefix, backbone in sep_backbones(model).items()}
+    return {
+        prefix or "model": {name: backbone.widths[name].out_channels for name in INCEPTION_NAMES}
+        for prefix, backbone in sep_backbones(model).items()
+    }
 
 
 @dataclass
@@ -161,9 +167,15 @@ class PruningData:
     retrain: dict[str, tuple[Dataset, Any]]
 
 
-def pruning_data(cfg: ExperimentConfig, model: nn.Module, classes: Sequence[str], stain: Any,
-                 train_records: Sequence[ImageRecord], val_records: Sequence[ImageRecord],
-                 batch_size: int = 8) -> PruningData:
+def pruning_data(
+    cfg: ExperimentConfig,
+    model: nn.Module,
+    classes: Sequence[str],
+    stain: Any,
+    train_records: Sequence[ImageRecord],
+    val_records: Sequence[ImageRecord],
+    batch_size: int = 8,
+) -> PruningData:
     """The datasets the model's pipeline trains with (hybrid: global images and grid patches, each
     branch its own; plain image model: images); the importance pass sees the training images
     without augmentation, as the pipeline evaluates them."""
@@ -171,11 +183,22 @@ def pruning_data(cfg: ExperimentConfig, model: nn.Module, classes: Sequence[str]
         from histobreast.pipelines import zhu2019
 
         pre = cfg.preprocess
-        importance = HybridDataset(train_records, classes, size=pre.input_size, grid=tuple(pre.patches.grid),
-                                   patch_size=pre.patches.size, stain=stain, seed=cfg.seed)
-        branches = zhu2019.branch_datasets(cfg, train_records, val_records, classes, stain)  # the branches' own training data
-        return PruningData(DataLoader(importance, batch_size=batch_size),
-                           {"global_branch.": branches["global"], "local_branch.": branches["local"]})
+        importance = HybridDataset(
+            train_records,
+            classes,
+            size=pre.input_size,
+            grid=tuple(pre.patches.grid),
+            patch_size=pre.patches.size,
+            stain=stain,
+            seed=cfg.seed,
+        )
+        branches = zhu2019.branch_datasets(
+            cfg, train_records, val_records, classes, stain
+        )  # the branches' own training data
+        return PruningData(
+            DataLoader(importance, batch_size=batch_size),
+            {"global_branch.": branches["global"], "local_branch.": branches["local"]},
+        )
     from histobreast.pipelines.image import eval_loader, image_dataset
 
     val = eval_loader(cfg, image_dataset(cfg, val_records, classes, train=False, stain=stain)) if val_records else None
@@ -183,7 +206,9 @@ def pruning_data(cfg: ExperimentConfig, model: nn.Module, classes: Sequence[str]
     return PruningData(importance, {"": (image_dataset(cfg, train_records, classes, train=True, stain=stain), val)})
 
 
-def measure_importance(model: nn.Module, data: PruningData, options: PruneOptions, device: str = "cpu") -> dict[str, torch.Tensor]:
+def measure_importance(
+    model: nn.Module, data: PruningData, options: PruneOptions, device: str = "cpu"
+) -> dict[str, torch.Tensor]:
     """Mean SE gate per channel of every backbone over the training images (one no-grad pass; a
     hybrid runs both branches whatever its mode)."""
     model.to(device)
@@ -208,9 +233,16 @@ def retrain_config(train: TrainConfig, options: PruneOptions) -> TrainConfig:
 StepCallback = Callable[[Trainer], Any]
 
 
-def retrain_backbones(model: nn.Module, data: PruningData, cfg: ExperimentConfig, train: TrainConfig,
-                      run_dir: Path, seed: int, callbacks: Sequence[StepCallback] = (),
-                      resume: bool = False) -> dict[str, float]:
+def retrain_backbones(
+    model: nn.Module,
+    data: PruningData,
+    cfg: ExperimentConfig,
+    train: TrainConfig,
+    run_dir: Path,
+    seed: int,
+    callbacks: Sequence[StepCallback] = (),
+    resume: bool = False,
+) -> dict[str, float]:
     """Retrain every backbone of ``model`` in place (``run_dir/<branch>``; ``resume`` continues
     interrupted runs); returns the last validation metrics, prefixed by branch for a hybrid."""
     metrics: dict[str, float] = {}
@@ -218,9 +250,16 @@ def retrain_backbones(model: nn.Module, data: PruningData, cfg: ExperimentConfig
         seed_everything(derive_seed(seed, number))
         train_data, val_data = data.retrain[prefix]
         name = prefix.rstrip(".").replace("_branch", "") or "model"
-        trainer = Trainer(backbone, train, seed=derive_seed(seed, number), run_dir=run_dir / name,
-                          model_name="googlenet_sep", model_kwargs=backbone.model_kwargs, experiment=cfg,
-                          callbacks=callbacks)
+        trainer = Trainer(
+            backbone,
+            train,
+            seed=derive_seed(seed, number),
+            run_dir=run_dir / name,
+            model_name="googlenet_sep",
+            model_kwargs=backbone.model_kwargs,
+            experiment=cfg,
+            callbacks=callbacks,
+        )
         result = trainer.fit(train_data, val_data, resume=resume)
         metrics.update({f"{prefix.replace('_branch.', '_')}{k}": v for k, v in result.final_metrics.items()})
     model.cpu()
@@ -236,33 +275,57 @@ def _importance_lists(importance: dict[str, torch.Tensor], prefix: str) -> dict[
     return {key: importance[f"{prefix}{key}"].tolist() for key in FIG11_LAYERS}
 
 
-def plot_importance(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor], model: nn.Module, out_dir: Path) -> list[Path]:
+def plot_importance(
+    before: dict[str, torch.Tensor], after: dict[str, torch.Tensor], model: nn.Module, out_dir: Path
+) -> list[Path]:
     """Paper A Fig. 11 for each backbone: importance per channel and histogram, before and after."""
     paths = []
     for prefix in sep_backbones(model):
         name = prefix.rstrip(".") or "model"
-        paths.append(plot_channel_importance(_importance_lists(before, prefix), out_dir / f"importance_{name}.png",
-                                             after=_importance_lists(after, prefix),
-                                             title=f"SEP channel importance ({name})"))
+        paths.append(
+            plot_channel_importance(
+                _importance_lists(before, prefix),
+                out_dir / f"importance_{name}.png",
+                after=_importance_lists(after, prefix),
+                title=f"SEP channel importance ({name})",
+            )
+        )
     return paths
 
 
-def run_dns(model: nn.Module, data: PruningData, cfg: ExperimentConfig, train: TrainConfig, run_dir: Path,
-            options: PruneOptions, resume: bool = False) -> tuple[nn.Module, dict[str, float]]:
+def run_dns(
+    model: nn.Module,
+    data: PruningData,
+    cfg: ExperimentConfig,
+    train: TrainConfig,
+    run_dir: Path,
+    options: PruneOptions,
+    resume: bool = False,
+) -> tuple[nn.Module, dict[str, float]]:
     """Dynamic Network Surgery on every conv/linear layer while retraining once more.
 
     Returns the model with the masks baked in and each layer's fraction of weights kept (which
     layers the surgery thinned is what decides a sparse kernel's speed-up on deployment).
     """
     surgery = DynamicNetworkSurgery(model, DNSConfig(sensitivity=options.dns_sensitivity), seed=cfg.seed)
-    retrain_backbones(model, data, cfg, train, run_dir, derive_seed(cfg.seed, DNS_SEED_KEY),
-                      callbacks=[lambda _: surgery.step()], resume=resume)
+    retrain_backbones(
+        model,
+        data,
+        cfg,
+        train,
+        run_dir,
+        derive_seed(cfg.seed, DNS_SEED_KEY),
+        callbacks=[lambda _: surgery.step()],
+        resume=resume,
+    )
     log.info("DNS kept %.1f %% of the masked weights", 100 * surgery.remaining_fraction())
     densities = surgery.layer_densities()
     return surgery.finalize(), densities
 
 
-def training_records(loaded: LoadedModel, data: str | Path | None = None) -> tuple[list[ImageRecord], list[ImageRecord]]:
+def training_records(
+    loaded: LoadedModel, data: str | Path | None = None
+) -> tuple[list[ImageRecord], list[ImageRecord]]:
     """``(train, val)`` images to prune and retrain a model folder with.
 
     With ``data``: every image under that folder (read like the model's training data, with its
@@ -272,14 +335,18 @@ def training_records(loaded: LoadedModel, data: str | Path | None = None) -> tup
     """
     cfg = loaded.cfg
     if data is not None:
-        records, classes = experiment_records(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=str(data))))
+        records, classes = experiment_records(
+            dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=str(data)))
+        )
         fold_records, fold = records, 1
     else:
         fold_dir = loaded.path.resolve().parent
         splits_csv = fold_dir.parent / "splits.csv"
         if not splits_csv.is_file():
-            raise ConfigError(f"{loaded.path}: not inside an experiment folder ({splits_csv} not found); "
-                              "pass --data with the training images")
+            raise ConfigError(
+                f"{loaded.path}: not inside an experiment folder ({splits_csv} not found); "
+                "pass --data with the training images"
+            )
         split = next((s for s in read_splits_csv(splits_csv) if s.name == fold_dir.name), None)
         if split is None:
             raise ConfigError(f"{splits_csv}: has no split named {fold_dir.name!r} (the folder of {loaded.path})")
@@ -312,8 +379,10 @@ def prune_model_folder(
     out_dir = Path(out_dir)
     loaded = model_folder if isinstance(model_folder, LoadedModel) else load_model_folder(model_folder)
     if not se_blocks(loaded.model):
-        raise ConfigError(f"{loaded.path}: its {loaded.info.get('model_name')!r} model (pipeline {loaded.pipeline}) has "
-                          "no SEP blocks to prune; prune takes System A models (zhu2019 hybrid or googlenet_sep)")
+        raise ConfigError(
+            f"{loaded.path}: its {loaded.info.get('model_name')!r} model (pipeline {loaded.pipeline}) has "
+            "no SEP blocks to prune; prune takes System A models (zhu2019 hybrid or googlenet_sep)"
+        )
     cfg: ExperimentConfig = loaded.cfg
     options = options or prune_options(cfg)
     train = train or retrain_config(cfg.train, options)
@@ -329,8 +398,9 @@ def prune_model_folder(
             importance = measure_importance(model, data, options, device)
         model = prune_network(model, importance, fraction, internal=options.internal)
         log.info("loop %d/%d: pruned %.3f of the channels, retraining", loop, options.loops, fraction)
-        metrics = retrain_backbones(model, data, cfg, train, out_dir / "runs" / f"loop{loop}", derive_seed(cfg.seed, loop),
-                                    resume=resume)
+        metrics = retrain_backbones(
+            model, data, cfg, train, out_dir / "runs" / f"loop{loop}", derive_seed(cfg.seed, loop), resume=resume
+        )
         loops.append({"loop": loop, "fraction": fraction, "widths": channel_widths(model), "metrics": metrics})
     record: dict[str, Any] = {
         "source": str(loaded.path),
@@ -344,17 +414,27 @@ def prune_model_folder(
     }
     if options.dns:
         model, densities = run_dns(model, data, cfg, train, out_dir / "runs" / "dns", options, resume)
-        record["dns"] = {"sensitivity": options.dns_sensitivity, "nonzero_parameters": count_nonzero_parameters(model),
-                         "layer_density": densities}
+        record["dns"] = {
+            "sensitivity": options.dns_sensitivity,
+            "nonzero_parameters": count_nonzero_parameters(model),
+            "layer_density": densities,
+        }
     after = measure_importance(model, data, options, device)
     model.cpu()
     save_importance(after, out_dir / "importance_after.safetensors")
     record["figures"] = [p.name for p in plot_importance(first, after, model, out_dir)]
     model.eval()
-    summary = {"source": record["source"], "ratio": options.ratio, "loops": options.loops,
-               "per_loop_fraction": fraction, "dns": options.dns, "internal": options.internal}
-    save_model_folder(out_dir, model, cfg, loaded.classes, stain=loaded.stain, metrics=metrics,
-                      extra={"pruning": summary})
+    summary = {
+        "source": record["source"],
+        "ratio": options.ratio,
+        "loops": options.loops,
+        "per_loop_fraction": fraction,
+        "dns": options.dns,
+        "internal": options.internal,
+    }
+    save_model_folder(
+        out_dir, model, cfg, loaded.classes, stain=loaded.stain, metrics=metrics, extra={"pruning": summary}
+    )
     if options.dns:
         save_sparse_weights(model, out_dir / SPARSE_WEIGHTS)
     atomic_write_json(out_dir / PRUNING_RECORD, record)

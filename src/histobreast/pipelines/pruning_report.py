@@ -17,9 +17,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -70,7 +71,9 @@ def sweep_entries(options: PruneOptions) -> list[SweepEntry]:
     """The models of the study, each pruned configuration once (R = 1 at the loop ratio is shared)."""
     entries = [SweepEntry("ratio", o, 1, f"ratio{o:g}") for o in options.report_ratios]
     for loops in options.report_loops:
-        entries.append(SweepEntry("loops", options.report_loop_ratio, loops, f"ratio{options.report_loop_ratio:g}_loops{loops}"))
+        entries.append(
+            SweepEntry("loops", options.report_loop_ratio, loops, f"ratio{options.report_loop_ratio:g}_loops{loops}")
+        )
     for c in options.report_dns_sensitivities:
         entries.append(SweepEntry("dns", 0.0, 1, f"dns{c:g}", c))
         entries.append(SweepEntry("dns", options.ratio, 1, f"ratio{options.ratio:g}_dns{c:g}", c))
@@ -102,25 +105,36 @@ def run_sweep(
     save_config(cfg, out_dir / "config.yaml")
     write_records_csv(test_records, out_dir / TEST_RECORDS)
     if base is None:
-        base = get_pipeline(cfg.pipeline).train_fold(cfg, train_records, val_records, classes, out_dir / "base",
-                                                     resume=resume)
+        base = get_pipeline(cfg.pipeline).train_fold(
+            cfg, train_records, val_records, classes, out_dir / "base", resume=resume
+        )
     entries = sweep_entries(options)
     for entry in entries:
         folder = out_dir / entry.folder
         if resume and (folder / "model.json").is_file():
             continue
-        entry_options = dataclasses.replace(options, ratio=entry.ratio, loops=entry.loops,
-                                            dns=entry.dns_sensitivity is not None,
-                                            dns_sensitivity=entry.dns_sensitivity or 0.0)
+        entry_options = dataclasses.replace(
+            options,
+            ratio=entry.ratio,
+            loops=entry.loops,
+            dns=entry.dns_sensitivity is not None,
+            dns_sensitivity=entry.dns_sensitivity or 0.0,
+        )
         log.info("compression study: %s", entry.folder)
         prune_model_folder(base, folder, train_records, val_records, options=entry_options, resume=resume)
     description = description or f"{len(train_records)} training, {len(test_records)} test images"
     base = Path(base).resolve()
     # inside the study (its own base/model) the path is relative, so the study folder can be moved
     stored_base = base.relative_to(out_dir.resolve()) if base.is_relative_to(out_dir.resolve()) else base
-    atomic_write_json(out_dir / SWEEP_JSON, {"base": str(stored_base), "classes": list(classes),
-                                              "description": description,
-                                              "entries": [dataclasses.asdict(e) for e in entries]})
+    atomic_write_json(
+        out_dir / SWEEP_JSON,
+        {
+            "base": str(stored_base),
+            "classes": list(classes),
+            "description": description,
+            "entries": [dataclasses.asdict(e) for e in entries],
+        },
+    )
     return out_dir
 
 
@@ -177,7 +191,9 @@ def read_sweep(sweep_dir: str | Path) -> tuple[dict[str, Any], list[SweepEntry]]
     """``sweep.json`` of a study folder and its entries."""
     path = Path(sweep_dir) / SWEEP_JSON
     if not path.is_file():
-        raise ConfigError(f"{sweep_dir}: not a compression study folder (no {SWEEP_JSON}; run `histobreast prune report --config`)")
+        raise ConfigError(
+            f"{sweep_dir}: not a compression study folder (no {SWEEP_JSON}; run `histobreast prune report --config`)"
+        )
     try:
         info = json.loads(path.read_text(encoding="utf-8"))
         return info, [SweepEntry(**entry) for entry in info["entries"]]
@@ -185,8 +201,9 @@ def read_sweep(sweep_dir: str | Path) -> tuple[dict[str, Any], list[SweepEntry]]
         raise CheckpointError(f"{path}: malformed compression study file ({err})") from err
 
 
-def measure_sweep(sweep_dir: str | Path, test_records: Sequence[ImageRecord] | None = None,
-                  latency_repeats: int = 5) -> list[dict[str, Any]]:
+def measure_sweep(
+    sweep_dir: str | Path, test_records: Sequence[ImageRecord] | None = None, latency_repeats: int = 5
+) -> list[dict[str, Any]]:
     """One row per study model (and the unpruned, un-retrained base as ``study: "base"``)."""
     sweep_dir = Path(sweep_dir)
     info, entries = read_sweep(sweep_dir)
@@ -195,11 +212,15 @@ def measure_sweep(sweep_dir: str | Path, test_records: Sequence[ImageRecord] | N
     base = load_model_folder(base_folder)
     base_params = count_parameters(base.model, exclude=_training_only(base.model))
     rows = []
-    for entry, folder in [(SweepEntry("base", 0.0, 0, info["base"]), base_folder)] + \
-            [(e, sweep_dir / e.folder) for e in entries]:
+    for entry, folder in [(SweepEntry("base", 0.0, 0, info["base"]), base_folder)] + [
+        (e, sweep_dir / e.folder) for e in entries
+    ]:
         loaded = load_model_folder(folder)
-        row = {**dataclasses.asdict(entry), **model_costs(loaded, latency_repeats=latency_repeats),
-               "accuracy": image_accuracy(loaded, records) if records else float("nan")}
+        row = {
+            **dataclasses.asdict(entry),
+            **model_costs(loaded, latency_repeats=latency_repeats),
+            "accuracy": image_accuracy(loaded, records) if records else float("nan"),
+        }
         row["remaining_weights"] = row["nonzero_params"] / base_params
         rows.append(row)
         log.info("measured %s: %s", entry.folder, {k: row[k] for k in ("params", "macs", "latency_ms", "accuracy")})
@@ -211,8 +232,12 @@ def _table_row(row: dict[str, Any]) -> dict[str, Any]:
     return {k: row[k] for k in keys if k in row}
 
 
-def compression_report(sweep_dir: str | Path, out_dir: str | Path | None = None,
-                       test_records: Sequence[ImageRecord] | None = None, latency_repeats: int = 5) -> dict[str, Any]:
+def compression_report(
+    sweep_dir: str | Path,
+    out_dir: str | Path | None = None,
+    test_records: Sequence[ImageRecord] | None = None,
+    latency_repeats: int = 5,
+) -> dict[str, Any]:
     """Measure a study folder and write ``report/`` (report.md/html, metrics.json, Figs. 10, 12, 13)."""
     from histobreast.report import Report, RunInfo, compression_table
 
@@ -221,29 +246,55 @@ def compression_report(sweep_dir: str | Path, out_dir: str | Path | None = None,
     info, _ = read_sweep(sweep_dir)
     rows = measure_sweep(sweep_dir, test_records, latency_repeats)
     by_study = {study: [r for r in rows if r["study"] == study] for study in ("base", "ratio", "loops", "dns")}
-    report = Report(out_dir, "Channel pruning and DNS (paper A, Table 7 and Figs. 10-13)",
-                    RunInfo(info.get("description", "the study's test images"), "see sweep.json",
-                            f"base {info['base']}", str(sweep_dir / "config.yaml")))
-    report.add_text("Every pruned network was retrained with the same schedule (O = 0 too); the row with R = 0 is "
-                    "the base model before pruning and retraining. Latency: one image on the CPU (hybrid: global image + "
-                    "its grid patches), median of timed passes.")
+    report = Report(
+        out_dir,
+        "Channel pruning and DNS (paper A, Table 7 and Figs. 10-13)",
+        RunInfo(
+            info.get("description", "the study's test images"),
+            "see sweep.json",
+            f"base {info['base']}",
+            str(sweep_dir / "config.yaml"),
+        ),
+    )
+    report.add_text(
+        "Every pruned network was retrained with the same schedule (O = 0 too); the row with R = 0 is "
+        "the base model before pruning and retraining. Latency: one image on the CPU (hybrid: global image + "
+        "its grid patches), median of timed passes."
+    )
     ratio_rows = sorted(by_study["ratio"], key=lambda r: r["ratio"])
     if ratio_rows:
-        report.add_table(compression_table([_table_row(r) for r in by_study["base"] + ratio_rows],
-                                           "Cost and accuracy against the pruning ratio O (Table 7, Fig. 12)"))
-        report.add_figure(plot_pruning_ratio_curves([r["ratio"] for r in ratio_rows], [r["accuracy"] for r in ratio_rows],
-                                                    [r["macs"] for r in ratio_rows], [r["params"] for r in ratio_rows],
-                                                    report.figure_path("fig12_pruning_ratio.png")),
-                          "Fig. 12: accuracy, MACs and parameters against the pruning ratio O.")
+        report.add_table(
+            compression_table(
+                [_table_row(r) for r in by_study["base"] + ratio_rows],
+                "Cost and accuracy against the pruning ratio O (Table 7, Fig. 12)",
+            )
+        )
+        report.add_figure(
+            plot_pruning_ratio_curves(
+                [r["ratio"] for r in ratio_rows],
+                [r["accuracy"] for r in ratio_rows],
+                [r["macs"] for r in ratio_rows],
+                [r["params"] for r in ratio_rows],
+                report.figure_path("fig12_pruning_ratio.png"),
+            ),
+            "Fig. 12: accuracy, MACs and parameters against the pruning ratio O.",
+        )
     loop_rows = sorted(by_study["loops"], key=lambda r: r["loops"])
     if loop_rows:
         target = loop_rows[0]["ratio"]
-        report.add_table(compression_table([_table_row(r) for r in loop_rows],
-                                           f"Loops R at target ratio O = {target:g} (Fig. 10)"))
-        report.add_figure(plot_loops_at_ratio([r["loops"] for r in loop_rows], [r["accuracy"] for r in loop_rows],
-                                              [per_loop_fraction(target, r["loops"]) for r in loop_rows],
-                                              report.figure_path("fig10_loops.png"), target),
-                          f"Fig. 10: accuracy and per-loop fraction X against R at O = {target:g}.")
+        report.add_table(
+            compression_table([_table_row(r) for r in loop_rows], f"Loops R at target ratio O = {target:g} (Fig. 10)")
+        )
+        report.add_figure(
+            plot_loops_at_ratio(
+                [r["loops"] for r in loop_rows],
+                [r["accuracy"] for r in loop_rows],
+                [per_loop_fraction(target, r["loops"]) for r in loop_rows],
+                report.figure_path("fig10_loops.png"),
+                target,
+            ),
+            f"Fig. 10: accuracy and per-loop fraction X against R at O = {target:g}.",
+        )
     if by_study["dns"]:
         series: dict[str, tuple[list[float], list[float]]] = {}
         for row in by_study["dns"]:
@@ -251,8 +302,10 @@ def compression_report(sweep_dir: str | Path, out_dir: str | Path | None = None,
             series.setdefault(name, ([], []))
             series[name][0].append(row["remaining_weights"])
             series[name][1].append(row["accuracy"])
-        report.add_figure(plot_accuracy_vs_remaining_weights(series, report.figure_path("fig13_dns.png")),
-                          "Fig. 13: accuracy against the fraction of weights left (DNS alone and after channel pruning).")
+        report.add_figure(
+            plot_accuracy_vs_remaining_weights(series, report.figure_path("fig13_dns.png")),
+            "Fig. 13: accuracy against the fraction of weights left (DNS alone and after channel pruning).",
+        )
     report.add_metrics("rows", rows)
     report.write()
     return {"rows": rows, "report": str(out_dir)}

@@ -17,9 +17,10 @@ rule; or max).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -110,25 +111,50 @@ def train_fold(
         kwargs = {"num_classes": len(classes), "patch_size": size}
         model = create_model(MODEL_NAME, **kwargs)
         patches = dict(patch_size=size, overlap=options.overlap, scale=options.scale, stain=stain, seed=seed)
-        train_data = SpanholPatchDataset(train_records, classes, extraction=extraction,
-                                         random_patches=options.random_patches, **patches)
+        train_data = SpanholPatchDataset(
+            train_records, classes, extraction=extraction, random_patches=options.random_patches, **patches
+        )
         val_data = SpanholPatchDataset(val_records, classes, **patches) if val_records else None
-        trainer = Trainer(model, cfg.train, seed=seed, run_dir=fold_dir / name, model_name=MODEL_NAME,
-                          model_kwargs=kwargs, experiment=cfg, metadata={"classes": list(classes)})
+        trainer = Trainer(
+            model,
+            cfg.train,
+            seed=seed,
+            run_dir=fold_dir / name,
+            model_name=MODEL_NAME,
+            model_kwargs=kwargs,
+            experiment=cfg,
+            metadata={"classes": list(classes)},
+        )
         result = trainer.fit(train_data, val_data, resume=resume)
         member = {"name": name, "patch_size": size, "extraction": extraction, **asdict(options)}
-        members.append(save_model_folder(folder, trainer.model.cpu(), cfg, classes, stain=stain,
-                                         metrics=result.final_metrics, extra={"spanhol": member},
-                                         model_name=MODEL_NAME, model_kwargs=kwargs))
-    return save_ensemble_folder(fold_dir / "model", members, options.fusion, classes=classes,
-                                extra={"pipeline": "spanhol2016", "config": cfg.name})
+        members.append(
+            save_model_folder(
+                folder,
+                trainer.model.cpu(),
+                cfg,
+                classes,
+                stain=stain,
+                metrics=result.final_metrics,
+                extra={"spanhol": member},
+                model_name=MODEL_NAME,
+                model_kwargs=kwargs,
+            )
+        )
+    return save_ensemble_folder(
+        fold_dir / "model",
+        members,
+        options.fusion,
+        classes=classes,
+        extra={"pipeline": "spanhol2016", "config": cfg.name},
+    )
 
 
 def _member_settings(info: dict[str, Any]) -> dict[str, Any]:
     settings = info.get("spanhol")
     if not isinstance(settings, dict):
-        raise CheckpointError(f"model folder of {info.get('model_name')!r} has no 'spanhol' settings: "
-                              "not a Spanhol 2016 member")
+        raise CheckpointError(
+            f"model folder of {info.get('model_name')!r} has no 'spanhol' settings: not a Spanhol 2016 member"
+        )
     return settings
 
 
@@ -143,9 +169,14 @@ def predict_member_records(loaded: LoadedModel, records: Sequence[ImageRecord], 
     rows = []
     for record in records:
         image = load_scaled(record, settings["scale"], stain)
-        probs = torch.cat([model.predict_proba(batch.to(device_)).float().cpu()
-                           for batch in image_patch_batches(image, settings["patch_size"], settings["overlap"],
-                                                            settings["eval_batch_size"])])
+        probs = torch.cat(
+            [
+                model.predict_proba(batch.to(device_)).float().cpu()
+                for batch in image_patch_batches(
+                    image, settings["patch_size"], settings["overlap"], settings["eval_batch_size"]
+                )
+            ]
+        )
         rows.append(combine_members(probs[:, None, :], settings["patch_rule"])[0])
     probs_array = torch.stack(rows).numpy() if rows else np.zeros((0, len(loaded.classes)))
     return predictions_from_records(records, probs_array, loaded.classes)
@@ -165,6 +196,9 @@ def predict_records(
     if isinstance(model_folder_or_loaded, (str, Path)) and is_ensemble_folder(model_folder_or_loaded):
         result = predict_ensemble(model_folder_or_loaded, records, device=device)
         return {f"{result.rule}_fusion": result.ensemble, **result.members}
-    loaded = model_folder_or_loaded if isinstance(model_folder_or_loaded, LoadedModel) \
+    loaded = (
+        model_folder_or_loaded
+        if isinstance(model_folder_or_loaded, LoadedModel)
         else load_model_folder(model_folder_or_loaded)
+    )
     return {"image": predict_member_records(loaded, records, device=device)}

@@ -23,8 +23,9 @@ per image and epoch (all patches by default, as in the paper).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -72,16 +73,24 @@ _GLOBAL_SEED, _LOCAL_SEED = 1, 2
 def split_kwargs(cfg: ExperimentConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """``(branch kwargs, hybrid kwargs)`` from ``model.kwargs``; checks the branch network name."""
     if cfg.model.name not in BRANCH_NETWORKS:
-        raise ConfigError(f"model.name: pipeline zhu2019 trains {' or '.join(BRANCH_NETWORKS)} branches, "
-                          f"got {cfg.model.name!r}")
+        raise ConfigError(
+            f"model.name: pipeline zhu2019 trains {' or '.join(BRANCH_NETWORKS)} branches, got {cfg.model.name!r}"
+        )
     branch = {k: v for k, v in cfg.model.kwargs.items() if k not in HYBRID_KEYS}
-    hybrid = {"fusion_weight": cfg.model.kwargs.get("fusion_weight", DEFAULT_FUSION_WEIGHT),
-              "min_spread": cfg.model.kwargs.get("min_spread", DEFAULT_MIN_SPREAD)}
+    hybrid = {
+        "fusion_weight": cfg.model.kwargs.get("fusion_weight", DEFAULT_FUSION_WEIGHT),
+        "min_spread": cfg.model.kwargs.get("min_spread", DEFAULT_MIN_SPREAD),
+    }
     return branch, hybrid
 
 
-def branch_datasets(cfg: ExperimentConfig, train_records: Sequence[ImageRecord], val_records: Sequence[ImageRecord],
-                    classes: Sequence[str], stain: StainNormalizer | None) -> dict[str, tuple[Any, Any]]:
+def branch_datasets(
+    cfg: ExperimentConfig,
+    train_records: Sequence[ImageRecord],
+    val_records: Sequence[ImageRecord],
+    classes: Sequence[str],
+    stain: StainNormalizer | None,
+) -> dict[str, tuple[Any, Any]]:
     """``branch -> (training dataset, validation dataset or None)`` for the global and local branches
     (also what pruning retrains each branch on)."""
     pre = cfg.preprocess
@@ -89,17 +98,36 @@ def branch_datasets(cfg: ExperimentConfig, train_records: Sequence[ImageRecord],
     grid = {"grid": tuple(pre.patches.grid), "patch_size": pre.patches.size}
     augment = augment_config(cfg)
     return {
-        "global": (ImageDataset(train_records, classes, size=pre.input_size, copies=pre.augment.copies,
-                                augment=augment, **common),
-                   ImageDataset(val_records, classes, size=pre.input_size, **common) if val_records else None),
-        "local": (GridPatchDataset(train_records, classes, patches_per_image=pre.patches.per_image,
-                                   copies=pre.augment.copies, augment=augment, **grid, **common),
-                  GridPatchDataset(val_records, classes, **grid, **common) if val_records else None),
+        "global": (
+            ImageDataset(
+                train_records, classes, size=pre.input_size, copies=pre.augment.copies, augment=augment, **common
+            ),
+            ImageDataset(val_records, classes, size=pre.input_size, **common) if val_records else None,
+        ),
+        "local": (
+            GridPatchDataset(
+                train_records,
+                classes,
+                patches_per_image=pre.patches.per_image,
+                copies=pre.augment.copies,
+                augment=augment,
+                **grid,
+                **common,
+            ),
+            GridPatchDataset(val_records, classes, **grid, **common) if val_records else None,
+        ),
     }
 
 
-def train_fold(cfg: ExperimentConfig, train_records: Sequence[ImageRecord], val_records: Sequence[ImageRecord],
-               classes: Sequence[str], fold_dir: Path, *, resume: bool = False) -> Path:
+def train_fold(
+    cfg: ExperimentConfig,
+    train_records: Sequence[ImageRecord],
+    val_records: Sequence[ImageRecord],
+    classes: Sequence[str],
+    fold_dir: Path,
+    *,
+    resume: bool = False,
+) -> Path:
     """Train the global then the local branch on one fold; write the assembled hybrid to ``fold_dir/model``.
 
     With ``resume`` a finished fold is returned as it is, a finished branch is reloaded from its
@@ -115,22 +143,33 @@ def train_fold(cfg: ExperimentConfig, train_records: Sequence[ImageRecord], val_
     stain = fit_stain_normalizer(cfg, train_records)
     branches: dict[str, GoogLeNetSEP] = {}
     metrics: dict[str, Any] = {}
-    for (branch, (train, val)), seed_key in zip(branch_datasets(cfg, train_records, val_records, classes, stain).items(),
-                                                (_GLOBAL_SEED, _LOCAL_SEED)):
+    for (branch, (train, val)), seed_key in zip(
+        branch_datasets(cfg, train_records, val_records, classes, stain).items(), (_GLOBAL_SEED, _LOCAL_SEED)
+    ):
         model = build_network(cfg, num_classes, seed_key, kwargs=branch_kwargs)
         log.info("%s: training the %s branch on %d samples", fold_dir, branch, len(train))
-        result = train_network(cfg, model, train, val, fold_dir / branch, classes, resume=resume,
-                               model_kwargs=model.model_kwargs)  # type: ignore[arg-type]
+        result = train_network(
+            cfg, model, train, val, fold_dir / branch, classes, resume=resume, model_kwargs=model.model_kwargs
+        )  # type: ignore[arg-type]
         branches[branch] = model  # type: ignore[assignment]
         metrics[branch] = result.final_metrics
     hybrid = HybridCNN(branches["global"].cpu(), branches["local"].cpu(), **hybrid_kwargs)
-    return save_model_folder(fold_dir / "model", hybrid, cfg, classes, stain=stain, metrics=metrics,
-                             model_name=HYBRID_NAME, microns_per_pixel=images_scale(train_records))
+    return save_model_folder(
+        fold_dir / "model",
+        hybrid,
+        cfg,
+        classes,
+        stain=stain,
+        metrics=metrics,
+        model_name=HYBRID_NAME,
+        microns_per_pixel=images_scale(train_records),
+    )
 
 
 @torch.inference_mode()
-def branch_probabilities(model: HybridCNN, loader: DataLoader, device: torch.device,
-                         amp: bool | str = "auto") -> tuple[np.ndarray, np.ndarray]:
+def branch_probabilities(
+    model: HybridCNN, loader: DataLoader, device: torch.device, amp: bool | str = "auto"
+) -> tuple[np.ndarray, np.ndarray]:
     """Global probabilities ``(N, C)`` and per-patch local probabilities ``(N, P, C)`` over ``loader``."""
     use_amp = resolve_flag(amp, device)  # type: ignore[arg-type]
     global_parts, patch_parts = [], []
@@ -144,8 +183,9 @@ def branch_probabilities(model: HybridCNN, loader: DataLoader, device: torch.dev
     return torch.cat(global_parts).numpy(), torch.cat(patch_parts).numpy()
 
 
-def method_probabilities(global_probs: np.ndarray, patch_probs: np.ndarray, fusion_weight: float,
-                         min_spread: float | None) -> dict[str, np.ndarray]:
+def method_probabilities(
+    global_probs: np.ndarray, patch_probs: np.ndarray, fusion_weight: float, min_spread: float | None
+) -> dict[str, np.ndarray]:
     """Every evaluation method's image probabilities from the two branches' outputs (see METHODS)."""
     local = patch_vote(patch_probs, "mean", min_spread)
     local_max = patch_vote(patch_probs, "max", min_spread)
@@ -159,9 +199,14 @@ def method_probabilities(global_probs: np.ndarray, patch_probs: np.ndarray, fusi
     return {name: out[name].double().numpy() for name in METHODS}
 
 
-def predict_records(model_folder_or_loaded: str | Path | LoadedModel, records: Sequence[ImageRecord], *,
-                    tta_views: Sequence[str] = (), batch_size: int | None = None,
-                    device: str = "auto") -> dict[str, Predictions]:
+def predict_records(
+    model_folder_or_loaded: str | Path | LoadedModel,
+    records: Sequence[ImageRecord],
+    *,
+    tta_views: Sequence[str] = (),
+    batch_size: int | None = None,
+    device: str = "auto",
+) -> dict[str, Predictions]:
     """One :class:`Predictions` per method of :data:`METHODS` (``hybrid`` first).
 
     With ``tta_views`` each method's probabilities are averaged over the views of every image.
@@ -175,11 +220,19 @@ def predict_records(model_folder_or_loaded: str | Path | LoadedModel, records: S
     pre = loaded.cfg.preprocess
 
     def predict(view: str | None) -> dict[str, np.ndarray]:
-        data = HybridDataset(records, loaded.classes, size=pre.input_size, grid=tuple(pre.patches.grid),
-                             patch_size=pre.patches.size, stain=loaded.stain, require_labels=False,
-                             read_image=view_reader(view))
-        loader = DataLoader(data, batch_size=batch_size or eval_batch_size(loaded.cfg),
-                            num_workers=loaded.cfg.train.num_workers)
+        data = HybridDataset(
+            records,
+            loaded.classes,
+            size=pre.input_size,
+            grid=tuple(pre.patches.grid),
+            patch_size=pre.patches.size,
+            stain=loaded.stain,
+            require_labels=False,
+            read_image=view_reader(view),
+        )
+        loader = DataLoader(
+            data, batch_size=batch_size or eval_batch_size(loaded.cfg), num_workers=loaded.cfg.train.num_workers
+        )
         global_probs, patch_probs = branch_probabilities(model, loader, device_, loaded.cfg.train.amp)
         return method_probabilities(global_probs, patch_probs, model.fusion_weight, model.min_spread)
 

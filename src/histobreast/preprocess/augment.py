@@ -25,9 +25,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -81,8 +82,7 @@ class Augmentation:
         """The 2x3 forward affine map (input -> output pixel coordinates) about the image centre."""
         cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
         flip = np.diag([-1.0 if self.flip_horizontal else 1.0, -1.0 if self.flip_vertical else 1.0])
-        shear = np.array([[1.0, math.tan(math.radians(self.shear_x))],
-                          [math.tan(math.radians(self.shear_y)), 1.0]])
+        shear = np.array([[1.0, math.tan(math.radians(self.shear_x))], [math.tan(math.radians(self.shear_y)), 1.0]])
         a = math.radians(self.angle)  # counter-clockwise on screen, where y points down
         rotation = np.array([[math.cos(a), math.sin(a)], [-math.sin(a), math.cos(a)]])
         linear = rotation @ shear @ flip
@@ -92,14 +92,18 @@ class Augmentation:
     def apply(self, image: np.ndarray) -> np.ndarray:
         """Warp ``image`` (H, W, C) uint8, filling uncovered pixels by reflection; same shape out."""
         height, width = image.shape[:2]
-        return cv2.warpAffine(np.ascontiguousarray(image), self.matrix(width, height), (width, height),
-                              flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+        return cv2.warpAffine(
+            np.ascontiguousarray(image),
+            self.matrix(width, height),
+            (width, height),
+            flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_REFLECT_101,
+        )
 
 
 def sample_augmentation(rng: np.random.Generator, params: AugmentParams = AugmentParams()) -> Augmentation:
     """Draw one :class:`Augmentation` from ``rng`` within ``params``' ranges."""
-    angle, shear_x, shear_y = rng.uniform(-1.0, 1.0, size=3) * [params.max_rotation, params.max_shear,
-                                                                 params.max_shear]
+    angle, shear_x, shear_y = rng.uniform(-1.0, 1.0, size=3) * [params.max_rotation, params.max_shear, params.max_shear]
     flip_h, flip_v = rng.random(2) < params.flip_probability
     return Augmentation(float(angle), float(shear_x), float(shear_y), bool(flip_h), bool(flip_v))
 
@@ -192,8 +196,10 @@ def materialise_copies(
     seen: dict[str, Path] = {}
     for record in records:
         if seen.setdefault(record.image_id, record.path) != record.path:
-            raise DatasetError(f"{record.path}: image id {record.image_id!r} also names {seen[record.image_id]}; "
-                               "augmented copies would overwrite each other")
+            raise DatasetError(
+                f"{record.path}: image id {record.image_id!r} also names {seen[record.image_id]}; "
+                "augmented copies would overwrite each other"
+            )
     out: list[ImageRecord] = []
     for record in records:
         image = read_image(record.path)

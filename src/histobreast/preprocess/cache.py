@@ -18,8 +18,9 @@ import hashlib
 import json
 import warnings
 import zipfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -54,8 +55,9 @@ def _plain(obj: Any) -> Any:
 
 def cache_key_digest(key: Mapping[str, Any]) -> str:
     """SHA-256 hex digest of the canonical JSON of ``key`` (plus the cache format version)."""
-    canonical = json.dumps({"format": CACHE_FORMAT, "key": _plain(key)}, sort_keys=True,
-                           separators=(",", ":"), allow_nan=False)
+    canonical = json.dumps(
+        {"format": CACHE_FORMAT, "key": _plain(key)}, sort_keys=True, separators=(",", ":"), allow_nan=False
+    )
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
@@ -119,12 +121,15 @@ class DiskCache:
         if isinstance(value, np.ndarray):
             with atomic_path(base.with_suffix(".npy")) as tmp, open(tmp, "wb") as fh:
                 np.save(fh, value, allow_pickle=False)
-        elif isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, np.ndarray) for k, v in value.items()):
+        elif isinstance(value, dict) and all(
+            isinstance(k, str) and isinstance(v, np.ndarray) for k, v in value.items()
+        ):
             # What np.savez writes, without its keyword clash on entry names such as "file".
             with atomic_path(base.with_suffix(".npz")) as tmp, zipfile.ZipFile(tmp, "w") as archive:
                 for name, array in value.items():
                     with archive.open(f"{name}.npy", "w", force_zip64=True) as fh:
                         np.lib.format.write_array(fh, array, allow_pickle=False)
         else:
-            raise ConfigError(f"cache values must be a numpy array or a dict of str -> numpy array, "
-                              f"got {type(value).__name__}")
+            raise ConfigError(
+                f"cache values must be a numpy array or a dict of str -> numpy array, got {type(value).__name__}"
+            )

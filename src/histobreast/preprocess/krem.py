@@ -43,8 +43,8 @@ Choices the paper leaves open, or states in a way that fails on real images (all
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from typing import Sequence
 
 import cv2
 import numpy as np
@@ -86,8 +86,9 @@ class KremParams:
         if self.reference_mpp <= 0:
             problems.append(f"reference_mpp must be > 0, got {self.reference_mpp}")
         if self.min_area < 0 or self.max_area_perimeter <= 0:
-            problems.append("min_area must be >= 0 and max_area_perimeter > 0, "
-                            f"got {self.min_area} and {self.max_area_perimeter}")
+            problems.append(
+                f"min_area must be >= 0 and max_area_perimeter > 0, got {self.min_area} and {self.max_area_perimeter}"
+            )
         if not self.windows or len(self.windows) != len(self.strides):
             problems.append(f"windows {self.windows} and strides {self.strides} must be non-empty and equally long")
         if any(v <= 0 for v in self.windows + self.strides) or self.output_size <= 0:
@@ -234,7 +235,9 @@ def _ranked_windows(integral: np.ndarray, parent: Box, window: int, stride: int)
     xs = px + window_starts(pw, w, stride)
     ys = py + window_starts(ph, h, stride)
     x0, y0 = np.meshgrid(xs, ys)
-    counts = (integral[y0 + h, x0 + w] - integral[y0, x0 + w] - integral[y0 + h, x0] + integral[y0, x0]).astype(np.int64)
+    counts = (integral[y0 + h, x0 + w] - integral[y0, x0 + w] - integral[y0 + h, x0] + integral[y0, x0]).astype(
+        np.int64
+    )
     centre_distance = (x0 + w / 2 - (px + pw / 2)) ** 2 + (y0 + h / 2 - (py + ph / 2)) ** 2
     # lexsort: last key is primary -> most nuclei, then nearest the parent's centre, then top, then left.
     order = np.lexsort((x0.ravel(), y0.ravel(), centre_distance.ravel(), -counts.ravel()))
@@ -308,8 +311,12 @@ def crop_key_region(
 
     The paper subsamples with bilinear interpolation (4x, 1.79x and 1x at 0.42 µm/px).
     """
-    return np.stack([resize_rgb(image[y : y + h, x : x + w], (output_size, output_size), interpolation)
-                     for x, y, w, h in region.boxes])
+    return np.stack(
+        [
+            resize_rgb(image[y : y + h, x : x + w], (output_size, output_size), interpolation)
+            for x, y, w, h in region.boxes
+        ]
+    )
 
 
 # Overlay colours (RGB): nuclei outlines, then levels 1..3 (blue, orange, yellow read well on H&E pink).

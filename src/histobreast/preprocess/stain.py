@@ -85,8 +85,10 @@ def tissue_mask(image: np.ndarray, max_lightness: float = BACKGROUND_LIGHTNESS) 
 def _too_little_tissue(mask: np.ndarray) -> str | None:
     count = int(mask.sum())
     if count < MIN_TISSUE_PIXELS or count < MIN_TISSUE_FRACTION * mask.size:
-        return (f"too little tissue: {count} of {mask.size} pixels "
-                f"(need {MIN_TISSUE_FRACTION:.0%} and at least {MIN_TISSUE_PIXELS})")
+        return (
+            f"too little tissue: {count} of {mask.size} pixels "
+            f"(need {MIN_TISSUE_FRACTION:.0%} and at least {MIN_TISSUE_PIXELS})"
+        )
     return None
 
 
@@ -116,8 +118,11 @@ class StainNormalizer(ABC):
         """Normalised uint8 RGB image; on fallback the input, with a :class:`StainFallbackWarning`."""
         result = self.normalize(image)
         if result.fell_back:
-            warnings.warn(f"{self.method} stain normalisation skipped: {result.fallback_reason}",
-                          StainFallbackWarning, stacklevel=2)
+            warnings.warn(
+                f"{self.method} stain normalisation skipped: {result.fallback_reason}",
+                StainFallbackWarning,
+                stacklevel=2,
+            )
         return result.image
 
     def save(self, path: str | Path) -> Path:
@@ -183,7 +188,7 @@ class ReinhardNormalizer(StainNormalizer):
             return f"flat colour on tissue (LAB std {np.round(std, 4).tolist()})"
         return mean, std
 
-    def fit(self, image: np.ndarray) -> "ReinhardNormalizer":
+    def fit(self, image: np.ndarray) -> ReinhardNormalizer:
         _check_rgb(image)
         stats = self._tissue_stats(rgb_to_lab(image))
         if isinstance(stats, str):
@@ -208,11 +213,16 @@ class ReinhardNormalizer(StainNormalizer):
     def to_dict(self) -> dict[str, Any]:
         if self.target_mean is None or self.target_std is None:
             raise StainError("ReinhardNormalizer is not fitted: nothing to save")
-        return {"method": self.method, "format": _FORMAT_VERSION, "background_lightness": BACKGROUND_LIGHTNESS,
-                "lab_mean": self.target_mean.tolist(), "lab_std": self.target_std.tolist()}
+        return {
+            "method": self.method,
+            "format": _FORMAT_VERSION,
+            "background_lightness": BACKGROUND_LIGHTNESS,
+            "lab_mean": self.target_mean.tolist(),
+            "lab_std": self.target_std.tolist(),
+        }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "target") -> "ReinhardNormalizer":
+    def from_dict(cls, data: dict[str, Any], source: str = "target") -> ReinhardNormalizer:
         std = _array(data, "lab_std", (3,), source)
         if np.any(std <= 0):
             raise ConfigError(f"{source}: 'lab_std' must be positive, got {std.tolist()}")
@@ -283,7 +293,7 @@ class MacenkoNormalizer(StainNormalizer):
             return f"degenerate stain estimate (99th-percentile concentrations {np.round(max_conc, 4).tolist()})"
         return stains, concentrations, max_conc
 
-    def fit(self, image: np.ndarray) -> "MacenkoNormalizer":
+    def fit(self, image: np.ndarray) -> MacenkoNormalizer:
         _check_rgb(image)
         estimate = self._estimate(image)
         if isinstance(estimate, str):
@@ -302,20 +312,27 @@ class MacenkoNormalizer(StainNormalizer):
         return NormalizationResult(cv2.multiply(rgb, (self.io,) * 3 + (0.0,), dtype=cv2.CV_8U))  # rounds, saturates
 
     def to_dict(self) -> dict[str, Any]:
-        return {"method": self.method, "format": _FORMAT_VERSION, "io": self.io, "alpha": self.alpha,
-                "beta": self.beta, "stain_matrix": self.stain_matrix.tolist(),
-                "max_concentrations": self.max_concentrations.tolist()}
+        return {
+            "method": self.method,
+            "format": _FORMAT_VERSION,
+            "io": self.io,
+            "alpha": self.alpha,
+            "beta": self.beta,
+            "stain_matrix": self.stain_matrix.tolist(),
+            "max_concentrations": self.max_concentrations.tolist(),
+        }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "target") -> "MacenkoNormalizer":
+    def from_dict(cls, data: dict[str, Any], source: str = "target") -> MacenkoNormalizer:
         settings = {}
         for key, default in (("io", 240.0), ("alpha", 1.0), ("beta", 0.15)):
             value = data.get(key, default)
             if not isinstance(value, (int, float)) or not value > 0:
                 raise ConfigError(f"{source}: {key!r} must be a positive number, got {value!r}")
             settings[key] = float(value)
-        return cls(_array(data, "stain_matrix", (3, 2), source), _array(data, "max_concentrations", (2,), source),
-                   **settings)
+        return cls(
+            _array(data, "stain_matrix", (3, 2), source), _array(data, "max_concentrations", (2,), source), **settings
+        )
 
 
 NORMALIZERS: dict[str, type[StainNormalizer]] = {"reinhard": ReinhardNormalizer, "macenko": MacenkoNormalizer}

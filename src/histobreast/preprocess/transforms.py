@@ -8,7 +8,7 @@ user brings).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -32,7 +32,9 @@ def normalize(
 ) -> torch.Tensor:
     """Per-channel ``(x - mean) / std`` of a ``(..., 3, H, W)`` tensor (a new tensor)."""
     shape = (3, 1, 1)
-    return (tensor - torch.tensor(mean, dtype=tensor.dtype).view(shape)) / torch.tensor(std, dtype=tensor.dtype).view(shape)
+    return (tensor - torch.tensor(mean, dtype=tensor.dtype).view(shape)) / torch.tensor(std, dtype=tensor.dtype).view(
+        shape
+    )
 
 
 def to_model_input(images: np.ndarray) -> torch.Tensor:

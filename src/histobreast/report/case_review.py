@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -89,8 +89,14 @@ def second_opinions(results: Mapping[str, Predictions], headline: str) -> dict[s
     return opinions
 
 
-def review_cases(results: Mapping[str, Predictions], headline: str, *, min_confidence: float = MIN_CONFIDENCE,
-                 min_agreement: float = MIN_AGREEMENT, readings: str = "other methods") -> list[Case]:
+def review_cases(
+    results: Mapping[str, Predictions],
+    headline: str,
+    *,
+    min_confidence: float = MIN_CONFIDENCE,
+    min_agreement: float = MIN_AGREEMENT,
+    readings: str = "other methods",
+) -> list[Case]:
     """One :class:`Case` per image of ``results[headline]``, least confident first (ties by id).
 
     ``readings`` names the other whole-image readings in the notes ("members" for an ensemble).
@@ -109,23 +115,40 @@ def review_cases(results: Mapping[str, Predictions], headline: str, *, min_confi
         agreement = (len(others) - len(dissent)) / len(others) if others else None
         note = ""
         if others:
-            kind = readings if all(other.whole_image for other in others) else \
-                "views" if not any(other.whole_image for other in others) else "other readings"
+            kind = (
+                readings
+                if all(other.whole_image for other in others)
+                else "views"
+                if not any(other.whole_image for other in others)
+                else "other readings"
+            )
             note = f"{len(others) - len(dissent)} of {len(others)} {kind} agree"
             note += "".join(f"; {who} says {label}" for who, label in dissent)
         confidence = float(pred.probs[i, called])
-        cases.append(Case(
-            image_id=image_id, path=pred.paths[i], predicted=pred.classes[called], confidence=confidence,
-            runner_up=pred.classes[second] if pred.probs[i, second] > 0 else "",  # no class is next to a unanimous vote
-            runner_up_probability=float(pred.probs[i, second]),
-            agreement=agreement, agreement_note=note,
-            flagged=confidence < min_confidence or (agreement is not None and agreement < min_agreement),
-            windows=tuple((other.box, other.called == called) for other in others if other.box is not None)))
+        cases.append(
+            Case(
+                image_id=image_id,
+                path=pred.paths[i],
+                predicted=pred.classes[called],
+                confidence=confidence,
+                runner_up=pred.classes[second]
+                if pred.probs[i, second] > 0
+                else "",  # no class is next to a unanimous vote
+                runner_up_probability=float(pred.probs[i, second]),
+                agreement=agreement,
+                agreement_note=note,
+                flagged=confidence < min_confidence or (agreement is not None and agreement < min_agreement),
+                windows=tuple((other.box, other.called == called) for other in others if other.box is not None),
+            )
+        )
     return sorted(cases, key=lambda case: (case.confidence, case.image_id))
 
 
-def thumbnail(path: str | Path, longest_side: int = THUMBNAIL_PX,
-              boxes: Sequence[tuple[tuple[int, int, int, int], tuple[int, int, int]]] = ()) -> np.ndarray:
+def thumbnail(
+    path: str | Path,
+    longest_side: int = THUMBNAIL_PX,
+    boxes: Sequence[tuple[tuple[int, int, int, int], tuple[int, int, int]]] = (),
+) -> np.ndarray:
     """The image at ``path`` shrunk (never enlarged) so its longest side is ``longest_side``, with
     ``boxes`` (``((x, y, w, h) in the image's pixels, RGB colour)``) drawn on it."""
     image = Image.fromarray(read_rgb(path))
@@ -139,23 +162,44 @@ def thumbnail(path: str | Path, longest_side: int = THUMBNAIL_PX,
     return out
 
 
-def write_case_review(results: Mapping[str, Predictions], headline: str, out_dir: str | Path, run: RunInfo, *,
-                      min_confidence: float = MIN_CONFIDENCE, min_agreement: float = MIN_AGREEMENT,
-                      readings: str = "other methods", thumbnail_px: int = THUMBNAIL_PX) -> dict[str, Path]:
+def write_case_review(
+    results: Mapping[str, Predictions],
+    headline: str,
+    out_dir: str | Path,
+    run: RunInfo,
+    *,
+    min_confidence: float = MIN_CONFIDENCE,
+    min_agreement: float = MIN_AGREEMENT,
+    readings: str = "other methods",
+    thumbnail_px: int = THUMBNAIL_PX,
+) -> dict[str, Path]:
     """Write ``out_dir/report.md|html`` (+ ``metrics.json`` with every case and ``figures/``)."""
     pred = results[headline]
-    cases = review_cases(results, headline, min_confidence=min_confidence, min_agreement=min_agreement,
-                         readings=readings)
+    cases = review_cases(
+        results, headline, min_confidence=min_confidence, min_agreement=min_agreement, readings=readings
+    )
     flagged = sum(case.flagged for case in cases)
     counts = ", ".join(f"{c} {sum(case.predicted == c for case in cases)}" for c in pred.classes)
-    report = Report(out_dir, f"Case review: {len(cases)} images", run, intro=(
-        f"Calls by {headline}: {counts}. {flagged} of {len(cases)} images are flagged for review: the "
-        f"probability of the called class is below {min_confidence:g}, or fewer than {min_agreement:.0%} of the "
-        "model's other readings of the image agree. Least certain first. A model's probability is not a "
-        "diagnosis; it says how sure this model is, on images like those it was trained on."))
-    columns = [Column("review", "Review"), Column("image_id", "Image"), Column("predicted", "Call"),
-               Column("confidence", "p(call)", fmt=".2f"), Column("runner_up", "Next class"),
-               Column("runner_up_probability", "p(next)", fmt=".2f"), Column("agreement_note", "Other readings")]
+    report = Report(
+        out_dir,
+        f"Case review: {len(cases)} images",
+        run,
+        intro=(
+            f"Calls by {headline}: {counts}. {flagged} of {len(cases)} images are flagged for review: the "
+            f"probability of the called class is below {min_confidence:g}, or fewer than {min_agreement:.0%} of the "
+            "model's other readings of the image agree. Least certain first. A model's probability is not a "
+            "diagnosis; it says how sure this model is, on images like those it was trained on."
+        ),
+    )
+    columns = [
+        Column("review", "Review"),
+        Column("image_id", "Image"),
+        Column("predicted", "Call"),
+        Column("confidence", "p(call)", fmt=".2f"),
+        Column("runner_up", "Next class"),
+        Column("runner_up_probability", "p(next)", fmt=".2f"),
+        Column("agreement_note", "Other readings"),
+    ]
     rows = [{**asdict(case), "review": "yes" if case.flagged else ""} for case in cases]
     report.add_table(Table("Cases, least certain first", columns, rows))
     report.add_heading("Cards")
@@ -166,8 +210,15 @@ def write_case_review(results: Mapping[str, Predictions], headline: str, out_dir
         name = f"case{n:04d}_{re.sub(r'[^A-Za-z0-9_.-]+', '_', case.image_id)}.png"
         title = f"{case.image_id}: {case.predicted} ({case.confidence:.2f}){'  - review' if case.flagged else ''}"
         boxes = [(box, AGREE_COLOUR if agrees else DISSENT_COLOUR) for box, agrees in case.windows]
-        card = plot_case(thumbnail(case.path, thumbnail_px, boxes), pred.classes, probs[case.image_id],
-                         report.figure_path(name), title=title, note=case.agreement_note, highlight=AGREE_COLOUR)
+        card = plot_case(
+            thumbnail(case.path, thumbnail_px, boxes),
+            pred.classes,
+            probs[case.image_id],
+            report.figure_path(name),
+            title=title,
+            note=case.agreement_note,
+            highlight=AGREE_COLOUR,
+        )
         where = " Boxes: where each view looked (blue agrees with the call, red does not)." if boxes else ""
         report.add_figure(card, f"{title}. {case.agreement_note}".strip(". ") + "." + where)
     report.add_metrics("cases", rows)
@@ -176,5 +227,9 @@ def write_case_review(results: Mapping[str, Predictions], headline: str, out_dir
 
 def review_run_info(model: str | Path, inputs: Sequence[str | Path], method: str) -> RunInfo:
     """The report header of a review of ``inputs`` by the model folder ``model``."""
-    return RunInfo(dataset=", ".join(map(str, inputs)), split="unlabelled images", model=f"{model} ({method})",
-                   config=f"{Path(model) / 'model.json'} (the model's training config)")
+    return RunInfo(
+        dataset=", ".join(map(str, inputs)),
+        split="unlabelled images",
+        model=f"{model} ({method})",
+        config=f"{Path(model) / 'model.json'} (the model's training config)",
+    )

@@ -15,8 +15,8 @@ accuracy not measured) are left out of the lines.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -56,11 +56,13 @@ def plot_channel_importance(
             values = _array(values_by_layer[name])
             per_channel, histogram = axes[row, 2 * col], axes[row, 2 * col + 1]
             per_channel.bar(np.arange(len(values)), values, width=1.0, color=colour)
-            per_channel.set(xlabel="channel", ylabel="importance", ylim=(0, 1),
-                            title=f"{name}, {stage} ({len(values)} ch.)")
+            per_channel.set(
+                xlabel="channel", ylabel="importance", ylim=(0, 1), title=f"{name}, {stage} ({len(values)} ch.)"
+            )
             histogram.hist(values, bins=20, range=(0, 1), color=colour)
-            histogram.set(xlabel="importance", ylabel="channels",
-                          title=f"mean {np.mean(values):.3f}, std {np.std(values):.3f}")
+            histogram.set(
+                xlabel="importance", ylabel="channels", title=f"mean {np.mean(values):.3f}, std {np.std(values):.3f}"
+            )
     fig.suptitle(title)
     return _save(fig, path)
 
@@ -79,8 +81,7 @@ def plot_loops_at_ratio(
     fig = Figure(figsize=(6, 4), layout="constrained")
     ax = fig.subplots()
     _line(ax, x, _array(accuracy), color="black", label="accuracy")
-    ax.set(xlabel="loops R", ylabel="accuracy", xticks=x,
-           title=title or f"Target pruning ratio O = {target_ratio:g}")
+    ax.set(xlabel="loops R", ylabel="accuracy", xticks=x, title=title or f"Target pruning ratio O = {target_ratio:g}")
     ax.grid(alpha=0.3)
     fraction_ax = ax.twinx()
     _line(fraction_ax, x, _array(per_loop_fraction), color="tab:red", linestyle=":", label="per-loop fraction X")

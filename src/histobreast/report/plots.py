@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -44,15 +45,24 @@ def plot_roc_curves(curves: Mapping[str, Mapping[str, Any]], path: str | Path, t
             ax.plot(curve["fpr"], curve["tpr"], linewidth=1.8, label=f"{label} (AUC {curve['auc']:.3f})")
         else:
             ax.plot([], [], linestyle="none", label=f"{label} (AUC undefined: one class only)")
-    ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="False positive rate (1 − specificity)",
-           ylabel="True positive rate (sensitivity)", title=title)
+    ax.set(
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+        xlabel="False positive rate (1 − specificity)",
+        ylabel="True positive rate (sensitivity)",
+        title=title,
+    )
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize="small")
     return _save(fig, path)
 
 
-def plot_confusion_matrix(matrix: Sequence[Sequence[int]] | np.ndarray, classes: Sequence[str], path: str | Path,
-                          title: str = "Confusion matrix") -> Path:
+def plot_confusion_matrix(
+    matrix: Sequence[Sequence[int]] | np.ndarray,
+    classes: Sequence[str],
+    path: str | Path,
+    title: str = "Confusion matrix",
+) -> Path:
     """Counts (left) and row-normalised shares (right: each true class sums to 100%), true
     classes as rows (paper B, Fig. 7a)."""
     counts = np.asarray(matrix, dtype=np.int64)
@@ -76,8 +86,9 @@ def plot_confusion_matrix(matrix: Sequence[Sequence[int]] | np.ndarray, classes:
     return _save(fig, path)
 
 
-def plot_per_class_scores(per_class: Mapping[str, Mapping[str, float]], path: str | Path,
-                          title: str = "Precision, recall and F1 per class") -> Path:
+def plot_per_class_scores(
+    per_class: Mapping[str, Mapping[str, float]], path: str | Path, title: str = "Precision, recall and F1 per class"
+) -> Path:
     """Grouped bars of precision, recall and F1 for each class (paper B, Fig. 7b); undefined
     (NaN) values are drawn as empty bars labelled "n/a"."""
     scores = ("precision", "recall", "f1")
@@ -88,8 +99,12 @@ def plot_per_class_scores(per_class: Mapping[str, Mapping[str, float]], path: st
     ax = fig.subplots()
     for k, score in enumerate(scores):
         values = np.array([per_class[c][score] for c in classes], dtype=np.float64)
-        bars = ax.bar(x + (k - 1) * width, np.nan_to_num(values), width, label=score.capitalize() if score != "f1" else "F1")
-        ax.bar_label(bars, labels=["n/a" if math.isnan(v) else f"{v:.2f}" for v in values], fontsize="x-small", padding=1)
+        bars = ax.bar(
+            x + (k - 1) * width, np.nan_to_num(values), width, label=score.capitalize() if score != "f1" else "F1"
+        )
+        ax.bar_label(
+            bars, labels=["n/a" if math.isnan(v) else f"{v:.2f}" for v in values], fontsize="x-small", padding=1
+        )
     ax.set_xticks(x, labels=classes)
     ax.set(ylim=(0, 1.22), yticks=np.linspace(0, 1, 6), ylabel="score", title=title)
     ax.grid(axis="y", alpha=0.3)
@@ -97,8 +112,16 @@ def plot_per_class_scores(per_class: Mapping[str, Mapping[str, float]], path: st
     return _save(fig, path)
 
 
-def plot_lines(x: Sequence[float], series: Mapping[str, Sequence[float]], path: str | Path, *, xlabel: str,
-               ylabel: str, title: str = "", log_y: bool = False) -> Path:
+def plot_lines(
+    x: Sequence[float],
+    series: Mapping[str, Sequence[float]],
+    path: str | Path,
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str = "",
+    log_y: bool = False,
+) -> Path:
     """Named series against a shared ``x`` (e.g. accuracy of several runs against epochs or a
     hyper-parameter). NaN points are left out of each line."""
     fig = Figure(figsize=(6, 4))
@@ -185,8 +208,16 @@ def plot_training_curves(csv_path: str | Path, path: str | Path, title: str = "T
     return _save(fig, path)
 
 
-def plot_case(image: np.ndarray, classes: Sequence[str], probs: Sequence[float], path: str | Path, *,
-              title: str, note: str = "", highlight: tuple[int, int, int] = (70, 150, 255)) -> Path:
+def plot_case(
+    image: np.ndarray,
+    classes: Sequence[str],
+    probs: Sequence[float],
+    path: str | Path,
+    *,
+    title: str,
+    note: str = "",
+    highlight: tuple[int, int, int] = (70, 150, 255),
+) -> Path:
     """A case card for review: the image beside its class probabilities, the called class's bar in
     ``highlight`` (RGB).
 

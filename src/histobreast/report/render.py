@@ -17,9 +17,10 @@ import platform
 import re
 import shlex
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -61,8 +62,10 @@ def describe_machine() -> str:
     import torch
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (f"{platform.node()} ({platform.system()} {platform.release()}), {os.cpu_count()} CPUs, {gpu}; "
-            f"Python {platform.python_version()}, torch {torch.__version__}")
+    return (
+        f"{platform.node()} ({platform.system()} {platform.release()}), {os.cpu_count()} CPUs, {gpu}; "
+        f"Python {platform.python_version()}, torch {torch.__version__}"
+    )
 
 
 def current_command() -> str:
@@ -84,9 +87,15 @@ class RunInfo:
 
     def rows(self) -> list[tuple[str, str]]:
         """(label, value) pairs in display order."""
-        return [("Dataset", self.dataset), ("Split / fold", self.split), ("Model", self.model),
-                ("Config", self.config), ("Date", self.date), ("Machine", self.machine),
-                ("Command to regenerate", self.command)]
+        return [
+            ("Dataset", self.dataset),
+            ("Split / fold", self.split),
+            ("Model", self.model),
+            ("Config", self.config),
+            ("Date", self.date),
+            ("Machine", self.machine),
+            ("Command to regenerate", self.command),
+        ]
 
 
 @dataclass(frozen=True)
@@ -176,28 +185,28 @@ class Report:
         """Where a figure of this report should be written (``<out_dir>/figures/<name>``)."""
         return self.out_dir / "figures" / name
 
-    def add_heading(self, text: str, level: int = 2) -> "Report":
+    def add_heading(self, text: str, level: int = 2) -> Report:
         """Start a section."""
         self._blocks.append(_Heading(text, level))
         return self
 
-    def add_text(self, text: str) -> "Report":
+    def add_text(self, text: str) -> Report:
         """A paragraph of plain text."""
         self._blocks.append(_Paragraph(text))
         return self
 
-    def add_bullets(self, items: Sequence[str]) -> "Report":
+    def add_bullets(self, items: Sequence[str]) -> Report:
         """A bulleted list of plain-text items."""
         self._blocks.append(_Bullets(tuple(items)))
         return self
 
-    def add_table(self, table: Table) -> "Report":
+    def add_table(self, table: Table) -> Report:
         """A table (also saved, unformatted, in metrics.json)."""
         self._blocks.append(table)
         self._tables.append(table)
         return self
 
-    def add_figure(self, path: str | Path, caption: str) -> "Report":
+    def add_figure(self, path: str | Path, caption: str) -> Report:
         """A PNG; one outside the report folder is copied into ``figures/`` so the folder is
         self-contained."""
         path = Path(path)
@@ -213,34 +222,45 @@ class Report:
         self._figures.append({"path": rel.as_posix(), "caption": caption})
         return self
 
-    def add_metrics(self, name: str, data: Any) -> "Report":
+    def add_metrics(self, name: str, data: Any) -> Report:
         """Store ``data`` (e.g. an evaluation dict) under ``results[name]`` in metrics.json."""
         if name in self._results:
             raise ValueError(f"metrics {name!r} already added to this report")
         self._results[name] = data
         return self
 
-    def add_evaluation(self, name: str, evaluation: Mapping[str, Any], predictions: Predictions | None = None) -> "Report":
+    def add_evaluation(
+        self, name: str, evaluation: Mapping[str, Any], predictions: Predictions | None = None
+    ) -> Report:
         """A full section for one ``metrics.evaluate_predictions`` result: class counts, summary
         table, per-class table and bar chart, confusion matrix table and figure, ROC curves (when
         ``predictions`` are given) and the notes on undefined values."""
         slug = _slug(name)
         counts = ", ".join(f"{c} {n}" for c, n in evaluation["class_counts"].items())
         self.add_heading(name)
-        self.add_text(f"{evaluation['n_images']} test images from {evaluation['n_patients']} patients "
-                      f"(images per true class: {counts}). PPV, recall, F1 and AUC: {evaluation['averaging']}.")
+        self.add_text(
+            f"{evaluation['n_images']} test images from {evaluation['n_patients']} patients "
+            f"(images per true class: {counts}). PPV, recall, F1 and AUC: {evaluation['averaging']}."
+        )
         self.add_table(results_table({name: evaluation}, SUMMARY_METRICS, f"{name}: summary", row_header="Test set"))
         self.add_table(per_class_table(evaluation, f"{name}: per class"))
-        self.add_figure(plot_per_class_scores(evaluation["per_class"], self.figure_path(f"{slug}_per_class.png")),
-                        f"{name}: precision, recall and F1 per class.")
+        self.add_figure(
+            plot_per_class_scores(evaluation["per_class"], self.figure_path(f"{slug}_per_class.png")),
+            f"{name}: precision, recall and F1 per class.",
+        )
         self.add_table(confusion_table(evaluation, f"{name}: confusion matrix"))
-        self.add_figure(plot_confusion_matrix(evaluation["confusion_matrix"], evaluation["classes"],
-                                              self.figure_path(f"{slug}_confusion.png")),
-                        f"{name}: confusion matrix, counts and share of each true class.")
+        self.add_figure(
+            plot_confusion_matrix(
+                evaluation["confusion_matrix"], evaluation["classes"], self.figure_path(f"{slug}_confusion.png")
+            ),
+            f"{name}: confusion matrix, counts and share of each true class.",
+        )
         if predictions is not None:
             curves = roc_curves(predictions, evaluation["positive_class"])
-            self.add_figure(plot_roc_curves(curves, self.figure_path(f"{slug}_roc.png"), f"{name}: ROC"),
-                            f"{name}: ROC curves ({', '.join(curves)}).")
+            self.add_figure(
+                plot_roc_curves(curves, self.figure_path(f"{slug}_roc.png"), f"{name}: ROC"),
+                f"{name}: ROC curves ({', '.join(curves)}).",
+            )
         if evaluation["notes"]:
             self.add_text("Undefined values (shown as –):")
             self.add_bullets(evaluation["notes"])
@@ -252,8 +272,14 @@ class Report:
 
     def to_markdown(self) -> str:
         """The whole report as Markdown."""
-        parts = [f"# {self.title}\n", "| | |\n| --- | --- |\n" + "".join(
-            f"| {label} | {f'`{value}`' if label.startswith('Command') else value} |\n" for label, value in self.run.rows())]
+        parts = [
+            f"# {self.title}\n",
+            "| | |\n| --- | --- |\n"
+            + "".join(
+                f"| {label} | {f'`{value}`' if label.startswith('Command') else value} |\n"
+                for label, value in self.run.rows()
+            ),
+        ]
         if self.intro:
             parts.append(self.intro + "\n")
         parts += [block.to_markdown() for block in self._blocks]
@@ -265,19 +291,29 @@ class Report:
         esc = html.escape
         run_rows = "".join(
             f"<tr><th>{esc(label)}</th><td>{f'<code>{esc(value)}</code>' if label.startswith('Command') else esc(value)}</td></tr>\n"
-            for label, value in self.run.rows())
+            for label, value in self.run.rows()
+        )
         body = [f"<h1>{esc(self.title)}</h1>\n", f'<table class="run">\n{run_rows}</table>\n']
         if self.intro:
             body.append(_Paragraph(self.intro).to_html())
         body += [block.to_html() for block in self._blocks]
         body += [_Heading("What the numbers mean").to_html(), _Bullets(tuple(self._glossary())).to_html()]
-        return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{esc(self.title)}</title>\n'
-                f"<style>\n{_CSS}\n</style>\n</head>\n<body>\n{''.join(body)}</body>\n</html>\n")
+        return (
+            f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{esc(self.title)}</title>\n'
+            f"<style>\n{_CSS}\n</style>\n</head>\n<body>\n{''.join(body)}</body>\n</html>\n"
+        )
 
     def to_json(self) -> dict[str, Any]:
         """What metrics.json holds: title, run header, results, tables (raw rows) and figures."""
-        return to_jsonable({"title": self.title, "run": asdict(self.run), "results": self._results,
-                            "tables": [t.to_dict() for t in self._tables], "figures": self._figures})
+        return to_jsonable(
+            {
+                "title": self.title,
+                "run": asdict(self.run),
+                "results": self._results,
+                "tables": [t.to_dict() for t in self._tables],
+                "figures": self._figures,
+            }
+        )
 
     def write(self) -> dict[str, Path]:
         """Write report.md, report.html and metrics.json into the report folder (atomically)."""

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import html
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from histobreast.metrics import METRIC_INFO
 
@@ -59,17 +60,24 @@ class Table:
 
     def numeric_columns(self) -> list[bool]:
         """Per column: whether it holds numbers (right-aligned) rather than text (left-aligned)."""
-        return [any(not isinstance(row.get(c.key), str) and not _is_missing(row.get(c.key)) for row in self.rows)
-                for c in self.columns]
+        return [
+            any(not isinstance(row.get(c.key), str) and not _is_missing(row.get(c.key)) for row in self.rows)
+            for c in self.columns
+        ]
 
     def to_markdown(self) -> str:
         """A GitHub-flavoured Markdown table (grouped headers become "40X PL")."""
+
         def md(text: str) -> str:
             return text.replace("|", "\\|")
 
         headers = [md(f"{c.group} {c.header}".strip()) for c in self.columns]
-        lines = [f"**{md(self.title)}**", "", "| " + " | ".join(headers) + " |",
-                 "|" + "|".join(" ---: " if numeric else " --- " for numeric in self.numeric_columns()) + "|"]
+        lines = [
+            f"**{md(self.title)}**",
+            "",
+            "| " + " | ".join(headers) + " |",
+            "|" + "|".join(" ---: " if numeric else " --- " for numeric in self.numeric_columns()) + "|",
+        ]
         lines += ["| " + " | ".join(md(v) for v in row) + " |" for row in self.cells()]
         lines += [""] + [f"_{md(line)}_" for line in [self.caption, *self.notes] if line]
         return "\n".join(lines).rstrip() + "\n"
@@ -92,28 +100,45 @@ class Table:
                     span += 1
                 parts.append(f'<th colspan="{span}">{esc(col.group)}</th>')
                 i += span
-            parts.append("</tr>\n<tr>" + "".join(f"<th>{esc(c.header)}</th>" for c in self.columns if c.group) + "</tr>\n")
+            parts.append(
+                "</tr>\n<tr>" + "".join(f"<th>{esc(c.header)}</th>" for c in self.columns if c.group) + "</tr>\n"
+            )
         else:
             parts.append("<tr>" + "".join(f"<th>{esc(c.header)}</th>" for c in self.columns) + "</tr>\n")
         parts.append("</thead>\n<tbody>\n")
         numeric = self.numeric_columns()
         for row in self.cells():
-            parts.append("<tr>" + "".join(f'<td class="num">{esc(v)}</td>' if num else f"<td>{esc(v)}</td>"
-                                          for v, num in zip(row, numeric)) + "</tr>\n")
+            parts.append(
+                "<tr>"
+                + "".join(
+                    f'<td class="num">{esc(v)}</td>' if num else f"<td>{esc(v)}</td>" for v, num in zip(row, numeric)
+                )
+                + "</tr>\n"
+            )
         parts.append("</tbody>\n</table>\n")
         parts += [f'<p class="caption">{esc(line)}</p>\n' for line in [self.caption, *self.notes] if line]
         return "".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
         """The raw data (for metrics.json): title, caption, column spec and unformatted rows."""
-        return {"title": self.title, "caption": self.caption, "notes": list(self.notes),
-                "columns": [asdict(c) for c in self.columns], "rows": self.rows}
+        return {
+            "title": self.title,
+            "caption": self.caption,
+            "notes": list(self.notes),
+            "columns": [asdict(c) for c in self.columns],
+            "rows": self.rows,
+        }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Table":
+    def from_dict(cls, data: Mapping[str, Any]) -> Table:
         """The table that :meth:`to_dict` wrote (e.g. read back from a report's metrics.json)."""
-        return cls(title=data["title"], columns=[Column(**c) for c in data["columns"]], rows=list(data["rows"]),
-                   caption=data.get("caption", ""), notes=list(data.get("notes", [])))
+        return cls(
+            title=data["title"],
+            columns=[Column(**c) for c in data["columns"]],
+            rows=list(data["rows"]),
+            caption=data.get("caption", ""),
+            notes=list(data.get("notes", [])),
+        )
 
     def metrics_shown(self) -> list[str]:
         """The metric keys of the columns, in order, without repeats (for the report glossary)."""
@@ -172,8 +197,7 @@ def results_table(
     """One row per named result, one column per metric (keys of ``evaluation["metrics"]``);
     ``headers`` overrides a metric's column header."""
     headers = headers or {}
-    columns = [Column("name", row_header)] + [
-        Column(m, headers.get(m, _metric_header(m)), metric=m) for m in metrics]
+    columns = [Column("name", row_header)] + [Column(m, headers.get(m, _metric_header(m)), metric=m) for m in metrics]
     rows = [{"name": name, **{m: result_value(r, "metrics", m) for m in metrics}} for name, r in results.items()]
     notes = [f"{name}: {note}" for name, r in results.items() for note in r.get("notes", [])]
     return Table(title, columns, rows, caption, notes)
@@ -210,9 +234,13 @@ def per_magnification_table(
     return Table(title, columns, rows, caption, notes)
 
 
-def accuracy_table(results: Mapping[str, Mapping[int | None, Mapping[str, Any]]], title: str, caption: str = "") -> Table:
+def accuracy_table(
+    results: Mapping[str, Mapping[int | None, Mapping[str, Any]]], title: str, caption: str = ""
+) -> Table:
     """Paper A Tables 2-3 (and 5): patient- and image-level accuracy, kappa and PPV."""
-    return per_magnification_table(results, ("patient_level_accuracy", "image_level_accuracy", "kappa", "ppv"), title, caption)
+    return per_magnification_table(
+        results, ("patient_level_accuracy", "image_level_accuracy", "kappa", "ppv"), title, caption
+    )
 
 
 def f1_table(results: Mapping[str, Mapping[int | None, Mapping[str, Any]]], title: str, caption: str = "") -> Table:
@@ -225,9 +253,16 @@ def per_class_table(result: Mapping[str, Any], title: str = "Per-class results")
     (paper B, Fig. 7b as numbers)."""
     scores = ("precision", "recall", "f1", "auc")
     columns = [Column("class", "Class"), Column("support", "Images", fmt=COUNT_FMT)] + [
-        Column(s, _metric_header(s), metric=s) for s in scores]
-    rows = [{"class": c, "support": result_value(result, "per_class", c, "support"),
-             **{s: result_value(result, "per_class", c, s) for s in scores}} for c in result["classes"]]
+        Column(s, _metric_header(s), metric=s) for s in scores
+    ]
+    rows = [
+        {
+            "class": c,
+            "support": result_value(result, "per_class", c, "support"),
+            **{s: result_value(result, "per_class", c, s) for s in scores},
+        }
+        for c in result["classes"]
+    ]
     return Table(title, columns, rows)
 
 
@@ -236,10 +271,15 @@ def confusion_table(result: Mapping[str, Any], title: str = "Confusion matrix") 
     a fold summary)."""
     classes = list(result["classes"])
     matrix = result["confusion_matrix"]
-    columns = ([Column("true", "True \\ predicted")] + [Column(c, c, fmt=COUNT_FMT) for c in classes]
-               + [Column("total", "Total", fmt=COUNT_FMT)])
-    rows = [{"true": c, **{p: int(matrix[i][j]) for j, p in enumerate(classes)}, "total": int(sum(matrix[i]))}
-            for i, c in enumerate(classes)]
+    columns = (
+        [Column("true", "True \\ predicted")]
+        + [Column(c, c, fmt=COUNT_FMT) for c in classes]
+        + [Column("total", "Total", fmt=COUNT_FMT)]
+    )
+    rows = [
+        {"true": c, **{p: int(matrix[i][j]) for j, p in enumerate(classes)}, "total": int(sum(matrix[i]))}
+        for i, c in enumerate(classes)
+    ]
     return Table(title, columns, rows, caption="Rows: the pathologists' label; columns: the model's prediction.")
 
 
@@ -252,6 +292,7 @@ def ensemble_table(
 ) -> Table:
     """Each member beside the ensemble (paper A, Table 9), with the ensemble's gain in
     image-level accuracy over its best member as the caption."""
+
     def il(result: Mapping[str, Any]) -> float:
         value = result_value(result, "metrics", "image_level_accuracy")
         return value["mean"] if isinstance(value, Mapping) else value
@@ -260,8 +301,7 @@ def ensemble_table(
         raise ValueError("ensemble_table needs at least one member")
     best_name = max(members, key=lambda name: il(members[name]))
     gain = il(ensemble) - il(members[best_name])
-    caption = (f"Ensemble ({rule} rule) image-level accuracy {gain:+.3f} against the best member "
-               f"({best_name}).")
+    caption = f"Ensemble ({rule} rule) image-level accuracy {gain:+.3f} against the best member ({best_name})."
     return results_table({**members, f"Ensemble ({rule})": ensemble}, metrics, title, caption)
 
 
@@ -273,8 +313,13 @@ def levels_table(
 ) -> Table:
     """Paper B's two levels: every view classified on its own (patch level) against the
     six-view majority vote (image level)."""
-    return results_table({"Patch level (each view)": patch, "Image level (six-view vote)": image},
-                         metrics, title, row_header="Level", headers={"image_level_accuracy": "Accuracy"})
+    return results_table(
+        {"Patch level (each view)": patch, "Image level (six-view vote)": image},
+        metrics,
+        title,
+        row_header="Level",
+        headers={"image_level_accuracy": "Accuracy"},
+    )
 
 
 # Compression columns (paper A, Table 7 and Fig. 10/12): (row key, header, divisor, format).
@@ -312,8 +357,10 @@ def compression_table(rows: Sequence[Mapping[str, Any]], title: str = "Compressi
                 r["speedup"] = baseline["latency_ms"] / r["latency_ms"]
     present = [spec for spec in COMPRESSION_COLUMNS if any(spec[0] in r for r in rows)]
     unknown = sorted({k for r in rows for k in r} - {spec[0] for spec in COMPRESSION_COLUMNS})
-    columns = [Column(key, header, fmt=fmt, metric="image_level_accuracy" if key == "accuracy" else None)
-               for key, header, _, fmt in present]
+    columns = [
+        Column(key, header, fmt=fmt, metric="image_level_accuracy" if key == "accuracy" else None)
+        for key, header, _, fmt in present
+    ]
     table_rows = [{key: _scaled(r.get(key), div) for key, _, div, _ in present} for r in rows]
     notes = [f"Not tabulated (no column for them): {', '.join(unknown)}."] if unknown else []
     return Table(title, columns, table_rows, notes=notes)
@@ -325,18 +372,31 @@ def ablation_table(rows: Sequence[Mapping[str, Any]], title: str = "Architecture
     Each row needs ``encoder``, ``discriminator``, ``patch_accuracy``, ``image_accuracy``
     (fractions or fold summaries); the row with the best image-level accuracy is marked "(best)".
     """
+
     def image_acc(row: Mapping[str, Any]) -> float:
         value = row["image_accuracy"]
         value = value["mean"] if isinstance(value, Mapping) else value
         return -math.inf if _is_missing(value) else value
 
-    missing = [i for i, r in enumerate(rows) if not {"encoder", "discriminator", "patch_accuracy", "image_accuracy"} <= set(r)]
+    missing = [
+        i for i, r in enumerate(rows) if not {"encoder", "discriminator", "patch_accuracy", "image_accuracy"} <= set(r)
+    ]
     if missing:
         raise ValueError(f"ablation rows {missing} lack one of encoder, discriminator, patch_accuracy, image_accuracy")
     best = max(range(len(rows)), key=lambda i: image_acc(rows[i])) if rows else -1
-    columns = [Column("encoder", "Feature encoding"), Column("discriminator", "Discrimination"),
-               Column("patch_accuracy", "Patch (%)", fmt=".1%"), Column("image_accuracy", "Image (%)", fmt=".1%")]
-    table_rows = [{"encoder": f"{r['encoder']} (best)" if i == best else r["encoder"], "discriminator": r["discriminator"],
-                   "patch_accuracy": r["patch_accuracy"], "image_accuracy": r["image_accuracy"]}
-                  for i, r in enumerate(rows)]
+    columns = [
+        Column("encoder", "Feature encoding"),
+        Column("discriminator", "Discrimination"),
+        Column("patch_accuracy", "Patch (%)", fmt=".1%"),
+        Column("image_accuracy", "Image (%)", fmt=".1%"),
+    ]
+    table_rows = [
+        {
+            "encoder": f"{r['encoder']} (best)" if i == best else r["encoder"],
+            "discriminator": r["discriminator"],
+            "patch_accuracy": r["patch_accuracy"],
+            "image_accuracy": r["image_accuracy"],
+        }
+        for i, r in enumerate(rows)
+    ]
     return Table(title, columns, table_rows)
