@@ -28,6 +28,7 @@ COMMAND_MODULES: list[str] = [
     "evaluate",
     "compare",
     "predict",
+    "explain",
     "prune",
     "ensemble",
     "baseline",

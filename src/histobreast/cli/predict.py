@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -29,6 +29,27 @@ def collect_images(inputs: list[Path]) -> list[Path]:
         else:
             raise ConfigError(f"{item}: not an image file or folder")
     return list(found)
+
+
+def unlabelled_records(model: Path, inputs: list[Path], microns_per_pixel: float | None) -> list[Any]:
+    """The images named or found under ``inputs`` as unlabelled records at the scale ``model`` (a model or
+    ensemble folder) expects: ``microns_per_pixel``, else the training images'."""
+    from histobreast.data.records import ImageRecord
+    from histobreast.pipelines.bagging import is_ensemble_folder, read_ensemble_folder
+    from histobreast.pipelines.package import read_model_info
+
+    ensemble = read_ensemble_folder(model) if is_ensemble_folder(model) else None
+    info = read_model_info(ensemble.members[0] if ensemble else model)  # an ensemble's members share the scale
+    scale = microns_per_pixel or info.get("microns_per_pixel")
+    if scale is None:
+        physical = info["config"].get("preprocess", {}).get("microns_per_pixel") is not None
+        if physical or info["pipeline"] == "liu2022":  # KREM is physical
+            raise ConfigError(f"{model}: this model works at a physical scale; pass --microns-per-pixel for the images")
+        scale = 1.0  # the model resizes whole images: their scale is not used
+    return [
+        ImageRecord(path=p, label=UNLABELLED, patient_id=p.stem, microns_per_pixel=scale, source="predict")
+        for p in collect_images(inputs)
+    ]
 
 
 def predict(
@@ -74,6 +95,9 @@ def predict(
         max=1.0,
         help="Review flag: fewer than this share of the model's other readings (branches, members, views) agree.",
     ),
+    explain: bool = typer.Option(
+        False, "--explain", help="With --review: put each card's Grad-CAM map (where the call comes from) beside it."
+    ),
 ) -> None:
     """Predict class probabilities for every image; writes one CSV row per image.
 
@@ -83,24 +107,16 @@ def predict(
 
     from rich.console import Console
 
-    from histobreast.data.records import ImageRecord
     from histobreast.pipelines import get_pipeline
     from histobreast.pipelines.bagging import is_ensemble_folder, predict_ensemble, read_ensemble_folder
     from histobreast.pipelines.package import load_model_folder, read_model_info
     from histobreast.preprocess.views import SIX_VIEWS
 
+    if explain and review is None:
+        raise ConfigError("--explain: the maps go on the case review's cards; add --review DIR")
+    records = unlabelled_records(model, inputs, microns_per_pixel)
     ensemble = read_ensemble_folder(model) if is_ensemble_folder(model) else None
-    info = read_model_info(ensemble.members[0] if ensemble else model)  # an ensemble's members share the scale
-    scale = microns_per_pixel or info.get("microns_per_pixel")
-    if scale is None:
-        physical = info["config"].get("preprocess", {}).get("microns_per_pixel") is not None
-        if physical or info["pipeline"] == "liu2022":  # KREM is physical
-            raise ConfigError(f"{model}: this model works at a physical scale; pass --microns-per-pixel for the images")
-        scale = 1.0  # the model resizes whole images: their scale is not used
-    records = [
-        ImageRecord(path=p, label=UNLABELLED, patient_id=p.stem, microns_per_pixel=scale, source="predict")
-        for p in collect_images(inputs)
-    ]
+    info = read_model_info(ensemble.members[0] if ensemble else model)
     options = {"tta_views": SIX_VIEWS if tta else (), "batch_size": batch_size, "device": device}
     rule = None
     if ensemble is not None:  # the vote (with its `uncertainty` column), then each member's headline method
@@ -119,6 +135,7 @@ def predict(
     how = chosen + (f", {rule} rule" if chosen == "ensemble" else "") + (", six-view TTA" if tta else "")
     console.print(f"{len(pred)} image{'s' * (len(pred) != 1)} ({how}): {summary} -> {out}")
     if review is not None:
+        from histobreast.explain.api import card_overlays
         from histobreast.report.case_review import review_run_info, write_case_review
 
         written = write_case_review(
@@ -129,6 +146,7 @@ def predict(
             min_confidence=min_confidence,
             min_agreement=min_agreement,
             readings="members" if ensemble is not None else "other methods",
+            overlays=card_overlays(model, records, pred.predicted.tolist(), device=device) if explain else None,
         )
         console.print(f"case review: {written['html']}")
 
