@@ -148,3 +148,21 @@ def test_bad_inputs_give_one_line_each(system_a, tmp_path) -> None:
         assert isinstance(result.exception, error) and message in str(result.exception), result.exception
         assert "\n" not in str(result.exception)
     assert not (tmp_path / "x").exists()  # nothing written for a refused run
+
+
+@pytest.mark.realdata
+def test_explain_writes_overlays_for_a_real_bach_image(bach_dir, tmp_path) -> None:
+    """A tiny hybrid trained for a few steps on 8 real BACH images explains a real one (1024x768)."""
+    cfg = tiny_zhu_config(bach_dir, train={"iterations": 3})
+    records, classes = experiment_records(cfg)
+    train = records[:4] + records[-4:]  # both classes of the binary task
+    folder = zhu2019.train_fold(cfg, train, [], classes, tmp_path / "fold")
+    image = records[len(records) // 2].path
+    result = runner.invoke(
+        app, ["explain", str(folder), str(image), "--out", str(tmp_path / "x")], catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.output
+    (entry,) = json.loads((tmp_path / "x" / "explanations.json").read_text())["images"]
+    assert entry["image_size"] == [1024, 768] and entry["map_size"] == [512, 384]
+    assert np.load(tmp_path / "x" / entry["maps"]["fused"]).shape == (384, 512)
+    assert Image.open(tmp_path / "x" / entry["figure"]).width > 1000
