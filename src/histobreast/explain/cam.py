@@ -82,15 +82,17 @@ def _per_layer(cam_class: type[BaseCAM]) -> type[BaseCAM]:
     return PerLayer
 
 
-def layer_maps(network: nn.Module, inputs: Tensor, classes: Sequence[int], method: str = DEFAULT_METHOD) -> np.ndarray:
+def layer_maps(
+    network: nn.Module, inputs: Tensor, classes: Sequence[int], method: str = DEFAULT_METHOD, source: str = ""
+) -> np.ndarray:
     """Maps ``(B, L, H, W)`` in [0, 1] of class ``classes[b]`` for each input ``b``, one per target layer.
 
     ``inputs`` are what the network's ``forward`` takes (``(B, 3, H, W)``, or System B's stacks);
     ``H, W`` are their last two sizes. A map whose target layer is 1x1 for these inputs locates
-    nothing: ExplainError says the inputs are too small for the network.
+    nothing: ExplainError (naming ``source``, the model folder) says the inputs are too small.
     """
     cam_class = METHODS[check_method(method)]
-    layers = target_layers(network)
+    layers = target_layers(network, source)
     if len(classes) != len(inputs):
         raise ValueError(f"one class per input needed: {len(classes)} classes for {len(inputs)} inputs")
     was_training = network.training
@@ -108,17 +110,17 @@ def layer_maps(network: nn.Module, inputs: Tensor, classes: Sequence[int], metho
         network.train(was_training)
     if sizes and min(min(s) for s in sizes) < 2:
         raise ExplainError(
-            f"inputs of {inputs.shape[-1]}x{inputs.shape[-2]} px leave {type(network).__name__}'s target layer "
+            f"{source or 'model'}: inputs of {inputs.shape[-1]}x{inputs.shape[-2]} px leave {type(network).__name__}'s target layer "
             f"{sizes[0][1]}x{sizes[0][0]}: too small for a map that locates anything"
         )
     return maps.astype(np.float32)
 
 
 def network_maps(
-    network: nn.Module, inputs: Tensor, classes: Sequence[int], method: str = DEFAULT_METHOD
+    network: nn.Module, inputs: Tensor, classes: Sequence[int], method: str = DEFAULT_METHOD, source: str = ""
 ) -> np.ndarray:
     """Maps ``(B, H, W)`` in [0, 1]: the target layers' maps averaged and rescaled (the library's rule)."""
-    mean = layer_maps(network, inputs, classes, method).mean(axis=1)
+    mean = layer_maps(network, inputs, classes, method, source).mean(axis=1)
     return rescale(mean)
 
 

@@ -39,7 +39,7 @@ def explain_classifier(
             probs = model.predict_proba(inputs)[0].cpu()
         target = targets[i] if targets is not None and targets[i] is not None else int(probs.argmax())
         size = image_size(record.path)
-        values = network_maps(model, inputs, [target], method)[0]
+        values = network_maps(model, inputs, [target], method, str(loaded.path))[0]
         out.append(
             Explanation(
                 image_id=record.image_id,

@@ -64,8 +64,8 @@ def explain_hybrid(
         probs = fuse_branches(patch_vote(patch_probs, model.patch_rule, model.min_spread), global_probs, weight)[0]
         target = targets[i] if targets is not None and targets[i] is not None else int(probs.argmax())
         shape = map_size(size)
-        global_map = resize_map(network_maps(model.global_branch, whole, [target], method)[0], shape)
-        patch_maps = network_maps(model.local_branch, patches, [target] * len(patches), method)
+        global_map = resize_map(network_maps(model.global_branch, whole, [target], method, str(loaded.path))[0], shape)
+        patch_maps = network_maps(model.local_branch, patches, [target] * len(patches), method, str(loaded.path))
         tile_weights = patch_probs[0, :, target].numpy() * keep * (len(keep) / keep.sum())
         boxes = grid_boxes(size, grid)  # type: ignore[arg-type]
         local_map = np.zeros(shape[::-1], np.float32)

@@ -65,7 +65,7 @@ def explain_msmv(
             probs = model.predict_proba(crops).cpu()
         image_probs = combine_members(probs.unsqueeze(1), "majority")[0]  # the six-view vote
         target = targets[j] if targets is not None and targets[j] is not None else int(image_probs.argmax())
-        maps = layer_maps(model, crops, [target] * len(crops), method)  # (N, S, h, w)
+        maps = layer_maps(model, crops, [target] * len(crops), method, str(loaded.path))  # (N, S, h, w)
         shape = map_size(size)
         sums: dict[str, np.ndarray] = {}
         counts: dict[str, np.ndarray] = {}
