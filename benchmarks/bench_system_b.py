@@ -257,7 +257,7 @@ def render(results: list[dict], machine: str, date: str, threads: int) -> str:
 def bach_results(run_dirs: list[Path]) -> str:
     """The ``system_b_bach`` section: per-fold patch- and image-level accuracy of finished
     ``histobreast train`` experiment folders (their ``report/metrics.json``), with each run's schedule."""
-    from histobreast.engine.config import load_config
+    from histobreast.pipelines.config import load_config
 
     lines = [
         "| run | level | " + " | ".join(f"fold {f}" for f in range(1, 6)) + " | mean ± std |",

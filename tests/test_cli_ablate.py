@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 
 from histobreast.cli import ablate
 from histobreast.data.synthetic import synth_bach
-from histobreast.engine.config import load_config
 from histobreast.errors import ConfigError
 from histobreast.pipelines.ablation import load_ablation
+from histobreast.pipelines.config import load_config
 from histobreast.pipelines.liu2022 import krem_params
 
 

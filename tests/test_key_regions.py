@@ -23,8 +23,8 @@ from histobreast.data.key_regions import (
 )
 from histobreast.data.records import ImageRecord
 from histobreast.data.synthetic import synth_bach
-from histobreast.engine.config import AugmentConfig
 from histobreast.errors import ConfigError, DatasetError
+from histobreast.preprocess.config import AugmentConfig
 from histobreast.preprocess.krem import KremParams, crop_key_region, key_regions
 from histobreast.preprocess.transforms import normalize, to_model_input
 from histobreast.preprocess.views import SIX_VIEWS, apply_view

@@ -18,13 +18,14 @@ from torch.utils.data import Subset
 from typer.testing import CliRunner
 
 from histobreast.cli import app
+from histobreast.config import config_to_dict
 from histobreast.data.bach import BACH_CLASSES
 from histobreast.data.records import ImageRecord
 from histobreast.data.synthetic import synth_bach
-from histobreast.engine.config import ExperimentConfig, config_to_dict, parse_config
 from histobreast.errors import ConfigError
 from histobreast.features import SVMDiscriminator, extract_features
 from histobreast.pipelines import get_pipeline, liu2022
+from histobreast.pipelines.config import ExperimentConfig, parse_config
 from histobreast.pipelines.package import LoadedModel, load_model_folder
 from histobreast.predictions import Predictions
 from histobreast.preprocess.views import SIX_VIEWS

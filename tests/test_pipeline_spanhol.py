@@ -10,10 +10,10 @@ import torch
 
 from histobreast.data.spanhol_patches import SpanholPatchDataset, image_patch_batches, load_scaled
 from histobreast.data.synthetic import synth_bach
-from histobreast.engine.config import parse_config
 from histobreast.errors import CheckpointError, ConfigError, DatasetError
 from histobreast.pipelines import spanhol2016
 from histobreast.pipelines.bagging import read_ensemble_folder
+from histobreast.pipelines.config import parse_config
 from histobreast.pipelines.package import load_model_folder
 from histobreast.preprocess.patches import sliding_window_patches
 from histobreast.preprocess.transforms import to_model_input

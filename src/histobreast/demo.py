@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from histobreast.data.synthetic import synth_bach, synth_breakhis
-from histobreast.engine.config import ExperimentConfig, load_config
 from histobreast.errors import ConfigError
+from histobreast.pipelines.config import ExperimentConfig, load_config
 
 log = logging.getLogger(__name__)
 

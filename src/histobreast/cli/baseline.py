@@ -39,7 +39,7 @@ def spanhol(
 
     Example: histobreast baseline spanhol --config configs/baselines/spanhol2016_bach_binary_cpu.yaml --fold 1
     """
-    from histobreast.engine.config import load_config
+    from histobreast.pipelines.config import load_config
     from histobreast.pipelines.experiment import run_experiment
 
     cfg = load_config(config, overrides or [])

@@ -49,9 +49,9 @@ def train(
 
     Example: histobreast ensemble train --config configs/zhu2019/ensemble_bach_binary_cpu.yaml --k 5 --out runs/bagging
     """
-    from histobreast.engine.config import load_config
     from histobreast.pipelines.bagging import ensemble_options, train_ensemble
     from histobreast.pipelines.common import experiment_records, experiment_splits, select_split
+    from histobreast.pipelines.config import load_config
 
     cfg = load_config(config, overrides or [])
     options = ensemble_options(

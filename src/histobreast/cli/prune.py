@@ -76,7 +76,7 @@ def run(
 
     Example: histobreast prune runs/zhu2019_bach/fold1/model --ratio 0.5 --loops 1 --out runs/pruned_f1
     """
-    from histobreast.engine.config import load_config
+    from histobreast.pipelines.config import load_config
     from histobreast.pipelines.package import MODEL_JSON, load_model_folder
     from histobreast.pipelines.pruning import prune_model_folder, prune_options, training_records
     from histobreast.pipelines.pruning import retrain_config as schedule
@@ -143,8 +143,8 @@ def report(
 
     Example: histobreast prune report --config configs/zhu2019/prune_bach_binary_cpu.yaml --out runs/prune_study
     """
-    from histobreast.engine.config import load_config
     from histobreast.pipelines.common import experiment_records, experiment_splits, select_split, validation_split
+    from histobreast.pipelines.config import load_config
     from histobreast.pipelines.pruning import prune_options
     from histobreast.pipelines.pruning_report import compression_report, run_sweep
 

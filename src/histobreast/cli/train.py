@@ -48,7 +48,7 @@ def train(
     from rich.console import Console
 
     from histobreast.cli.evaluate import print_result
-    from histobreast.engine.config import load_config
+    from histobreast.pipelines.config import load_config
     from histobreast.pipelines.experiment import run_experiment
 
     extra = list(overrides)

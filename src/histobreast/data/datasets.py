@@ -32,9 +32,9 @@ from torch.utils.data import Dataset
 
 from histobreast.data.imageio import read_rgb
 from histobreast.data.records import ImageRecord
-from histobreast.engine.config import AugmentConfig
 from histobreast.errors import ConfigError, DatasetError
 from histobreast.preprocess.augment import AugmentParams, sample_augmentation
+from histobreast.preprocess.config import AugmentConfig
 from histobreast.preprocess.patches import grid_patches, resize_rgb
 from histobreast.preprocess.stain import StainNormalizer
 from histobreast.preprocess.transforms import to_model_input

@@ -13,7 +13,7 @@ nested windows drawn at random positions of the same stride grids, seeded per (s
 view). :func:`view_predictions` and :func:`image_predictions` turn per-sample probabilities into
 patch-level (per view) and image-level (majority vote) :class:`~histobreast.predictions.Predictions`.
 
-``augment=`` (an :class:`~histobreast.engine.config.AugmentConfig`, e.g. colour jitter) changes each
+``augment=`` (an :class:`~histobreast.preprocess.config.AugmentConfig`, e.g. colour jitter) changes each
 training sample with one draw applied to all its crops (one tissue location, one colour), seeded by
 ``(seed, epoch, index)`` like the other datasets; augmented samples cannot feed feature caches.
 """
@@ -34,10 +34,10 @@ from torch.utils.data import Dataset
 from histobreast.data.datasets import Augmenter
 from histobreast.data.imageio import image_size, read_rgb
 from histobreast.data.records import ImageRecord
-from histobreast.engine.config import AugmentConfig
 from histobreast.errors import ConfigError, DatasetError
 from histobreast.predictions import Predictions
 from histobreast.preprocess.cache import DiskCache, file_fingerprint
+from histobreast.preprocess.config import AugmentConfig
 from histobreast.preprocess.krem import KeyRegion, KremParams, crop_key_region, key_regions
 from histobreast.preprocess.patches import window_starts
 from histobreast.preprocess.stain import StainNormalizer
@@ -133,7 +133,7 @@ class KeyRegionDataset(Dataset):
     float32; ``uint8=True``: :func:`crops_as_uint8`, normalised by the model on its device) and,
     when it is neither, needs a ``transform_id`` for feature caches. ``unknown_labels=True`` gives
     labels outside ``classes`` the target -1 (prediction on unlabelled images) instead of an error.
-    ``augment`` (an :class:`~histobreast.engine.config.AugmentConfig`) changes each sample with one
+    ``augment`` (an :class:`~histobreast.preprocess.config.AugmentConfig`) changes each sample with one
     draw for all its crops, seeded by ``(seed, epoch, index)`` (see :meth:`set_epoch`).
     """
 

@@ -35,14 +35,9 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
 from histobreast.atomic import atomic_path, atomic_write_json
+from histobreast.config import build_dataclass, config_to_dict, save_config
 from histobreast.engine.checkpoint import CHECKPOINT_DIR, Checkpoint, read_checkpoint, save_checkpoint
-from histobreast.engine.config import (
-    ExperimentConfig,
-    TrainConfig,
-    build_dataclass,
-    config_to_dict,
-    save_config,
-)
+from histobreast.engine.config import TrainConfig
 from histobreast.engine.distributed import (
     DistributedContext,
     EpochSampler,
@@ -121,7 +116,8 @@ class Trainer:
             ``val_data``, which it may override); rank 0's values decide for all ranks.
         callbacks: called as ``callback(trainer)`` after every optimizer step (e.g. DNS masks).
         model_name, model_kwargs: stored in checkpoints so ``load_model`` can rebuild the model.
-        experiment: the whole experiment config, saved as ``config.yaml`` and in checkpoints.
+        experiment: the whole experiment config (any config dataclass, e.g. ``pipelines.config.ExperimentConfig``),
+            saved as ``config.yaml`` and in checkpoints.
         metadata: any other JSON-able facts for the checkpoints (e.g. ``{"classes": [...]}``).
     """
 
@@ -137,7 +133,7 @@ class Trainer:
         callbacks: Sequence[StepCallback] = (),
         model_name: str | None = None,
         model_kwargs: Mapping[str, Any] | None = None,
-        experiment: ExperimentConfig | None = None,
+        experiment: Any | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> None:
         self.config = build_dataclass(TrainConfig, config_to_dict(config), source="train config", prefix="train")

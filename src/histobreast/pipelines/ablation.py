@@ -27,14 +27,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-from histobreast.engine.config import ExperimentConfig, build_dataclass, load_config
+from histobreast.config import build_dataclass, read_yaml_mapping
 from histobreast.errors import ConfigError
 from histobreast.metrics import evaluate_predictions
 from histobreast.models.msmv import Table4Variant, table4_variant
 from histobreast.pipelines import liu2022
 from histobreast.pipelines.common import experiment_records, experiment_splits, select_split, validation_split
+from histobreast.pipelines.config import ExperimentConfig, load_config
 from histobreast.pipelines.experiment import (
     concat_predictions,
     read_fold_predictions,
@@ -76,12 +76,7 @@ class AblationConfig:
 def load_ablation(path: str | Path, overrides: Sequence[str] = ()) -> tuple[AblationConfig, ExperimentConfig]:
     """Read an ablation file and its base experiment (with the file's and then ``overrides`` applied)."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: ablation file not found")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({err})") from err
+    raw = read_yaml_mapping(path, "ablation file")
     ablation = build_dataclass(AblationConfig, raw, source=str(path))
     base = load_config(path.parent / ablation.base, [*ablation.overrides, *overrides])
     if base.pipeline != "liu2022":

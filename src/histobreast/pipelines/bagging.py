@@ -27,12 +27,13 @@ from typing import Any, Literal
 import numpy as np
 
 from histobreast.atomic import atomic_write_json
+from histobreast.config import build_dataclass, save_config
 from histobreast.data.records import ImageRecord, read_records_csv, write_records_csv
 from histobreast.data.splits import Split, write_splits_csv
-from histobreast.engine.config import ExperimentConfig, build_dataclass, save_config
 from histobreast.errors import CheckpointError, ConfigError
 from histobreast.metrics import evaluate_predictions
 from histobreast.pipelines.common import dataset_kind, training_subsets
+from histobreast.pipelines.config import ExperimentConfig
 from histobreast.pipelines.package import ENSEMBLE_FORMAT, MODEL_JSON, load_model_folder
 from histobreast.pipelines.package import ENSEMBLE_JSON as MANIFEST
 from histobreast.predictions import Predictions

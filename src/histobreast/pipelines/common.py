@@ -37,10 +37,11 @@ from histobreast.data.splits import (
     patient_split,
     read_splits_csv,
 )
-from histobreast.engine.config import AugmentConfig, ExperimentConfig
 from histobreast.engine.trainer import FitResult, Trainer
 from histobreast.errors import ConfigError, DatasetError
 from histobreast.models import create_model
+from histobreast.pipelines.config import ExperimentConfig
+from histobreast.preprocess.config import AugmentConfig
 from histobreast.preprocess.stain import (
     ReinhardNormalizer,
     StainError,

@@ -26,14 +26,15 @@ from typing import Any, Literal
 import numpy as np
 
 from histobreast.atomic import atomic_write_text
+from histobreast.config import config_to_dict, save_config
 from histobreast.data.splits import read_splits_csv, write_splits_csv
 from histobreast.engine.checkpoint import CHECKPOINT_DIR
-from histobreast.engine.config import ExperimentConfig, config_to_dict, load_config, save_config
 from histobreast.engine.distributed import context_from_env
 from histobreast.errors import CheckpointError, ConfigError, DatasetError
 from histobreast.metrics import bootstrap_metrics, evaluate_predictions, split_by_magnification, summarise_folds
 from histobreast.pipelines import get_pipeline
 from histobreast.pipelines.common import experiment_records, experiment_splits, select_split, validation_split
+from histobreast.pipelines.config import ExperimentConfig, load_config
 from histobreast.pipelines.package import load_model_folder, read_model_info
 from histobreast.predictions import Predictions
 from histobreast.report import Report, RunInfo, accuracy_table, f1_table, plot_training_curves, results_table

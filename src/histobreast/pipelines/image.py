@@ -19,7 +19,6 @@ from torch.utils.data import DataLoader
 
 from histobreast.data.datasets import ImageDataset
 from histobreast.data.records import ImageRecord
-from histobreast.engine.config import ExperimentConfig
 from histobreast.engine.inference import predict_probabilities, predictions_from_records
 from histobreast.pipelines.common import (
     augment_config,
@@ -30,6 +29,7 @@ from histobreast.pipelines.common import (
     train_network,
     view_reader,
 )
+from histobreast.pipelines.config import ExperimentConfig
 from histobreast.pipelines.package import (
     LoadedModel,
     as_loaded,

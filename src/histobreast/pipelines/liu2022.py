@@ -37,9 +37,10 @@ import numpy as np
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from histobreast.config import build_dataclass, config_to_dict
 from histobreast.data.key_regions import KeyRegionDataset, image_predictions, view_predictions
 from histobreast.data.records import ImageRecord
-from histobreast.engine.config import ExperimentConfig, TrainConfig, build_dataclass, config_to_dict
+from histobreast.engine.config import TrainConfig
 from histobreast.engine.distributed import resolve_device
 from histobreast.engine.inference import predict_probabilities
 from histobreast.engine.trainer import Trainer, classification_metrics
@@ -48,6 +49,7 @@ from histobreast.features import FeatureDataset, SVMDiscriminator, extract_featu
 from histobreast.models import create_model
 from histobreast.models.msmv import MSMVPFENet, ScaleClassifier
 from histobreast.pipelines.common import augment_config, fit_stain_normalizer, training_subsets
+from histobreast.pipelines.config import ExperimentConfig
 from histobreast.pipelines.package import LoadedModel, images_scale, load_model_folder, save_model_folder
 from histobreast.predictions import Predictions
 from histobreast.preprocess.krem import KremParams

@@ -28,13 +28,14 @@ import torch
 from torch import nn
 
 from histobreast.atomic import atomic_write_json
-from histobreast.engine.config import ExperimentConfig, config_to_dict, parse_config
+from histobreast.config import config_to_dict
 from histobreast.engine.distributed import resolve_device
 from histobreast.errors import CheckpointError
 from histobreast.models import create_model
 from histobreast.models.googlenet_sep import GoogLeNetSEP
 from histobreast.models.hybrid import HybridCNN
 from histobreast.models.weights import load_weights, save_weights
+from histobreast.pipelines.config import ExperimentConfig, parse_config
 from histobreast.preprocess.stain import NORMALIZERS, StainNormalizer
 
 MODEL_FORMAT = "histobreast-model"

@@ -39,16 +39,18 @@ from histobreast.compress.dns import DNSConfig, DynamicNetworkSurgery, save_spar
 from histobreast.compress.importance import compute_channel_importance, save_importance, se_blocks
 from histobreast.compress.profile import count_nonzero_parameters, count_parameters
 from histobreast.compress.prune import per_loop_fraction, prune_channels, prune_hybrid_channels
+from histobreast.config import build_dataclass, config_to_dict
 from histobreast.data.datasets import HybridDataset
 from histobreast.data.records import ImageRecord
 from histobreast.data.splits import read_splits_csv
 from histobreast.engine import Trainer
-from histobreast.engine.config import ExperimentConfig, TrainConfig, build_dataclass, config_to_dict
+from histobreast.engine.config import TrainConfig
 from histobreast.engine.distributed import resolve_device
 from histobreast.errors import ConfigError
 from histobreast.models.googlenet_sep import INCEPTION_NAMES, GoogLeNetSEP
 from histobreast.models.hybrid import HybridCNN
 from histobreast.pipelines.common import experiment_records, select_split, validation_split
+from histobreast.pipelines.config import ExperimentConfig
 from histobreast.pipelines.package import LoadedModel, load_model_folder, save_model_folder
 from histobreast.report.compression import plot_channel_importance
 from histobreast.seeding import derive_seed, seed_everything

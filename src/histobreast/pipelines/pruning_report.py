@@ -35,12 +35,13 @@ from histobreast.compress.profile import (
     measure_throughput,
 )
 from histobreast.compress.prune import per_loop_fraction
+from histobreast.config import save_config
 from histobreast.data.records import ImageRecord, read_records_csv, write_records_csv
-from histobreast.engine.config import ExperimentConfig, save_config
 from histobreast.errors import CheckpointError, ConfigError
 from histobreast.metrics import evaluate_predictions
 from histobreast.models.googlenet_sep import GoogLeNetSEP
 from histobreast.models.hybrid import HybridCNN
+from histobreast.pipelines.config import ExperimentConfig
 from histobreast.pipelines.package import WEIGHTS_FILE, LoadedModel, load_model_folder
 from histobreast.pipelines.pruning import SPARSE_WEIGHTS, PruneOptions, prune_model_folder, prune_options
 from histobreast.report.compression import (

@@ -33,7 +33,6 @@ from torch.utils.data import DataLoader
 
 from histobreast.data.datasets import GridPatchDataset, HybridDataset, ImageDataset
 from histobreast.data.records import ImageRecord
-from histobreast.engine.config import ExperimentConfig
 from histobreast.engine.inference import autocast, predictions_from_records, resolve_flag, to_device
 from histobreast.errors import ConfigError
 from histobreast.models.googlenet_sep import GoogLeNetSEP
@@ -47,6 +46,7 @@ from histobreast.pipelines.common import (
     train_network,
     view_reader,
 )
+from histobreast.pipelines.config import ExperimentConfig
 from histobreast.pipelines.package import (
     LoadedModel,
     as_loaded,

@@ -8,16 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from histobreast.engine.config import (
-    ExperimentConfig,
-    ModelConfig,
-    apply_overrides,
-    build_dataclass,
-    config_to_dict,
-    load_config,
-    save_config,
-)
+from histobreast.config import apply_overrides, build_dataclass, config_to_dict, save_config
 from histobreast.errors import ConfigError
+from histobreast.pipelines.config import ExperimentConfig, ModelConfig, load_config
 
 
 def write(path: Path, text: str) -> Path:
