@@ -217,8 +217,7 @@ def test_shipped_configs_validate(name) -> None:
     from histobreast.pipelines.bagging import ensemble_options
     from histobreast.pipelines.config import load_config
     from histobreast.pipelines.pruning import prune_options
-    from histobreast.pipelines.spanhol2016 import spanhol_options
 
     cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml")
-    prune_options(cfg), ensemble_options(cfg), spanhol_options(cfg)
+    prune_options(cfg), ensemble_options(cfg)
     assert cfg.pipeline == ("spanhol2016" if "spanhol" in name else "zhu2019")

@@ -18,9 +18,9 @@ from histobreast.errors import CheckpointError, ConfigError
 from histobreast.models.weights import read_weights
 from histobreast.pipelines import get_pipeline
 from histobreast.pipelines.common import experiment_records, experiment_splits
+from histobreast.pipelines.config import PruneOptions
 from histobreast.pipelines.package import load_model_folder
 from histobreast.pipelines.pruning import (
-    PruneOptions,
     channel_widths,
     prune_model_folder,
     prune_network,

@@ -87,10 +87,10 @@ def test_patch_dataset_refuses_bad_labels_and_sizes(records) -> None:
 
 def test_options_are_validated() -> None:
     with pytest.raises(ConfigError, match="spanhol.overlap"):
-        spanhol2016.spanhol_options(_config(overlap=1.0))
+        _config(overlap=1.0)
     with pytest.raises(ConfigError, match="spanhol.fusion"):
-        spanhol2016.spanhol_options(_config(fusion="product"))
-    assert [m[0] for m in spanhol2016.spanhol_options(_config()).members()] == [
+        _config(fusion="product")
+    assert [m[0] for m in _config().spanhol.members()] == [
         "patch16_sliding",
         "patch16_random",
         "patch32_sliding",

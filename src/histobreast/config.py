@@ -15,7 +15,7 @@ import dataclasses
 import difflib
 import types
 import typing
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
 
@@ -178,20 +178,20 @@ def build_dataclass(cls: type[T], mapping: Any, source: str = "<config>", prefix
 
     Supports bool/int/float/str, ``None`` unions, ``Literal``, ``list[T]``, ``tuple[...]``,
     ``dict[str, T]``, ``Any`` and nested dataclasses. ``ConfigError`` messages read
-    ``"<source>: <prefix.key>: <problem>"``. Other modules use it for their own option sets.
+    ``"<source>: <prefix.key>: <problem>"``. A class may define ``derived_defaults(mapping)`` to
+    give a missing key a default taken from its siblings (e.g. KREM's crop size from the input size).
     """
     where = prefix or "(top level)"
     if not isinstance(mapping, Mapping):
         raise ConfigError(f"{source}: {where}: expected a mapping of keys, got {_describe(mapping)}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = [k for k in mapping if k not in fields]
+    unknown = unknown_keys_message(mapping, fields, prefix)
     if unknown:
-        messages = []
-        for key in unknown:
-            close = difflib.get_close_matches(str(key), fields, n=1)
-            messages.append(_join(prefix, str(key)) + (f" (did you mean {_join(prefix, close[0])}?)" if close else ""))
-        raise ConfigError(f"{source}: unknown key(s) {', '.join(messages)}; allowed here: {', '.join(fields)}")
+        raise ConfigError(f"{source}: {unknown}")
+    derive = getattr(cls, "derived_defaults", None)
+    if derive is not None:
+        mapping = derive(mapping)
     values: dict[str, Any] = {}
     for name, f in fields.items():
         key = _join(prefix, name)
@@ -199,12 +199,33 @@ def build_dataclass(cls: type[T], mapping: Any, source: str = "<config>", prefix
             values[name] = _convert(hints[name], mapping[name], source, key)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ConfigError(f"{source}: {key}: required key is missing")
-    obj = cls(**values)
+    try:
+        obj = cls(**values)
+    except ConfigError as err:  # a class that checks itself on construction (e.g. KremParams)
+        raise ConfigError(f"{source}: {where}: {err}") from None
     check = getattr(obj, "problems", None)
     if check is not None:
         for name, message in check():
             raise ConfigError(f"{source}: {_join(prefix, name)}: {message}")
     return obj
+
+
+def rebuild_dataclass(section: T, changes: Mapping[str, Any], source: str = "<config>", prefix: str = "") -> T:
+    """A copy of config dataclass ``section`` with ``changes`` applied, validated like a loaded one."""
+    return build_dataclass(type(section), {**config_to_dict(section), **changes}, source, prefix)
+
+
+def unknown_keys_message(keys: Iterable[Any], allowed: Iterable[str], prefix: str = "") -> str | None:
+    """``"unknown key(s) a.b (did you mean a.c?); allowed here: ..."`` for ``keys`` not in ``allowed``."""
+    allowed = list(allowed)
+    messages = []
+    for key in (str(k) for k in keys):
+        if key not in allowed:
+            close = difflib.get_close_matches(key, allowed, n=1)
+            messages.append(_join(prefix, key) + (f" (did you mean {_join(prefix, close[0])}?)" if close else ""))
+    if not messages:
+        return None
+    return f"unknown key(s) {', '.join(messages)}; allowed here: {', '.join(allowed)}"
 
 
 def _convert(tp: Any, value: Any, source: str, key: str) -> Any:

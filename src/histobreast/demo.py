@@ -89,11 +89,12 @@ def run_demo(
 ) -> DemoResult:
     """Run the six stages into ``out_dir`` (created; an earlier demo's folders there are replaced)."""
     from histobreast.pipelines import get_pipeline
-    from histobreast.pipelines.bagging import EnsembleOptions, evaluate_ensemble, train_ensemble
+    from histobreast.pipelines.bagging import evaluate_ensemble, train_ensemble
     from histobreast.pipelines.common import experiment_records, experiment_splits, select_split, validation_split
+    from histobreast.pipelines.config import EnsembleOptions, PruneOptions
     from histobreast.pipelines.experiment import run_experiment
     from histobreast.pipelines.package import load_model_folder
-    from histobreast.pipelines.pruning import PruneOptions, prune_model_folder
+    from histobreast.pipelines.pruning import prune_model_folder
     from histobreast.pipelines.pruning_report import image_accuracy, model_costs
     from histobreast.report.case_review import review_cases, review_run_info, write_case_review
 

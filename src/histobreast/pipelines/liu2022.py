@@ -52,7 +52,6 @@ from histobreast.pipelines.common import augment_config, fit_stain_normalizer, t
 from histobreast.pipelines.config import ExperimentConfig
 from histobreast.pipelines.package import LoadedModel, images_scale, load_model_folder, save_model_folder
 from histobreast.predictions import Predictions
-from histobreast.preprocess.krem import KremParams
 from histobreast.preprocess.stain import StainNormalizer
 from histobreast.seeding import seed_everything
 
@@ -61,18 +60,6 @@ log = logging.getLogger(__name__)
 MODEL_NAME = "msmv_pfenet"
 #: What the validation reports besides the engine's patch-level val_loss / val_accuracy.
 VAL_IMAGE_ACCURACY = "val_image_accuracy"
-
-
-def krem_params(cfg: ExperimentConfig, source: str = "config") -> KremParams:
-    """KREM settings: ``preprocess.regions.krem`` fields, crops resized to ``preprocess.input_size``."""
-    krem = dict(cfg.preprocess.regions.krem)
-    size = krem.setdefault("output_size", cfg.preprocess.input_size)
-    if size != cfg.preprocess.input_size:
-        raise ConfigError(
-            f"{source}: preprocess.regions.krem.output_size={size} differs from "
-            f"preprocess.input_size={cfg.preprocess.input_size}; set only input_size"
-        )
-    return build_dataclass(KremParams, krem, source, "preprocess.regions.krem")
 
 
 def model_kwargs(cfg: ExperimentConfig, classes: Sequence[str]) -> dict[str, Any]:
@@ -124,7 +111,7 @@ def region_dataset(
         top_k=regions.top_k_train if train else regions.top_k_test,
         views=tuple(views) or tuple(regions.views),
         levels=levels,
-        params=krem_params(cfg, cfg.name),
+        params=cfg.preprocess.regions.krem,
         selection=regions.selection,
         seed=cfg.seed,
         cache_dir=cache_dir / "regions" if cache_dir else None,

@@ -26,7 +26,7 @@ import copy
 import dataclasses
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ from histobreast.compress.dns import DNSConfig, DynamicNetworkSurgery, save_spar
 from histobreast.compress.importance import compute_channel_importance, save_importance, se_blocks
 from histobreast.compress.profile import count_nonzero_parameters, count_parameters
 from histobreast.compress.prune import per_loop_fraction, prune_channels, prune_hybrid_channels
-from histobreast.config import build_dataclass, config_to_dict
+from histobreast.config import build_dataclass, config_to_dict, rebuild_dataclass
 from histobreast.data.datasets import HybridDataset
 from histobreast.data.records import ImageRecord
 from histobreast.data.splits import read_splits_csv
@@ -50,7 +50,7 @@ from histobreast.errors import ConfigError
 from histobreast.models.googlenet_sep import INCEPTION_NAMES, GoogLeNetSEP
 from histobreast.models.hybrid import HybridCNN
 from histobreast.pipelines.common import experiment_records, select_split, validation_split
-from histobreast.pipelines.config import ExperimentConfig
+from histobreast.pipelines.config import ExperimentConfig, PruneOptions
 from histobreast.pipelines.package import LoadedModel, load_model_folder, save_model_folder
 from histobreast.report.compression import plot_channel_importance
 from histobreast.seeding import derive_seed, seed_everything
@@ -65,54 +65,10 @@ DNS_SEED_KEY = 1000
 FIG11_LAYERS = ("se.3a", "se.4e")
 
 
-@dataclass
-class PruneOptions:
-    """The ``prune`` section of an experiment config (and the ``histobreast prune`` flags).
-
-    ``ratio`` O and ``loops`` R (paper A: O = 0.5, R = 1). ``retrain_iterations``: optimizer steps
-    of each retraining (None: the model's own ``train`` section). ``importance_batches`` limits the
-    importance pass (None: the whole training set, as in the paper). ``dns``: run Dynamic Network
-    Surgery after channel pruning, with sensitivity ``dns_sensitivity`` (c of Guo et al.).
-    ``internal``: each loop also removes the same fraction of the internal convs' channels (the
-    stem's conv2_reduce/conv2 and every reduce conv, ranked by |BatchNorm gamma|): beyond the
-    paper, which prunes only the SEP-followed layers (:mod:`histobreast.compress.prune`).
-    ``report_ratios``, ``report_loops`` and ``report_loop_ratio`` are the sweeps of
-    ``histobreast prune report`` (paper A: Fig. 12 / Table 7, Fig. 10 at O = 0.8).
-    """
-
-    ratio: float = 0.5
-    loops: int = 1
-    retrain_iterations: int | None = None
-    importance_batches: int | None = None
-    batch_size: int = 8
-    dns: bool = False
-    dns_sensitivity: float = 0.0
-    report_ratios: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.7, 0.9, 0.95])
-    report_loops: list[int] = field(default_factory=lambda: [1, 2, 3, 4])
-    report_loop_ratio: float = 0.8
-    report_dns_sensitivities: list[float] = field(default_factory=list)
-    internal: bool = False  # also prune the stem and reduce convs by |BN gamma| (beyond the paper)
-
-    def problems(self) -> Any:
-        for name in ("ratio", "report_loop_ratio"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                yield name, f"must be in [0, 1), got {getattr(self, name)}"
-        if any(not 0.0 <= r < 1.0 for r in self.report_ratios):
-            yield "report_ratios", f"every ratio must be in [0, 1), got {self.report_ratios}"
-        if self.loops < 1 or any(r < 1 for r in self.report_loops):
-            yield "loops", "loops (and every report_loops entry) must be >= 1"
-        for name in ("retrain_iterations", "importance_batches"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                yield name, f"must be >= 1, got {value}"
-        if self.batch_size < 1:
-            yield "batch_size", f"must be >= 1, got {self.batch_size}"
-
-
 def prune_options(cfg: ExperimentConfig, **overrides: Any) -> PruneOptions:
     """The validated ``prune`` section of ``cfg`` with non-None ``overrides`` applied (CLI flags)."""
-    mapping = {**cfg.prune, **{k: v for k, v in overrides.items() if v is not None}}
-    return build_dataclass(PruneOptions, mapping, source=f"config {cfg.name!r}", prefix="prune")
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    return rebuild_dataclass(cfg.prune, changes, source=f"config {cfg.name!r}", prefix="prune")
 
 
 # ---------------------------------------------------------------------------------------------

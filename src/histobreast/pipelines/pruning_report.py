@@ -41,9 +41,9 @@ from histobreast.errors import CheckpointError, ConfigError
 from histobreast.metrics import evaluate_predictions
 from histobreast.models.googlenet_sep import GoogLeNetSEP
 from histobreast.models.hybrid import HybridCNN
-from histobreast.pipelines.config import ExperimentConfig
+from histobreast.pipelines.config import ExperimentConfig, PruneOptions
 from histobreast.pipelines.package import WEIGHTS_FILE, LoadedModel, load_model_folder
-from histobreast.pipelines.pruning import SPARSE_WEIGHTS, PruneOptions, prune_model_folder, prune_options
+from histobreast.pipelines.pruning import SPARSE_WEIGHTS, prune_model_folder, prune_options
 from histobreast.report.compression import (
     plot_accuracy_vs_remaining_weights,
     plot_loops_at_ratio,

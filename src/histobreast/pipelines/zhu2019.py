@@ -46,7 +46,7 @@ from histobreast.pipelines.common import (
     train_network,
     view_reader,
 )
-from histobreast.pipelines.config import ExperimentConfig
+from histobreast.pipelines.config import HYBRID_KEYS, ExperimentConfig
 from histobreast.pipelines.package import (
     LoadedModel,
     as_loaded,
@@ -62,8 +62,6 @@ log = logging.getLogger(__name__)
 
 HYBRID_NAME = "hybrid_googlenet_sep"
 BRANCH_NETWORKS = ("googlenet_sep", "googlenet_bn")
-# model.kwargs keys that configure the hybrid, not the branch networks.
-HYBRID_KEYS = ("fusion_weight", "min_spread")
 #: Evaluation methods, the headline first: paper A's methods 3, 1, 2, 3 (Max), 2 (Max).
 METHODS = ("hybrid", "global", "local", "hybrid_max", "local_max")
 # Seed keys of the two branches' initial weights (different draws for the two networks).

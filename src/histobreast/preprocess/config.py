@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from histobreast.config import Problems
+from histobreast.preprocess.krem import KremParams
 
 
 @dataclass
@@ -64,12 +66,12 @@ class PatchConfig:
 
 @dataclass
 class RegionConfig:
-    """System B key regions (KREM) and views; ``krem`` overrides fields of ``KremParams``."""
+    """System B key regions (KREM) and views; ``krem`` sets fields of ``KremParams``."""
 
     views: list[str] = field(default_factory=lambda: ["raw", "rot90", "rot180", "rot270", "flip_x", "flip_y"])
     top_k_train: int = 12  # densest level-1 windows per view for training (paper B)
     top_k_test: int = 1  # the densest window at test time (paper B)
-    krem: dict[str, Any] = field(default_factory=dict)  # validated against KremParams where used
+    krem: KremParams = field(default_factory=KremParams)  # crops resized to preprocess.input_size
     selection: Literal["density", "random"] = "density"  # random: paper B's random-region control
 
     def problems(self) -> Problems:
@@ -93,8 +95,24 @@ class PreprocessConfig:
     regions: RegionConfig = field(default_factory=RegionConfig)
     cache_dir: str | None = None  # on-disk cache of pre-processed crops
 
+    @classmethod
+    def derived_defaults(cls, mapping: Mapping[str, Any]) -> dict[str, Any]:
+        """KREM crops are resized to ``input_size`` unless ``regions.krem.output_size`` says otherwise."""
+        regions = mapping.get("regions", {})
+        krem = regions.get("krem", {}) if isinstance(regions, Mapping) else None
+        if not isinstance(krem, Mapping):
+            return dict(mapping)  # not a mapping: the type check names it
+        size = mapping.get("input_size", cls.input_size)
+        return {**mapping, "regions": {**regions, "krem": {"output_size": size, **krem}}}
+
     def problems(self) -> Problems:
         if self.input_size < 1:
             yield "input_size", f"must be >= 1, got {self.input_size}"
+        if self.regions.krem.output_size != self.input_size:
+            yield (
+                "regions.krem.output_size",
+                f"output_size={self.regions.krem.output_size} differs from preprocess.input_size={self.input_size}; "
+                "set only input_size",
+            )
         if self.microns_per_pixel is not None and self.microns_per_pixel <= 0:
             yield "microns_per_pixel", f"must be > 0, got {self.microns_per_pixel}"
