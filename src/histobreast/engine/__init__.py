@@ -11,7 +11,7 @@ from histobreast.engine.config import (
     save_config,
 )
 from histobreast.engine.distributed import DistributedContext, build_loader, resolve_device
-from histobreast.engine.inference import predict_probabilities, predictions_from_records
+from histobreast.engine.inference import predict_probabilities
 from histobreast.engine.losses import ClassificationLoss
 from histobreast.engine.schedules import LRSchedule
 from histobreast.engine.trainer import FitResult, Trainer, TrainState
@@ -33,7 +33,6 @@ __all__ = [
     "load_model",
     "parse_config",
     "predict_probabilities",
-    "predictions_from_records",
     "read_checkpoint",
     "resolve_device",
     "save_checkpoint",

@@ -223,7 +223,7 @@ class SeededSamples(Dataset):
     result for a sample whichever worker, process or resumed run loads it. In the main process
     (``num_workers=0``) the previous generator states are put back afterwards, so the model's own
     randomness (dropout) does not depend on the data pipeline. A dataset with ``set_epoch(epoch)``
-    (e.g. ``histobreast.data.datasets``) is told the item's epoch first, in whichever process loads it.
+    (e.g. ``histobreast.datasets.images``) is told the item's epoch first, in whichever process loads it.
     """
 
     def __init__(self, dataset: Dataset, seed: int) -> None:
