@@ -56,6 +56,33 @@ def third_party_imports(root: Path, package: str) -> list[str]:
     return sorted(n for n in found if n != package and n not in sys.stdlib_module_names and n != "__future__")
 
 
+def static_upward_imports(root: Path, package: str, layers: list[tuple[str, list[str]]]) -> dict[str, list[str]]:
+    """``{layer: violations}`` from the source: every ``import`` of a higher layer, also inside functions
+    (lazy imports, which importing a module does not run)."""
+    result: dict[str, list[str]] = {name: [] for name, _ in layers}
+    for path in sorted((root / package).rglob("*.py")):
+        parts = path.relative_to(root).with_suffix("").parts
+        module = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        here = layer_of(module, layers)
+        if here is None:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                # ``from pkg import sub`` may import the module pkg.sub: judge each name as pkg.name.
+                targets = [f"{node.module}.{alias.name}" for alias in node.names]
+            elif isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            else:
+                continue
+            for target in targets:
+                there = layer_of(target, layers)
+                if there is not None and there > here:
+                    result[layers[here][0]].append(
+                        f"{module} line {node.lineno} imports {target} (layer {layers[there][0]})"
+                    )
+    return result
+
+
 def _check_layer(index: int, modules: list[str], package: str, layers: list[tuple[str, list[str]]]) -> list[str]:
     """In a fresh child: import ``modules`` (layer ``index``) one by one; report higher-layer arrivals."""
     violations, reported = [], set()

@@ -2,7 +2,8 @@
 
 Each layer is imported in a process that has loaded nothing of histobreast (tests/layering_probe.py),
 and any module of a higher layer that appears in ``sys.modules`` fails that layer's case, naming the
-import that brought it in. ``test_an_upward_import_is_caught`` shows the checker failing on a
+import that brought it in; a second view reads the source, so an upward import inside a function
+(run later, not at import) fails too. ``test_an_upward_import_is_caught`` shows the checker failing on a
 throwaway package whose lower module imports its higher one, e.g.::
 
     low: import fakepkg.low loads fakepkg.high (layer high)
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from layering_probe import layer_of, package_modules
+from layering_probe import layer_of, package_modules, static_upward_imports
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 PROBE = Path(__file__).resolve().parent / "layering_probe.py"
@@ -36,7 +37,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("metrics", ["histobreast.metrics"]),
     ("report", ["histobreast.report"]),
     ("pipelines", ["histobreast.pipelines"]),
-    ("demo / cli", ["histobreast.demo", "histobreast.cli"]),
+    ("demo / cli", ["histobreast.demo", "histobreast.cli", "histobreast.__main__"]),
 ]
 
 # Layers whose upward imports other engineers are removing right now: strict, so the lead sees them flip.
@@ -60,17 +61,26 @@ def histobreast_layers() -> dict[str, list[str]]:
     return check_layers("histobreast", SRC, LAYERS)
 
 
-@pytest.mark.parametrize(
-    "layer",
-    [
-        pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=BEING_FIXED[name]))
-        if name in BEING_FIXED
-        else name
-        for name, _ in LAYERS
-    ],
-)
+LAYER_CASES = [
+    pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=BEING_FIXED[name])) if name in BEING_FIXED else name
+    for name, _ in LAYERS
+]
+
+
+@pytest.mark.parametrize("layer", LAYER_CASES)
 def test_no_layer_imports_a_higher_one(histobreast_layers: dict, layer: str) -> None:
     assert histobreast_layers[layer] == []
+
+
+@pytest.fixture(scope="module")
+def histobreast_source_imports() -> dict[str, list[str]]:
+    return static_upward_imports(SRC, "histobreast", LAYERS)
+
+
+@pytest.mark.parametrize("layer", LAYER_CASES)
+def test_no_layer_imports_a_higher_one_even_inside_functions(histobreast_source_imports: dict, layer: str) -> None:
+    """The source view: lazy imports inside functions count too (importing a module does not run them)."""
+    assert histobreast_source_imports[layer] == []
 
 
 def test_every_module_has_a_layer() -> None:
@@ -92,6 +102,12 @@ def test_an_upward_import_is_caught(tmp_path: Path) -> None:
     _package(tmp_path, {"__init__.py": "", "low.py": "import fakepkg.high\n", "high.py": "import fakepkg.low\n"})
     found = check_layers("fakepkg", tmp_path, layers)
     assert found == {"low": ["import fakepkg.low loads fakepkg.high (layer high)"], "high": []}
+    (tmp_path / "fakepkg" / "low.py").write_text("def later():\n    from fakepkg import high\n")
+    assert check_layers("fakepkg", tmp_path, layers) == {"low": [], "high": []}  # not run at import...
+    assert static_upward_imports(tmp_path, "fakepkg", layers) == {  # ... but in the source
+        "low": ["fakepkg.low line 2 imports fakepkg.high (layer high)"],
+        "high": [],
+    }
     (tmp_path / "fakepkg" / "low.py").write_text("X = 1\n")
     (tmp_path / "fakepkg" / "extra.py").write_text("")
     found = check_layers("fakepkg", tmp_path, layers)
