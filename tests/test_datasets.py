@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from histobreast.data.datasets import GridPatchDataset, HybridDataset, ImageDataset, color_jitter
 from histobreast.data.imageio import read_rgb
 from histobreast.data.synthetic import synth_bach
+from histobreast.datasets.augmenter import color_jitter
+from histobreast.datasets.images import GridPatchDataset, HybridDataset, ImageDataset
 from histobreast.engine.distributed import DistributedContext, build_loader
 from histobreast.errors import DatasetError
 from histobreast.preprocess.config import AugmentConfig

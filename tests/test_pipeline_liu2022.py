@@ -22,8 +22,8 @@ from histobreast.config import config_to_dict
 from histobreast.data.bach import BACH_CLASSES
 from histobreast.data.records import ImageRecord
 from histobreast.data.synthetic import synth_bach
+from histobreast.engine.features import SVMDiscriminator, extract_features
 from histobreast.errors import ConfigError
-from histobreast.features import SVMDiscriminator, extract_features
 from histobreast.pipelines import get_pipeline, liu2022
 from histobreast.pipelines.config import ExperimentConfig, parse_config
 from histobreast.pipelines.package import LoadedModel, load_model_folder

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from histobreast.data.spanhol_patches import SpanholPatchDataset, image_patch_batches, load_scaled
 from histobreast.data.synthetic import synth_bach
+from histobreast.datasets.spanhol_patches import SpanholPatchDataset, image_patch_batches, load_scaled
 from histobreast.errors import CheckpointError, ConfigError, DatasetError
 from histobreast.pipelines import spanhol2016
 from histobreast.pipelines.bagging import read_ensemble_folder

@@ -3,7 +3,7 @@
 from histobreast.engine.checkpoint import Checkpoint, load_model, read_checkpoint, save_checkpoint
 from histobreast.engine.config import ScheduleConfig, TrainConfig
 from histobreast.engine.distributed import DistributedContext, build_loader, resolve_device
-from histobreast.engine.inference import predict_probabilities, predictions_from_records
+from histobreast.engine.inference import predict_probabilities
 from histobreast.engine.losses import ClassificationLoss
 from histobreast.engine.schedules import LRSchedule
 from histobreast.engine.trainer import FitResult, Trainer, TrainState
@@ -20,7 +20,6 @@ __all__ = [
     "build_loader",
     "load_model",
     "predict_probabilities",
-    "predictions_from_records",
     "read_checkpoint",
     "resolve_device",
     "ScheduleConfig",

@@ -10,7 +10,7 @@ An ablation file names a base experiment (a ``liu2022`` config) and the Table 4 
 
 Each network row is the base config with the row's model kwargs merged over the base's, run as an
 ordinary experiment (``histobreast train``'s folder layout and report) in ``<out>/<variant>``; the SVM
-row fits :class:`~histobreast.features.SVMDiscriminator` on the pooled
+row fits :class:`~histobreast.engine.features.SVMDiscriminator` on the pooled
 features of its source row's trained models. The report (``<out>/report``) holds the Table 4 layout
 (patch- and image-level accuracy, mean ± std over folds, next to the paper's numbers), the main
 model's image-level evaluation (confusion matrix PNG, per-class precision / recall / F1) and its
@@ -36,12 +36,11 @@ from histobreast.pipelines import liu2022
 from histobreast.pipelines.common import experiment_records, experiment_splits, select_split, validation_split
 from histobreast.pipelines.config import ExperimentConfig, load_config
 from histobreast.pipelines.experiment import (
-    concat_predictions,
     read_fold_predictions,
     run_experiment,
     write_fold_predictions,
 )
-from histobreast.predictions import Predictions
+from histobreast.predictions import Predictions, concat_predictions
 from histobreast.report import Column, Report, RunInfo, ablation_table
 
 log = logging.getLogger(__name__)

@@ -23,8 +23,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
-
 from histobreast.atomic import atomic_write_text
 from histobreast.config import config_to_dict, save_config
 from histobreast.data.splits import read_splits_csv, write_splits_csv
@@ -36,7 +34,7 @@ from histobreast.pipelines import get_pipeline
 from histobreast.pipelines.common import experiment_records, experiment_splits, select_split, validation_split
 from histobreast.pipelines.config import ExperimentConfig, load_config
 from histobreast.pipelines.package import load_model_folder, read_model_info
-from histobreast.predictions import Predictions
+from histobreast.predictions import Predictions, concat_predictions
 from histobreast.report import Report, RunInfo, accuracy_table, f1_table, plot_training_curves, results_table
 from histobreast.report.render import SUMMARY_METRICS
 
@@ -241,23 +239,6 @@ def pooled_test_predictions(
         if method not in saved[fold]:
             raise ConfigError(f"{run_dir}: fold {fold} has no method {method!r}; it has {list(saved[fold])}")
     return concat_predictions([saved[f][method] for f in chosen])
-
-
-def concat_predictions(parts: Sequence[Predictions]) -> Predictions:
-    """Rows of several prediction tables (same classes) in order."""
-    classes = parts[0].classes
-    for part in parts[1:]:
-        if part.classes != classes:
-            raise DatasetError(f"cannot pool predictions with classes {part.classes} and {classes}")
-    return Predictions(
-        classes=list(classes),
-        image_ids=[i for p in parts for i in p.image_ids],
-        probs=np.concatenate([p.probs for p in parts]),
-        labels=np.concatenate([p.labels for p in parts]),
-        patient_ids=[i for p in parts for i in p.patient_ids],
-        magnifications=[m for p in parts for m in p.magnifications],
-        paths=[s for p in parts for s in p.paths],
-    )
 
 
 def _by_magnification(pred: Predictions) -> dict[int | None, Predictions]:

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 from torch.utils.data import DataLoader
 
-from histobreast.data.datasets import ImageDataset
 from histobreast.data.records import ImageRecord
-from histobreast.engine.inference import predict_probabilities, predictions_from_records
+from histobreast.datasets.images import ImageDataset
+from histobreast.engine.inference import predict_probabilities
 from histobreast.pipelines.common import (
     augment_config,
     average_over_views,
@@ -38,7 +38,7 @@ from histobreast.pipelines.package import (
     model_identity,
     save_model_folder,
 )
-from histobreast.predictions import Predictions
+from histobreast.predictions import Predictions, predictions_from_records
 from histobreast.preprocess.stain import StainNormalizer
 
 METHODS = ("image",)

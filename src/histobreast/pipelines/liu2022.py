@@ -38,14 +38,14 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from histobreast.config import build_dataclass, config_to_dict
-from histobreast.data.key_regions import KeyRegionDataset, image_predictions, view_predictions
 from histobreast.data.records import ImageRecord
+from histobreast.datasets.key_regions import KeyRegionDataset
 from histobreast.engine.config import TrainConfig
 from histobreast.engine.distributed import resolve_device
+from histobreast.engine.features import FeatureDataset, SVMDiscriminator, extract_features
 from histobreast.engine.inference import predict_probabilities
 from histobreast.engine.trainer import Trainer, classification_metrics
 from histobreast.errors import ConfigError
-from histobreast.features import FeatureDataset, SVMDiscriminator, extract_features
 from histobreast.models import create_model
 from histobreast.models.msmv import MSMVPFENet, ScaleClassifier
 from histobreast.pipelines.common import augment_config, fit_stain_normalizer, training_subsets
@@ -54,6 +54,7 @@ from histobreast.pipelines.package import LoadedModel, images_scale, load_model_
 from histobreast.predictions import Predictions
 from histobreast.preprocess.stain import StainNormalizer
 from histobreast.seeding import seed_everything
+from histobreast.votes import image_predictions, view_predictions
 
 log = logging.getLogger(__name__)
 

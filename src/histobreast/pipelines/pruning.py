@@ -40,9 +40,9 @@ from histobreast.compress.importance import compute_channel_importance, save_imp
 from histobreast.compress.profile import count_nonzero_parameters, count_parameters
 from histobreast.compress.prune import per_loop_fraction, prune_channels, prune_hybrid_channels
 from histobreast.config import build_dataclass, config_to_dict, rebuild_dataclass
-from histobreast.data.datasets import HybridDataset
 from histobreast.data.records import ImageRecord
 from histobreast.data.splits import read_splits_csv
+from histobreast.datasets.images import HybridDataset
 from histobreast.engine import Trainer
 from histobreast.engine.config import TrainConfig
 from histobreast.engine.distributed import resolve_device

@@ -26,17 +26,16 @@ import numpy as np
 import torch
 
 from histobreast.data.records import ImageRecord
-from histobreast.data.spanhol_patches import SpanholPatchDataset, image_patch_batches, load_scaled
+from histobreast.datasets.spanhol_patches import SpanholPatchDataset, image_patch_batches, load_scaled
 from histobreast.engine import Trainer
 from histobreast.engine.distributed import resolve_device
-from histobreast.engine.inference import predictions_from_records
 from histobreast.errors import CheckpointError
 from histobreast.models import create_model
 from histobreast.pipelines.bagging import is_ensemble_folder, predict_ensemble, save_ensemble_folder
 from histobreast.pipelines.common import fit_stain_normalizer
 from histobreast.pipelines.config import ExperimentConfig
 from histobreast.pipelines.package import LoadedModel, load_model_folder, save_model_folder
-from histobreast.predictions import Predictions
+from histobreast.predictions import Predictions, predictions_from_records
 from histobreast.seeding import derive_seed, seed_everything
 from histobreast.votes import combine_members
 

@@ -31,9 +31,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from histobreast.data.datasets import GridPatchDataset, HybridDataset, ImageDataset
 from histobreast.data.records import ImageRecord
-from histobreast.engine.inference import autocast, predictions_from_records, resolve_flag, to_device
+from histobreast.datasets.images import GridPatchDataset, HybridDataset, ImageDataset
+from histobreast.engine.inference import autocast, resolve_flag, to_device
 from histobreast.errors import ConfigError
 from histobreast.models.googlenet_sep import GoogLeNetSEP
 from histobreast.models.hybrid import HybridCNN
@@ -54,7 +54,7 @@ from histobreast.pipelines.package import (
     images_scale,
     save_model_folder,
 )
-from histobreast.predictions import Predictions
+from histobreast.predictions import Predictions, predictions_from_records
 from histobreast.preprocess.stain import StainNormalizer
 from histobreast.votes import DEFAULT_FUSION_WEIGHT, DEFAULT_MIN_SPREAD, fuse_branches, patch_vote
 

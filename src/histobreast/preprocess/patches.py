@@ -70,17 +70,6 @@ def grid_patches(image: np.ndarray, grid: tuple[int, int] = (5, 3), patch_size: 
     )
 
 
-def assemble_grid(patches: np.ndarray, grid: tuple[int, int] = (5, 3)) -> np.ndarray:
-    """Inverse of :func:`grid_patches`: put row-major patches (or per-patch maps) back into one image."""
-    cols, rows = grid
-    if patches.shape[0] != cols * rows:
-        raise ConfigError(f"grid {cols}x{rows} needs {cols * rows} patches, got {patches.shape[0]}")
-    size_y, size_x = patches.shape[1:3]
-    rest = patches.shape[3:]
-    tiled = patches.reshape(rows, cols, size_y, size_x, *rest).swapaxes(1, 2)
-    return tiled.reshape(rows * size_y, cols * size_x, *rest).copy()
-
-
 def _check_fits(image: np.ndarray, patch_size: int) -> None:
     height, width = image.shape[:2]
     if patch_size <= 0 or patch_size > min(height, width):

@@ -67,7 +67,7 @@ def second_opinions(results: Mapping[str, Predictions], headline: str) -> dict[s
 
     Another method with the same image ids reads whole images (named by the method); one whose
     ids are ``<image_id>/<view>[/<rank>]`` reads views of them (named by the view), with its window
-    when the table has ``region_x/y/w/h`` columns (:func:`~histobreast.data.key_regions.view_predictions`).
+    when the table has ``region_x/y/w/h`` columns (:func:`~histobreast.votes.view_predictions`).
     """
     images = set(results[headline].image_ids)
     opinions: dict[str, list[Reading]] = defaultdict(list)
