@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
-from histobreast.config import apply_overrides, build_dataclass, config_to_dict, rebuild_dataclass, save_config
-from histobreast.errors import ConfigError
+from histobreast.config import (
+    apply_overrides,
+    build_dataclass,
+    config_to_dict,
+    read_json,
+    rebuild_dataclass,
+    save_config,
+    to_jsonable,
+)
+from histobreast.errors import CheckpointError, ConfigError
 from histobreast.pipelines.config import EnsembleOptions, ExperimentConfig, ModelConfig, PruneOptions, load_config
 from histobreast.preprocess.krem import KremParams
 
@@ -287,3 +298,43 @@ def test_rebuild_dataclass_applies_changes_and_validates() -> None:
     assert options == EnsembleOptions(members=3)
     with pytest.raises(ConfigError, match=r"exp\.yaml: ensemble\.members: an ensemble needs at least 2"):
         rebuild_dataclass(options, {"members": 1}, source="exp.yaml", prefix="ensemble")
+
+
+def test_read_json_is_one_policy_for_every_file(tmp_path: Path) -> None:
+    path = tmp_path / "thing.json"
+    with pytest.raises(ConfigError, match=r"thing\.json: model file not found"):
+        read_json(path, "model")
+    path.write_text("{not json")
+    with pytest.raises(CheckpointError, match=r"thing\.json: not a readable model JSON"):
+        read_json(path, "model", error=CheckpointError)
+    path.write_text("[1, 2]")
+    with pytest.raises(ConfigError, match=r"thing\.json: a model file must hold a JSON object, got list"):
+        read_json(path, "model")
+    path.write_text(json.dumps({"format": "other", "version": 1}))
+    with pytest.raises(ConfigError, match=r'not a histobreast model \(expected "format": "histobreast-model"'):
+        read_json(path, "model", format="histobreast-model")
+    for version in (None, 0, 1):  # older files, and files from before versions, are read
+        path.write_text(
+            json.dumps({"format": "histobreast-model", **({} if version is None else {"version": version})})
+        )
+        assert read_json(path, "model", format="histobreast-model", version=1)["format"] == "histobreast-model"
+    path.write_text(json.dumps({"format": "histobreast-model", "version": 2}))
+    with pytest.raises(ConfigError, match=r"model version 2 is newer than this histobreast reads \(1\)"):
+        read_json(path, "model", format="histobreast-model", version=1)
+    path.write_text(json.dumps({"version": "2"}))
+    with pytest.raises(ConfigError, match=r"'version' must be an integer, got '2'"):
+        read_json(path, "model", version=1)
+
+
+def test_to_jsonable_writes_configs_dataclasses_numpy_and_paths_as_plain_data() -> None:
+    @dataclass
+    class Section:
+        size: tuple[int, int] = (5, 3)
+        where: Path = Path("runs/x")
+        score: float = math.inf
+
+    assert to_jsonable({"s": Section(), 1: np.arange(2), "n": np.float32(0.5)}) == {
+        "s": {"size": [5, 3], "where": "runs/x", "score": None},
+        "1": [0, 1],
+        "n": 0.5,
+    }

@@ -7,22 +7,29 @@ change any value with dotted overrides (``--set train.lr=0.01``; values are pars
 out-of-range values (a section's ``problems()``) raise :class:`~histobreast.errors.ConfigError` naming
 the file and the dotted key. The sections themselves live beside the code that owns them
 (``data.config``, ``preprocess.config``, ``engine.config``, ``pipelines.config``).
+
+Every JSON file histobreast reads back (model.json, ensemble.json, checkpoints, stain targets,
+compression studies, dataset scales) goes through :func:`read_json`, and everything it writes as
+JSON or YAML through :func:`to_jsonable`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
+import math
 import types
 import typing
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
 
+import numpy as np
 import yaml
 
 from histobreast.atomic import atomic_write_text
-from histobreast.errors import ConfigError
+from histobreast.errors import ConfigError, HistobreastError
 
 T = TypeVar("T")
 
@@ -51,7 +58,7 @@ def load_dataclass(
 
 def config_to_dict(config: Any) -> dict[str, Any]:
     """A dataclass config as plain YAML/JSON-able data (tuples become lists)."""
-    return _plain(dataclasses.asdict(config))
+    return to_jsonable(config)
 
 
 def save_config(config: Any, path: str | Path) -> Path:
@@ -160,11 +167,56 @@ def _deep_copy(obj: Any) -> Any:
     return obj
 
 
-def _plain(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
+def read_json(
+    path: str | Path,
+    what: str,
+    *,
+    error: type[HistobreastError] = ConfigError,
+    format: str | None = None,
+    version: int | None = None,
+) -> dict[str, Any]:
+    """The JSON object in file ``path``, a ``what`` (e.g. "checkpoint"), by one policy for every histobreast file.
+
+    ``error`` (one line, naming the file) when it is missing, unreadable or not an object; with
+    ``format``, when its ``"format"`` differs; with ``version``, when its ``"version"`` is newer
+    than this histobreast reads (older files and files without one are read: readers keep
+    understanding the layouts they wrote).
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise error(f"{path}: {what} file not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise error(f"{path}: not a readable {what} JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise error(f"{path}: a {what} file must hold a JSON object, got {_describe(data)}")
+    if format is not None and data.get("format") != format:
+        raise error(f'{path}: not a histobreast {what} (expected "format": "{format}", got {data.get("format")!r})')
+    if version is not None:
+        found = data.get("version", 0)
+        if isinstance(found, bool) or not isinstance(found, int):
+            raise error(f"{path}: 'version' must be an integer, got {found!r}")
+        if found > version:
+            raise error(f"{path}: {what} version {found} is newer than this histobreast reads ({version}); update it")
+    return data
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Plain JSON/YAML data: dataclasses become mappings (string keys), tuples and arrays lists,
+    numpy scalars and paths Python values, NaN/inf ``null``; anything else is returned as it is."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, Mapping):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, np.ndarray)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, Path):
+        return str(obj)
     return obj
 
 

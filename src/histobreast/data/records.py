@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from histobreast.atomic import atomic_path, atomic_write_json
+from histobreast.config import read_json
 from histobreast.errors import DatasetError
 
 
@@ -145,11 +145,8 @@ def read_scale_file(directory: str | Path) -> Scale | None:
     path = Path(directory) / SCALE_FILE
     if not path.is_file():
         return None
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise DatasetError(f"{path}: not a readable JSON file ({err})") from err
-    if not isinstance(data, dict) or "microns_per_pixel" not in data:
+    data = read_json(path, "dataset scale", error=DatasetError)
+    if "microns_per_pixel" not in data:
         raise DatasetError(f"{path}: expected an object with the key 'microns_per_pixel'")
     value = data["microns_per_pixel"]
     if isinstance(value, dict):

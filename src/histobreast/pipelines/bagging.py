@@ -18,7 +18,6 @@ majority, :func:`histobreast.votes.member_disagreement`) is kept as its ``uncert
 from __future__ import annotations
 
 import datetime as _dt
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from histobreast.atomic import atomic_write_json
-from histobreast.config import rebuild_dataclass, save_config
+from histobreast.config import read_json, rebuild_dataclass, save_config
 from histobreast.data.records import ImageRecord, read_records_csv, write_records_csv
 from histobreast.data.splits import Split, write_splits_csv
 from histobreast.errors import CheckpointError, ConfigError
@@ -127,12 +126,9 @@ def read_ensemble_folder(path: str | Path) -> EnsembleFolder:
     manifest_path = path / MANIFEST
     if not manifest_path.is_file():
         raise CheckpointError(f"{path}: not an ensemble folder (no {MANIFEST}); a single model folder has model.json")
-    try:
-        info = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"{manifest_path}: unreadable ensemble manifest ({err})") from err
-    if not isinstance(info, dict) or info.get("format") != ENSEMBLE_FORMAT:
-        raise CheckpointError(f"{manifest_path}: format is not {ENSEMBLE_FORMAT!r}")
+    info = read_json(
+        manifest_path, "ensemble manifest", error=CheckpointError, format=ENSEMBLE_FORMAT, version=ENSEMBLE_VERSION
+    )
     members = info.get("members")
     if not isinstance(members, list) or not members or not all(isinstance(m, str) for m in members):
         raise CheckpointError(f"{manifest_path}: 'members' must be a non-empty list of folder names")

@@ -17,8 +17,6 @@ model folder: :func:`load_model_folder` refuses it and names the ensemble API.
 from __future__ import annotations
 
 import datetime as _dt
-import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +26,7 @@ import torch
 from torch import nn
 
 from histobreast.atomic import atomic_write_json
-from histobreast.config import config_to_dict
+from histobreast.config import config_to_dict, read_json, to_jsonable
 from histobreast.engine.distributed import resolve_device
 from histobreast.errors import CheckpointError
 from histobreast.models import create_model
@@ -125,7 +123,7 @@ def save_model_folder(
         "preprocess": stain_section(cfg, stain),
         "microns_per_pixel": microns_per_pixel if microns_per_pixel is not None else cfg.data.microns_per_pixel,
         "config": config_to_dict(cfg),
-        "metrics": _json_numbers(dict(metrics or {})),
+        "metrics": to_jsonable(dict(metrics or {})),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
     clashes = sorted(set(extra or {}) & set(info))
@@ -135,17 +133,6 @@ def save_model_folder(
     save_weights(model, path / WEIGHTS_FILE)
     atomic_write_json(path / MODEL_JSON, info)
     return path
-
-
-def _json_numbers(obj: Any) -> Any:
-    """NaN/inf become null so model.json stays strict JSON."""
-    if isinstance(obj, Mapping):
-        return {str(k): _json_numbers(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_numbers(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 def read_model_info(path: str | Path) -> dict[str, Any]:
@@ -164,14 +151,7 @@ def read_model_info(path: str | Path) -> dict[str, Any]:
     if not meta.is_file():
         hint = " (an experiment folder? its models are in fold*/model)" if any(path.glob("fold*/model")) else ""
         raise CheckpointError(f"{path}: no {MODEL_JSON}; not a model folder{hint}")
-    try:
-        info = json.loads(meta.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"{meta}: not readable JSON ({err})") from err
-    if not isinstance(info, dict) or info.get("format") != MODEL_FORMAT:
-        raise CheckpointError(f"{meta}: 'format' must be {MODEL_FORMAT!r}")
-    if info.get("version") != FORMAT_VERSION:
-        raise CheckpointError(f"{meta}: version {info.get('version')!r} is not supported (expected {FORMAT_VERSION})")
+    info = read_json(meta, "model", error=CheckpointError, format=MODEL_FORMAT, version=FORMAT_VERSION)
     missing = [k for k in ("pipeline", "model_name", "model_kwargs", "classes", "config") if k not in info]
     if missing:
         raise CheckpointError(f"{meta}: missing keys {missing}")

@@ -14,7 +14,6 @@ matrix below are that method's standard values, as in torchstain and staintools)
 
 from __future__ import annotations
 
-import json
 import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ import cv2
 import numpy as np
 
 from histobreast.atomic import atomic_write_json
+from histobreast.config import read_json
 from histobreast.errors import ConfigError, HistobreastError
 
 # Background is near-white: LAB lightness L* >= 80 (of 100) is not tissue (the 0.8 luminosity
@@ -132,23 +132,10 @@ class StainNormalizer(ABC):
     @classmethod
     def load(cls: type[N], path: str | Path) -> N:
         """Read a target JSON written by :meth:`save`; errors name the file and the key."""
-        data = _read_target_json(path)
+        data = read_json(path, "stain target")
         if data.get("method") != cls.method:
             raise ConfigError(f"{path}: 'method' is {data.get('method')!r}, expected {cls.method!r}")
         return cls.from_dict(data, source=str(path))
-
-
-def _read_target_json(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: stain target file not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ConfigError(f"{path}: not a readable stain target JSON ({err})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a stain target must be a JSON object")
-    return data
 
 
 def _array(data: dict[str, Any], key: str, shape: tuple[int, ...], source: str) -> np.ndarray:
@@ -348,7 +335,7 @@ def create_normalizer(method: str) -> StainNormalizer:
 
 def load_normalizer(path: str | Path) -> StainNormalizer:
     """Read any target JSON written by ``save``; its ``method`` key picks the class."""
-    data = _read_target_json(path)
+    data = read_json(path, "stain target")
     method = data.get("method")
     if method not in NORMALIZERS:
         raise ConfigError(f"{path}: 'method' must be one of {', '.join(NORMALIZERS)}, got {method!r}")
