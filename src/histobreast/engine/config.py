@@ -26,7 +26,9 @@ from typing import Any, Literal, TypeVar, Union
 import yaml
 
 from histobreast.atomic import atomic_write_text
-from histobreast.errors import ConfigError
+from histobreast.data.records import scale_problem
+from histobreast.errors import ConfigError, DatasetError
+from histobreast.textfiles import read_user_text
 
 T = TypeVar("T")
 
@@ -68,8 +70,8 @@ class DataConfig:
             yield "fold", f"must be between 1 and n_folds={self.n_folds}, got {self.fold}"
         if not 0.0 <= self.val_fraction < 1.0:
             yield "val_fraction", f"must be in [0, 1), got {self.val_fraction}"
-        if self.microns_per_pixel is not None and self.microns_per_pixel <= 0:
-            yield "microns_per_pixel", f"must be > 0, got {self.microns_per_pixel}"
+        if self.microns_per_pixel is not None and scale_problem(self.microns_per_pixel):
+            yield "microns_per_pixel", scale_problem(self.microns_per_pixel)
         if len(set(self.classes)) != len(self.classes):
             yield "classes", f"has duplicates: {self.classes}"
         unknown = sorted(set(self.label_map.values()) - set(self.classes)) if self.classes else []
@@ -165,8 +167,8 @@ class PreprocessConfig:
     def problems(self) -> Problems:
         if self.input_size < 1:
             yield "input_size", f"must be >= 1, got {self.input_size}"
-        if self.microns_per_pixel is not None and self.microns_per_pixel <= 0:
-            yield "microns_per_pixel", f"must be > 0, got {self.microns_per_pixel}"
+        if self.microns_per_pixel is not None and scale_problem(self.microns_per_pixel):
+            yield "microns_per_pixel", scale_problem(self.microns_per_pixel)
 
 
 @dataclass
@@ -346,6 +348,15 @@ class ExperimentConfig:
     def problems(self) -> Problems:
         if not self.name:
             yield "name", "must not be empty"
+        elif self.name in (".", "..") or any(c in self.name for c in "/\\:") or self.name.startswith("~"):
+            yield "name", f"must be a plain folder name (runs/<name> holds the run), got {self.name!r}"
+        if self.pipeline == "zhu2019":  # GoogLeNet halves its input five times
+            for key, size in (
+                ("input_size", self.preprocess.input_size),
+                ("patches.size", self.preprocess.patches.size),
+            ):
+                if size < MIN_GOOGLENET_INPUT:
+                    yield f"preprocess.{key}", f"must be >= {MIN_GOOGLENET_INPUT} px for GoogLeNet, got {size}"
         if self.seed < 0:
             yield "seed", f"must be >= 0, got {self.seed}"
         if self.model.frozen_encoders and self.preprocess.augment.active:
@@ -356,6 +367,10 @@ class ExperimentConfig:
                     "true encodes them once; remove one of the two"
                 ),
             )
+
+
+#: The smallest input GoogLeNet (System A's branches) can take: it halves its input five times.
+MIN_GOOGLENET_INPUT = 32
 
 
 def _is_cuda_index(device: str) -> bool:
@@ -415,8 +430,11 @@ def apply_overrides(
             raise ConfigError(f"override {item!r}: expected dotted.key=value, e.g. train.lr=0.01")
         try:
             value = yaml.safe_load(text) if text.strip() else None
+            _deep_copy(value)
         except yaml.YAMLError as err:
             raise ConfigError(f"override {item!r}: value is not valid YAML ({err})") from err
+        except RecursionError:
+            raise ConfigError(f"override {item!r}: a YAML anchor refers to itself") from None
         node = result
         parts = key.split(".")
         for depth, part in enumerate(parts[:-1]):
@@ -438,9 +456,14 @@ def _read_with_extends(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
         hint = f" (extended from {chain[-1]})" if chain else ""
         raise ConfigError(f"{path}: config file not found{hint}")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.safe_load(read_user_text(path))
+        _deep_copy(raw)  # a self-referencing anchor (&a [*a]) has no end: find it here, not deep in a merge
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({err})") from err
+    except DatasetError as err:
+        raise ConfigError(str(err)) from None
+    except RecursionError:
+        raise ConfigError(f"{path}: a YAML anchor refers to itself (an endless value)") from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
