@@ -23,6 +23,7 @@ from histobreast.cli import app
 from histobreast.data.breakhis import read_breakhis_folds
 from histobreast.data.imageio import image_size, list_images, read_rgb
 from histobreast.data.inspect import inspect_dataset
+from histobreast.data.records import write_scale_file
 from histobreast.data.synthetic import synth_bach, synth_breakhis
 from histobreast.engine.config import config_to_dict, load_config
 from histobreast.errors import CheckpointError, ConfigError, DatasetError, HistobreastError, ImageReadError
@@ -51,7 +52,7 @@ def run(tmp_path_factory):
     """(tmp, data root, experiment folder, model folder) of one tiny trained System A fold."""
     tmp = tmp_path_factory.mktemp("reliability")
     root = tmp / "bach"
-    synth_bach(root, per_class=4, size=(48, 32), image_format="png")
+    synth_bach(root, per_class=12, size=(48, 32), image_format="png")
     out = tmp / "run"
     run_experiment(tiny_zhu_config(root), out, folds=[1])
     return tmp, root, out, out / "fold1" / "model"
@@ -98,12 +99,12 @@ def test_4_resume_after_the_split_changed_is_refused(run, tmp_path):
     copy = tmp_path / "run"
     shutil.copytree(out, copy)
     rows = list(csv.reader((copy / "splits.csv").open()))
-    header, body = rows[0], rows[1:]
-    flip = next(r for r in body if r[0] == "fold1" and r[3] == "train")
-    flip[3] = "test"  # as if the data's protocol moved an image from train to test
-    edited = [header] + [r for r in body if r[1] != flip[1] or r[0] != "fold1"] + [flip]
+    patient = next(r[2] for r in rows[1:] if r[0] == "fold1" and r[3] == "train")
+    for row in rows[1:]:  # as if the data's protocol moved a patient's images from train to test
+        if row[0] == "fold1" and row[2] == patient:
+            row[3] = "test"
     with (copy / "splits.csv").open("w", newline="") as fh:
-        csv.writer(fh).writerows(edited)
+        csv.writer(fh).writerows(rows)
     before = (copy / "splits.csv").read_bytes()
     with pytest.raises(ConfigError, match="differs from the saved split"):
         run_experiment(tiny_zhu_config(root), copy, folds=[1], resume=True)
@@ -262,8 +263,15 @@ def test_13_model_json_preprocess_is_the_source_of_truth(run, tmp_path):
 
 
 def _bomb(path):
-    """A 2-colour PNG whose header says 20000x20000 (decompression-bomb guard territory), ~100 KB."""
-    Image.new("1", (20000, 20000)).save(path)
+    """A PNG whose header says 20000x20000 (decompression-bomb territory) over one pixel's data."""
+    import struct
+    import zlib
+
+    Image.new("RGB", (1, 1)).save(path)
+    data = bytearray(path.read_bytes())
+    data[16:24] = struct.pack(">II", 20000, 20000)  # IHDR width, height
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    path.write_bytes(bytes(data))
 
 
 def test_14_decompression_bombs_are_one_line_errors(tmp_path):
@@ -371,6 +379,7 @@ def test_also_a_breakhis_model_evaluates_a_folder_tree(tmp_path):
     )
     run_experiment(cfg, tmp_path / "run", folds=[1])
     tree = tmp_path / "tree"
+    write_scale_file(tree, 0.49)
     for label in ("benign", "malignant"):
         (tree / label).mkdir(parents=True)
         for i, path in enumerate(sorted((tmp_path / "bh").rglob(f"*/{label}/**/*.png"))[:2]):
