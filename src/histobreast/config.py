@@ -29,7 +29,8 @@ import numpy as np
 import yaml
 
 from histobreast.atomic import atomic_write_text
-from histobreast.errors import ConfigError, HistobreastError
+from histobreast.errors import ConfigError, DatasetError, HistobreastError
+from histobreast.textfiles import read_user_text
 
 T = TypeVar("T")
 
@@ -104,7 +105,9 @@ def read_yaml_mapping(path: str | Path, what: str = "config file", hint: str = "
     if not path.is_file():
         raise ConfigError(f"{path}: {what} not found{hint}")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.safe_load(read_user_text(path))  # BOMs, UTF-16 and CRLF as other editors write them
+    except DatasetError as err:
+        raise ConfigError(str(err)) from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({err})") from err
     if raw is None:
@@ -184,7 +187,7 @@ def read_json(
     """
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8-sig"))  # a spreadsheet-style BOM is not an error
     except FileNotFoundError:
         raise error(f"{path}: {what} file not found") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:

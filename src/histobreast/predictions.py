@@ -7,6 +7,7 @@ number in a report can be recomputed from the file alone.
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ import numpy as np
 from histobreast.atomic import atomic_path
 from histobreast.data.records import ImageRecord
 from histobreast.errors import DatasetError
+from histobreast.textfiles import read_user_text
 
 
 @dataclass
@@ -108,7 +110,7 @@ class Predictions:
         path = Path(path)
         if not path.is_file():
             raise DatasetError(f"{path}: predictions file not found")
-        with path.open(newline="") as fh:
+        with io.StringIO(read_user_text(path), newline="") as fh:
             reader = csv.DictReader(fh)
             cols = reader.fieldnames or []
             classes = [c[2:] for c in cols if c.startswith("p_")]
@@ -124,7 +126,7 @@ class Predictions:
                     f"{path}: line {line} has {found} values for {len(cols)} columns (truncated or corrupt file)"
                 )
         try:
-            return cls(
+            table = cls(
                 classes=classes,
                 image_ids=[r["image_id"] for r in rows],
                 probs=np.array([[float(r[f"p_{c}"]) for c in classes] for r in rows]).reshape(len(rows), len(classes)),
@@ -136,6 +138,14 @@ class Predictions:
             )
         except ValueError as err:
             raise DatasetError(f"{path}: malformed predictions file ({err})") from err
+        bad = np.flatnonzero(~np.all(np.isfinite(table.probs) & (table.probs >= 0) & (table.probs <= 1), axis=1))
+        if bad.size:
+            row = table.probs[bad[0]].tolist()
+            raise DatasetError(
+                f"{path}: line {bad[0] + 2} ({table.image_ids[bad[0]]}) has probabilities {row}; "
+                f"each must be a number in [0, 1] ({bad.size} such row(s))"
+            )
+        return table
 
 
 def concat_predictions(parts: Sequence[Predictions]) -> Predictions:

@@ -14,6 +14,7 @@ from rich.table import Table
 from histobreast.atomic import atomic_path
 from histobreast.data.imageio import read_rgb
 from histobreast.errors import ConfigError
+from histobreast.outputs import refuse_output_over_inputs
 from histobreast.preprocess.krem import KremParams, crop_key_region, detect_nuclei, draw_overlay, regions_from_centroids
 from histobreast.preprocess.views import SIX_VIEWS, apply_view
 
@@ -73,6 +74,7 @@ def krem(
     Further top-k level-1 windows are drawn thin. A table lists every window and its nuclei count.
     """
     _image_format(out)  # an unusable --out fails before the work
+    refuse_output_over_inputs(out, [image_path], "--out", folder=False)
     params = KremParams(threshold=threshold.value, perimeter=perimeter.value)
     image = apply_view(read_rgb(image_path), view)
     nuclei = detect_nuclei(image, mpp, params)

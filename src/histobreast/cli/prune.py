@@ -76,6 +76,7 @@ def run(
 
     Example: histobreast prune runs/zhu2019_bach/fold1/model --ratio 0.5 --loops 1 --out runs/pruned_f1
     """
+    from histobreast.outputs import refuse_output_over_inputs
     from histobreast.pipelines.config import load_config
     from histobreast.pipelines.package import MODEL_JSON, load_model_folder
     from histobreast.pipelines.pruning import prune_model_folder, prune_options, training_records
@@ -83,6 +84,7 @@ def run(
 
     if retrain_config is not None and iterations is not None:
         raise ConfigError("give --retrain-config or --iterations, not both")
+    refuse_output_over_inputs(out, [model_folder], "--out", folder=True)
     folds = sorted(model_folder.glob("fold*/model"))
     targets = (
         [(model_folder, out)]

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from histobreast.config import Problems
+from histobreast.data.records import scale_problem
 
 
 @dataclass
@@ -38,8 +39,8 @@ class DataConfig:
             yield "fold", f"must be between 1 and n_folds={self.n_folds}, got {self.fold}"
         if not 0.0 <= self.val_fraction < 1.0:
             yield "val_fraction", f"must be in [0, 1), got {self.val_fraction}"
-        if self.microns_per_pixel is not None and self.microns_per_pixel <= 0:
-            yield "microns_per_pixel", f"must be > 0, got {self.microns_per_pixel}"
+        if self.microns_per_pixel is not None and scale_problem(self.microns_per_pixel):
+            yield "microns_per_pixel", scale_problem(self.microns_per_pixel)
         if len(set(self.classes)) != len(self.classes):
             yield "classes", f"has duplicates: {self.classes}"
         unknown = sorted(set(self.label_map.values()) - set(self.classes)) if self.classes else []

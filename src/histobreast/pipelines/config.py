@@ -213,6 +213,8 @@ class ExperimentConfig:
     def problems(self) -> Problems:
         if not self.name:
             yield "name", "must not be empty"
+        elif self.name in (".", "..") or any(c in self.name for c in "/\\:") or self.name.startswith("~"):
+            yield "name", f"must be a plain folder name (runs/<name> holds the run), got {self.name!r}"
         if self.seed < 0:
             yield "seed", f"must be >= 0, got {self.seed}"
         if self.model.frozen_encoders and self.preprocess.augment.active:

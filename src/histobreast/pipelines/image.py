@@ -30,6 +30,7 @@ from histobreast.pipelines.common import (
     view_reader,
 )
 from histobreast.pipelines.config import ExperimentConfig
+from histobreast.pipelines.input_range import training_inputs
 from histobreast.pipelines.package import (
     LoadedModel,
     as_loaded,
@@ -108,6 +109,7 @@ def train_fold(
         stain=stain,
         metrics=result.final_metrics,
         microns_per_pixel=images_scale(train_records),
+        training_inputs=training_inputs(train_records),
     )
 
 

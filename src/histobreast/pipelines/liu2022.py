@@ -50,6 +50,7 @@ from histobreast.models import create_model
 from histobreast.models.msmv import MSMVPFENet, ScaleClassifier
 from histobreast.pipelines.common import augment_config, fit_stain_normalizer, training_subsets
 from histobreast.pipelines.config import ExperimentConfig
+from histobreast.pipelines.input_range import training_inputs
 from histobreast.pipelines.package import LoadedModel, images_scale, load_model_folder, save_model_folder
 from histobreast.predictions import Predictions
 from histobreast.preprocess.stain import StainNormalizer
@@ -341,6 +342,7 @@ def train_fold(
         metrics=metrics,
         model_kwargs=kwargs,
         microns_per_pixel=images_scale(train_records),
+        training_inputs=training_inputs(train_records),
     )  # KREM's windows are physical
 
 

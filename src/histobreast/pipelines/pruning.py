@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -49,6 +50,7 @@ from histobreast.engine.distributed import resolve_device
 from histobreast.errors import ConfigError
 from histobreast.models.googlenet_sep import INCEPTION_NAMES, GoogLeNetSEP
 from histobreast.models.hybrid import HybridCNN
+from histobreast.outputs import refuse_output_over_inputs
 from histobreast.pipelines.common import experiment_records, select_split, validation_split
 from histobreast.pipelines.config import ExperimentConfig, PruneOptions
 from histobreast.pipelines.package import LoadedModel, load_model_folder, save_model_folder
@@ -58,6 +60,7 @@ from histobreast.seeding import derive_seed, seed_everything
 log = logging.getLogger(__name__)
 
 PRUNING_RECORD = "pruning.json"
+OPTIONS_RECORD = "prune_options.json"  # the options an interrupted pruning was started with
 SPARSE_WEIGHTS = "model.sparse.safetensors"
 # Seed key of the DNS retraining (the pruning loops use their loop numbers 1..R).
 DNS_SEED_KEY = 1000
@@ -316,6 +319,20 @@ def training_records(
     return validation_split(cfg, fold_records, fold)
 
 
+def check_resumed_options(path: Path, options: dict[str, Any], resume: bool) -> None:
+    """Record the pruning options in ``path`` before any work; a resume with other options is refused
+    (its checkpoints hold networks pruned another way, and would fail on tensor shapes)."""
+    if resume and path.is_file():
+        before = json.loads(path.read_text(encoding="utf-8"))
+        changed = [f"{k}: {before.get(k)!r} -> {v!r}" for k, v in options.items() if before.get(k, v) != v]
+        if changed:
+            raise ConfigError(
+                f"{path}: cannot resume, the pruning was started with other options ({'; '.join(changed)}); "
+                "pass the same options or a new --out"
+            )
+    atomic_write_json(path, options)
+
+
 def prune_model_folder(
     model_folder: str | Path | LoadedModel,
     out_dir: str | Path,
@@ -341,8 +358,10 @@ def prune_model_folder(
             f"{loaded.path}: its {loaded.info.get('model_name')!r} model (pipeline {loaded.pipeline}) has "
             "no SEP blocks to prune; prune takes System A models (zhu2019 hybrid or googlenet_sep)"
         )
+    refuse_output_over_inputs(out_dir, [loaded.path], "--out", folder=True)
     cfg: ExperimentConfig = loaded.cfg
     options = options or prune_options(cfg)
+    check_resumed_options(out_dir / OPTIONS_RECORD, asdict(options), resume)
     train = train or retrain_config(cfg.train, options)
     device = str(resolve_device(train.device))  # the importance passes run where training runs
     model = copy.deepcopy(loaded.model).cpu()
@@ -391,7 +410,15 @@ def prune_model_folder(
         "internal": options.internal,
     }
     save_model_folder(
-        out_dir, model, cfg, loaded.classes, stain=loaded.stain, metrics=metrics, extra={"pruning": summary}
+        out_dir,
+        model,
+        cfg,
+        loaded.classes,
+        stain=loaded.stain,
+        metrics=metrics,
+        extra={"pruning": summary},
+        microns_per_pixel=loaded.info.get("microns_per_pixel"),
+        training_inputs=loaded.info.get("training_inputs"),
     )
     if options.dns:
         save_sparse_weights(model, out_dir / SPARSE_WEIGHTS)

@@ -47,6 +47,7 @@ from histobreast.pipelines.common import (
     view_reader,
 )
 from histobreast.pipelines.config import HYBRID_KEYS, ExperimentConfig
+from histobreast.pipelines.input_range import training_inputs
 from histobreast.pipelines.package import (
     LoadedModel,
     as_loaded,
@@ -161,6 +162,7 @@ def train_fold(
         metrics=metrics,
         model_name=HYBRID_NAME,
         microns_per_pixel=images_scale(train_records),
+        training_inputs=training_inputs(train_records),
     )
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from histobreast.config import Problems
+from histobreast.data.records import scale_problem
 from histobreast.preprocess.krem import KremParams
 
 
@@ -114,5 +115,5 @@ class PreprocessConfig:
                 f"output_size={self.regions.krem.output_size} differs from preprocess.input_size={self.input_size}; "
                 "set only input_size",
             )
-        if self.microns_per_pixel is not None and self.microns_per_pixel <= 0:
-            yield "microns_per_pixel", f"must be > 0, got {self.microns_per_pixel}"
+        if self.microns_per_pixel is not None and scale_problem(self.microns_per_pixel):
+            yield "microns_per_pixel", scale_problem(self.microns_per_pixel)
