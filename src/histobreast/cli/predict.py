@@ -53,7 +53,7 @@ def predict(
         "an ensemble: its vote, or one member by name).",
     ),
     microns_per_pixel: Optional[float] = typer.Option(
-        None, "--microns-per-pixel", help="Scale of the images (default: the training images')."
+        None, "--mpp", "--microns-per-pixel", help="Microns per pixel of the images (default: the training images')."
     ),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per inference batch."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
@@ -95,7 +95,7 @@ def predict(
     if scale is None:
         physical = info["config"].get("preprocess", {}).get("microns_per_pixel") is not None
         if physical or info["pipeline"] == "liu2022":  # KREM is physical
-            raise ConfigError(f"{model}: this model works at a physical scale; pass --microns-per-pixel for the images")
+            raise ConfigError(f"{model}: this model works at a physical scale; pass --mpp for the images")
         scale = 1.0  # the model resizes whole images: their scale is not used
     records = [
         ImageRecord(path=p, label=UNLABELLED, patient_id=p.stem, microns_per_pixel=scale, source="predict")
