@@ -174,7 +174,7 @@ class ReinhardNormalizer(StainNormalizer):
     ``BACKGROUND_LIGHTNESS``), so the amount of white background does not shift the colours: with
     all pixels, an image with much glass gets its tissue darkened to bring its mean to the target's.
     This departs from torchstain's and TIAToolbox's Reinhard, which use every pixel; on real BACH
-    images the two differ by about 7 grey levels per pixel on average (docs/preprocess.md).
+    images the two differ by about 10 grey levels per RGB value on average (docs/preprocess.md).
     ``pixels="all"`` uses every pixel, as those libraries do. Either way the per-channel affine map
     is applied to every pixel (no seams at the tissue border), and an image with too little tissue
     is returned unchanged.
