@@ -114,7 +114,7 @@ def test_live_training_writes_a_model_folder_that_predicts_six_views_per_image(r
     info = json.loads((folder / "model.json").read_text())
     (folder / "model.json").write_text(json.dumps({**info, "microns_per_pixel": None}))  # an older version's folder
     result = CliRunner().invoke(app, ["predict", str(folder), str(test[0].path), "--out", str(tmp_path / "q.csv")])
-    assert isinstance(result.exception, ConfigError) and "--microns-per-pixel" in str(result.exception)
+    assert isinstance(result.exception, ConfigError) and "--mpp" in str(result.exception)
 
 
 def test_frozen_mode_trains_only_the_discriminator_on_cached_features_and_lowers_the_loss(records, tmp_path) -> None:

@@ -178,7 +178,7 @@ def test_8_degenerate_inputs_are_flagged_in_the_csv_and_the_review(run, tmp_path
 @pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "1e-300", "1e300"])
 def test_9_20_predict_refuses_impossible_scales(run, value):
     _, root, _, model = run
-    refused(["predict", model, images_of(root)[0], "--out", "x.csv", "--microns-per-pixel", value], "--microns-per")
+    refused(["predict", model, images_of(root)[0], "--out", "x.csv", "--microns-per-pixel", value], "--mpp")
 
 
 @pytest.mark.parametrize("value", ["0", "-3"])

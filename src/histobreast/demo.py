@@ -4,7 +4,7 @@ Six stages, all on synthetic H&E trees written here in the real datasets' layout
 so the whole job fits in a few minutes on a 2-core CPU:
 
 1. System A (Zhu et al. 2019): the hybrid GoogLeNet-SEP model trained and tested on 2 official
-   folds of a synthetic BreaKHis 40X tree; five evaluation methods; paper-layout report.
+   folds of a synthetic BreaKHis 200X tree; five evaluation methods; paper-layout report.
 2. SEP channel pruning of fold 1's model to O = 0.5 with a short retraining: parameters, MACs,
    CPU latency and accuracy before and after.
 3. Bagging: 3 members trained on non-overlapping subsets of fold 1's training set, sum rule.
@@ -200,7 +200,7 @@ def write_demo_report(result: DemoResult, chance: dict[str, float]) -> dict[str,
     report = Report(
         result.report_dir,
         "histobreast demo (synthetic data)",
-        RunInfo("synthetic BreaKHis 40X and BACH trees", "see each stage", "System A, System B", "configs/demo/*.yaml"),
+        RunInfo("synthetic BreaKHis 200X, BACH trees", "see each stage", "System A, System B", "configs/demo/*.yaml"),
         intro="Toy-sized versions of both systems on synthetic H&E images; the numbers show the "
         "machinery works end to end, not how well it does on real tissue (see BENCHMARKS.md).",
     )

@@ -57,7 +57,7 @@ def predict(
         "an ensemble: its vote, or one member by name).",
     ),
     microns_per_pixel: Optional[float] = typer.Option(
-        None, "--microns-per-pixel", help="Scale of the images (default: the training images')."
+        None, "--mpp", "--microns-per-pixel", help="Microns per pixel of the images (default: the training images')."
     ),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Images per inference batch."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),

@@ -281,7 +281,7 @@ def fit_stain_normalizer(cfg: ExperimentConfig, train_records: Sequence[ImageRec
     if target == "train":
         record, image = _typical_image(cfg, list(train_records))
         log.info("stain target: %s fitted on training image %s", stain.method, record.path)
-        return create_normalizer(stain.method).fit(image)
+        return create_normalizer(stain.method, stain.pixels).fit(image)
     path = Path(target)
     if not path.is_file():
         raise ConfigError(f"preprocess.stain.target: {path} not found")
@@ -292,9 +292,14 @@ def fit_stain_normalizer(cfg: ExperimentConfig, train_records: Sequence[ImageRec
                 f"preprocess.stain.target: {path} holds a {normalizer.method} target, "
                 f"but preprocess.stain.method is {stain.method}"
             )
+        if isinstance(normalizer, ReinhardNormalizer) and normalizer.pixels != stain.pixels:
+            raise ConfigError(
+                f"preprocess.stain.target: {path} was fitted on {normalizer.pixels} pixels, "
+                f"but preprocess.stain.pixels is {stain.pixels}"
+            )
         return normalizer
     try:
-        return create_normalizer(stain.method).fit(read_rgb(path))
+        return create_normalizer(stain.method, stain.pixels).fit(read_rgb(path))
     except StainError as err:
         raise StainError(f"preprocess.stain.target {path}: {err}") from None
 

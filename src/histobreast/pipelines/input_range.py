@@ -86,7 +86,7 @@ def flag_unlike_training(records: Sequence[ImageRecord], info: Mapping[str, Any]
 
 
 def prediction_scale(info: Mapping[str, Any], microns_per_pixel: float | None, model: object) -> tuple[float, str]:
-    """``(µm/px of the new images, a note for the user or "")`` from ``--microns-per-pixel`` and model.json.
+    """``(µm/px of the new images, a note for the user or "")`` from ``--mpp`` and model.json.
 
     An explicit scale must be plausible (see :func:`~histobreast.data.records.scale_problem`); none
     means the training images' scale. A model that resizes whole images does not use the scale
@@ -95,14 +95,14 @@ def prediction_scale(info: Mapping[str, Any], microns_per_pixel: float | None, m
     if microns_per_pixel is not None:
         problem = scale_problem(microns_per_pixel)
         if problem:
-            raise ConfigError(f"--microns-per-pixel: {problem}")
+            raise ConfigError(f"--mpp: {problem}")
     physical = (
         info["pipeline"] == "liu2022" or info["config"].get("preprocess", {}).get("microns_per_pixel") is not None
     )
     scale = info.get("microns_per_pixel") if microns_per_pixel is None else microns_per_pixel
     if scale is None:
         if physical:  # KREM is physical
-            raise ConfigError(f"{model}: this model works at a physical scale; pass --microns-per-pixel for the images")
+            raise ConfigError(f"{model}: this model works at a physical scale; pass --mpp for the images")
         return 1.0, ""
     note = (
         ""

@@ -17,10 +17,14 @@ class StainConfig:
 
     method: Literal["none", "reinhard", "macenko"] = "none"
     target: str | None = None  # reference image, a saved normaliser (.json), or "train": fitted on a training image
+    # Reinhard's LAB statistics over tissue pixels (ours) or every pixel (torchstain's and TIAToolbox's).
+    pixels: Literal["tissue", "all"] = "tissue"
 
     def problems(self) -> Problems:
         if self.method != "none" and self.target is None:
             yield "target", f"stain method {self.method!r} needs a reference image or fitted normaliser file"
+        if self.pixels != "tissue" and self.method != "reinhard":
+            yield "pixels", f"{self.pixels!r} applies to method reinhard only, not {self.method!r}"
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Patch grids and windows: System A's 5x3 grid, Spanhol 2016's sliding and random patches.
 
 Every function takes an ``(H, W, 3)`` uint8 RGB image and returns a stack ``(N, size, size, 3)``
-of uint8 patches, so batches go straight into :func:`histobreast.preprocess.transforms.to_model_tensor`.
+of uint8 patches, so batches go straight into :func:`histobreast.preprocess.transforms.to_model_input`.
 """
 
 from __future__ import annotations
