@@ -50,7 +50,7 @@ PRUNE_RETRAIN_ITERATIONS = 40
 ENSEMBLE_MEMBERS = 3  # paper A: 5; 3 keeps the demo short
 ENSEMBLE_ITERATIONS = 100
 #: The folders a demo writes under its --out; the next demo there replaces them, and nothing else.
-DEMO_FOLDERS = ("data", "system_a", "pruned", "ensemble", "review", "system_b", "report")
+DEMO_FOLDERS = ("data", "system_a", "pruned", "ensemble", "review", "slide", "system_b", "report")
 
 
 @dataclass
@@ -178,6 +178,12 @@ def run_demo(
 
     timed("case review of fold 1's test images", review)
 
+    from histobreast.pipelines.slide_demo import demo_slide_stage
+
+    result.numbers["slide"] = timed(
+        "slide: synthetic slide -> slide predict", lambda: demo_slide_stage(out / "slide", unpruned_folder, seed, say)
+    )
+
     bach_root = out / "data" / "bach"
     timed("synthesise BACH", lambda: synth_bach(bach_root, per_class=BACH_PER_CLASS, size=BACH_SIZE, seed=seed))
     cfg_b = _config(configs, SYSTEM_B_CONFIG, bach_root, seed_override)
@@ -256,6 +262,9 @@ def write_demo_report(result: DemoResult, chance: dict[str, float]) -> dict[str,
             f"Case review: `review/report.html` (a card per test image, least certain first; "
             f"{numbers.get('review/flagged', 0)} of {numbers.get('review/images', 0)} flagged for a second look)",
             "System B: `system_b/report/report.md` (view and image level, confusion matrix)",
+            f"Slide: `slide/{numbers['slide']['summary']}` (a synthetic slide's heatmaps and QuPath GeoJSON)"
+            if "slide" in numbers
+            else "Slide: not run",
         ]
     )
     report.add_table(

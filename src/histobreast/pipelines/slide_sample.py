@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,8 +82,8 @@ def sample_slide(
     annotation_path: str | Path,
     label_map: Mapping[str, str],
     options: SampleOptions = SampleOptions(),
-) -> list[dict]:
-    """The crops of one slide: dicts with x, y, w, h (level 0), region label, class, and ``pixels``."""
+) -> tuple[list[dict], float]:
+    """The crops of one slide (dicts: x, y, w, h at level 0, region label, class, ``pixels``) and their µm/px."""
     slide_path = Path(slide_path)
     with open_slide(slide_path, options.mpp) as slide:
         mpp = slide.require_scale()
@@ -118,7 +120,7 @@ def sample_slide(
                     else slide.read_at_scale((x, y, w, h), options.out_mpp)
                 )
                 crops.append({"x": x, "y": y, "w": w, "h": h, "region": label, "class": cls, "pixels": pixels})
-    return crops
+    return crops, options.out_mpp or mpp
 
 
 def _contour_polygon(contour: np.ndarray, downsample: float):
@@ -133,43 +135,57 @@ def sample_slides(
     options: SampleOptions = SampleOptions(),
     say: Callable[[str], None] = print,
 ) -> Path:
-    """Sample every ``(slide, annotation file)`` pair into the folder dataset ``out_dir`` (new or empty)."""
+    """Sample every ``(slide, annotation file)`` pair into the new folder dataset ``out_dir``.
+
+    The dataset is built in a hidden sibling folder and renamed into place when complete, so an
+    error (a bad slide or annotation file, named in the message) or a kill leaves no partial dataset.
+    """
     out = Path(out_dir)
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"{out}: already exists and is not empty; slide sample writes a new dataset")
+    if not pairs:
+        raise ConfigError("no slides to sample")
+    building = out.parent / f".{out.name}.partial"
+    shutil.rmtree(building, ignore_errors=True)
+    try:
+        scale = _write_dataset(pairs, building, label_map, options, say)
+        write_scale_file(building, scale)
+        if out.exists():
+            out.rmdir()
+        os.replace(building, out)
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
+    return out
+
+
+def _write_dataset(
+    pairs: Sequence[tuple[Path, Path]],
+    out: Path,
+    label_map: Mapping[str, str],
+    options: SampleOptions,
+    say: Callable[[str], None],
+) -> float:
+    """Crops, crops.csv and patients.csv of every pair into ``out``; returns the crops' µm/px."""
     scales = set()
     table, patients = io.StringIO(), io.StringIO()
     crops_csv, patients_csv = csv.writer(table, lineterminator="\n"), csv.writer(patients, lineterminator="\n")
     crops_csv.writerow(["image", "slide", "x", "y", "w", "h", "region", "label"])
     patients_csv.writerow(["image", "patient", "label"])
     for slide_path, annotation_path in pairs:
-        crops = sample_slide(slide_path, annotation_path, label_map, options)
-        with open_slide(slide_path, options.mpp) as slide:
-            scales.add(options.out_mpp or slide.require_scale())
+        slide_path = Path(slide_path)
+        crops, scale = sample_slide(slide_path, annotation_path, label_map, options)
+        scales.add(scale)
         for n, crop in enumerate(crops, start=1):
-            image = f"{crop['class']}/{Path(slide_path).stem}_{n:05d}.png"
+            image = f"{crop['class']}/{slide_path.stem}_{n:05d}.png"
             ok, png = cv2.imencode(".png", np.ascontiguousarray(crop["pixels"][..., ::-1]))
             atomic_write_bytes(out / image, png.tobytes())
-            crops_csv.writerow(
-                [
-                    image,
-                    Path(slide_path).name,
-                    crop["x"],
-                    crop["y"],
-                    crop["w"],
-                    crop["h"],
-                    crop["region"],
-                    crop["class"],
-                ]
-            )
-            patients_csv.writerow([image, Path(slide_path).stem, crop["class"]])
+            box_ = [crop["x"], crop["y"], crop["w"], crop["h"]]
+            crops_csv.writerow([image, slide_path.name, *box_, crop["region"], crop["class"]])
+            patients_csv.writerow([image, slide_path.stem, crop["class"]])
         counts = {c: sum(k["class"] == c for k in crops) for c in dict.fromkeys(k["class"] for k in crops)}
-        say(f"{Path(slide_path).name}: {len(crops)} crops " + ", ".join(f"{c} {n}" for c, n in counts.items()))
+        say(f"{slide_path.name}: {len(crops)} crops " + ", ".join(f"{c} {n}" for c, n in counts.items()))
     if len(scales) > 1:
         raise ConfigError(f"slides have different scales {sorted(scales)}; give --out-mpp so the crops share one")
-    if not scales:
-        raise ConfigError("no slides to sample")
     atomic_write_text(out / CROPS_CSV, table.getvalue())
     atomic_write_text(out / PATIENTS_CSV, patients.getvalue())
-    write_scale_file(out, scales.pop())
-    return out
+    return scales.pop()

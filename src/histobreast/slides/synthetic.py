@@ -57,19 +57,11 @@ def _ellipse(cx: float, cy: float, rx: float, ry: float, n: int = 64) -> Polygon
 def slide_layout(width: int, height: int) -> tuple[Polygon, list[Region], list[tuple[float, float]]]:
     """Tissue oval, planted regions and the pen stroke's points, as fractions of the slide scaled up."""
     tissue = _ellipse(0.45 * width, 0.5 * height, 0.38 * width, 0.4 * height)
+    w, h = width, height
     shapes = {
-        "Invasive": _ellipse(0.27 * width, 0.5 * height, 0.12 * width, 0.2 * height, 24),
-        "In situ": Polygon(
-            [(0.48 * width, 0.2 * height), (0.68 * width, 0.22 * height), (0.62 * width, 0.42 * height)]
-        ),
-        "Benign": Polygon(
-            [
-                (0.5 * width, 0.6 * height),
-                (0.7 * width, 0.58 * height),
-                (0.7 * width, 0.78 * height),
-                (0.52 * width, 0.8 * height),
-            ]
-        ),
+        "Invasive": _ellipse(0.27 * w, 0.5 * h, 0.12 * w, 0.2 * h, 24),
+        "In situ": Polygon([(0.5 * w, 0.18 * h), (0.68 * w, 0.2 * h), (0.7 * w, 0.44 * h), (0.52 * w, 0.42 * h)]),
+        "Benign": Polygon([(0.5 * w, 0.56 * h), (0.7 * w, 0.56 * h), (0.68 * w, 0.8 * h), (0.52 * w, 0.8 * h)]),
     }
     regions = [Region(label, shape) for label, shape in shapes.items()]
     pen = [(0.93 * width, 0.15 * height), (0.95 * width, 0.5 * height), (0.92 * width, 0.85 * height)]
@@ -161,7 +153,7 @@ def synth_slide(
     annotations: bool = True,
 ) -> SyntheticSlide:
     """Write a pyramidal tiled JPEG TIFF of ``size = (width, height)`` px at ``microns_per_pixel``
-    (levels every 4x down to ~1000 px, scale in the TIFF resolution tags) and, with ``annotations``,
+    (levels every 4x down to at most 1024 px, scale in the TIFF resolution tags) and, with ``annotations``,
     ``<stem>.xml`` (ImageScope), ``<stem>.asap.xml`` and ``<stem>.geojson`` beside it."""
     path = Path(path)
     width, height = size
@@ -171,7 +163,7 @@ def synth_slide(
         _label_map(width, height, scale, tissue, regions, pen), scale, microns_per_pixel, seed, variants
     )
     downsamples = [1]
-    while max(width, height) / downsamples[-1] > 2048 and POOL_TILE // (downsamples[-1] * LEVEL_FACTOR) >= 8:
+    while max(width, height) / downsamples[-1] > 1024 and POOL_TILE // (downsamples[-1] * LEVEL_FACTOR) >= 8:
         downsamples.append(downsamples[-1] * LEVEL_FACTOR)
     with atomic_path(path) as tmp, tifffile.TiffWriter(tmp, bigtiff=width * height > 2**31 // 3) as tif:
         for downsample in downsamples:
