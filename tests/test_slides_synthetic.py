@@ -25,7 +25,7 @@ from histobreast.slides.tissue import TissueMask, detect_tissue, stain_problem
 
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
-    return synth_slide(tmp_path_factory.mktemp("slide") / "synthetic.tif", (2048, 1536), 1.0, seed=3)
+    return synth_slide(tmp_path_factory.mktemp("slide") / "synthetic.tif", (2048, 1536), 1.0, seed=3, variants=2)
 
 
 def test_synthetic_slide_is_a_pyramid_with_its_scale(synthetic):
@@ -127,3 +127,13 @@ def test_geojson_is_qupath_flavoured(tmp_path):
     assert feature["properties"]["objectType"] == "detection"
     assert feature["properties"]["classification"] == {"name": "carcinoma"}
     assert feature["properties"]["measurements"] == {"p": 0.5}
+
+
+def test_large_reads_in_bands_match_one_read(synthetic, monkeypatch):
+    import histobreast.slides.reader as reader
+
+    with open_slide(synthetic.path) as slide:
+        whole = slide.read_box((0, 0, 2048, 1536), (512, 384))
+        monkeypatch.setattr(reader, "BAND_PIXELS", 50_000)
+        banded = slide.read_box((0, 0, 2048, 1536), (512, 384))
+    assert banded.shape == whole.shape and np.abs(banded.astype(int) - whole).mean() < 2

@@ -24,6 +24,7 @@ from histobreast.errors import HistobreastError
 log = logging.getLogger(__name__)
 
 DICOM_SUFFIXES = frozenset({".dcm", ".dicom"})
+BAND_PIXELS = 4 * 2**20  # reads larger than this (level pixels) are split into horizontal bands
 
 
 class SlideError(HistobreastError):
@@ -132,21 +133,27 @@ def _open_backend(path: Path) -> Any:
     import tiffslide
 
     reasons = []
-    for module in (openslide, tiffslide):
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # tiffslide's "metadata parsing only partially implemented"
-                return _OpenSlideBackend(path, module)
-        except Exception as err:  # noqa: BLE001 - each library has its own errors; the reasons are reported
-            reasons.append(f"{module.__name__}: {str(err).splitlines()[0] if str(err) else type(err).__name__}")
+    tifffile_log = logging.getLogger("tifffile")
+    level = tifffile_log.level
+    tifffile_log.setLevel(logging.ERROR)  # its warnings about a broken file repeat what the error says
+    try:
+        for module in (openslide, tiffslide):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # tiffslide's "metadata parsing only partially implemented"
+                    return _OpenSlideBackend(path, module)
+            except Exception as err:  # noqa: BLE001 - each library has its own errors; the reasons are reported
+                reasons.append(f"{module.__name__}: {str(err).splitlines()[0] if str(err) else type(err).__name__}")
+    finally:
+        tifffile_log.setLevel(level)
     raise SlideError(path, "not a slide any reader opens (" + "; ".join(reasons) + ")")
 
 
 class Slide:
     """An open slide: levels, level-0 dimensions, µm/px, objective, vendor, thumbnail, physical reads.
 
-    Use :func:`open_slide`; ``with`` closes it. ``mpp_source`` says where the scale came from
-    (``"file"`` or ``"given"``; ``None`` while the slide has none).
+    Use :func:`open_slide`; ``with`` closes it. A given ``mpp`` is used only when the file has no
+    scale; ``mpp_source`` says where the scale came from (``"file"``, ``"given"``, or ``None``).
     """
 
     def __init__(self, path: str | Path, mpp: float | None = None) -> None:
@@ -165,8 +172,8 @@ class Slide:
         given = _positive(mpp) if mpp is not None else None
         if mpp is not None and given is None:
             raise SlideError(self.path, f"--mpp must be a positive number, got {mpp!r}")
-        self.mpp: float | None = given or self._backend.mpp
-        self.mpp_source: str | None = "given" if given else ("file" if self.mpp else None)
+        self.mpp: float | None = self._backend.mpp or given  # the file's scale wins: --mpp fills a gap
+        self.mpp_source: str | None = "file" if self._backend.mpp else ("given" if given else None)
 
     def __enter__(self) -> Slide:
         return self
@@ -216,15 +223,26 @@ class Slide:
         return best
 
     def read_box(self, box: tuple[int, int, int, int], out_size: tuple[int, int]) -> np.ndarray:
-        """The level-0 box ``(x, y, w, h)`` as ``out_size = (width, height)`` RGB, read from the best level."""
+        """The level-0 box ``(x, y, w, h)`` as ``out_size = (width, height)`` RGB, read from the best level;
+        large reads go in horizontal bands, so memory stays near the output's size."""
         x, y, w, h = box
-        level = self.best_level(min(w / out_size[0], h / out_size[1]))
+        out_w, out_h = out_size
+        level = self.best_level(min(w / out_w, h / out_h))
         factor = self.level_downsamples[level]
         size = (max(1, round(w / factor)), max(1, round(h / factor)))
-        pixels = self.read_region((x, y), level, size)
-        if size == tuple(out_size):
-            return pixels
-        return cv2.resize(pixels, tuple(out_size), interpolation=cv2.INTER_AREA)
+        if size[0] * size[1] <= BAND_PIXELS:
+            pixels = self.read_region((x, y), level, size)
+            return (
+                pixels if size == (out_w, out_h) else cv2.resize(pixels, (out_w, out_h), interpolation=cv2.INTER_AREA)
+            )
+        rows = max(1, BAND_PIXELS // size[0] * out_h // size[1])  # output rows per band
+        bands = []
+        for top in range(0, out_h, rows):
+            bottom = min(out_h, top + rows)
+            y0, y1 = y + round(top * h / out_h), y + round(bottom * h / out_h)
+            band = self.read_region((x, y0), level, (size[0], max(1, round((y1 - y0) / factor))))
+            bands.append(cv2.resize(band, (out_w, bottom - top), interpolation=cv2.INTER_AREA))
+        return np.concatenate(bands)
 
     def read_at_scale(self, box: tuple[int, int, int, int], microns_per_pixel: float) -> np.ndarray:
         """The level-0 box resampled to ``microns_per_pixel`` (best level + resize)."""
@@ -232,8 +250,15 @@ class Slide:
         return self.read_box(box, (max(1, round(box[2] * factor)), max(1, round(box[3] * factor))))
 
     def thumbnail(self, max_size: int = 1024) -> tuple[np.ndarray, float]:
-        """The whole slide with its longer side at most ``max_size`` px, and its downsample from level 0."""
+        """The whole slide with its longer side at most ``max_size`` px, and its downsample from level 0.
+
+        A pyramid level that fits and is at least a quarter of ``max_size`` is returned as it is (no
+        resampling of a large level); otherwise the slide is resampled from the best level.
+        """
         width, height = self.dimensions
+        for level, (w, h) in enumerate(self.level_dimensions):
+            if max_size // 4 <= max(w, h) <= max_size:
+                return self.read_region((0, 0), level, (w, h)), width / w
         downsample = max(width, height) / max_size if max(width, height) > max_size else 1.0
         out = (max(1, round(width / downsample)), max(1, round(height / downsample)))
         return self.read_box((0, 0, width, height), out), width / out[0]
@@ -246,14 +271,17 @@ class Slide:
 
 
 def _to_rgb(pixels: np.ndarray) -> np.ndarray:
-    """RGB uint8; RGBA is composited onto white (openslide marks no-data pixels transparent)."""
+    """RGB uint8; RGBA is composited onto white (openslide marks no-data pixels transparent), in
+    integers and only where a pixel is not opaque."""
     if pixels.ndim == 2:
         return np.repeat(pixels[..., None], 3, axis=2).astype(np.uint8)
+    rgb = np.ascontiguousarray(pixels[..., :3], dtype=np.uint8)
     if pixels.shape[2] == 4:
-        alpha = pixels[..., 3:4].astype(np.float32) / 255
-        rgb = pixels[..., :3].astype(np.float32) * alpha + 255 * (1 - alpha)
-        return np.ascontiguousarray(rgb.round().astype(np.uint8))
-    return np.ascontiguousarray(pixels[..., :3].astype(np.uint8))
+        see_through = pixels[..., 3] < 255
+        if see_through.any():
+            alpha = pixels[..., 3][see_through].astype(np.uint16)[:, None]
+            rgb[see_through] = ((rgb[see_through] * alpha + 255 * (255 - alpha) + 127) // 255).astype(np.uint8)
+    return rgb
 
 
 def open_slide(path: str | Path, mpp: float | None = None, *, require_scale: bool = True) -> Slide:
