@@ -230,9 +230,13 @@ def test_shards_split_the_slides():
 
 def test_cli_predict_and_sample(slides, model, tmp_path):
     args = ["slide", "predict", str(slides[1].path), "--model", str(model), "--out", str(tmp_path / "p")]
-    result = CliRunner().invoke(app, [*args, "--tile-um", f"{TILE_UM[0]}x{TILE_UM[1]}", "--batch-size", "64"])
+    review = ["--review", str(tmp_path / "review")]
+    result = CliRunner().invoke(app, [*args, "--tile-um", f"{TILE_UM[0]}x{TILE_UM[1]}", "--batch-size", "64", *review])
     assert result.exit_code == 0, result.output
     assert "slide2:" in result.output and (tmp_path / "p" / "slide2" / "tiles.geojson").is_file()
+    assert (tmp_path / "review" / "report.html").is_file() and list((tmp_path / "review" / "figures").glob("*slide2*"))
+    cases = json.loads((tmp_path / "review" / "metrics.json").read_text())
+    assert "slide2" in json.dumps(cases)
     result = CliRunner().invoke(
         app,
         [

@@ -63,6 +63,9 @@ def predict(
         None, "--shard", help="K/N: this job's share of the slides (default: torchrun's rank)."
     ),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
+    review: Optional[Path] = typer.Option(
+        None, "--review", help="Also write a case review here: a card per slide, least certain first."
+    ),
 ) -> None:
     """Apply a model to every tissue tile: tiles.csv, heatmaps, QuPath GeoJSON and a summary per slide."""
     from histobreast.pipelines.slide_predict import SlidePredictOptions, parse_shard, predict_slides
@@ -94,6 +97,11 @@ def predict(
         name = Path(summary["slide"]["path"]).stem
         areas = ", ".join(f"{c} {a:.2f} mm²" for c, a in summary["area_mm2"].items()) or "no tiles"
         typer.echo(f"{name}: {summary['tiles']} tiles ({areas}) -> {out / name}")
+    if review is not None and summaries:
+        from histobreast.pipelines.slide_review import write_slide_review
+
+        written = write_slide_review(summaries, out, review, model)
+        typer.echo(f"review: {written['html']}" if written else "review: no slide has a tissue tile")
 
 
 @slide_app.command("sample")

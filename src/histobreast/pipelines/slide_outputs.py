@@ -70,11 +70,12 @@ def write_slide_outputs(
     run: dict[str, Any],
     ensemble: bool,
 ) -> dict[str, Any]:
-    """Write tissue.png, heatmap_<class>.png, tiles.geojson, summary.json and summary.md; return the summary."""
+    """Write tissue.png, thumbnail.png, heatmap_<class>.png, tiles.geojson, summary.json and summary.md; return the summary."""
     boxes, probs, rows = read_tiles_csv(slide_dir / "tiles.csv", classes)
     mpp = slide["microns_per_pixel"]
-    ok, png = cv2.imencode(".png", mask.image())
-    atomic_write_bytes(slide_dir / "tissue.png", png.tobytes())
+    for name, image in (("tissue.png", mask.image()), ("thumbnail.png", thumbnail[..., ::-1])):
+        ok, png = cv2.imencode(".png", np.ascontiguousarray(image))
+        atomic_write_bytes(slide_dir / name, png.tobytes())
     heat, _ = average_heatmaps(boxes, probs, thumbnail.shape[:2], mask.downsample)
     heatmaps = {}
     for c, name in enumerate(classes):
@@ -105,7 +106,14 @@ def write_slide_outputs(
             }
             for i in order
         ],
-        "files": {"tiles": "tiles.csv", "geojson": "tiles.geojson", "tissue": "tissue.png", "heatmaps": heatmaps},
+        "thumbnail_downsample": mask.downsample,
+        "files": {
+            "tiles": "tiles.csv",
+            "geojson": "tiles.geojson",
+            "tissue": "tissue.png",
+            "thumbnail": "thumbnail.png",
+            "heatmaps": heatmaps,
+        },
         "run": run,
     }
     atomic_write_text(slide_dir / "summary.md", summary_markdown(summary))
