@@ -287,6 +287,25 @@ def test_high_probability_tiles_fall_in_the_planted_carcinoma(slides, crops, tmp
     hot = (np.nan_to_num(heat[1]) > 0.5) & covered
     truth = planted.astype(bool) & covered
     dice = 2 * (hot & truth).sum() / (hot.sum() + truth.sum())
+    print(f"Dice {dice:.2f}")
     assert dice > 0.5, dice
     for x, y, w, h in boxes:
         assert slides[0].tissue.intersection(box(x, y, x + w, y + h)).area >= 0.4 * w * h
+
+
+def test_ensembles_vote_on_tiles(slides, model, tmp_path):
+    import shutil
+
+    from histobreast.pipelines.bagging import save_ensemble_folder
+
+    members = [tmp_path / "bag" / name for name in ("m1", "m2")]
+    for member in members:
+        shutil.copytree(model, member)
+    save_ensemble_folder(tmp_path / "bag", members, "sum")
+    tile_model = load_tile_model(tmp_path / "bag")
+    assert tile_model.is_ensemble and list(tile_model.members) == ["m1", "m2"]
+    options = SlidePredictOptions(tile_um=TILE_UM, min_tissue=0.9, batch_size=64)
+    summary = predict_slide(slides[1].path, tile_model, tmp_path / "out", options, say=lambda _: None)
+    rows = _tiles(tmp_path / "out" / "slide2" / "tiles.csv")
+    assert summary["ensemble"] and len(rows) == summary["tiles"] > 0
+    assert all(r["disagree"] == "" for r in rows)  # identical members never disagree with their vote

@@ -8,7 +8,8 @@ so the whole job fits in a few minutes on a 2-core CPU:
 2. SEP channel pruning of fold 1's model to O = 0.5 with a short retraining: parameters, MACs,
    CPU latency and accuracy before and after.
 3. Bagging: 3 members trained on non-overlapping subsets of fold 1's training set, sum rule.
-4. A case review of fold 1's test images (what ``predict --review`` writes for a pathologist).
+4. A case review of fold 1's test images (what ``predict --review`` writes for a pathologist),
+   then a synthetic whole slide through ``slide predict`` with the same model.
 5. System B (Liu et al. 2022): MSMV-PFENet on a synthetic BACH tree, six-view majority vote.
 6. A summary report (``OUT/report/report.md`` and ``.html``) pointing to every stage's report.
 
