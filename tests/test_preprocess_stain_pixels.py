@@ -12,9 +12,9 @@ from skimage.color import lab2rgb, rgb2lab
 from typer.testing import CliRunner
 
 from histobreast.cli import app
-from histobreast.pipelines.config import parse_config
 from histobreast.errors import ConfigError
 from histobreast.pipelines.common import fit_stain_normalizer
+from histobreast.pipelines.config import parse_config
 from histobreast.preprocess.stain import ReinhardNormalizer, create_normalizer, load_normalizer
 from test_preprocess_images import he_like_image
 

@@ -8,7 +8,8 @@ so the whole job fits in a few minutes on a 2-core CPU:
 2. SEP channel pruning of fold 1's model to O = 0.5 with a short retraining: parameters, MACs,
    CPU latency and accuracy before and after.
 3. Bagging: 3 members trained on non-overlapping subsets of fold 1's training set, sum rule.
-4. A case review of fold 1's test images (what ``predict --review`` writes for a pathologist).
+4. A case review of fold 1's test images (what ``predict --review`` writes for a pathologist),
+   then a synthetic whole slide through ``slide predict`` with the same model.
 5. System B (Liu et al. 2022): MSMV-PFENet on a synthetic BACH tree, six-view majority vote.
 6. A summary report (``OUT/report/report.md`` and ``.html``) pointing to every stage's report.
 
@@ -50,7 +51,7 @@ PRUNE_RETRAIN_ITERATIONS = 40
 ENSEMBLE_MEMBERS = 3  # paper A: 5; 3 keeps the demo short
 ENSEMBLE_ITERATIONS = 100
 #: The folders a demo writes under its --out; the next demo there replaces them, and nothing else.
-DEMO_FOLDERS = ("data", "system_a", "pruned", "ensemble", "review", "system_b", "report")
+DEMO_FOLDERS = ("data", "system_a", "pruned", "ensemble", "review", "slide", "system_b", "report")
 
 
 @dataclass
@@ -179,6 +180,12 @@ def run_demo(
 
     timed("case review of fold 1's test images", review)
 
+    from histobreast.pipelines.slide_demo import demo_slide_stage
+
+    result.numbers["slide"] = timed(
+        "slide: synthetic slide -> slide predict", lambda: demo_slide_stage(out / "slide", unpruned_folder, seed, say)
+    )
+
     bach_root = out / "data" / "bach"
     timed("synthesise BACH", lambda: synth_bach(bach_root, per_class=BACH_PER_CLASS, size=BACH_SIZE, seed=seed))
     cfg_b = _config(configs, SYSTEM_B_CONFIG, bach_root, seed_override)
@@ -257,6 +264,9 @@ def write_demo_report(result: DemoResult, chance: dict[str, float]) -> dict[str,
             f"Case review: `review/report.html` (a card per test image, least certain first; "
             f"{numbers.get('review/flagged', 0)} of {numbers.get('review/images', 0)} flagged for a second look)",
             "System B: `system_b/report/report.md` (view and image level, confusion matrix)",
+            f"Slide: `slide/{numbers['slide']['summary']}` (a synthetic slide's heatmaps and QuPath GeoJSON)"
+            if "slide" in numbers
+            else "Slide: not run",
         ]
     )
     report.add_table(

@@ -30,6 +30,7 @@ COMMAND_MODULES: list[str] = [
     "evaluate",
     "compare",
     "predict",
+    "slide",
     "prune",
     "ensemble",
     "baseline",
