@@ -23,6 +23,7 @@ from histobreast.models.fusion import (
     PatchRule,
     as_float_tensor,
     fuse_branches,
+    kept_patches,
     normalise_rows,
     patch_vote,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "combine_members",
     "fuse_branches",
     "image_predictions",
+    "kept_patches",
     "majority_vote",
     "member_disagreement",
     "patch_vote",

@@ -31,6 +31,7 @@ COMMAND_MODULES: list[str] = [
     "compare",
     "predict",
     "slide",
+    "explain",
     "prune",
     "ensemble",
     "baseline",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -33,6 +33,23 @@ def collect_images(inputs: list[Path]) -> list[Path]:
         if by_id.setdefault(path.stem, path) != path:
             raise ConfigError(f"{path} and {by_id[path.stem]}: two images named {path.stem!r}; predict them apart")
     return list(found)
+
+
+def unlabelled_records(model: Path, inputs: list[Path], microns_per_pixel: float | None) -> list[Any]:
+    """The images named or found under ``inputs`` as unlabelled records at the scale ``model`` (a model or
+    ensemble folder) expects: ``microns_per_pixel``, else the training images'."""
+    from histobreast.data.records import ImageRecord
+    from histobreast.pipelines.bagging import is_ensemble_folder, read_ensemble_folder
+    from histobreast.pipelines.input_range import prediction_scale
+    from histobreast.pipelines.package import read_model_info
+
+    ensemble = read_ensemble_folder(model) if is_ensemble_folder(model) else None
+    info = read_model_info(ensemble.members[0] if ensemble else model)  # an ensemble's members share the scale
+    scale, _ = prediction_scale(info, microns_per_pixel, model)
+    return [
+        ImageRecord(path=p, label=UNLABELLED, patient_id=p.stem, microns_per_pixel=scale, source="predict")
+        for p in collect_images(inputs)
+    ]
 
 
 def predict(
@@ -78,6 +95,9 @@ def predict(
         max=1.0,
         help="Review flag: fewer than this share of the model's other readings (branches, members, views) agree.",
     ),
+    explain: bool = typer.Option(
+        False, "--explain", help="With --review: put each card's Grad-CAM map (where the call comes from) beside it."
+    ),
 ) -> None:
     """Predict class probabilities for every image; writes one CSV row per image.
 
@@ -96,6 +116,8 @@ def predict(
     from histobreast.pipelines.package import load_model_folder, read_model_info
     from histobreast.preprocess.views import SIX_VIEWS
 
+    if explain and review is None:
+        raise ConfigError("--explain: the maps go on the case review's cards; add --review DIR")
     refuse_output_over_inputs(out, inputs, "--out", folder=False)
     if out.is_dir():
         raise ConfigError(f"--out {out}: is a folder; give the CSV file's name")
@@ -132,6 +154,7 @@ def predict(
     how = chosen + (f", {rule} rule" if chosen == "ensemble" else "") + (", six-view TTA" if tta else "")
     console.print(f"{len(pred)} image{'s' * (len(pred) != 1)} ({how}): {summary} -> {out}")
     if review is not None:
+        from histobreast.explain.api import card_overlays
         from histobreast.report.case_review import review_run_info, write_case_review
 
         written = write_case_review(
@@ -142,6 +165,7 @@ def predict(
             min_confidence=min_confidence,
             min_agreement=min_agreement,
             readings="members" if ensemble is not None else "other methods",
+            overlays=card_overlays(model, records, pred.predicted.tolist(), device=device) if explain else None,
         )
         console.print(f"case review: {written['html']}")
 

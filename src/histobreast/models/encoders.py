@@ -61,21 +61,35 @@ def _googlenet() -> nn.Module:
 @dataclass(frozen=True)
 class EncoderSpec:
     """How to build one encoder: the builder, the pooled feature size, and the torchvision head keys
-    that a full-model weights file holds but the encoder does not (dropped when loading)."""
+        that a full-model weights file holds but the encoder does not (dropped when loading), and the
+    layer a class activation map of the encoder reads."""
 
     build: Callable[[], nn.Module]
     out_features: int
     head_prefixes: tuple[str, ...]
+    cam_layer: Callable[[nn.Module], nn.Module]  # the built encoder's last conv stage, read by class activation maps
+
+
+def _last_resnet_stage(net: nn.Module) -> nn.Module:
+    return net.layer4
+
+
+def _last_vgg_stage(net: nn.Module) -> nn.Module:
+    return net.features  # its output: the last conv block, max-pooled
+
+
+def _last_inception(net: nn.Module) -> nn.Module:
+    return net.inception5b
 
 
 ENCODERS: dict[str, EncoderSpec] = {
-    "resnet18": EncoderSpec(_resnet(models.resnet18), 512, ("fc.",)),
-    "resnet34": EncoderSpec(_resnet(models.resnet34), 512, ("fc.",)),
-    "resnet50": EncoderSpec(_resnet(models.resnet50), 2048, ("fc.",)),
-    "resnet101": EncoderSpec(_resnet(models.resnet101), 2048, ("fc.",)),
-    "vgg16": EncoderSpec(_vgg16(batch_norm=False), 512, ("classifier.",)),
-    "vgg16_bn": EncoderSpec(_vgg16(batch_norm=True), 512, ("classifier.",)),
-    "googlenet": EncoderSpec(_googlenet, 1024, ("fc.", "aux1.", "aux2.")),
+    "resnet18": EncoderSpec(_resnet(models.resnet18), 512, ("fc.",), _last_resnet_stage),
+    "resnet34": EncoderSpec(_resnet(models.resnet34), 512, ("fc.",), _last_resnet_stage),
+    "resnet50": EncoderSpec(_resnet(models.resnet50), 2048, ("fc.",), _last_resnet_stage),
+    "resnet101": EncoderSpec(_resnet(models.resnet101), 2048, ("fc.",), _last_resnet_stage),
+    "vgg16": EncoderSpec(_vgg16(batch_norm=False), 512, ("classifier.",), _last_vgg_stage),
+    "vgg16_bn": EncoderSpec(_vgg16(batch_norm=True), 512, ("classifier.",), _last_vgg_stage),
+    "googlenet": EncoderSpec(_googlenet, 1024, ("fc.", "aux1.", "aux2."), _last_inception),
 }
 
 

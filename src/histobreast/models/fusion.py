@@ -35,6 +35,18 @@ def normalise_rows(scores: Tensor) -> Tensor:
     return scores / scores.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(scores.dtype).tiny)
 
 
+def kept_patches(patch_probs: ArrayLike, min_spread: float | None = DEFAULT_MIN_SPREAD) -> Tensor:
+    """Which patches ``(B, P)`` :func:`patch_vote` counts: those whose max-min probability reaches
+    ``min_spread`` (all of an image's patches when none does; all when the filter is off)."""
+    probs = as_float_tensor(patch_probs)
+    if probs.ndim != 3:
+        raise ValueError(f"patch_vote expects (batch, patches, classes), got shape {tuple(probs.shape)}")
+    if min_spread is None or min_spread <= 0:
+        return torch.ones(probs.shape[:2], dtype=torch.bool, device=probs.device)
+    keep = (probs.amax(dim=-1) - probs.amin(dim=-1)) >= min_spread
+    return torch.where(keep.any(dim=1, keepdim=True), keep, torch.ones_like(keep))
+
+
 def patch_vote(
     patch_probs: ArrayLike, rule: PatchRule = "mean", min_spread: float | None = DEFAULT_MIN_SPREAD
 ) -> Tensor:
@@ -46,14 +58,7 @@ def patch_vote(
     kept patches and renormalises (the paper's "2(Max)/3(Max)" ablation).
     """
     probs = as_float_tensor(patch_probs)
-    if probs.ndim != 3:
-        raise ValueError(f"patch_vote expects (batch, patches, classes), got shape {tuple(probs.shape)}")
-    if min_spread is None or min_spread <= 0:
-        keep = torch.ones(probs.shape[:2], dtype=torch.bool, device=probs.device)
-    else:
-        spread = probs.amax(dim=-1) - probs.amin(dim=-1)
-        keep = spread >= min_spread
-        keep = torch.where(keep.any(dim=1, keepdim=True), keep, torch.ones_like(keep))
+    keep = kept_patches(probs, min_spread)
     if rule == "mean":
         weights = keep.to(probs.dtype).unsqueeze(-1)
         return (probs * weights).sum(dim=1) / weights.sum(dim=1)

@@ -211,6 +211,10 @@ class GoogLeNetSEP(ProbabilityMixin, nn.Module):
             "aux_widths": list(self.aux_widths),
         }
 
+    def cam_target_layers(self) -> list[nn.Module]:
+        """The layers a class activation map reads: the four Inception outputs the head pools (same grid)."""
+        return [self.se[name] for name in HEAD_SOURCES]
+
     def forward(self, x: Tensor) -> Tensor | dict[str, Any]:
         x = self.stem(x)
         x = self.se["3a"](self.inception["3a"](x))

@@ -267,6 +267,11 @@ class MSMVPFENet(ProbabilityMixin, nn.Module):
             dim=1,
         )
 
+    def cam_target_layers(self) -> list[nn.Module]:
+        """The layers class activation maps read: each encoder's last conv stage, one per scale, coarse first."""
+        spec = encoder_spec(self.encoder_name)
+        return [spec.cam_layer(encoder) for encoder in self.encoders]
+
     def forward(self, x: Tensor) -> Tensor:
         """Logits ``(B, C)`` of crops ``x`` ``(B, S, 3, H, W)``, coarse scale first."""
         return self.discriminator(self.encode(x))

@@ -70,6 +70,10 @@ class SpanholPatchCNN(ProbabilityMixin, nn.Module):
         """Constructor kwargs that rebuild this network."""
         return {"num_classes": self.num_classes, "patch_size": self.patch_size}
 
+    def cam_target_layers(self) -> list[nn.Module]:
+        """The layer a class activation map reads: the last conv stage (8x8 at 32 px)."""
+        return [self.features.relu3]
+
     def forward(self, x: Tensor) -> Tensor:
         if x.shape[-2:] != (self.patch_size, self.patch_size):
             raise ValueError(f"SpanholPatchCNN(patch_size={self.patch_size}) got input of size {tuple(x.shape[-2:])}")

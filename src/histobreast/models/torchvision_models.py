@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from histobreast.models.layers import ProbabilityMixin
@@ -19,6 +20,10 @@ from histobreast.models.registry import register_model
 
 class TorchvisionResNet(ProbabilityMixin, ResNet):
     """torchvision's ``ResNet`` with ``predict_proba``; ``forward`` returns logits."""
+
+    def cam_target_layers(self) -> list[nn.Module]:
+        """The layer a class activation map reads: the last residual stage."""
+        return [self.layer4]
 
 
 @register_model("resnet18")

@@ -50,3 +50,13 @@ def view_box_to_raw(box: Box, view: str, raw_size: tuple[int, int]) -> Box:
     if view not in raw_boxes:
         raise ConfigError(f"unknown view {view!r}; expected one of {', '.join(SIX_VIEWS)}")
     return raw_boxes[view]
+
+
+def invert_view(viewed: np.ndarray, view: str) -> np.ndarray:
+    """The raw array that :func:`apply_view` turns into ``viewed``: ``invert_view(apply_view(a, v), v) == a``.
+
+    Maps computed on a view (or on a window of it) are brought back to the raw image's orientation with it.
+    """
+    if view in ("rot90", "rot270"):
+        return apply_view(viewed, "rot270" if view == "rot90" else "rot90")
+    return apply_view(viewed, view)  # raw, rot180 and the two flips are their own inverses

@@ -166,6 +166,14 @@ def thumbnail(
     return out
 
 
+def beside(left: np.ndarray, right: np.ndarray, gap: int = 6) -> np.ndarray:
+    """``right`` (any size) resized to ``left``'s height and set beside it, a white ``gap`` between."""
+    height = left.shape[0]
+    width = max(1, round(right.shape[1] * height / right.shape[0]))
+    resized = cv2.resize(right, (width, height), interpolation=cv2.INTER_AREA)
+    return np.hstack([left, np.full((height, gap, 3), 255, np.uint8), resized])
+
+
 def write_case_review(
     results: Mapping[str, Predictions],
     headline: str,
@@ -176,8 +184,13 @@ def write_case_review(
     min_agreement: float = MIN_AGREEMENT,
     readings: str = "other methods",
     thumbnail_px: int = THUMBNAIL_PX,
+    overlays: Mapping[str, tuple[np.ndarray, str]] | None = None,
 ) -> dict[str, Path]:
-    """Write ``out_dir/report.md|html`` (+ ``metrics.json`` with every case and ``figures/``)."""
+    """Write ``out_dir/report.md|html`` (+ ``metrics.json`` with every case and ``figures/``).
+
+    ``overlays[image_id] = (picture, caption)`` puts a picture (an explanation map blended on the
+    image, :func:`histobreast.explain.api.card_overlays`) beside that image's thumbnail on its card.
+    """
     pred = results[headline]
     cases = review_cases(
         results, headline, min_confidence=min_confidence, min_agreement=min_agreement, readings=readings
@@ -214,8 +227,12 @@ def write_case_review(
         name = f"case{n:04d}_{re.sub(r'[^A-Za-z0-9_.-]+', '_', case.image_id)}.png"
         title = f"{case.image_id}: {case.predicted} ({case.confidence:.2f}){'  - review' if case.flagged else ''}"
         boxes = [(box, AGREE_COLOUR if agrees else DISSENT_COLOUR) for box, agrees in case.windows]
+        picture, caption = thumbnail(case.path, thumbnail_px, boxes), ""
+        if overlays and case.image_id in overlays:
+            overlay, caption = overlays[case.image_id]
+            picture = beside(picture, overlay)
         card = plot_case(
-            thumbnail(case.path, thumbnail_px, boxes),
+            picture,
             pred.classes,
             probs[case.image_id],
             report.figure_path(name),
@@ -224,6 +241,7 @@ def write_case_review(
             highlight=AGREE_COLOUR,
         )
         where = " Boxes: where each view looked (blue agrees with the call, red does not)." if boxes else ""
+        where += f" {caption[:1].upper()}{caption[1:]}." if caption else ""
         report.add_figure(card, f"{title}. {case.agreement_note}".strip(". ") + "." + where)
     report.add_metrics("cases", rows)
     return report.write()
