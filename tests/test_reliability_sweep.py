@@ -165,7 +165,7 @@ NUMBER_OPTIONS = _number_options()
 
 def test_the_walk_finds_the_number_options():
     names = {(p.values[0], p.values[1]) for p in NUMBER_OPTIONS}
-    assert (("predict",), "--batch-size") in names and (("predict",), "--microns-per-pixel") in names
+    assert (("predict",), "--batch-size") in names and (("predict",), "--mpp") in names
 
 
 def _required_args(command, tested, blocker):
