@@ -182,10 +182,9 @@ def cost_section(args: argparse.Namespace) -> str:
 def training_section(args: argparse.Namespace, work: Path) -> str:
     """The ``compression`` section: train, prune to O = 0.5 and O = 0 (both retrained), test, time."""
     from histobreast.data.synthetic import synth_breakhis
-    from histobreast.engine.config import load_config
     from histobreast.pipelines.common import experiment_records, experiment_splits, select_split
+    from histobreast.pipelines.config import PruneOptions, load_config
     from histobreast.pipelines.package import load_model_folder
-    from histobreast.pipelines.pruning import PruneOptions
     from histobreast.pipelines.pruning_report import example_inputs, measure_sweep, run_sweep
 
     root = work / "synthetic_breakhis"

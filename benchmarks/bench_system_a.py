@@ -106,8 +106,8 @@ def real_loader(workers: int, batch: int) -> torch.utils.data.DataLoader:
     from histobreast.data.readers import read_dataset
     from histobreast.data.records import relabel
     from histobreast.data.synthetic import synth_bach
-    from histobreast.engine.config import load_config
     from histobreast.pipelines.common import fit_stain_normalizer
+    from histobreast.pipelines.config import load_config
     from histobreast.pipelines.zhu2019 import branch_datasets
 
     root = (

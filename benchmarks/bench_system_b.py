@@ -83,8 +83,8 @@ def _peak_memory_mib(device) -> float:  # type: ignore[no-untyped-def]
 def _key_region_loader(case: Case, images: int, workers: int, device, folder: Path):  # type: ignore[no-untyped-def]
     """The engine's training loader over a KeyRegionDataset, plus the seconds KREM took to prepare it."""
     from histobreast.data.bach import BACH_CLASSES, read_bach
-    from histobreast.data.key_regions import TRAIN_TOP_K, KeyRegionDataset
     from histobreast.data.synthetic import synth_bach
+    from histobreast.datasets.key_regions import TRAIN_TOP_K, KeyRegionDataset
     from histobreast.engine.distributed import DistributedContext, build_loader
     from histobreast.preprocess.krem import KremParams
 
@@ -257,7 +257,7 @@ def render(results: list[dict], machine: str, date: str, threads: int) -> str:
 def bach_results(run_dirs: list[Path]) -> str:
     """The ``system_b_bach`` section: per-fold patch- and image-level accuracy of finished
     ``histobreast train`` experiment folders (their ``report/metrics.json``), with each run's schedule."""
-    from histobreast.engine.config import load_config
+    from histobreast.pipelines.config import load_config
 
     lines = [
         "| run | level | " + " | ".join(f"fold {f}" for f in range(1, 6)) + " | mean ± std |",

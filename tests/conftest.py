@@ -38,6 +38,12 @@ def bracs_dir() -> Path:
     return _real_data_dir("bracs_samples")
 
 
+@pytest.fixture
+def wsi_dir() -> Path:
+    """../shared/data/wsi (five small real slide files: two SVS, a TIFF, an NDPI, a DICOM; see SOURCE.md)."""
+    return _real_data_dir("wsi")
+
+
 @pytest.fixture(autouse=True)
 def _seed_everything() -> None:
     """Every test starts from the same seeds, so results do not depend on test order."""

@@ -12,8 +12,8 @@ import yaml
 from typer.testing import CliRunner
 
 from histobreast.cli import app
+from histobreast.config import config_to_dict
 from histobreast.data.synthetic import synth_bach
-from histobreast.engine.config import config_to_dict
 from histobreast.errors import CheckpointError, ConfigError
 from histobreast.models import create_model
 from histobreast.pipelines.bagging import read_ensemble_folder
@@ -214,11 +214,10 @@ def test_baseline_spanhol_runs_an_experiment(tree, tmp_path) -> None:
     ],
 )
 def test_shipped_configs_validate(name) -> None:
-    from histobreast.engine.config import load_config
     from histobreast.pipelines.bagging import ensemble_options
+    from histobreast.pipelines.config import load_config
     from histobreast.pipelines.pruning import prune_options
-    from histobreast.pipelines.spanhol2016 import spanhol_options
 
     cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml")
-    prune_options(cfg), ensemble_options(cfg), spanhol_options(cfg)
+    prune_options(cfg), ensemble_options(cfg)
     assert cfg.pipeline == ("spanhol2016" if "spanhol" in name else "zhu2019")

@@ -13,8 +13,8 @@ import yaml
 from typer.testing import CliRunner
 
 from histobreast.cli import app
+from histobreast.config import config_to_dict
 from histobreast.data.synthetic import synth_breakhis
-from histobreast.engine.config import config_to_dict
 from histobreast.errors import CheckpointError, ConfigError, DatasetError
 from histobreast.models import create_model, list_models
 from histobreast.models.registry import model_builder

@@ -20,7 +20,6 @@ from histobreast.compress.prune import (
     plan_internal_pruning,
     prune_channels,
     prune_hybrid_channels,
-    prune_in_loops,
     select_channels,
 )
 from histobreast.errors import ConfigError
@@ -246,26 +245,6 @@ def test_pruned_model_saves_loads_and_trains(tmp_path, trained_like: GoogLeNetSE
     optimizer.step()
     assert math.isfinite(loss.item())
     assert not torch.equal(before, loaded.fc.weight)
-
-
-def test_loop_driver_prunes_retrains_and_remeasures_each_loop() -> None:
-    model = GoogLeNetSEP(aux_logits=False)
-    seen_widths, retrained = [], []
-
-    def measure(current: GoogLeNetSEP) -> dict[str, torch.Tensor]:
-        seen_widths.append(current.inception["4e"].out_channels)
-        return _random_importance(current, seed=len(seen_widths))
-
-    def retrain(current: GoogLeNetSEP, loop: int) -> None:
-        retrained.append(loop)
-
-    result = prune_in_loops(model, target_ratio=0.75, loops=2, measure_importance=measure, retrain=retrain)
-    assert retrained == [1, 2]
-    assert seen_widths == [832, 416]  # importance re-measured on the pruned network of loop 1
-    assert [loop.fraction for loop in result.loops] == [pytest.approx(0.5)] * 2
-    assert result.model.inception["4e"].out_channels == 208  # 832 * (1 - 0.75)
-    assert result.loops[1].widths == result.model.model_kwargs["widths"]
-    assert len(result.loops[0].importance["se.4e"]) == 832
 
 
 def test_hybrid_branches_are_pruned_by_their_own_importance() -> None:

@@ -164,7 +164,7 @@ def test_cli_synth_inspect_split(tmp_path: Path) -> None:
 
 
 def test_cli_inspect_fails_on_bad_files_unless_skipped(tmp_path: Path) -> None:
-    synth_bach(tmp_path, per_class=2, size=(32, 24), image_format="png", classes=("InSitu",))
+    synth_bach(tmp_path, per_class=2, size=(32, 24), image_format="png", classes=("InSitu", "Normal"))
     bad = tmp_path / "ICIAR2018_BACH_Challenge" / "Photos" / "InSitu" / "is002.png"
     bad.write_text("not an image")
     result = runner.invoke(app, ["data", "inspect", str(tmp_path)])

@@ -37,7 +37,7 @@ def test_record_validation_and_image_id() -> None:
     assert _record().image_id == "n001"
     with pytest.raises(DatasetError, match="n001.png: record has an empty label"):
         _record(label="")
-    with pytest.raises(DatasetError, match="microns_per_pixel must be > 0"):
+    with pytest.raises(DatasetError, match="microns_per_pixel must be between"):
         _record(microns_per_pixel=0)
 
 

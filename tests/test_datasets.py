@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from histobreast.data.datasets import GridPatchDataset, HybridDataset, ImageDataset, color_jitter
 from histobreast.data.imageio import read_rgb
 from histobreast.data.synthetic import synth_bach
-from histobreast.engine.config import AugmentConfig
+from histobreast.datasets.augmenter import color_jitter
+from histobreast.datasets.images import GridPatchDataset, HybridDataset, ImageDataset
 from histobreast.engine.distributed import DistributedContext, build_loader
 from histobreast.errors import DatasetError
+from histobreast.preprocess.config import AugmentConfig
 from histobreast.preprocess.patches import grid_patches
 from histobreast.preprocess.stain import ReinhardNormalizer
 from histobreast.preprocess.transforms import to_model_input

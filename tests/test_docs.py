@@ -155,3 +155,48 @@ def test_the_architecture_map_names_every_module() -> None:
     assert len(modules) > 40
     unnamed = sorted(str(m) for m in modules if f"`{m.name}`" not in text and f"`histobreast.{m.stem}`" not in text)
     assert not unnamed, unnamed
+
+
+# A reference to a document: ``docs/name.md`` in any text, or the target of a Markdown link.
+DOC_PATH = re.compile(r"(?<![\w/.-])(docs/[\w./-]+\.md)\b")
+LINK_TARGET = re.compile(r"\]\(([^)#\s:]+)(?:#[^)]*)?\)")  # no scheme: http(s) links are not files
+
+
+def missing_doc_references(files: list[Path], root: Path = ROOT) -> list[str]:
+    """``file: reference`` for every document a file names that does not exist.
+
+    ``docs/...`` paths are from the repository ``root``; Markdown link targets from the linking file.
+    """
+    missing = []
+    for path in files:
+        text = path.read_text(encoding="utf-8")
+        targets = [root / ref for ref in DOC_PATH.findall(text)]
+        if path.suffix == ".md":
+            targets += [path.parent / ref for ref in LINK_TARGET.findall(text)]
+        missing += [f"{path.relative_to(root)}: {t.relative_to(root)}" for t in targets if not t.exists()]
+    return sorted(set(missing))
+
+
+def _citing_files() -> list[Path]:
+    """Source (docstrings and comments), benchmark scripts, configs, README, docs/ and BENCHMARKS.md."""
+    code = [*(ROOT / "src").rglob("*.py"), *(ROOT / "benchmarks").glob("*.py"), *(ROOT / "configs").rglob("*.yaml")]
+    return [*DOCS, ROOT / "BENCHMARKS.md", *code]
+
+
+def test_every_cited_document_exists() -> None:
+    files = _citing_files()
+    cited = [ref for path in files for ref in DOC_PATH.findall(path.read_text(encoding="utf-8"))]
+    assert len(cited) > 20  # the extraction finds the citations
+    assert missing_doc_references(files) == []
+
+
+def test_a_citation_of_a_missing_document_is_caught(tmp_path) -> None:
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "data.md").write_text("# Data\n", encoding="utf-8")
+    source, page = tmp_path / "module.py", tmp_path / "docs" / "page.md"
+    source.write_text('"""Details in docs/nowhere.md; see also docs/data.md."""\n', encoding="utf-8")
+    page.write_text("[gone](gone.md), [there](data.md#top), [web](https://example.org/x.md)\n", encoding="utf-8")
+    assert missing_doc_references([source, page], root=tmp_path) == [
+        "docs/page.md: docs/gone.md",
+        "module.py: docs/nowhere.md",
+    ]

@@ -28,7 +28,6 @@ from histobreast.engine.distributed import (
     build_loader,
     context_from_env,
     gather_sharded,
-    shutdown_distributed,
 )
 from histobreast.engine.trainer import Trainer
 from histobreast.errors import ConfigError
@@ -184,7 +183,10 @@ def ddp_worker(out: Path) -> None:
     torch.set_num_threads(1)
     Trainer(make_model(), ddp_config(), run_dir=out / "ddp").fit(NoisyBlobs(), NoisyBlobs(seed=1))
     Trainer(make_model(seed=7), ddp_config(), run_dir=out / "resume").fit(NoisyBlobs(), NoisyBlobs(seed=1), resume=True)
-    shutdown_distributed()
+    # Leave the group together: a rank tearing gloo down while the other still has a collective in
+    # flight can abort that process at exit ("terminate called without an active exception").
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -1,17 +1,13 @@
-"""Generic inference: probabilities over tensor and dict batches, predict_proba, Predictions rows."""
+"""Generic inference: probabilities over tensor and dict batches, predict_proba."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
-import pytest
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from histobreast.data.records import ImageRecord
-from histobreast.engine.inference import predict_probabilities, predictions_from_records, to_device
+from histobreast.engine.inference import predict_probabilities, to_device
 
 
 class FixedLogits(nn.Module):
@@ -71,26 +67,3 @@ def test_to_device_makes_image_batches_channels_last() -> None:
     )
     assert moved["img"].is_contiguous(memory_format=torch.channels_last)
     assert moved["vec"].shape == (2, 5)
-
-
-def test_predictions_from_records(tmp_path: Path) -> None:
-    records = [
-        ImageRecord(
-            path=Path("a/SOB_B_A-14-22549AB-40-001.png"),
-            label="benign",
-            patient_id="p1",
-            microns_per_pixel=0.49,
-            source="breakhis",
-            magnification=40,
-        ),
-        ImageRecord(path=Path("b/n001.tif"), label="Normal", patient_id="g1", microns_per_pixel=0.42, source="bach"),
-        ImageRecord(path=Path("c/x.png"), label="weird", patient_id="q", microns_per_pixel=1.0, source="folder"),
-    ]
-    probs = np.array([[0.9, 0.1], [0.3, 0.7], [0.5, 0.5]])
-    pred = predictions_from_records(records, probs, ["benign", "malignant"], label_map={"Normal": "benign"})
-    assert pred.labels.tolist() == [0, 0, -1]  # Normal -> benign via the map; unknown label -> -1
-    assert pred.image_ids == ["SOB_B_A-14-22549AB-40-001", "n001", "x"]
-    assert pred.patient_ids == ["p1", "g1", "q"] and pred.magnifications == [40, None, None]
-    assert pred.predicted.tolist() == [0, 1, 0]
-    with pytest.raises(ValueError, match="3 records but 2 probability rows"):
-        predictions_from_records(records, probs[:2], ["benign", "malignant"])

@@ -13,10 +13,10 @@ from PIL import Image
 from scipy.stats import pearsonr, spearmanr
 
 from histobreast.data.records import ImageRecord
-from histobreast.engine.config import parse_config
 from histobreast.explain.cam import METHODS, network_maps
 from histobreast.explain.system_b import explain_msmv
 from histobreast.models import create_model
+from histobreast.pipelines.config import parse_config
 from histobreast.pipelines.package import LoadedModel
 from histobreast.preprocess.views import SIX_VIEWS, apply_view, invert_view
 from tiny_system_a import one_torch_thread  # noqa: F401 (autouse fixture)

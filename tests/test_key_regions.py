@@ -10,24 +10,22 @@ import numpy as np
 import pytest
 import torch
 
-import histobreast.data.key_regions as kr
+import histobreast.datasets.key_regions as kr
 from histobreast.data.bach import BACH_CLASSES
 from histobreast.data.imageio import image_size, read_rgb
-from histobreast.data.key_regions import (
-    KeyRegionDataset,
-    image_predictions,
-    level1_candidates,
-    random_key_regions,
-    view_box_to_raw,
-    view_predictions,
-)
 from histobreast.data.records import ImageRecord
 from histobreast.data.synthetic import synth_bach
-from histobreast.engine.config import AugmentConfig
+from histobreast.datasets.key_regions import (
+    KeyRegionDataset,
+    level1_candidates,
+    random_key_regions,
+)
 from histobreast.errors import ConfigError, DatasetError
+from histobreast.preprocess.config import AugmentConfig
 from histobreast.preprocess.krem import KremParams, crop_key_region, key_regions
 from histobreast.preprocess.transforms import normalize, to_model_input
-from histobreast.preprocess.views import SIX_VIEWS, apply_view
+from histobreast.preprocess.views import SIX_VIEWS, apply_view, view_box_to_raw
+from histobreast.votes import image_predictions, view_predictions
 
 CLASSES = list(BACH_CLASSES)
 # Synthetic BACH at 512x384 px (BACH's field of view at 1.68 µm/px): KREM's windows scale to
@@ -231,7 +229,7 @@ def test_an_image_with_fewer_windows_than_top_k_says_so_and_uses_all_it_has(tmp_
     small = synth_bach(tmp_path / "small", per_class=1, size=SIZE, classes=("InSitu",), image_format="png")[0]
     # Level-1 windows of 1536/4 = 384 px every 64 px: 3 x 1 of them on 512x384.
     params = KremParams(windows=(1536, 400, 224), strides=(256, 40, 20), output_size=32)
-    with caplog.at_level(logging.WARNING, logger="histobreast.data.key_regions"):
+    with caplog.at_level(logging.WARNING, logger="histobreast.datasets.key_regions"):
         data = KeyRegionDataset([small], CLASSES, top_k=12, params=params)
     assert "only 3 level-1 windows fit, fewer than top_k=12" in caplog.text
     assert len(data) == 6 * 3

@@ -7,15 +7,16 @@ import pytest
 import torch
 from torch import nn
 
-import histobreast.features as features_module
+import histobreast.engine.features as features_module
 from histobreast.data.bach import BACH_CLASSES
-from histobreast.data.key_regions import KeyRegionDataset, image_predictions
 from histobreast.data.synthetic import synth_bach
+from histobreast.datasets.key_regions import KeyRegionDataset
+from histobreast.engine.features import FeatureDataset, SVMDiscriminator, encoder_fingerprint, extract_features
 from histobreast.errors import ConfigError
-from histobreast.features import FeatureDataset, SVMDiscriminator, encoder_fingerprint, extract_features
 from histobreast.models import create_model
 from histobreast.models.msmv import MSMVPFENet, build_discriminator, table4_variant
 from histobreast.preprocess.krem import KremParams
+from histobreast.votes import image_predictions
 
 
 @pytest.fixture

@@ -8,10 +8,11 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from histobreast.data.bach import BACH_CLASSES
-from histobreast.data.key_regions import TEST_TOP_K, KeyRegionDataset, image_predictions, view_predictions
 from histobreast.data.synthetic import synth_bach
+from histobreast.datasets.key_regions import TEST_TOP_K, KeyRegionDataset
 from histobreast.models import create_model
 from histobreast.preprocess.krem import KremParams
+from histobreast.votes import image_predictions, view_predictions
 
 PARAMS = KremParams(output_size=32)  # paper windows (scaled to 1.68 µm/px), tiny crops for the CPU
 

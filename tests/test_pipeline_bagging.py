@@ -13,7 +13,6 @@ from histobreast.data.synthetic import synth_bach
 from histobreast.errors import CheckpointError, ConfigError
 from histobreast.pipelines import get_pipeline
 from histobreast.pipelines.bagging import (
-    EnsembleOptions,
     combine_predictions,
     ensemble_options,
     evaluate_ensemble,
@@ -24,6 +23,7 @@ from histobreast.pipelines.bagging import (
     train_ensemble,
 )
 from histobreast.pipelines.common import experiment_records
+from histobreast.pipelines.config import EnsembleOptions
 from histobreast.pipelines.package import load_model_folder
 from histobreast.pipelines.pruning import channel_widths
 from histobreast.predictions import Predictions

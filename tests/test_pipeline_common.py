@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 from histobreast.data.synthetic import synth_bach, synth_breakhis
-from histobreast.engine.config import parse_config
 from histobreast.errors import ConfigError, DatasetError
 from histobreast.pipelines.common import (
     experiment_records,
@@ -15,6 +14,7 @@ from histobreast.pipelines.common import (
     fit_stain_normalizer,
     validation_split,
 )
+from histobreast.pipelines.config import parse_config
 from histobreast.preprocess.stain import ReinhardNormalizer
 
 
@@ -101,7 +101,7 @@ def test_clear_errors(bach_root, tmp_path):
 
 @pytest.mark.realdata
 def test_real_bach_binary_folds(bach_dir):
-    from histobreast.engine.config import load_config
+    from histobreast.pipelines.config import load_config
 
     cfg = load_config(
         Path(__file__).resolve().parents[1] / "configs" / "zhu2019" / "bach_binary.yaml", [f"data.root={bach_dir}"]

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from histobreast.engine.config import load_config
 from histobreast.pipelines import get_pipeline
+from histobreast.pipelines.config import load_config
 from histobreast.pipelines.zhu2019 import split_kwargs
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

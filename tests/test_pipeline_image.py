@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from histobreast.data.synthetic import synth_bach
-from histobreast.engine.config import parse_config
 from histobreast.pipelines import get_pipeline
 from histobreast.pipelines.common import experiment_records, experiment_splits, validation_split
+from histobreast.pipelines.config import parse_config
 from histobreast.pipelines.package import read_model_info
 from test_pipeline_zhu2019 import one_torch_thread  # noqa: F401 (autouse fixture)
 

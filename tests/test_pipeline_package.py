@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from histobreast.engine.config import parse_config
 from histobreast.errors import CheckpointError
 from histobreast.models import create_model
+from histobreast.pipelines.config import parse_config
 from histobreast.pipelines.package import load_model_folder, read_model_info, save_model_folder
 from histobreast.preprocess.stain import ReinhardNormalizer
 from test_pipeline_zhu2019 import one_torch_thread  # noqa: F401 (autouse fixture)

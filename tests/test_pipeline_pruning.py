@@ -17,10 +17,11 @@ from histobreast.data.synthetic import synth_bach
 from histobreast.errors import CheckpointError, ConfigError
 from histobreast.models.weights import read_weights
 from histobreast.pipelines import get_pipeline
+from histobreast.pipelines import pruning as pruning_module
 from histobreast.pipelines.common import experiment_records, experiment_splits
+from histobreast.pipelines.config import PruneOptions
 from histobreast.pipelines.package import load_model_folder
 from histobreast.pipelines.pruning import (
-    PruneOptions,
     channel_widths,
     prune_model_folder,
     prune_network,
@@ -69,11 +70,22 @@ def test_options_come_from_the_config_and_are_checked(bach_root) -> None:
         prune_options(tiny_zhu_config(bach_root, prune={"ration": 0.5}))
 
 
-def test_pruned_model_folder_loads_predicts_and_retrains(trained, tmp_path) -> None:
+def test_pruned_model_folder_loads_predicts_and_retrains(trained, tmp_path, monkeypatch) -> None:
+    measured_widths = []  # the global branch's 4e width at every importance pass
+    original = pruning_module.measure_importance
+
+    def measure(model, *args, **kwargs):
+        measured_widths.append(model.global_branch.inception["4e"].out_channels)
+        return original(model, *args, **kwargs)
+
+    monkeypatch.setattr("histobreast.pipelines.pruning.measure_importance", measure)
     options = PruneOptions(ratio=0.5, loops=2, batch_size=3)
     out = prune_model_folder(
         trained["folder"], tmp_path / "pruned", trained["train"][:6], trained["train"][6:10], options=options
     )
+    monkeypatch.undo()
+    # Before, then re-measured on loop 1's pruned network for loop 2, then after: each pass sees a smaller net.
+    assert len(measured_widths) == 3 and measured_widths[0] > measured_widths[1] > measured_widths[2]
     base, pruned = load_model_folder(trained["folder"]), load_model_folder(out)
     before, after = channel_widths(base.model), channel_widths(pruned.model)
     for branch in ("global_branch.", "local_branch."):

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from histobreast.data.spanhol_patches import SpanholPatchDataset, image_patch_batches, load_scaled
 from histobreast.data.synthetic import synth_bach
-from histobreast.engine.config import parse_config
+from histobreast.datasets.spanhol_patches import SpanholPatchDataset, image_patch_batches, load_scaled
 from histobreast.errors import CheckpointError, ConfigError, DatasetError
 from histobreast.pipelines import spanhol2016
 from histobreast.pipelines.bagging import read_ensemble_folder
+from histobreast.pipelines.config import parse_config
 from histobreast.pipelines.package import load_model_folder
 from histobreast.preprocess.patches import sliding_window_patches
 from histobreast.preprocess.transforms import to_model_input
@@ -87,10 +87,10 @@ def test_patch_dataset_refuses_bad_labels_and_sizes(records) -> None:
 
 def test_options_are_validated() -> None:
     with pytest.raises(ConfigError, match="spanhol.overlap"):
-        spanhol2016.spanhol_options(_config(overlap=1.0))
+        _config(overlap=1.0)
     with pytest.raises(ConfigError, match="spanhol.fusion"):
-        spanhol2016.spanhol_options(_config(fusion="product"))
-    assert [m[0] for m in spanhol2016.spanhol_options(_config()).members()] == [
+        _config(fusion="product")
+    assert [m[0] for m in _config().spanhol.members()] == [
         "patch16_sliding",
         "patch16_random",
         "patch32_sliding",

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from histobreast.data.synthetic import synth_breakhis
-from histobreast.engine.config import parse_config
 from histobreast.errors import ConfigError
 from histobreast.pipelines import get_pipeline
 from histobreast.pipelines.common import experiment_records
+from histobreast.pipelines.config import parse_config
 from histobreast.pipelines.package import load_model_folder
 from histobreast.pipelines.zhu2019 import METHODS, method_probabilities
 from histobreast.votes import fuse_branches, patch_vote

@@ -1,25 +1,15 @@
-"""System A augmentation: exact geometry, no black corners, deterministic under a seed, labels untouched,
-materialised copies equal to on-the-fly copies."""
+"""System A augmentation: exact geometry, no black corners, deterministic under a seed (labels untouched
+and copies per image: tests/test_datasets.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from PIL import Image
 
-from histobreast.data.records import ImageRecord
-from histobreast.errors import ConfigError, DatasetError
-from histobreast.preprocess.augment import (
-    PAPER_COPIES,
-    Augmentation,
-    AugmentedCopies,
-    AugmentParams,
-    augment,
-    augmented_copy,
-    copy_path,
-    materialise_copies,
-    sample_augmentation,
-)
+from histobreast.datasets.augmenter import Augmenter
+from histobreast.errors import ConfigError
+from histobreast.preprocess.augment import Augmentation, AugmentParams, sample_augmentation
+from histobreast.preprocess.config import AugmentConfig
 from test_preprocess_images import he_like_image
 
 
@@ -49,7 +39,7 @@ def test_no_black_corners_at_any_angle(seed: int) -> None:
     """Reflection padding: a uniform image stays uniform under every rotation and shear."""
     uniform = np.full((60, 90, 3), 180, np.uint8)
     params = AugmentParams(max_shear=20.0)
-    out = augment(uniform, np.random.default_rng(seed), params)
+    out = sample_augmentation(np.random.default_rng(seed), params).apply(uniform)
     assert out.shape == uniform.shape and (out == 180).all()
     tissue = he_like_image(120, 160, nuclei=40, seed=seed)
     rotated = Augmentation(angle=45.0, shear_x=10.0).apply(tissue)
@@ -69,93 +59,14 @@ def test_samples_stay_in_range_and_cover_any_angle() -> None:
         AugmentParams(max_shear=60.0)
 
 
-def test_deterministic_under_a_seed() -> None:
+def test_deterministic_under_a_seed_through_the_datasets_augmenter() -> None:
+    """The real path: a dataset's Augmenter draws from a generator seeded per (seed, epoch, index)."""
     image = _image(64, 64)
-    assert np.array_equal(augment(image, np.random.default_rng(3)), augment(image, np.random.default_rng(3)))
-    copies = [augmented_copy(image, "b001", k, seed=11) for k in range(PAPER_COPIES)]
-    assert all(np.array_equal(c, augmented_copy(image, "b001", k, seed=11)) for k, c in enumerate(copies))
-    assert len({c.tobytes() for c in copies}) == PAPER_COPIES  # eight different images
-    assert not np.array_equal(copies[0], augmented_copy(image, "b001", 0, seed=12))
-    assert not np.array_equal(copies[0], augmented_copy(image, "b002", 0, seed=11))
-    assert not np.array_equal(copies[0], augmented_copy(image, "b001", 0, seed=11, epoch=1))
+    augmenter = Augmenter(AugmentConfig(rotation=180, hflip=True, vflip=True, shear=10))
 
+    def drawn(seed: int) -> np.ndarray:
+        return augmenter.apply(image, augmenter.draw(np.random.default_rng(seed)))
 
-class _Pairs:
-    """A dataset of (image, label) pairs, like ImageDataset without a transform."""
-
-    def __init__(self, images: list[np.ndarray], labels: list[int]) -> None:
-        self.images, self.labels = images, labels
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int) -> tuple[np.ndarray, int]:
-        return self.images[i], self.labels[i]
-
-
-def test_augmented_copies_keep_labels_and_order() -> None:
-    base = _Pairs([_image(32, 32, seed=s) for s in range(3)], [2, 0, 1])
-    data = AugmentedCopies(base, copies=4, seed=5, keys=["a", "b", "c"], transform=lambda x: x.astype(np.float32))
-    assert len(data) == 12
-    assert [data[i][1] for i in range(12)] == [2] * 4 + [0] * 4 + [1] * 4
-    image, label = data[6]  # image 1 ("b"), copy 2
-    assert image.dtype == np.float32 and label == 0
-    assert np.array_equal(image, augmented_copy(base.images[1], "b", 2, seed=5).astype(np.float32))
-    first = data[6][0]
-    data.set_epoch(3)
-    assert not np.array_equal(data[6][0], first)
-    with pytest.raises(IndexError):
-        data[12]
-
-
-def _records(tmp_path, count: int = 2) -> list[ImageRecord]:
-    records = []
-    for i in range(count):
-        path = tmp_path / "src" / f"img{i}.png"
-        path.parent.mkdir(exist_ok=True)
-        Image.fromarray(_image(40, 50, seed=i)).save(path)
-        records.append(
-            ImageRecord(
-                path=path,
-                label=["benign", "malignant"][i % 2],
-                patient_id=f"p{i}",
-                microns_per_pixel=0.49,
-                source="test",
-                magnification=40,
-                index=i,
-            )
-        )
-    return records
-
-
-def test_materialised_copies_match_on_the_fly_and_keep_labels(tmp_path) -> None:
-    records = _records(tmp_path)
-    out = materialise_copies(records, tmp_path / "aug", copies=3, seed=9)
-    assert [r.path.name for r in out] == [f"img{i}_aug{k}.png" for i in range(2) for k in range(3)]
-    assert all(r.path == copy_path(tmp_path / "aug", records[i // 3], i % 3) for i, r in enumerate(out))
-    for i, new in enumerate(out):
-        source = records[i // 3]
-        assert (new.label, new.patient_id, new.magnification, new.microns_per_pixel, new.index) == (
-            source.label,
-            source.patient_id,
-            source.magnification,
-            source.microns_per_pixel,
-            source.index,
-        )
-        assert new.extra == {"augmented_from": str(source.path), "augment_copy": str(i % 3)}
-    base = _Pairs([np.asarray(Image.open(r.path)) for r in records], [0, 1])
-    on_the_fly = AugmentedCopies(base, copies=3, seed=9, keys=[r.image_id for r in records])
-    for i, new in enumerate(out):
-        assert np.array_equal(np.asarray(Image.open(new.path)), on_the_fly[i][0])
-    assert sorted(p.name for p in (tmp_path / "aug").iterdir()) == sorted(r.path.name for r in out)  # no temp files
-
-
-def test_materialise_refuses_colliding_names(tmp_path) -> None:
-    first = _records(tmp_path, 1)[0]
-    other_dir = tmp_path / "other"
-    other_dir.mkdir()
-    twin = ImageRecord(
-        path=other_dir / "img0.png", label="benign", patient_id="p9", microns_per_pixel=0.49, source="test"
-    )
-    with pytest.raises(DatasetError, match="image id 'img0'"):
-        materialise_copies([first, twin], tmp_path / "aug", read_image=lambda p: _image(8, 8))
+    assert np.array_equal(drawn(3), drawn(3))
+    assert len({drawn(s).tobytes() for s in range(8)}) == 8  # eight different images
+    assert not np.array_equal(drawn(3), image)

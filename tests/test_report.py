@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from histobreast import metrics as M
+from histobreast.config import to_jsonable
 from histobreast.errors import HistobreastError
 from histobreast.predictions import Predictions
 from histobreast.report import (
@@ -30,7 +31,6 @@ from histobreast.report import (
     plot_training_curves,
 )
 from histobreast.report.plots import read_numeric_csv
-from histobreast.report.render import to_jsonable
 from histobreast.report.tables import format_cell
 
 P_MALIGNANT = np.array([0.9, 0.8, 0.7, 0.4, 0.3, 0.6])

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import torch
 
-from histobreast.engine.config import ExperimentConfig, parse_config
+from histobreast.pipelines.config import ExperimentConfig, parse_config
 
 INCEPTION = ("3a", "3b", "4a", "4b", "4c", "4d", "4e")
 TINY_BRANCH = {

@@ -7,6 +7,7 @@ checkpoint, report, split file and cache entry in histobreast is written through
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -23,6 +24,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     not mkstemp's private 0600, so reports and checkpoints stay readable by collaborators.
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a folder; give a file name", str(path))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -35,6 +38,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         if tmp_path.exists():
             os.chmod(tmp_path, 0o666 & ~_UMASK)
         os.replace(tmp_path, path)
+    except OSError as err:  # a full disk or a vanished folder: name the target, never the temporary
+        if err.filename not in (None, str(tmp_path), tmp):
+            raise
+        raise OSError(err.errno, f"cannot write ({err.strerror or err})", str(path)) from err
     finally:
         tmp_path.unlink(missing_ok=True)
 
@@ -63,3 +70,15 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 def atomic_write_json(path: str | Path, obj: Any) -> Path:
     """Write ``obj`` as indented JSON to ``path`` atomically."""
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the ``.NAME.XXXX.tmp`` files a killed run left in ``folder`` or below it; returns them.
+
+    Only call it while holding the folder (an experiment's lock): a live writer's temporary looks the same.
+    """
+    folder = Path(folder)
+    stale = sorted(folder.rglob(".*.tmp")) if folder.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale

@@ -4,11 +4,12 @@ Six stages, all on synthetic H&E trees written here in the real datasets' layout
 so the whole job fits in a few minutes on a 2-core CPU:
 
 1. System A (Zhu et al. 2019): the hybrid GoogLeNet-SEP model trained and tested on 2 official
-   folds of a synthetic BreaKHis 40X tree; five evaluation methods; paper-layout report.
+   folds of a synthetic BreaKHis 200X tree; five evaluation methods; paper-layout report.
 2. SEP channel pruning of fold 1's model to O = 0.5 with a short retraining: parameters, MACs,
    CPU latency and accuracy before and after.
 3. Bagging: 3 members trained on non-overlapping subsets of fold 1's training set, sum rule.
-4. A case review of fold 1's test images (what ``predict --review`` writes for a pathologist).
+4. A case review of fold 1's test images (what ``predict --review`` writes for a pathologist),
+   then a synthetic whole slide through ``slide predict`` with the same model.
 5. System B (Liu et al. 2022): MSMV-PFENet on a synthetic BACH tree, six-view majority vote.
 6. A summary report (``OUT/report/report.md`` and ``.html``) pointing to every stage's report.
 
@@ -27,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from histobreast.data.synthetic import synth_bach, synth_breakhis
-from histobreast.engine.config import ExperimentConfig, load_config
 from histobreast.errors import ConfigError
+from histobreast.pipelines.config import ExperimentConfig, load_config
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ PRUNE_RETRAIN_ITERATIONS = 40
 ENSEMBLE_MEMBERS = 3  # paper A: 5; 3 keeps the demo short
 ENSEMBLE_ITERATIONS = 100
 #: The folders a demo writes under its --out; the next demo there replaces them, and nothing else.
-DEMO_FOLDERS = ("data", "system_a", "pruned", "ensemble", "review", "system_b", "report")
+DEMO_FOLDERS = ("data", "system_a", "pruned", "ensemble", "review", "slide", "system_b", "report")
 
 
 @dataclass
@@ -89,11 +90,12 @@ def run_demo(
 ) -> DemoResult:
     """Run the six stages into ``out_dir`` (created; an earlier demo's folders there are replaced)."""
     from histobreast.pipelines import get_pipeline
-    from histobreast.pipelines.bagging import EnsembleOptions, evaluate_ensemble, train_ensemble
+    from histobreast.pipelines.bagging import evaluate_ensemble, train_ensemble
     from histobreast.pipelines.common import experiment_records, experiment_splits, select_split, validation_split
+    from histobreast.pipelines.config import EnsembleOptions, PruneOptions
     from histobreast.pipelines.experiment import run_experiment
     from histobreast.pipelines.package import load_model_folder
-    from histobreast.pipelines.pruning import PruneOptions, prune_model_folder
+    from histobreast.pipelines.pruning import prune_model_folder
     from histobreast.pipelines.pruning_report import image_accuracy, model_costs
     from histobreast.report.case_review import review_cases, review_run_info, write_case_review
 
@@ -178,6 +180,12 @@ def run_demo(
 
     timed("case review of fold 1's test images", review)
 
+    from histobreast.pipelines.slide_demo import demo_slide_stage
+
+    result.numbers["slide"] = timed(
+        "slide: synthetic slide -> slide predict", lambda: demo_slide_stage(out / "slide", unpruned_folder, seed, say)
+    )
+
     bach_root = out / "data" / "bach"
     timed("synthesise BACH", lambda: synth_bach(bach_root, per_class=BACH_PER_CLASS, size=BACH_SIZE, seed=seed))
     cfg_b = _config(configs, SYSTEM_B_CONFIG, bach_root, seed_override)
@@ -199,7 +207,7 @@ def write_demo_report(result: DemoResult, chance: dict[str, float]) -> dict[str,
     report = Report(
         result.report_dir,
         "histobreast demo (synthetic data)",
-        RunInfo("synthetic BreaKHis 40X and BACH trees", "see each stage", "System A, System B", "configs/demo/*.yaml"),
+        RunInfo("synthetic BreaKHis 200X, BACH trees", "see each stage", "System A, System B", "configs/demo/*.yaml"),
         intro="Toy-sized versions of both systems on synthetic H&E images; the numbers show the "
         "machinery works end to end, not how well it does on real tissue (see BENCHMARKS.md).",
     )
@@ -256,6 +264,9 @@ def write_demo_report(result: DemoResult, chance: dict[str, float]) -> dict[str,
             f"Case review: `review/report.html` (a card per test image, least certain first; "
             f"{numbers.get('review/flagged', 0)} of {numbers.get('review/images', 0)} flagged for a second look)",
             "System B: `system_b/report/report.md` (view and image level, confusion matrix)",
+            f"Slide: `slide/{numbers['slide']['summary']}` (a synthetic slide's heatmaps and QuPath GeoJSON)"
+            if "slide" in numbers
+            else "Slide: not run",
         ]
     )
     report.add_table(

@@ -7,14 +7,17 @@ number in a report can be recomputed from the file alone.
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
+import io
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from histobreast.atomic import atomic_path
+from histobreast.data.records import ImageRecord
 from histobreast.errors import DatasetError
+from histobreast.textfiles import read_user_text
 
 
 @dataclass
@@ -107,7 +110,7 @@ class Predictions:
         path = Path(path)
         if not path.is_file():
             raise DatasetError(f"{path}: predictions file not found")
-        with path.open(newline="") as fh:
+        with io.StringIO(read_user_text(path), newline="") as fh:
             reader = csv.DictReader(fh)
             cols = reader.fieldnames or []
             classes = [c[2:] for c in cols if c.startswith("p_")]
@@ -123,7 +126,7 @@ class Predictions:
                     f"{path}: line {line} has {found} values for {len(cols)} columns (truncated or corrupt file)"
                 )
         try:
-            return cls(
+            table = cls(
                 classes=classes,
                 image_ids=[r["image_id"] for r in rows],
                 probs=np.array([[float(r[f"p_{c}"]) for c in classes] for r in rows]).reshape(len(rows), len(classes)),
@@ -135,3 +138,63 @@ class Predictions:
             )
         except ValueError as err:
             raise DatasetError(f"{path}: malformed predictions file ({err})") from err
+        bad = np.flatnonzero(~np.all(np.isfinite(table.probs) & (table.probs >= 0) & (table.probs <= 1), axis=1))
+        if bad.size:
+            row = table.probs[bad[0]].tolist()
+            raise DatasetError(
+                f"{path}: line {bad[0] + 2} ({table.image_ids[bad[0]]}) has probabilities {row}; "
+                f"each must be a number in [0, 1] ({bad.size} such row(s))"
+            )
+        return table
+
+
+def concat_predictions(parts: Sequence[Predictions]) -> Predictions:
+    """Rows of several prediction tables (same classes) in order, e.g. the folds of a run pooled.
+
+    ``extra`` keeps the columns that every part has (as :meth:`Predictions.subset` keeps them); a
+    column only some parts have cannot be filled for the others' rows, so it is left out.
+    """
+    if not parts:
+        raise ValueError("concat_predictions needs at least one table")
+    classes = parts[0].classes
+    for part in parts[1:]:
+        if part.classes != classes:
+            raise DatasetError(f"cannot pool predictions with classes {part.classes} and {classes}")
+    shared = [k for k in parts[0].extra if all(k in p.extra for p in parts[1:])]
+    return Predictions(
+        classes=list(classes),
+        image_ids=[i for p in parts for i in p.image_ids],
+        probs=np.concatenate([p.probs for p in parts]),
+        labels=np.concatenate([p.labels for p in parts]),
+        patient_ids=[i for p in parts for i in p.patient_ids],
+        magnifications=[m for p in parts for m in p.magnifications],
+        paths=[s for p in parts for s in p.paths],
+        extra={k: np.concatenate([p.extra[k] for p in parts]) for k in shared},
+    )
+
+
+def predictions_from_records(
+    records: Sequence[ImageRecord],
+    probs: np.ndarray,
+    classes: Sequence[str],
+    label_map: Mapping[str, str] | None = None,
+) -> Predictions:
+    """A :class:`Predictions` table from records (in ``probs`` row order).
+
+    A record's label (mapped through ``label_map`` when given, e.g. BACH's four classes to the
+    binary task) that is not one of ``classes`` gets label index -1 (unknown).
+    """
+    if len(records) != len(probs):
+        raise ValueError(f"{len(records)} records but {len(probs)} probability rows")
+    label_map = label_map or {}
+    index = {c: i for i, c in enumerate(classes)}
+    labels = [index.get(label_map.get(r.label, r.label), -1) for r in records]
+    return Predictions(
+        classes=list(classes),
+        image_ids=[r.image_id for r in records],
+        probs=probs,
+        labels=np.asarray(labels, dtype=np.int64),
+        patient_ids=[r.patient_id for r in records],
+        magnifications=[r.magnification for r in records],
+        paths=[str(r.path) for r in records],
+    )

@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from histobreast.config import to_jsonable
+
 
 def derive_seed(*parts: int) -> int:
     """A well-mixed 63-bit seed from integers in [0, 2**64), e.g. ``derive_seed(seed, epoch, index)``.
@@ -49,7 +51,7 @@ def capture_rng_state() -> dict[str, Any]:
     """
     np_state = np.random.get_state(legacy=True)
     state: dict[str, Any] = {
-        "python": _to_json(random.getstate()),
+        "python": to_jsonable(random.getstate()),
         "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
         "torch": torch.get_rng_state(),
     }
@@ -66,10 +68,6 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _to_json(obj: Any) -> Any:
-    return [_to_json(x) for x in obj] if isinstance(obj, (tuple, list)) else obj
 
 
 def _from_json(obj: Any) -> Any:

@@ -5,7 +5,9 @@ Each module in this package exposes ``register(app)``, which adds its commands o
 
 from __future__ import annotations
 
+import errno
 import importlib
+import os
 
 import typer
 
@@ -28,6 +30,7 @@ COMMAND_MODULES: list[str] = [
     "evaluate",
     "compare",
     "predict",
+    "slide",
     "explain",
     "prune",
     "ensemble",
@@ -57,6 +60,10 @@ for _name in COMMAND_MODULES:
     importlib.import_module(f"histobreast.cli.{_name}").register(app)
 
 
+# File-system errors that are the machine's state, not a bug: printed as one line even unnamed.
+_USER_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EFBIG})
+
+
 def main() -> None:
     """Entry point of the ``histobreast`` console script: user errors print one line, exit 1.
 
@@ -70,8 +77,12 @@ def main() -> None:
     try:
         app()
     except (HistobreastError, OSError) as err:
-        if isinstance(err, OSError) and err.filename is None:
+        if isinstance(err, OSError) and err.filename is None and err.errno not in _USER_ERRNOS:
             raise
-        message = err if isinstance(err, HistobreastError) else f"{err.filename}: {err.strerror}"
+        message = (
+            err
+            if isinstance(err, HistobreastError)
+            else f"{err.filename or 'output'}: {err.strerror or os.strerror(err.errno or 0)}"
+        )
         Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
         raise SystemExit(1) from None

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from histobreast.cli.data_option import with_data_root
 from histobreast.errors import ConfigError
 
 baseline_app = typer.Typer(
@@ -21,14 +22,15 @@ def _folds(text: str) -> list[int] | str:
     try:
         return [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise ConfigError(f"--folds: expected 'all' or comma-separated fold numbers, got {text!r}") from None
+        raise ConfigError(f"--fold: expected 'all' or comma-separated fold numbers, got {text!r}") from None
 
 
 @baseline_app.command("spanhol")
 def spanhol(
     config: Path = typer.Option(..., "--config", help="Baseline config (pipeline: spanhol2016)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Dataset folder; overrides the config's data.root."),
     out: Optional[Path] = typer.Option(None, "--out", help="Experiment folder (default: runs/<config name>)."),
-    folds: str = typer.Option(
+    fold: str = typer.Option(
         "all", "--fold", "--folds", help="'all' or comma-separated fold numbers, e.g. 1,2 (as train --fold)."
     ),
     overrides: Optional[list[str]] = typer.Option(None, "--set", help="Config override key=value (repeatable)."),
@@ -39,14 +41,14 @@ def spanhol(
 
     Example: histobreast baseline spanhol --config configs/baselines/spanhol2016_bach_binary_cpu.yaml --fold 1
     """
-    from histobreast.engine.config import load_config
+    from histobreast.pipelines.config import load_config
     from histobreast.pipelines.experiment import run_experiment
 
-    cfg = load_config(config, overrides or [])
+    cfg = load_config(config, with_data_root(overrides, data))
     if cfg.pipeline != "spanhol2016":
         raise ConfigError(f"{config}: pipeline is {cfg.pipeline!r}; `baseline spanhol` runs pipeline: spanhol2016")
     out = out or Path("runs") / cfg.name
-    run_experiment(cfg, out, folds=_folds(folds), resume=resume, config_path=str(config))
+    run_experiment(cfg, out, folds=_folds(fold), resume=resume, config_path=str(config))
     Console(soft_wrap=True).print(f"Spanhol 2016 baseline written to {out}; report: {out}/report/report.md")
 
 

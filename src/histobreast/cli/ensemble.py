@@ -10,6 +10,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from histobreast.cli.data_option import with_data_root
 from histobreast.errors import ConfigError
 
 ensemble_app = typer.Typer(
@@ -29,6 +30,7 @@ class Rule(str, Enum):
 @ensemble_app.command("train")
 def train(
     config: Path = typer.Option(..., "--config", help="Experiment config (its pipeline trains each member)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Dataset folder; overrides the config's data.root."),
     out: Path = typer.Option(..., "--out", help="Ensemble folder to write (members inside, ensemble.json)."),
     k: Optional[int] = typer.Option(None, "--k", help="Members (paper: 5); default: the config's ensemble.members."),
     fold: int = typer.Option(
@@ -49,11 +51,11 @@ def train(
 
     Example: histobreast ensemble train --config configs/zhu2019/ensemble_bach_binary_cpu.yaml --k 5 --out runs/bagging
     """
-    from histobreast.engine.config import load_config
     from histobreast.pipelines.bagging import ensemble_options, train_ensemble
     from histobreast.pipelines.common import experiment_records, experiment_splits, select_split
+    from histobreast.pipelines.config import load_config
 
-    cfg = load_config(config, overrides or [])
+    cfg = load_config(config, with_data_root(overrides, data))
     options = ensemble_options(
         cfg, members=k, rule=rule.value if rule else None, prune_ratio=prune_ratio, prune_loops=prune_loops
     )

@@ -53,7 +53,7 @@ def evaluate(
     data: Optional[Path] = typer.Option(None, "--data", help="Test images (required for a model folder)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (report/ and predictions/ inside)."),
     tta: bool = typer.Option(False, "--tta", help="Average over the six views (raw, 3 rotations, 2 flips)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per inference batch."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Images per inference batch."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
 ) -> None:
     """Score trained models with the papers' metrics and write metrics.json + report.md/html + PNGs.

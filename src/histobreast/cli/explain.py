@@ -23,7 +23,7 @@ def explain(
         None, "--class", help="Class to explain (default: each image's call by the model)."
     ),
     microns_per_pixel: Optional[float] = typer.Option(
-        None, "--microns-per-pixel", help="Scale of the images (default: the training images')."
+        None, "--mpp", "--microns-per-pixel", help="Scale of the images (default: the training images')."
     ),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
 ) -> None:

@@ -13,7 +13,9 @@ from rich.table import Table
 
 from histobreast.atomic import atomic_path
 from histobreast.data.imageio import read_rgb
+from histobreast.data.readers import dataset_record
 from histobreast.errors import ConfigError
+from histobreast.outputs import refuse_output_over_inputs
 from histobreast.preprocess.krem import KremParams, crop_key_region, detect_nuclei, draw_overlay, regions_from_centroids
 from histobreast.preprocess.views import SIX_VIEWS, apply_view
 
@@ -48,10 +50,17 @@ def _save_image(path: Path, image: np.ndarray) -> None:
 
 def krem(
     image_path: Path = typer.Argument(..., metavar="IMAGE", help="H&E image (tif, png, jpg, ...)."),
-    mpp: float = typer.Option(
-        ...,
+    mpp: float | None = typer.Option(
+        None,
         "--mpp",
-        help="Microns per pixel of IMAGE (BACH originals 0.42, the 1024x768 copies 0.84); KREM's sizes scale with it.",
+        help="Microns per pixel of IMAGE (BACH originals 0.42, the 1024x768 copies 0.84); KREM's sizes scale "
+        "with it. Default: the scale the reader of IMAGE's dataset tree gives it.",
+    ),
+    data: Path | None = typer.Option(
+        None,
+        "--data",
+        help="Dataset IMAGE belongs to, whose reader gives its scale (default: the BACH, BreaKHis or "
+        "histobreast.json tree found above IMAGE).",
     ),
     out: Path = typer.Option(
         ..., "--out", "-o", help="Overlay image to write; its suffix names the format (.png, .jpg, .tif)."
@@ -73,7 +82,15 @@ def krem(
     Further top-k level-1 windows are drawn thin. A table lists every window and its nuclei count.
     """
     _image_format(out)  # an unusable --out fails before the work
+    refuse_output_over_inputs(out, [image_path], "--out", folder=False)
     params = KremParams(threshold=threshold.value, perimeter=perimeter.value)
+    console = Console(soft_wrap=True)
+    if mpp is None:
+        record, root = dataset_record(image_path, data)
+        mpp = record.microns_per_pixel
+        console.print(f"scale: {mpp:g} µm/px, from the {record.source} reader of {root}", highlight=False)
+    elif data is not None:
+        raise ConfigError("give --mpp or --data, not both: --data only supplies IMAGE's scale")
     image = apply_view(read_rgb(image_path), view)
     nuclei = detect_nuclei(image, mpp, params)
     regions = regions_from_centroids(nuclei.centroids, (image.shape[1], image.shape[0]), mpp, params, top_k)
@@ -84,7 +101,6 @@ def krem(
     for r, region in enumerate(regions, start=1):
         for level, (box, count) in enumerate(zip(region.boxes, region.counts), start=1):
             table.add_row(str(r), str(level), *map(str, box), str(count))
-    console = Console(soft_wrap=True)
     console.print(table)
     if crops is not None and regions:
         for level, crop in enumerate(crop_key_region(image, regions[0], params.output_size), start=1):

@@ -28,6 +28,10 @@ def collect_images(inputs: list[Path]) -> list[Path]:
             found[item] = None
         else:
             raise ConfigError(f"{item}: not an image file or folder")
+    by_id: dict[str, Path] = {}
+    for path in found:  # rows, the review and evaluation are keyed by file name
+        if by_id.setdefault(path.stem, path) != path:
+            raise ConfigError(f"{path} and {by_id[path.stem]}: two images named {path.stem!r}; predict them apart")
     return list(found)
 
 
@@ -36,16 +40,12 @@ def unlabelled_records(model: Path, inputs: list[Path], microns_per_pixel: float
     ensemble folder) expects: ``microns_per_pixel``, else the training images'."""
     from histobreast.data.records import ImageRecord
     from histobreast.pipelines.bagging import is_ensemble_folder, read_ensemble_folder
+    from histobreast.pipelines.input_range import prediction_scale
     from histobreast.pipelines.package import read_model_info
 
     ensemble = read_ensemble_folder(model) if is_ensemble_folder(model) else None
     info = read_model_info(ensemble.members[0] if ensemble else model)  # an ensemble's members share the scale
-    scale = microns_per_pixel or info.get("microns_per_pixel")
-    if scale is None:
-        physical = info["config"].get("preprocess", {}).get("microns_per_pixel") is not None
-        if physical or info["pipeline"] == "liu2022":  # KREM is physical
-            raise ConfigError(f"{model}: this model works at a physical scale; pass --microns-per-pixel for the images")
-        scale = 1.0  # the model resizes whole images: their scale is not used
+    scale, _ = prediction_scale(info, microns_per_pixel, model)
     return [
         ImageRecord(path=p, label=UNLABELLED, patient_id=p.stem, microns_per_pixel=scale, source="predict")
         for p in collect_images(inputs)
@@ -74,9 +74,9 @@ def predict(
         "an ensemble: its vote, or one member by name).",
     ),
     microns_per_pixel: Optional[float] = typer.Option(
-        None, "--microns-per-pixel", help="Scale of the images (default: the training images')."
+        None, "--mpp", "--microns-per-pixel", help="Microns per pixel of the images (default: the training images')."
     ),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per inference batch."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Images per inference batch."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     review: Optional[Path] = typer.Option(
         None,
@@ -105,18 +105,35 @@ def predict(
     """
     from collections import Counter
 
+    import numpy as np
     from rich.console import Console
 
+    from histobreast.data.records import ImageRecord
+    from histobreast.outputs import refuse_output_over_inputs
     from histobreast.pipelines import get_pipeline
     from histobreast.pipelines.bagging import is_ensemble_folder, predict_ensemble, read_ensemble_folder
+    from histobreast.pipelines.input_range import flag_unlike_training, prediction_scale
     from histobreast.pipelines.package import load_model_folder, read_model_info
     from histobreast.preprocess.views import SIX_VIEWS
 
     if explain and review is None:
         raise ConfigError("--explain: the maps go on the case review's cards; add --review DIR")
-    records = unlabelled_records(model, inputs, microns_per_pixel)
+    refuse_output_over_inputs(out, inputs, "--out", folder=False)
+    if out.is_dir():
+        raise ConfigError(f"--out {out}: is a folder; give the CSV file's name")
+    if review is not None:
+        refuse_output_over_inputs(review, [*inputs, out], "--review", folder=True)
     ensemble = read_ensemble_folder(model) if is_ensemble_folder(model) else None
-    info = read_model_info(ensemble.members[0] if ensemble else model)
+    info = read_model_info(ensemble.members[0] if ensemble else model)  # an ensemble's members share the scale
+    scale, note = prediction_scale(info, microns_per_pixel, model)
+    console = Console(soft_wrap=True)
+    if note:
+        console.print(note)
+    records = [
+        ImageRecord(path=p, label=UNLABELLED, patient_id=p.stem, microns_per_pixel=scale, source="predict")
+        for p in collect_images(inputs)
+    ]
+    unlike = flag_unlike_training(records, info)
     options = {"tta_views": SIX_VIEWS if tta else (), "batch_size": batch_size, "device": device}
     rule = None
     if ensemble is not None:  # the vote (with its `uncertainty` column), then each member's headline method
@@ -128,10 +145,12 @@ def predict(
     if chosen not in results:
         raise ConfigError(f"--method: {chosen!r} is not one of this model's methods {list(results)}")
     pred = results[chosen]
+    pred.extra["outside_training"] = np.array([float(i in unlike) for i in pred.image_ids])
     pred.to_csv(out)
     counts = Counter(pred.classes[i] for i in pred.predicted)
     summary = ", ".join(f"{c} {counts.get(c, 0)}" for c in pred.classes)
-    console = Console(soft_wrap=True)
+    for image_id, reasons in sorted(unlike.items()):
+        console.print(f"outside the training images (flagged): {image_id}: {'; '.join(reasons)}")
     how = chosen + (f", {rule} rule" if chosen == "ensemble" else "") + (", six-view TTA" if tta else "")
     console.print(f"{len(pred)} image{'s' * (len(pred) != 1)} ({how}): {summary} -> {out}")
     if review is not None:

@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from typer.core import TyperGroup
 
+from histobreast.cli.data_option import with_data_root
 from histobreast.errors import ConfigError
 
 
@@ -76,13 +77,15 @@ def run(
 
     Example: histobreast prune runs/zhu2019_bach/fold1/model --ratio 0.5 --loops 1 --out runs/pruned_f1
     """
-    from histobreast.engine.config import load_config
+    from histobreast.outputs import refuse_output_over_inputs
+    from histobreast.pipelines.config import load_config
     from histobreast.pipelines.package import MODEL_JSON, load_model_folder
     from histobreast.pipelines.pruning import prune_model_folder, prune_options, training_records
     from histobreast.pipelines.pruning import retrain_config as schedule
 
     if retrain_config is not None and iterations is not None:
         raise ConfigError("give --retrain-config or --iterations, not both")
+    refuse_output_over_inputs(out, [model_folder], "--out", folder=True)
     folds = sorted(model_folder.glob("fold*/model"))
     targets = (
         [(model_folder, out)]
@@ -123,6 +126,7 @@ def report(
     config: Optional[Path] = typer.Option(
         None, "--config", help="Experiment config: train a base model on one fold and prune it."
     ),
+    data: Optional[Path] = typer.Option(None, "--data", help="Dataset folder; overrides the config's data.root."),
     measure_only: bool = typer.Option(False, "--measure-only", help="Only (re)measure the existing study in --out."),
     fold: int = typer.Option(
         1, "--fold", help="Fold of the experiment's protocol whose test images give the accuracy."
@@ -143,8 +147,10 @@ def report(
 
     Example: histobreast prune report --config configs/zhu2019/prune_bach_binary_cpu.yaml --out runs/prune_study
     """
-    from histobreast.engine.config import load_config
+    if data is not None and config is None:
+        raise ConfigError("--data needs --config: --measure-only reads no images")
     from histobreast.pipelines.common import experiment_records, experiment_splits, select_split, validation_split
+    from histobreast.pipelines.config import load_config
     from histobreast.pipelines.pruning import prune_options
     from histobreast.pipelines.pruning_report import compression_report, run_sweep
 
@@ -152,7 +158,7 @@ def report(
     if (config is not None) == measure_only:
         raise ConfigError("give either --config (run the study) or --measure-only (measure the study already in --out)")
     if config is not None:
-        cfg = load_config(config, overrides or [])
+        cfg = load_config(config, with_data_root(overrides, data))
         options = prune_options(
             cfg,
             retrain_iterations=iterations,

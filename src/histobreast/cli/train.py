@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from histobreast.cli.data_option import with_data_root
 from histobreast.errors import ConfigError
 
 
@@ -48,12 +49,10 @@ def train(
     from rich.console import Console
 
     from histobreast.cli.evaluate import print_result
-    from histobreast.engine.config import load_config
+    from histobreast.pipelines.config import load_config
     from histobreast.pipelines.experiment import run_experiment
 
-    extra = list(overrides)
-    if data is not None:
-        extra.append(f"data.root={data}")
+    extra = with_data_root(overrides, data)
     if magnification is not None:
         extra.append(f"data.magnification={magnification}")
     cfg = load_config(config, extra)

@@ -13,23 +13,18 @@ from histobreast.compress.profile import (
 )
 from histobreast.compress.prune import (
     INTERNAL_LAYERS,
-    PruningLoop,
-    PruningResult,
     apply_channel_plan,
     per_loop_fraction,
     plan_channel_pruning,
     plan_internal_pruning,
     prune_channels,
     prune_hybrid_channels,
-    prune_in_loops,
 )
 
 __all__ = [
     "DNSConfig",
     "DynamicNetworkSurgery",
     "INTERNAL_LAYERS",
-    "PruningLoop",
-    "PruningResult",
     "apply_channel_plan",
     "checkpoint_size_bytes",
     "compute_channel_importance",
@@ -45,7 +40,6 @@ __all__ = [
     "plan_internal_pruning",
     "prune_channels",
     "prune_hybrid_channels",
-    "prune_in_loops",
     "save_importance",
     "save_sparse_weights",
     "se_blocks",

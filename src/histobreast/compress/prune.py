@@ -2,7 +2,8 @@
 
 Target ratio O over R loops: each loop removes the fraction ``X = 1 - (1 - O)^(1/R)`` (paper A,
 eq. 8) of the lowest-importance channels of every SEP-followed layer (the concatenated output of
-each Inception module), then the caller retrains. Removal is physical: a NEW, smaller
+each Inception module), then the caller retrains
+(:func:`histobreast.pipelines.pruning.prune_model_folder` runs the loops). Removal is physical: a NEW, smaller
 :class:`GoogLeNetSEP` is built from edited widths and its weights are sliced from the old one:
 
 - producers: the last conv + BatchNorm of the branch that makes each removed channel;
@@ -37,8 +38,7 @@ exactly, O of the channels.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -50,8 +50,6 @@ from histobreast.models.layers import InceptionBN, InceptionWidths
 
 ChannelPlan = dict[str, Tensor]  # Inception module name -> sorted indices of the channels kept
 InternalPlan = dict[str, Tensor]  # internal conv path (e.g. "stem.conv2") -> sorted indices kept
-ImportanceFn = Callable[[GoogLeNetSEP], Mapping[str, Tensor]]
-RetrainFn = Callable[[GoogLeNetSEP, int], GoogLeNetSEP | None]
 
 
 def per_loop_fraction(target_ratio: float, loops: int) -> float:
@@ -220,51 +218,3 @@ def prune_hybrid_channels(
         min_spread=hybrid.min_spread,
         mode=hybrid.mode,
     )
-
-
-@dataclass
-class PruningLoop:
-    """One loop of multi-loop pruning: the importances it ranked by and the channels it kept."""
-
-    loop: int
-    fraction: float
-    importance: dict[str, Tensor]
-    kept: ChannelPlan
-    widths: dict[str, list[int]]
-    internal_kept: InternalPlan | None = None
-
-
-@dataclass
-class PruningResult:
-    """The final (retrained) pruned network and the record of every loop."""
-
-    model: GoogLeNetSEP
-    loops: list[PruningLoop]
-
-
-def prune_in_loops(
-    model: GoogLeNetSEP,
-    target_ratio: float,
-    loops: int,
-    measure_importance: ImportanceFn,
-    retrain: RetrainFn | None = None,
-    internal: bool = False,
-) -> PruningResult:
-    """Paper A's pruning flow (Fig. 5): R times {importance -> prune X -> retrain}.
-
-    ``measure_importance(model)`` returns the SE importances of the current network (typically
-    ``compute_channel_importance(model, train_loader)``); ``retrain(model, loop)`` trains the
-    pruned network of loop ``loop`` (1-based) and returns it (or None when it trained in place).
-    ``internal`` also prunes the internal convs in each loop (see the module docstring).
-    """
-    fraction = per_loop_fraction(target_ratio, loops)
-    history = []
-    for loop in range(1, loops + 1):
-        importance = {key: value.detach().cpu() for key, value in measure_importance(model).items()}
-        kept = plan_channel_pruning(model, importance, fraction)
-        internal_kept = plan_internal_pruning(model, fraction) if internal else None
-        model = apply_channel_plan(model, kept, internal_kept)
-        if retrain is not None:
-            model = retrain(model, loop) or model
-        history.append(PruningLoop(loop, fraction, importance, kept, model.model_kwargs["widths"], internal_kept))
-    return PruningResult(model, history)

@@ -1,4 +1,4 @@
-"""Files -> records: dataset readers, robust image I/O, splits, synthetic data, torch datasets."""
+"""Files -> records: dataset readers, robust image I/O, splits, synthetic data (torch datasets: ``histobreast.datasets``)."""
 
 from histobreast.data.records import ImageRecord, read_records_csv, write_records_csv
 

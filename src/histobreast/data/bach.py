@@ -22,6 +22,7 @@ one width; a tree of mixed widths without an explicit scale is an error, not a g
 from __future__ import annotations
 
 import csv
+import io
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -29,6 +30,7 @@ from pathlib import Path
 from histobreast.data.imageio import SkipReport, is_image_file, list_images, raise_or_skip, readable_size
 from histobreast.data.records import SCALE_FILE, ImageRecord, read_scale_file
 from histobreast.errors import DatasetError
+from histobreast.textfiles import read_user_text
 
 BACH_CLASSES = ("Normal", "Benign", "InSitu", "Invasive")
 BACH_PREFIXES = {"Normal": "n", "Benign": "b", "InSitu": "is", "Invasive": "iv"}
@@ -78,7 +80,7 @@ def read_ground_truth(path: str | Path) -> dict[tuple[str, int], tuple[str, int]
     """
     path = Path(path)
     out: dict[tuple[str, int], tuple[str, int]] = {}
-    with path.open(newline="") as fh:
+    with io.StringIO(read_user_text(path), newline="") as fh:
         for line_no, row in enumerate(csv.reader(fh), start=1):
             if not row or not "".join(row).strip():
                 continue

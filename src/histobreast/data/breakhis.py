@@ -19,6 +19,7 @@ at 40X): a common approximation, not a calibrated value. Override it with the re
 from __future__ import annotations
 
 import csv
+import io
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -30,6 +31,7 @@ from histobreast.data.imageio import SkipReport, list_images, raise_or_skip, rea
 from histobreast.data.records import ImageRecord, Scale, read_scale_file
 from histobreast.data.splits import Split
 from histobreast.errors import DatasetError, SplitLeakageError
+from histobreast.textfiles import read_user_text
 
 BREAKHIS_CLASSES = ("benign", "malignant")
 BREAKHIS_SUBTYPES = ("A", "F", "PT", "TA", "DC", "LC", "MC", "PC")
@@ -257,7 +259,7 @@ def _read_dsfold(path: Path) -> Split:
     """One official ``dsfoldN.txt``: lines ``filename|magnification|fold|train|test``."""
     rows = []
     fold_numbers = set()
-    for line_no, line in enumerate(path.read_text().splitlines(), start=1):
+    for line_no, line in enumerate(read_user_text(path).splitlines(), start=1):
         if not line.strip():
             continue
         fields = line.strip().split("|")
@@ -273,12 +275,14 @@ def _read_dsfold(path: Path) -> Split:
 def _read_kaggle_folds(path: Path) -> list[Split]:
     """Kaggle ``Folds.csv``: columns ``fold,mag,grp,filename`` (filename a path under BreaKHis_v1/)."""
     rows: dict[int, list[tuple[str, str, int, str]]] = defaultdict(list)
-    with path.open(newline="") as fh:
+    with io.StringIO(read_user_text(path), newline="") as fh:
         reader = csv.DictReader(fh)
         missing = {"fold", "mag", "grp", "filename"} - set(reader.fieldnames or [])
         if missing:
             raise DatasetError(f"{path}: missing columns {sorted(missing)} (expected fold,mag,grp,filename)")
         for line_no, row in enumerate(reader, start=2):
+            if None in row or None in row.values():  # csv.DictReader's marks of a long or short row
+                raise DatasetError(f"{path}:{line_no}: expected 4 values (fold,mag,grp,filename), got {row}")
             if not row["fold"].isdigit() or not row["mag"].isdigit():
                 raise DatasetError(f"{path}:{line_no}: fold and mag must be integers, got {row}")
             rows[int(row["fold"])].append(
@@ -312,6 +316,12 @@ def read_breakhis_folds(source: str | Path) -> list[Split]:
     return [_read_dsfold(p) for p in fold_files]
 
 
+def unlisted_images(folds: Sequence[Split], records: Sequence[ImageRecord]) -> dict[str, list[Path]]:
+    """Per fold (every one, not only the first), the images of ``records`` that its list lacks."""
+    missing = {fold.name: [r.path for r in records if r.image_id not in fold.subsets] for fold in folds}
+    return {name: paths for name, paths in missing.items() if paths}
+
+
 def official_folds(records: Sequence[ImageRecord], source: str | Path) -> list[Split]:
     """The official folds restricted to ``records`` (e.g. a subset of the tree).
 
@@ -319,11 +329,9 @@ def official_folds(records: Sequence[ImageRecord], source: str | Path) -> list[S
     protocol has no place for it, and nothing is dropped silently.
     """
     folds = read_breakhis_folds(source)
-    listed = set(folds[0].subsets)
-    unlisted = [r.path for r in records if r.image_id not in listed]
-    if unlisted:
+    for fold, unlisted in unlisted_images(folds, records).items():
         more = f" and {len(unlisted) - 1} more" if len(unlisted) > 1 else ""
-        raise DatasetError(f"{unlisted[0]}{more}: not listed in the official fold files at {source}")
+        raise DatasetError(f"{unlisted[0]}{more}: not listed in {fold} of the official fold files at {source}")
     ids = [r.image_id for r in records]
     return [fold.restrict(ids) for fold in folds]
 

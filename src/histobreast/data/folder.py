@@ -17,11 +17,13 @@ pipelines work in physical units, and a guessed scale would silently change what
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 from histobreast.data.imageio import SkipReport, is_image_file, list_images, raise_or_skip, readable_size
 from histobreast.data.records import SCALE_FILE, ImageRecord, read_scale_file
 from histobreast.errors import DatasetError
+from histobreast.textfiles import read_user_text
 
 PATIENTS_CSV = "patients.csv"
 
@@ -32,7 +34,7 @@ def read_patients_csv(path: str | Path) -> dict[str, tuple[str, str | None, int]
     if not path.is_file():
         raise DatasetError(f"{path}: patients CSV not found")
     out: dict[str, tuple[str, str | None, int]] = {}
-    with path.open(newline="") as fh:
+    with io.StringIO(read_user_text(path), newline="") as fh:
         reader = csv.DictReader(fh)
         missing = {"image", "patient"} - set(reader.fieldnames or [])
         if missing:

@@ -26,10 +26,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from histobreast.errors import ImageReadError
+from histobreast.errors import DatasetError, ImageReadError
 
 #: File suffixes the readers treat as images (lower case).
 IMAGE_SUFFIXES: frozenset[str] = frozenset({".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp"})
+#: Files that mark a folder as one of histobreast's own reports (its figures are not input images).
+REPORT_MARKERS = frozenset({"report.md", "metrics.json"})
 _TIFF_SUFFIXES = frozenset({".tif", ".tiff"})
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 # Pillow modes whose samples are wider than 8 bits; converted by ``to_rgb_uint8``.
@@ -43,13 +45,31 @@ def is_image_file(path: str | Path) -> bool:
 
 
 def list_images(folder: str | Path) -> list[Path]:
-    """Image files below ``folder`` at any depth, sorted; hidden files and folders are not images."""
+    """Image files below ``folder`` at any depth, sorted; hidden files and folders are not images.
+
+    Symbolic links are followed, to files and to folders alike (a linked folder is read once, and
+    a link back up the tree is not followed round again); a file reached twice is listed once.
+    """
     folder = Path(folder)
-    return sorted(
-        p
-        for p in folder.rglob("*")
-        if p.is_file() and is_image_file(p) and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-    )
+    found: dict[Path, Path] = {}  # real path -> the first path it was reached by
+    seen_dirs: set[Path] = set()
+    for top, dirs, files in os.walk(folder, followlinks=True):
+        real = Path(top).resolve()
+        if real in seen_dirs:
+            dirs[:] = []
+            continue
+        seen_dirs.add(real)
+        if REPORT_MARKERS <= set(files):
+            raise DatasetError(
+                f"{top}: is a histobreast report folder ({', '.join(sorted(REPORT_MARKERS))}), not images; "
+                f"move it out of {folder}"
+            )
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            path = Path(top) / name
+            if is_image_file(path) and path.is_file():
+                found.setdefault(path.resolve(), path)
+    return sorted(found.values())
 
 
 def to_rgb_uint8(array: np.ndarray, path: str | Path = "<array>") -> np.ndarray:
@@ -135,8 +155,17 @@ def read_rgb(path: str | Path) -> np.ndarray:
         if path.suffix.lower() in _TIFF_SUFFIXES:
             return to_rgb_uint8(_read_tiff(path), path)
         raise ImageReadError(path, "not an image, or a format Pillow cannot read") from err
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+    except Image.DecompressionBombError as err:
+        raise ImageReadError(path, _too_large(err)) from err
+    except (OSError, SyntaxError, ValueError) as err:
         raise ImageReadError(path, f"truncated or corrupt image ({err})") from err
+
+
+def _too_large(err: Exception) -> str:
+    return (
+        f"image too large to decode safely ({err}); histobreast reads microscopy fields of view, "
+        "not whole slides: tile the slide first"
+    )
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
@@ -161,6 +190,8 @@ def image_size(path: str | Path) -> tuple[int, int]:
             except Exception as tiff_err:  # tifffile raises many exception types for bad files
                 raise ImageReadError(path, f"corrupt or unsupported TIFF ({tiff_err})") from tiff_err
         raise ImageReadError(path, "not an image, or a format Pillow cannot read") from err
+    except Image.DecompressionBombError as err:
+        raise ImageReadError(path, _too_large(err)) from err
     except (OSError, SyntaxError, ValueError) as err:
         raise ImageReadError(path, f"corrupt image header ({err})") from err
 

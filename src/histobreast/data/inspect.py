@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from histobreast.data.bach import DEFAULT_BLOCK_SIZE
-from histobreast.data.breakhis import BREAKHIS_SUBTYPES, find_fold_files, read_breakhis_folds
+from histobreast.data.breakhis import BREAKHIS_SUBTYPES, find_fold_files, read_breakhis_folds, unlisted_images
 from histobreast.data.imageio import SkipReport, image_size
 from histobreast.data.readers import check_images, class_names, detect_kind, read_dataset
 from histobreast.data.records import ImageRecord
@@ -179,6 +179,10 @@ def _label_problems(records: Sequence[ImageRecord]) -> list[Problem]:
         for patient, labels in sorted(labels_of.items())
         if len(labels) > 1
     ]
+    if len(patients_of) == 1:
+        problems.append(
+            Problem("error", f"only class {next(iter(patients_of))!r} has images; a classifier needs at least two")
+        )
     single = [
         f"{label} ({next(iter(patients))})" for label, patients in sorted(patients_of.items()) if len(patients) == 1
     ]
@@ -242,18 +246,17 @@ def _fold_notes(root: Path, records: Sequence[ImageRecord]) -> tuple[list[str], 
         folds = read_breakhis_folds(root)
     except DatasetError as err:
         return [], [Problem("error", f"fold files: {err}")]
-    listed = set(folds[0].subsets)
-    unlisted = [r.path for r in records if r.image_id not in listed]
-    note = f"official fold files: {len(folds)} folds of {len(listed)} images; " + (
-        f"{len(records) - len(unlisted)} of {len(records)} images here are listed"
+    missing = unlisted_images(folds, records)
+    unlisted = sorted({path for paths in missing.values() for path in paths})
+    note = f"official fold files: {len(folds)} folds of {len(folds[0].subsets)} images; " + (
+        f"{len(records) - len(unlisted)} of {len(records)} images here are listed in every fold"
         if unlisted
-        else f"all {len(records)} images here are listed"
+        else f"all {len(records)} images here are listed in every fold"
     )
-    problems = (
-        [Problem("warning", f"{len(unlisted)} image(s) not in the official fold files: {_quote(unlisted)}")]
-        if unlisted
-        else []
-    )
+    problems = [
+        Problem("warning", f"{len(paths)} image(s) not in {fold} of the official fold files: {_quote(paths)}")
+        for fold, paths in missing.items()
+    ]
     return [note], problems
 
 

@@ -10,7 +10,7 @@ from histobreast.data.bach import BACH_BINARY_CLASSES, BACH_CLASSES, find_photos
 from histobreast.data.breakhis import BREAKHIS_CLASSES, BREAKHIS_SUBTYPES, TREE_PREFIX, official_folds, read_breakhis
 from histobreast.data.folder import read_folder
 from histobreast.data.imageio import SkipReport, image_size, raise_or_skip, read_rgb
-from histobreast.data.records import ImageRecord
+from histobreast.data.records import SCALE_FILE, ImageRecord
 from histobreast.data.splits import Split, bagging_splits, contiguous_folds, patient_split
 from histobreast.errors import DatasetError, ImageReadError
 
@@ -53,6 +53,43 @@ def read_dataset(root: str | Path, kind: str = "auto", **options: Any) -> list[I
         return _READERS[kind](root, **options)
     except TypeError as err:
         raise DatasetError(f"{kind} reader: {err}") from err
+
+
+def _candidate_roots(image: Path) -> list[Path]:
+    """Folders above ``image`` that may be the root of its dataset, nearest first: a BACH ``Photos``
+    folder, a ``BreaKHis_v1`` tree, a folder holding ``histobreast.json``."""
+    found = []
+    for folder in image.parents:
+        is_photos = folder.name == "Photos" and any((folder / label).is_dir() for label in BACH_CLASSES)
+        if is_photos or folder.name == TREE_PREFIX.parts[0] or (folder / SCALE_FILE).is_file():
+            found.append(folder)
+    return found
+
+
+def dataset_record(image: str | Path, root: str | Path | None = None) -> tuple[ImageRecord, Path]:
+    """The record a dataset reader gives ``image`` (its µm/px, label, patient), and the root it read.
+
+    ``root`` names the dataset; without it the nearest tree above the image whose reader lists it
+    is used (see :func:`_candidate_roots`). An image no such tree lists raises :class:`DatasetError`.
+    """
+    image = Path(image).resolve()
+    roots = [Path(root)] if root is not None else _candidate_roots(image)
+    for candidate in roots:
+        try:
+            records = read_dataset(candidate, skip=SkipReport(), verify=False)
+        except DatasetError:
+            if root is not None:
+                raise
+            continue
+        for record in records:
+            if Path(record.path).resolve() == image:
+                return record, candidate
+    if root is not None:
+        raise DatasetError(f"{image}: not an image of the dataset {root}")
+    raise DatasetError(
+        f"{image}: its scale is unknown: it is not inside a BACH Photos folder, a BreaKHis_v1 tree or a "
+        f"folder dataset with {SCALE_FILE}; give the microns per pixel (CLI --mpp) or the dataset (--data)"
+    )
 
 
 def class_names(records: Iterable[ImageRecord]) -> list[str]:

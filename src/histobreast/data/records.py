@@ -8,14 +8,29 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
+import io
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from histobreast.atomic import atomic_path, atomic_write_json
+from histobreast.config import read_json
 from histobreast.errors import DatasetError
+from histobreast.textfiles import read_user_text
+
+#: Scales a microscope image can have, in µm/px: 1 nm/px is beyond any light microscope, 1 mm/px a slide thumbnail.
+PLAUSIBLE_SCALE = (1e-3, 1e3)
+
+
+def scale_problem(microns_per_pixel: float) -> str | None:
+    """What is wrong with a physical scale (µm/px), or None: it must be a finite number in :data:`PLAUSIBLE_SCALE`."""
+    low, high = PLAUSIBLE_SCALE
+    if not isinstance(microns_per_pixel, (int, float)) or not math.isfinite(microns_per_pixel):
+        return f"must be a finite number, got {microns_per_pixel!r}"
+    if not low <= microns_per_pixel <= high:
+        return f"must be between {low:g} and {high:g} µm/px (a microscope image's scale), got {microns_per_pixel:g}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -42,8 +57,9 @@ class ImageRecord:
         object.__setattr__(self, "path", Path(self.path))
         if not self.label:
             raise DatasetError(f"{self.path}: record has an empty label")
-        if self.microns_per_pixel <= 0:
-            raise DatasetError(f"{self.path}: microns_per_pixel must be > 0, got {self.microns_per_pixel}")
+        problem = scale_problem(self.microns_per_pixel)
+        if problem:
+            raise DatasetError(f"{self.path}: microns_per_pixel {problem}")
 
     @property
     def image_id(self) -> str:
@@ -74,7 +90,7 @@ def read_records_csv(path: str | Path) -> list[ImageRecord]:
     if not path.is_file():
         raise DatasetError(f"{path}: records file not found")
     out: list[ImageRecord] = []
-    with path.open(newline="") as fh:
+    with io.StringIO(read_user_text(path), newline="") as fh:
         reader = csv.DictReader(fh)
         missing = {"path", "label", "patient_id", "microns_per_pixel", "source"} - set(reader.fieldnames or [])
         if missing:
@@ -94,7 +110,7 @@ def read_records_csv(path: str | Path) -> list[ImageRecord]:
                         extra={k[6:]: v for k, v in row.items() if k.startswith("extra.") and v},
                     )
                 )
-            except (ValueError, DatasetError) as err:
+            except (ValueError, TypeError, DatasetError) as err:
                 raise DatasetError(f"{path}:{line_no}: {err}") from err
     return out
 
@@ -145,11 +161,8 @@ def read_scale_file(directory: str | Path) -> Scale | None:
     path = Path(directory) / SCALE_FILE
     if not path.is_file():
         return None
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise DatasetError(f"{path}: not a readable JSON file ({err})") from err
-    if not isinstance(data, dict) or "microns_per_pixel" not in data:
+    data = read_json(path, "dataset scale", error=DatasetError)
+    if "microns_per_pixel" not in data:
         raise DatasetError(f"{path}: expected an object with the key 'microns_per_pixel'")
     value = data["microns_per_pixel"]
     if isinstance(value, dict):

@@ -10,6 +10,7 @@ reproducible; the official BreaKHis fold files are read in :mod:`histobreast.dat
 from __future__ import annotations
 
 import csv
+import io
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -21,6 +22,7 @@ import numpy as np
 from histobreast.atomic import atomic_path
 from histobreast.data.records import ImageRecord
 from histobreast.errors import DatasetError, SplitLeakageError
+from histobreast.textfiles import read_user_text
 
 log = logging.getLogger(__name__)
 
@@ -382,7 +384,7 @@ def read_splits_csv(path: str | Path) -> list[Split]:
         raise DatasetError(f"{path}: split file not found")
     subsets: dict[str, dict[str, str]] = {}
     patients: dict[str, dict[str, str]] = {}
-    with path.open(newline="") as fh:
+    with io.StringIO(read_user_text(path), newline="") as fh:
         reader = csv.DictReader(fh)
         missing = set(SPLIT_COLUMNS) - set(reader.fieldnames or [])
         if missing:

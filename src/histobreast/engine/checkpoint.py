@@ -15,7 +15,6 @@ leaves a JSON that points at complete files. Loading never unpickles anything.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from histobreast.atomic import atomic_path, atomic_write_json
+from histobreast.config import read_json
 from histobreast.errors import CheckpointError
 from histobreast.models.weights import load_weights, read_weights, save_weights
 
@@ -151,14 +151,7 @@ def read_checkpoint(path: str | Path, tag: str = "best") -> Checkpoint:
     path = find_checkpoint(path, tag)
     if path.suffix.lower() != ".json":
         return Checkpoint(path=path, info={}, weights_path=path, state_path=None)
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"{path}: not a readable checkpoint JSON ({err})") from err
-    if not isinstance(info, dict) or info.get("format") != FORMAT:
-        raise CheckpointError(f'{path}: not a histobreast checkpoint (missing "format": "{FORMAT}")')
-    if info.get("version", 0) > FORMAT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint format version {info['version']} is newer than this histobreast")
+    info = read_json(path, "checkpoint", error=CheckpointError, format=FORMAT, version=FORMAT_VERSION)
     weights = _sibling(path, info.get("weights"), "weights")
     state = _sibling(path, info["tensors"], "tensors") if info.get("tensors") else None
     return Checkpoint(path=path, info=info, weights_path=weights, state_path=state)

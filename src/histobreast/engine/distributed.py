@@ -98,18 +98,6 @@ def init_distributed(device: torch.device) -> DistributedContext:
     return ctx
 
 
-def shutdown_distributed() -> None:
-    """Leave the process group, if one was joined.
-
-    All ranks meet at a barrier first: a rank that tears gloo down while another still has a
-    collective in flight can abort the other process at exit ("terminate called without an
-    active exception").
-    """
-    if dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
-
-
 def broadcast_object(obj: Any, ctx: DistributedContext) -> Any:
     """Rank 0's ``obj`` on every rank (so that all ranks take the same decisions)."""
     if not ctx.is_distributed:
@@ -223,7 +211,7 @@ class SeededSamples(Dataset):
     result for a sample whichever worker, process or resumed run loads it. In the main process
     (``num_workers=0``) the previous generator states are put back afterwards, so the model's own
     randomness (dropout) does not depend on the data pipeline. A dataset with ``set_epoch(epoch)``
-    (e.g. ``histobreast.data.datasets``) is told the item's epoch first, in whichever process loads it.
+    (e.g. ``histobreast.datasets.images``) is told the item's epoch first, in whichever process loads it.
     """
 
     def __init__(self, dataset: Dataset, seed: int) -> None:

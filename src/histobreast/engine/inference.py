@@ -1,4 +1,4 @@
-"""Running a model over batches: device transfer, forward calls, class probabilities, Predictions.
+"""Running a model over batches: device transfer, forward calls, class probabilities.
 
 Batches are ``(inputs, target)`` where ``inputs`` is a tensor or a dict of tensors. A dict is
 passed as keyword arguments (``model(**inputs)``) when its keys can be Python argument names;
@@ -9,17 +9,15 @@ keyword), it is passed as one positional mapping, as ``compress.importance`` doe
 from __future__ import annotations
 
 import keyword
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from histobreast.data.records import ImageRecord
 from histobreast.engine.distributed import resolve_device
 from histobreast.engine.losses import main_logits
-from histobreast.predictions import Predictions
 
 Inputs = Tensor | Mapping[str, Tensor]
 Flag = bool | Literal["auto"]
@@ -89,30 +87,3 @@ def predict_probabilities(
     if not probs:
         return np.zeros((0, 0), dtype=np.float32), np.zeros(0, dtype=np.int64)
     return torch.cat(probs).cpu().numpy(), torch.cat(targets).to(torch.int64).cpu().numpy()
-
-
-def predictions_from_records(
-    records: Sequence[ImageRecord],
-    probs: np.ndarray,
-    classes: Sequence[str],
-    label_map: Mapping[str, str] | None = None,
-) -> Predictions:
-    """A :class:`~histobreast.predictions.Predictions` table from records (in ``probs`` row order).
-
-    A record's label (mapped through ``label_map`` when given, e.g. BACH's four classes to the
-    binary task) that is not one of ``classes`` gets label index -1 (unknown).
-    """
-    if len(records) != len(probs):
-        raise ValueError(f"{len(records)} records but {len(probs)} probability rows")
-    label_map = label_map or {}
-    index = {c: i for i, c in enumerate(classes)}
-    labels = [index.get(label_map.get(r.label, r.label), -1) for r in records]
-    return Predictions(
-        classes=list(classes),
-        image_ids=[r.image_id for r in records],
-        probs=probs,
-        labels=np.asarray(labels, dtype=np.int64),
-        patient_ids=[r.patient_id for r in records],
-        magnifications=[r.magnification for r in records],
-        paths=[str(r.path) for r in records],
-    )

@@ -1,7 +1,7 @@
 """System A's maps (Zhu et al. 2019 hybrid): the global branch over the image, the local branch's
 patch maps back on their grid, and the two fused with the model's own λ.
 
-Both branches see exactly the inputs they classify (:class:`~histobreast.data.datasets.HybridDataset`).
+Both branches see exactly the inputs they classify (:class:`~histobreast.datasets.images.HybridDataset`).
 Each patch's map is weighted by that patch's probability of the class explained, times
 ``P / kept`` (so the local map's mean carries the local vote's mean probability), and is 0 for the
 patches the vote's confidence filter dropped (they are outlined as dropped); the global map is
@@ -16,9 +16,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from histobreast.data.datasets import HybridDataset
 from histobreast.data.imageio import image_size
 from histobreast.data.records import ImageRecord
+from histobreast.datasets.images import HybridDataset
 from histobreast.explain.cam import ExplainError, network_maps, rescale
 from histobreast.explain.maps import DROPPED, Explanation, box_on_map, grid_boxes, map_size, resize_map
 from histobreast.models.hybrid import HybridCNN

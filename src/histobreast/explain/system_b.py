@@ -5,7 +5,7 @@ The crops are those the model votes with (:func:`histobreast.pipelines.liu2022.r
 ``top_k_test`` regions per view). One backward pass per image gives every (view, region, scale)
 map: each encoder's last stage is one target layer. A crop's map is turned back from its view
 (:func:`~histobreast.preprocess.views.invert_view`) and resized onto the crop's box in the raw image
-(:func:`~histobreast.data.key_regions.view_box_to_raw`); regions of one view overlapping at a
+(:func:`~histobreast.preprocess.views.view_box_to_raw`); regions of one view overlapping at a
 scale are averaged. Maps ``<view>_level<L>`` hold those; the headline ``image`` is their mean over
 views and scales (0 where no crop looked), scaled to [0, 1].
 """
@@ -18,14 +18,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from histobreast.data.key_regions import view_box_to_raw
 from histobreast.data.records import ImageRecord
 from histobreast.explain.cam import ExplainError, layer_maps, rescale
 from histobreast.explain.maps import CROP, Box, Explanation, box_on_map, map_size, resize_map
 from histobreast.models.msmv import MSMVPFENet
-from histobreast.pipelines.liu2022 import krem_params, region_dataset
+from histobreast.pipelines.liu2022 import region_dataset
 from histobreast.pipelines.package import LoadedModel
-from histobreast.preprocess.views import invert_view
+from histobreast.preprocess.views import invert_view, view_box_to_raw
 from histobreast.votes import combine_members
 
 
@@ -37,7 +36,7 @@ def explain_msmv(
     model, cfg = loaded.model, loaded.cfg
     if not isinstance(model, MSMVPFENet):
         raise ExplainError(f"{loaded.path}: pipeline liu2022 needs an MSMV-PFENet, got {type(model).__name__}")
-    coarsest = krem_params(cfg, str(loaded.path)).scaled_windows
+    coarsest = cfg.preprocess.regions.krem.scaled_windows
     cache = Path(cfg.preprocess.cache_dir) if cfg.preprocess.cache_dir else None
     data = region_dataset(
         cfg,

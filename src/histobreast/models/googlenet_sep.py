@@ -10,8 +10,9 @@ Architecture (DESIGN.md "System A", decoded from the authors' ``deploy_SE_bn4.pr
 
 Inception 5a/5b are dropped. All pooling uses ceil mode (Caffe), so 224 px gives 56/28/14/7.
 Every width is a constructor argument, so a physically pruned network is rebuilt from its
-``model_kwargs`` alone. Input size is free (>= 32 px): the head pools globally and the auxiliary
-heads pool adaptively to GoogLeNet's 4x4 grid.
+``model_kwargs`` alone. Input size is free from ``MIN_INPUT_SIZE`` = 31 px up (smaller inputs pool
+to nothing before the head): the head pools globally and the auxiliary heads pool adaptively to
+GoogLeNet's 4x4 grid.
 
 Complexity at 224 px, 2 classes (``tests/test_models_system_a.py`` checks these against DESIGN.md's
 "about 3.8 M parameters and 1.46 GMAC"): 3.76 M parameters without the auxiliary heads (8.09 M
@@ -64,6 +65,9 @@ AUX_CONV_WIDTH = 128
 AUX_FC_WIDTH = 1024
 AUX_DROPOUT = 0.7
 AUX_GRID = 4  # avgpool 5x5/3 turns 4a/4d's 14x14 maps (at 224 px) into 4x4
+# The stem's conv /2 and three ceil-mode maxpools /2 take 31 px to the 2x2 map the head's maxpool 3/2
+# needs; 30 px gives 1x1, which it cannot pool.
+MIN_INPUT_SIZE = 31
 
 
 class AuxiliaryHead(nn.Module):

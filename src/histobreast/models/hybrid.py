@@ -24,9 +24,9 @@ from typing import Any
 from torch import Tensor, nn
 
 from histobreast.errors import ConfigError
+from histobreast.models.fusion import DEFAULT_FUSION_WEIGHT, DEFAULT_MIN_SPREAD, PatchRule, fuse_branches, patch_vote
 from histobreast.models.googlenet_sep import GoogLeNetSEP
 from histobreast.models.registry import register_model
-from histobreast.votes import DEFAULT_FUSION_WEIGHT, DEFAULT_MIN_SPREAD, PatchRule, fuse_branches, patch_vote
 
 HYBRID_MODES = ("hybrid", "global", "local")
 PATCH_RULES = ("mean", "max")
@@ -105,7 +105,7 @@ class HybridCNN(nn.Module):
     def branch_outputs(self, global_images: Tensor, patches: Tensor) -> dict[str, Tensor]:
         """Both branches in one pass: ``{"global": (B, C), "patches": (B, P, C)}``.
 
-        Feed them to :func:`histobreast.votes.patch_vote` / :func:`fuse_branches` with any rule
+        Feed them to :func:`histobreast.models.fusion.patch_vote` / :func:`fuse_branches` with any rule
         and weight to score methods 1, 2, 3, 2(Max) and 3(Max) together.
         """
         return {"global": self.global_proba(global_images), "patches": self.patch_proba(patches)}

@@ -86,11 +86,11 @@ class SVMHead(ProbabilityMixin, nn.Module):
     """A fitted RBF SVM (Table 4's SVM discriminator) as a module: standardise the concatenated
     vectors, one-vs-one decision values against the support vectors, then scikit-learn's
     one-vs-rest vote + confidence transform. ``forward`` returns those scores as logits, so
-    ``predict_proba`` is their softmax (what :class:`histobreast.features.SVMDiscriminator` gives).
+    ``predict_proba`` is their softmax (what :class:`histobreast.engine.features.SVMDiscriminator` gives).
 
     The fitted values are buffers, saved with the weights; ``n_support_vectors`` and
     ``n_seen_classes`` fix their shapes (they are model kwargs). Classes the SVM never saw get
-    logit -inf. It is fitted, not trained: :meth:`histobreast.features.SVMDiscriminator.to_module`.
+    logit -inf. It is fitted, not trained: :meth:`histobreast.engine.features.SVMDiscriminator.to_module`.
     """
 
     def __init__(
@@ -179,7 +179,7 @@ def build_discriminator(
         if svm_support_vectors is None:
             raise ConfigError(
                 "discriminator='svm' is fitted, not trained: use frozen encoders (model.frozen_encoders) or fit "
-                "histobreast.features.SVMDiscriminator on pooled features; a saved SVM model also needs "
+                "histobreast.engine.features.SVMDiscriminator on pooled features; a saved SVM model also needs "
                 "svm_support_vectors"
             )
         return SVMHead(in_features, n_scales, num_classes, svm_support_vectors, svm_seen_classes)
@@ -217,7 +217,7 @@ class MSMVPFENet(ProbabilityMixin, nn.Module):
     """PFENet (one encoder per scale) + FDNet: ``forward(x (B, S, 3, H, W)) -> logits (B, C)``.
 
     ``x[:, i]`` is the crop at KREM level ``scales[i]``; the data path delivers exactly these levels
-    (see ``histobreast.data.key_regions.KeyRegionDataset(levels=model.scales)``).
+    (see ``histobreast.datasets.key_regions.KeyRegionDataset(levels=model.scales)``).
     """
 
     def __init__(

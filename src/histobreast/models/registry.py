@@ -7,6 +7,8 @@ downloaded (there are no ImageNet weights on our machines, and asking for them f
 
 from __future__ import annotations
 
+import inspect
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -48,6 +50,27 @@ def model_builder(name: str) -> ModelBuilder:
     if name not in _REGISTRY:
         raise ConfigError(f"unknown model {name!r}; registered models: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name]
+
+
+def model_parameters(name: str) -> frozenset[str] | None:
+    """Keyword arguments ``create_model(name, **kwargs)`` accepts, for checking a config at load.
+
+    The builder's named parameters; a builder that forwards ``**kwargs`` adds the defaulted
+    parameters of the class it returns (its return annotation). None: not knowable (that class
+    takes ``**kwargs`` too, or the builder names no class).
+    """
+    builder = model_builder(name)
+    params = inspect.signature(builder).parameters.values()
+    named = {p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+    if not any(p.kind is p.VAR_KEYWORD for p in params):
+        return frozenset(named)
+    built = typing.get_type_hints(builder).get("return")
+    if not inspect.isclass(built):
+        return None
+    forwarded = inspect.signature(built).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in forwarded):
+        return None
+    return frozenset(named | {p.name for p in forwarded if p.default is not p.empty})
 
 
 def create_model(

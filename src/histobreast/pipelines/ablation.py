@@ -10,7 +10,7 @@ An ablation file names a base experiment (a ``liu2022`` config) and the Table 4 
 
 Each network row is the base config with the row's model kwargs merged over the base's, run as an
 ordinary experiment (``histobreast train``'s folder layout and report) in ``<out>/<variant>``; the SVM
-row fits :class:`~histobreast.features.SVMDiscriminator` on the pooled
+row fits :class:`~histobreast.engine.features.SVMDiscriminator` on the pooled
 features of its source row's trained models. The report (``<out>/report``) holds the Table 4 layout
 (patch- and image-level accuracy, mean ± std over folds, next to the paper's numbers), the main
 model's image-level evaluation (confusion matrix PNG, per-class precision / recall / F1) and its
@@ -27,21 +27,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-from histobreast.engine.config import ExperimentConfig, build_dataclass, load_config
+from histobreast.config import build_dataclass, read_yaml_mapping
 from histobreast.errors import ConfigError
 from histobreast.metrics import evaluate_predictions
 from histobreast.models.msmv import Table4Variant, table4_variant
 from histobreast.pipelines import liu2022
 from histobreast.pipelines.common import experiment_records, experiment_splits, select_split, validation_split
+from histobreast.pipelines.config import ExperimentConfig, load_config
 from histobreast.pipelines.experiment import (
-    concat_predictions,
     read_fold_predictions,
     run_experiment,
     write_fold_predictions,
 )
-from histobreast.predictions import Predictions
+from histobreast.predictions import Predictions, concat_predictions
 from histobreast.report import Column, Report, RunInfo, ablation_table
 
 log = logging.getLogger(__name__)
@@ -76,12 +75,7 @@ class AblationConfig:
 def load_ablation(path: str | Path, overrides: Sequence[str] = ()) -> tuple[AblationConfig, ExperimentConfig]:
     """Read an ablation file and its base experiment (with the file's and then ``overrides`` applied)."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: ablation file not found")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({err})") from err
+    raw = read_yaml_mapping(path, "ablation file")
     ablation = build_dataclass(AblationConfig, raw, source=str(path))
     base = load_config(path.parent / ablation.base, [*ablation.overrides, *overrides])
     if base.pipeline != "liu2022":

@@ -18,21 +18,21 @@ majority, :func:`histobreast.votes.member_disagreement`) is kept as its ``uncert
 from __future__ import annotations
 
 import datetime as _dt
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from histobreast.atomic import atomic_write_json
+from histobreast.config import read_json, rebuild_dataclass, save_config
 from histobreast.data.records import ImageRecord, read_records_csv, write_records_csv
 from histobreast.data.splits import Split, write_splits_csv
-from histobreast.engine.config import ExperimentConfig, build_dataclass, save_config
 from histobreast.errors import CheckpointError, ConfigError
 from histobreast.metrics import evaluate_predictions
 from histobreast.pipelines.common import dataset_kind, training_subsets
+from histobreast.pipelines.config import EnsembleOptions, ExperimentConfig
 from histobreast.pipelines.package import ENSEMBLE_FORMAT, MODEL_JSON, load_model_folder
 from histobreast.pipelines.package import ENSEMBLE_JSON as MANIFEST
 from histobreast.predictions import Predictions
@@ -44,36 +44,10 @@ SUMMARY = "summary.json"  # evaluate_ensemble's headline numbers (image-level ac
 RULES: tuple[str, ...] = ("sum", "max", "majority")
 
 
-@dataclass
-class EnsembleOptions:
-    """The ``ensemble`` section of an experiment config.
-
-    ``members``: k (paper A: 5). ``rule``: how members vote (paper A: sum). ``prune_ratio`` > 0
-    channel-prunes every member to that target ratio in ``prune_loops`` loops after training.
-    ``contiguous``: cut the subsets as contiguous image-number ranges per class (BACH, whose
-    neighbouring images share a patient) instead of a seeded random pick of patients; null
-    chooses contiguous for ``data.kind: bach``.
-    """
-
-    members: int = 5
-    rule: Literal["sum", "max", "majority"] = "sum"
-    prune_ratio: float = 0.0
-    prune_loops: int = 1
-    contiguous: bool | None = None
-
-    def problems(self) -> Any:
-        if self.members < 2:
-            yield "members", f"an ensemble needs at least 2 members, got {self.members}"
-        if not 0.0 <= self.prune_ratio < 1.0:
-            yield "prune_ratio", f"must be in [0, 1), got {self.prune_ratio}"
-        if self.prune_loops < 1:
-            yield "prune_loops", f"must be >= 1, got {self.prune_loops}"
-
-
 def ensemble_options(cfg: ExperimentConfig, **overrides: Any) -> EnsembleOptions:
     """The validated ``ensemble`` section of ``cfg``, with non-None ``overrides`` applied (CLI flags)."""
-    mapping = {**cfg.ensemble, **{k: v for k, v in overrides.items() if v is not None}}
-    return build_dataclass(EnsembleOptions, mapping, source=f"config {cfg.name!r}", prefix="ensemble")
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    return rebuild_dataclass(cfg.ensemble, changes, source=f"config {cfg.name!r}", prefix="ensemble")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -152,12 +126,9 @@ def read_ensemble_folder(path: str | Path) -> EnsembleFolder:
     manifest_path = path / MANIFEST
     if not manifest_path.is_file():
         raise CheckpointError(f"{path}: not an ensemble folder (no {MANIFEST}); a single model folder has model.json")
-    try:
-        info = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"{manifest_path}: unreadable ensemble manifest ({err})") from err
-    if not isinstance(info, dict) or info.get("format") != ENSEMBLE_FORMAT:
-        raise CheckpointError(f"{manifest_path}: format is not {ENSEMBLE_FORMAT!r}")
+    info = read_json(
+        manifest_path, "ensemble manifest", error=CheckpointError, format=ENSEMBLE_FORMAT, version=ENSEMBLE_VERSION
+    )
     members = info.get("members")
     if not isinstance(members, list) or not members or not all(isinstance(m, str) for m in members):
         raise CheckpointError(f"{manifest_path}: 'members' must be a non-empty list of folder names")

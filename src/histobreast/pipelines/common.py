@@ -22,11 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 from torch.utils.data import Dataset
 
 from histobreast.data.bach import BACH_BINARY, BACH_BINARY_CLASSES, BACH_CLASSES
 from histobreast.data.breakhis import BREAKHIS_CLASSES, BREAKHIS_SUBTYPES, read_breakhis_folds
+from histobreast.data.config import DataConfig
 from histobreast.data.imageio import read_rgb
 from histobreast.data.readers import class_names, detect_kind, read_dataset
 from histobreast.data.records import ImageRecord, relabel
@@ -37,10 +39,11 @@ from histobreast.data.splits import (
     patient_split,
     read_splits_csv,
 )
-from histobreast.engine.config import AugmentConfig, ExperimentConfig
 from histobreast.engine.trainer import FitResult, Trainer
 from histobreast.errors import ConfigError, DatasetError
 from histobreast.models import create_model
+from histobreast.pipelines.config import ExperimentConfig
+from histobreast.preprocess.config import AugmentConfig
 from histobreast.preprocess.stain import (
     ReinhardNormalizer,
     StainError,
@@ -74,6 +77,21 @@ def dataset_kind(cfg: ExperimentConfig) -> str:
     return detect_kind(cfg.data.root) if kind in ("auto", "synthetic") else kind
 
 
+def data_settings_for(cfg: ExperimentConfig, data: str | Path) -> DataConfig:
+    """``cfg.data`` for new test images at ``data``: a tree of another layout (a BreaKHis model on a
+    class-per-folder tree) is read as that layout, without the magnification or task only BreaKHis has."""
+    kind = detect_kind(data)
+    if cfg.data.kind in ("auto", "synthetic", kind):
+        settings = dataclasses.replace(cfg.data, root=str(data), kind="auto")
+    else:
+        settings = dataclasses.replace(cfg.data, root=str(data), kind="auto", label_map={})
+    if kind != "breakhis":
+        settings = dataclasses.replace(settings, magnification=None)
+    if settings.task is not None and (kind, settings.task) not in TASKS:
+        settings = dataclasses.replace(settings, task=None)  # the model's class names are the labels to find
+    return settings
+
+
 def experiment_records(cfg: ExperimentConfig) -> tuple[list[ImageRecord], list[str]]:
     """The experiment's labelled records and class order (class index = position)."""
     data = cfg.data
@@ -103,6 +121,30 @@ def experiment_records(cfg: ExperimentConfig) -> tuple[list[ImageRecord], list[s
     if unknown:
         raise ConfigError(f"data.classes: labels {unknown} of {data.root} are not among the classes {classes}")
     return records, classes
+
+
+def check_model_builds(cfg: ExperimentConfig) -> None:
+    """Build ``cfg.model`` once before any data is read, so a wrong ``model.kwargs`` key fails first, by name."""
+    from histobreast.pipelines import get_pipeline  # the pipeline says which kwargs reach the network
+
+    split = getattr(get_pipeline(cfg.pipeline), "split_kwargs", None)
+    kwargs = split(cfg)[0] if split is not None else cfg.model.kwargs
+    try:
+        with torch.device("meta"):  # shapes only: no memory, no initialisation cost
+            create_model(cfg.model.name, num_classes=cfg.model.num_classes or 2, **kwargs)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"model.kwargs: {cfg.model.name!r} cannot be built with {cfg.model.kwargs} ({err})") from err
+
+
+def require_two_classes(records: Sequence[ImageRecord], classes: Sequence[str], root: object) -> None:
+    """Refuse to train on data holding images of fewer than two classes (a one-class model scores 1.000)."""
+    present = sorted({r.label for r in records})
+    if len(present) < 2:
+        empty = [c for c in classes if c not in present]
+        raise DatasetError(
+            f"{root}: only class {present[0] if present else 'none'} has images"
+            f"{f' ({empty} have none)' if empty else ''}; a classifier needs images of at least two classes"
+        )
 
 
 def _restricted(splits: Sequence[Split], records: Sequence[ImageRecord], source: str) -> list[Split]:
@@ -239,7 +281,7 @@ def fit_stain_normalizer(cfg: ExperimentConfig, train_records: Sequence[ImageRec
     if target == "train":
         record, image = _typical_image(cfg, list(train_records))
         log.info("stain target: %s fitted on training image %s", stain.method, record.path)
-        return create_normalizer(stain.method).fit(image)
+        return create_normalizer(stain.method, stain.pixels).fit(image)
     path = Path(target)
     if not path.is_file():
         raise ConfigError(f"preprocess.stain.target: {path} not found")
@@ -250,9 +292,14 @@ def fit_stain_normalizer(cfg: ExperimentConfig, train_records: Sequence[ImageRec
                 f"preprocess.stain.target: {path} holds a {normalizer.method} target, "
                 f"but preprocess.stain.method is {stain.method}"
             )
+        if isinstance(normalizer, ReinhardNormalizer) and normalizer.pixels != stain.pixels:
+            raise ConfigError(
+                f"preprocess.stain.target: {path} was fitted on {normalizer.pixels} pixels, "
+                f"but preprocess.stain.pixels is {stain.pixels}"
+            )
         return normalizer
     try:
-        return create_normalizer(stain.method).fit(read_rgb(path))
+        return create_normalizer(stain.method, stain.pixels).fit(read_rgb(path))
     except StainError as err:
         raise StainError(f"preprocess.stain.target {path}: {err}") from None
 

@@ -17,25 +17,39 @@ confusion matrix, per-class scores and ROC curves of the pooled test predictions
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
-
-from histobreast.atomic import atomic_write_text
+from histobreast.atomic import atomic_write_text, remove_stale_temporaries
+from histobreast.config import save_config
 from histobreast.data.splits import read_splits_csv, write_splits_csv
-from histobreast.engine.checkpoint import CHECKPOINT_DIR
-from histobreast.engine.config import ExperimentConfig, config_to_dict, load_config, save_config
 from histobreast.engine.distributed import context_from_env
 from histobreast.errors import CheckpointError, ConfigError, DatasetError
+from histobreast.locking import folder_lock
 from histobreast.metrics import bootstrap_metrics, evaluate_predictions, split_by_magnification, summarise_folds
 from histobreast.pipelines import get_pipeline
-from histobreast.pipelines.common import experiment_records, experiment_splits, select_split, validation_split
+from histobreast.pipelines.common import (
+    check_model_builds,
+    data_settings_for,
+    experiment_records,
+    experiment_splits,
+    require_two_classes,
+    select_split,
+    validation_split,
+)
+from histobreast.pipelines.config import ExperimentConfig, load_config
+from histobreast.pipelines.experiment_checks import (
+    check_resumable,
+    check_same_splits,
+    check_saved_predictions,
+    refuse_fresh_run,
+)
 from histobreast.pipelines.package import load_model_folder, read_model_info
-from histobreast.predictions import Predictions
+from histobreast.predictions import Predictions, concat_predictions
 from histobreast.report import Report, RunInfo, accuracy_table, f1_table, plot_training_curves, results_table
 from histobreast.report.render import SUMMARY_METRICS
 
@@ -44,19 +58,6 @@ log = logging.getLogger(__name__)
 PREDICTIONS_DIR = "predictions"
 REPORT_DIR = "report"
 FoldPredictions = dict[int, dict[str, Predictions]]  # fold number -> method -> test predictions
-#: Settings a resumed experiment may change: where and how it runs and is scored, not what it trains.
-RESUME_MAY_CHANGE = (
-    "evaluate.",
-    "preprocess.cache_dir",
-    "train.num_workers",
-    "train.prefetch_factor",
-    "train.device",
-    "train.progress",
-    "train.tensorboard",
-    "train.log_every",
-    "train.checkpoint_every",
-    "train.eval_batch_size",
-)
 
 
 @dataclass
@@ -97,48 +98,6 @@ def _fold_numbers(
     return chosen
 
 
-def _flat(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested config sections as ``{"train.lr": 0.01, ...}``."""
-    flat: dict[str, Any] = {}
-    for key, value in mapping.items():
-        if isinstance(value, Mapping) and value:
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def check_resumable(saved: Path, cfg: ExperimentConfig) -> None:
-    """Refuse to resume an experiment whose ``config.yaml`` trains differently from ``cfg``.
-
-    Finished folds are reused as they are, so a changed setting would leave them trained one way
-    and the rewritten ``config.yaml`` and report saying another.
-    """
-    if not saved.is_file():
-        return
-    before, now = _flat(config_to_dict(load_config(saved))), _flat(config_to_dict(cfg))
-    changed = [
-        f"{key}: {before.get(key)!r} -> {now.get(key)!r}"
-        for key in sorted(before.keys() | now.keys())
-        if before.get(key) != now.get(key) and not key.startswith(RESUME_MAY_CHANGE)
-    ]
-    if changed:
-        raise ConfigError(
-            f"{saved}: cannot resume, the run was started with other settings ({'; '.join(changed)}); "
-            "pass the same config, --data and --set values, or a new --out"
-        )
-
-
-def refuse_fresh_run(out: Path) -> None:
-    """Refuse to start afresh in an experiment folder whose folds hold checkpoints, before anything is
-    written: its ``config.yaml`` is the record of how they were trained, which ``--resume`` checks."""
-    held = next(out.glob(f"fold*/**/{CHECKPOINT_DIR}/last.json"), None)
-    if held is not None:
-        raise CheckpointError(
-            f"{out}: already holds a checkpoint ({held}); resume it (--resume) or choose a new run folder"
-        )
-
-
 def run_experiment(
     cfg: ExperimentConfig,
     out_dir: str | Path | None = None,
@@ -155,17 +114,37 @@ def run_experiment(
     """
     out = Path(out_dir) if out_dir is not None else Path("runs") / cfg.name
     main = context_from_env().is_main
+    check_model_builds(cfg)
     records, classes = experiment_records(cfg)
+    require_two_classes(records, classes, cfg.data.root)
     splits = experiment_splits(cfg, records)
     chosen = _fold_numbers(splits, folds, cfg)
-    if resume:
-        check_resumable(out / "config.yaml", cfg)
-    else:
-        refuse_fresh_run(out)
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "config.yaml")
-        write_splits_csv(splits, out / "splits.csv")
+    with folder_lock(out) if main else contextlib.nullcontext():  # one writer: checks and writes under it
+        if resume:
+            check_resumable(out / "config.yaml", cfg)
+            check_same_splits(out / "splits.csv", splits)
+        else:
+            refuse_fresh_run(out)
+        if main:
+            save_config(cfg, out / "config.yaml")
+            write_splits_csv(splits, out / "splits.csv")
+        return _run_folds(cfg, out, records, classes, splits, chosen, resume, config_path, main)
+
+
+def _run_folds(
+    cfg: ExperimentConfig,
+    out: Path,
+    records: Sequence[Any],
+    classes: list[str],
+    splits: Sequence[Any],
+    chosen: list[int],
+    resume: bool,
+    config_path: str | None,
+    main: bool,
+) -> ExperimentResult:
+    """Train and test the chosen folds, then the report (``run_experiment``'s work, under its lock)."""
+    if resume and main:
+        remove_stale_temporaries(out)  # a killed run's half-written files; the lock says no one else writes here
     pipeline = get_pipeline(cfg.pipeline)
     fold_predictions: FoldPredictions = {}
     model_folders: dict[int, Path] = {}
@@ -240,23 +219,6 @@ def pooled_test_predictions(
         if method not in saved[fold]:
             raise ConfigError(f"{run_dir}: fold {fold} has no method {method!r}; it has {list(saved[fold])}")
     return concat_predictions([saved[f][method] for f in chosen])
-
-
-def concat_predictions(parts: Sequence[Predictions]) -> Predictions:
-    """Rows of several prediction tables (same classes) in order."""
-    classes = parts[0].classes
-    for part in parts[1:]:
-        if part.classes != classes:
-            raise DatasetError(f"cannot pool predictions with classes {part.classes} and {classes}")
-    return Predictions(
-        classes=list(classes),
-        image_ids=[i for p in parts for i in p.image_ids],
-        probs=np.concatenate([p.probs for p in parts]),
-        labels=np.concatenate([p.labels for p in parts]),
-        patient_ids=[i for p in parts for i in p.patient_ids],
-        magnifications=[m for p in parts for m in p.magnifications],
-        paths=[s for p in parts for s in p.paths],
-    )
 
 
 def _by_magnification(pred: Predictions) -> dict[int | None, Predictions]:
@@ -399,7 +361,7 @@ def evaluate_model_folder(
         raise ConfigError(f"{model_dir}: a model folder needs test images: pass --data PATH")
     info = read_model_info(model_dir)
     loaded = load_model_folder(model_dir)
-    cfg = replace(loaded.cfg, data=replace(loaded.cfg.data, root=str(data)))
+    cfg = replace(loaded.cfg, data=data_settings_for(loaded.cfg, data))
     records, classes = experiment_records(replace(cfg, data=replace(cfg.data, classes=list(info["classes"]))))
     predictions = get_pipeline(loaded.pipeline).predict_records(
         loaded, records, tta_views=tta_views, batch_size=batch_size, device=device
@@ -430,6 +392,7 @@ def _evaluate_runs(
     for run, cfg in zip(runs, configs):
         if data is None:
             per_run.append(read_fold_predictions(run))
+            check_saved_predictions(run, per_run[-1], cfg.evaluate.split)
             continue
         cfg = replace(cfg, data=replace(cfg.data, root=str(data)))
         records, _ = experiment_records(cfg)

@@ -17,10 +17,9 @@ from typing import Any
 import numpy as np
 from torch.utils.data import DataLoader
 
-from histobreast.data.datasets import ImageDataset
 from histobreast.data.records import ImageRecord
-from histobreast.engine.config import ExperimentConfig
-from histobreast.engine.inference import predict_probabilities, predictions_from_records
+from histobreast.datasets.images import ImageDataset
+from histobreast.engine.inference import predict_probabilities
 from histobreast.pipelines.common import (
     augment_config,
     average_over_views,
@@ -30,6 +29,8 @@ from histobreast.pipelines.common import (
     train_network,
     view_reader,
 )
+from histobreast.pipelines.config import ExperimentConfig
+from histobreast.pipelines.input_range import training_inputs
 from histobreast.pipelines.package import (
     LoadedModel,
     as_loaded,
@@ -38,7 +39,7 @@ from histobreast.pipelines.package import (
     model_identity,
     save_model_folder,
 )
-from histobreast.predictions import Predictions
+from histobreast.predictions import Predictions, predictions_from_records
 from histobreast.preprocess.stain import StainNormalizer
 
 METHODS = ("image",)
@@ -108,6 +109,7 @@ def train_fold(
         stain=stain,
         metrics=result.final_metrics,
         microns_per_pixel=images_scale(train_records),
+        training_inputs=training_inputs(train_records),
     )
 
 

@@ -37,40 +37,31 @@ import numpy as np
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from histobreast.data.key_regions import KeyRegionDataset, image_predictions, view_predictions
+from histobreast.config import build_dataclass, config_to_dict
 from histobreast.data.records import ImageRecord
-from histobreast.engine.config import ExperimentConfig, TrainConfig, build_dataclass, config_to_dict
+from histobreast.datasets.key_regions import KeyRegionDataset
+from histobreast.engine.config import TrainConfig
 from histobreast.engine.distributed import resolve_device
+from histobreast.engine.features import FeatureDataset, SVMDiscriminator, extract_features
 from histobreast.engine.inference import predict_probabilities
 from histobreast.engine.trainer import Trainer, classification_metrics
 from histobreast.errors import ConfigError
-from histobreast.features import FeatureDataset, SVMDiscriminator, extract_features
 from histobreast.models import create_model
 from histobreast.models.msmv import MSMVPFENet, ScaleClassifier
 from histobreast.pipelines.common import augment_config, fit_stain_normalizer, training_subsets
+from histobreast.pipelines.config import ExperimentConfig
+from histobreast.pipelines.input_range import training_inputs
 from histobreast.pipelines.package import LoadedModel, images_scale, load_model_folder, save_model_folder
 from histobreast.predictions import Predictions
-from histobreast.preprocess.krem import KremParams
 from histobreast.preprocess.stain import StainNormalizer
 from histobreast.seeding import seed_everything
+from histobreast.votes import image_predictions, view_predictions
 
 log = logging.getLogger(__name__)
 
 MODEL_NAME = "msmv_pfenet"
 #: What the validation reports besides the engine's patch-level val_loss / val_accuracy.
 VAL_IMAGE_ACCURACY = "val_image_accuracy"
-
-
-def krem_params(cfg: ExperimentConfig, source: str = "config") -> KremParams:
-    """KREM settings: ``preprocess.regions.krem`` fields, crops resized to ``preprocess.input_size``."""
-    krem = dict(cfg.preprocess.regions.krem)
-    size = krem.setdefault("output_size", cfg.preprocess.input_size)
-    if size != cfg.preprocess.input_size:
-        raise ConfigError(
-            f"{source}: preprocess.regions.krem.output_size={size} differs from "
-            f"preprocess.input_size={cfg.preprocess.input_size}; set only input_size"
-        )
-    return build_dataclass(KremParams, krem, source, "preprocess.regions.krem")
 
 
 def model_kwargs(cfg: ExperimentConfig, classes: Sequence[str]) -> dict[str, Any]:
@@ -122,7 +113,7 @@ def region_dataset(
         top_k=regions.top_k_train if train else regions.top_k_test,
         views=tuple(views) or tuple(regions.views),
         levels=levels,
-        params=krem_params(cfg, cfg.name),
+        params=cfg.preprocess.regions.krem,
         selection=regions.selection,
         seed=cfg.seed,
         cache_dir=cache_dir / "regions" if cache_dir else None,
@@ -351,6 +342,7 @@ def train_fold(
         metrics=metrics,
         model_kwargs=kwargs,
         microns_per_pixel=images_scale(train_records),
+        training_inputs=training_inputs(train_records),
     )  # KREM's windows are physical
 
 

@@ -17,10 +17,8 @@ model folder: :func:`load_model_folder` refuses it and names the ensemble API.
 from __future__ import annotations
 
 import datetime as _dt
-import json
-import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +26,16 @@ import torch
 from torch import nn
 
 from histobreast.atomic import atomic_write_json
-from histobreast.engine.config import ExperimentConfig, config_to_dict, parse_config
+from histobreast.config import build_dataclass, config_to_dict, read_json, to_jsonable
+from histobreast.data.records import scale_problem
 from histobreast.engine.distributed import resolve_device
 from histobreast.errors import CheckpointError
 from histobreast.models import create_model
 from histobreast.models.googlenet_sep import GoogLeNetSEP
 from histobreast.models.hybrid import HybridCNN
 from histobreast.models.weights import load_weights, save_weights
+from histobreast.pipelines.config import ExperimentConfig, parse_config
+from histobreast.preprocess.config import PreprocessConfig
 from histobreast.preprocess.stain import NORMALIZERS, StainNormalizer
 
 MODEL_FORMAT = "histobreast-model"
@@ -43,6 +44,8 @@ FORMAT_VERSION = 1
 MODEL_JSON = "model.json"
 WEIGHTS_FILE = "model.safetensors"
 ENSEMBLE_JSON = "ensemble.json"
+#: Networks only one pipeline can apply (its predict_records relies on their branches or views).
+PIPELINE_NETWORKS = {"zhu2019": ("hybrid_googlenet_sep",), "liu2022": ("msmv_pfenet",)}
 
 # Models whose own ``model_kwargs`` property rebuilds them (pruned widths included), by registry name.
 _SELF_DESCRIBING: tuple[tuple[type[nn.Module], str], ...] = (
@@ -103,12 +106,15 @@ def save_model_folder(
     model_name: str | None = None,
     model_kwargs: Mapping[str, Any] | None = None,
     microns_per_pixel: float | None = None,
+    training_inputs: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write ``model.safetensors`` then ``model.json`` (atomically, the JSON last) into ``path``.
 
     ``model_name``/``model_kwargs`` default to :func:`model_identity`; ``microns_per_pixel`` (the
     training images' scale, see :func:`images_scale`) to ``data.microns_per_pixel``. ``extra`` keys
-    are added to model.json (they may not replace the standard ones). Returns ``path``.
+    are added to model.json (they may not replace the standard ones). ``training_inputs`` (see
+    :func:`histobreast.pipelines.input_range.training_inputs`) lets ``predict`` flag unlike inputs.
+    Returns ``path``.
     """
     path = Path(path)
     name, kwargs = model_identity(model, cfg, classes)
@@ -124,7 +130,8 @@ def save_model_folder(
         "preprocess": stain_section(cfg, stain),
         "microns_per_pixel": microns_per_pixel if microns_per_pixel is not None else cfg.data.microns_per_pixel,
         "config": config_to_dict(cfg),
-        "metrics": _json_numbers(dict(metrics or {})),
+        "metrics": to_jsonable(dict(metrics or {})),
+        **({"training_inputs": dict(training_inputs)} if training_inputs else {}),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
     clashes = sorted(set(extra or {}) & set(info))
@@ -134,17 +141,6 @@ def save_model_folder(
     save_weights(model, path / WEIGHTS_FILE)
     atomic_write_json(path / MODEL_JSON, info)
     return path
-
-
-def _json_numbers(obj: Any) -> Any:
-    """NaN/inf become null so model.json stays strict JSON."""
-    if isinstance(obj, Mapping):
-        return {str(k): _json_numbers(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_numbers(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 def read_model_info(path: str | Path) -> dict[str, Any]:
@@ -163,18 +159,46 @@ def read_model_info(path: str | Path) -> dict[str, Any]:
     if not meta.is_file():
         hint = " (an experiment folder? its models are in fold*/model)" if any(path.glob("fold*/model")) else ""
         raise CheckpointError(f"{path}: no {MODEL_JSON}; not a model folder{hint}")
-    try:
-        info = json.loads(meta.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"{meta}: not readable JSON ({err})") from err
-    if not isinstance(info, dict) or info.get("format") != MODEL_FORMAT:
-        raise CheckpointError(f"{meta}: 'format' must be {MODEL_FORMAT!r}")
-    if info.get("version") != FORMAT_VERSION:
-        raise CheckpointError(f"{meta}: version {info.get('version')!r} is not supported (expected {FORMAT_VERSION})")
+    info = read_json(meta, "model", error=CheckpointError, format=MODEL_FORMAT, version=FORMAT_VERSION)
     missing = [k for k in ("pipeline", "model_name", "model_kwargs", "classes", "config") if k not in info]
     if missing:
         raise CheckpointError(f"{meta}: missing keys {missing}")
+    problem = next(_info_problems(info), None)
+    if problem is not None:
+        raise CheckpointError(f"{meta}: {problem[0]}: {problem[1]}")
     return info
+
+
+def _info_problems(info: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+    """(key, problem) for values of a model.json that cannot be what :func:`save_model_folder` wrote."""
+    classes, kwargs, scale = info["classes"], info["model_kwargs"], info.get("microns_per_pixel")
+    if not isinstance(classes, list) or len(classes) < 2 or not all(isinstance(c, str) and c for c in classes):
+        yield "classes", f"must be a list of at least two class names, got {classes!r}"
+    elif len(set(classes)) != len(classes):
+        yield "classes", f"has duplicates: {classes}"
+    if not isinstance(kwargs, dict):
+        yield "model_kwargs", f"must be a mapping, got {kwargs!r}"
+    elif "num_classes" in kwargs and isinstance(classes, list) and kwargs["num_classes"] != len(classes):
+        yield "model_kwargs.num_classes", f"is {kwargs['num_classes']!r} but 'classes' lists {len(classes)}"
+    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float)) or scale_problem(scale)):
+        yield (
+            "microns_per_pixel",
+            scale_problem(scale) if isinstance(scale, (int, float)) else f"not a number: {scale!r}",
+        )
+    if not isinstance(info.get("preprocess", {}), dict):
+        yield "preprocess", f"must be a mapping, got {info['preprocess']!r}"
+    name, pipeline = info["model_name"], info["pipeline"]
+    for owner, networks in PIPELINE_NETWORKS.items():
+        if (pipeline == owner) != (name in networks):
+            yield "model_name", f"{name!r} is not a network of the {pipeline!r} pipeline"
+            break
+
+
+def _preprocess_of(info: Mapping[str, Any], cfg: ExperimentConfig, meta: str) -> PreprocessConfig:
+    """The model's pre-processing: its ``preprocess`` section (the one source of truth), validated."""
+    section = to_jsonable(dict(info.get("preprocess") or config_to_dict(cfg.preprocess)))
+    section["stain"] = {k: v for k, v in dict(section.get("stain") or {}).items() if k != "fitted"}
+    return build_dataclass(PreprocessConfig, section, source=meta, prefix="preprocess")
 
 
 def fitted_stain(info: Mapping[str, Any], source: str = MODEL_JSON) -> StainNormalizer | None:
@@ -194,8 +218,12 @@ def load_model_folder(path: str | Path, device: str = "cpu") -> LoadedModel:
     info = read_model_info(path)
     meta = str(path / MODEL_JSON)
     cfg = parse_config(info["config"], source=f"{meta}: config")
+    cfg = replace(cfg, preprocess=_preprocess_of(info, cfg, meta))
     kwargs = dict(info["model_kwargs"])
-    model = create_model(info["model_name"], **kwargs)
+    try:
+        model = create_model(info["model_name"], **kwargs)
+    except (TypeError, ValueError, KeyError) as err:
+        raise CheckpointError(f"{meta}: model_kwargs do not build {info['model_name']!r} ({err})") from err
     load_weights(model, path / WEIGHTS_FILE)
     model.to(device).eval()
     return LoadedModel(

@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,16 +40,19 @@ from histobreast.compress.dns import DNSConfig, DynamicNetworkSurgery, save_spar
 from histobreast.compress.importance import compute_channel_importance, save_importance, se_blocks
 from histobreast.compress.profile import count_nonzero_parameters, count_parameters
 from histobreast.compress.prune import per_loop_fraction, prune_channels, prune_hybrid_channels
-from histobreast.data.datasets import HybridDataset
+from histobreast.config import build_dataclass, config_to_dict, rebuild_dataclass
 from histobreast.data.records import ImageRecord
 from histobreast.data.splits import read_splits_csv
+from histobreast.datasets.images import HybridDataset
 from histobreast.engine import Trainer
-from histobreast.engine.config import ExperimentConfig, TrainConfig, build_dataclass, config_to_dict
+from histobreast.engine.config import TrainConfig
 from histobreast.engine.distributed import resolve_device
 from histobreast.errors import ConfigError
 from histobreast.models.googlenet_sep import INCEPTION_NAMES, GoogLeNetSEP
 from histobreast.models.hybrid import HybridCNN
+from histobreast.outputs import refuse_output_over_inputs
 from histobreast.pipelines.common import experiment_records, select_split, validation_split
+from histobreast.pipelines.config import ExperimentConfig, PruneOptions
 from histobreast.pipelines.package import LoadedModel, load_model_folder, save_model_folder
 from histobreast.report.compression import plot_channel_importance
 from histobreast.seeding import derive_seed, seed_everything
@@ -56,6 +60,7 @@ from histobreast.seeding import derive_seed, seed_everything
 log = logging.getLogger(__name__)
 
 PRUNING_RECORD = "pruning.json"
+OPTIONS_RECORD = "prune_options.json"  # the options an interrupted pruning was started with
 SPARSE_WEIGHTS = "model.sparse.safetensors"
 # Seed key of the DNS retraining (the pruning loops use their loop numbers 1..R).
 DNS_SEED_KEY = 1000
@@ -63,54 +68,10 @@ DNS_SEED_KEY = 1000
 FIG11_LAYERS = ("se.3a", "se.4e")
 
 
-@dataclass
-class PruneOptions:
-    """The ``prune`` section of an experiment config (and the ``histobreast prune`` flags).
-
-    ``ratio`` O and ``loops`` R (paper A: O = 0.5, R = 1). ``retrain_iterations``: optimizer steps
-    of each retraining (None: the model's own ``train`` section). ``importance_batches`` limits the
-    importance pass (None: the whole training set, as in the paper). ``dns``: run Dynamic Network
-    Surgery after channel pruning, with sensitivity ``dns_sensitivity`` (c of Guo et al.).
-    ``internal``: each loop also removes the same fraction of the internal convs' channels (the
-    stem's conv2_reduce/conv2 and every reduce conv, ranked by |BatchNorm gamma|): beyond the
-    paper, which prunes only the SEP-followed layers (:mod:`histobreast.compress.prune`).
-    ``report_ratios``, ``report_loops`` and ``report_loop_ratio`` are the sweeps of
-    ``histobreast prune report`` (paper A: Fig. 12 / Table 7, Fig. 10 at O = 0.8).
-    """
-
-    ratio: float = 0.5
-    loops: int = 1
-    retrain_iterations: int | None = None
-    importance_batches: int | None = None
-    batch_size: int = 8
-    dns: bool = False
-    dns_sensitivity: float = 0.0
-    report_ratios: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.7, 0.9, 0.95])
-    report_loops: list[int] = field(default_factory=lambda: [1, 2, 3, 4])
-    report_loop_ratio: float = 0.8
-    report_dns_sensitivities: list[float] = field(default_factory=list)
-    internal: bool = False  # also prune the stem and reduce convs by |BN gamma| (beyond the paper)
-
-    def problems(self) -> Any:
-        for name in ("ratio", "report_loop_ratio"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                yield name, f"must be in [0, 1), got {getattr(self, name)}"
-        if any(not 0.0 <= r < 1.0 for r in self.report_ratios):
-            yield "report_ratios", f"every ratio must be in [0, 1), got {self.report_ratios}"
-        if self.loops < 1 or any(r < 1 for r in self.report_loops):
-            yield "loops", "loops (and every report_loops entry) must be >= 1"
-        for name in ("retrain_iterations", "importance_batches"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                yield name, f"must be >= 1, got {value}"
-        if self.batch_size < 1:
-            yield "batch_size", f"must be >= 1, got {self.batch_size}"
-
-
 def prune_options(cfg: ExperimentConfig, **overrides: Any) -> PruneOptions:
     """The validated ``prune`` section of ``cfg`` with non-None ``overrides`` applied (CLI flags)."""
-    mapping = {**cfg.prune, **{k: v for k, v in overrides.items() if v is not None}}
-    return build_dataclass(PruneOptions, mapping, source=f"config {cfg.name!r}", prefix="prune")
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    return rebuild_dataclass(cfg.prune, changes, source=f"config {cfg.name!r}", prefix="prune")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -358,6 +319,20 @@ def training_records(
     return validation_split(cfg, fold_records, fold)
 
 
+def check_resumed_options(path: Path, options: dict[str, Any], resume: bool) -> None:
+    """Record the pruning options in ``path`` before any work; a resume with other options is refused
+    (its checkpoints hold networks pruned another way, and would fail on tensor shapes)."""
+    if resume and path.is_file():
+        before = json.loads(path.read_text(encoding="utf-8"))
+        changed = [f"{k}: {before.get(k)!r} -> {v!r}" for k, v in options.items() if before.get(k, v) != v]
+        if changed:
+            raise ConfigError(
+                f"{path}: cannot resume, the pruning was started with other options ({'; '.join(changed)}); "
+                "pass the same options or a new --out"
+            )
+    atomic_write_json(path, options)
+
+
 def prune_model_folder(
     model_folder: str | Path | LoadedModel,
     out_dir: str | Path,
@@ -383,8 +358,10 @@ def prune_model_folder(
             f"{loaded.path}: its {loaded.info.get('model_name')!r} model (pipeline {loaded.pipeline}) has "
             "no SEP blocks to prune; prune takes System A models (zhu2019 hybrid or googlenet_sep)"
         )
+    refuse_output_over_inputs(out_dir, [loaded.path], "--out", folder=True)
     cfg: ExperimentConfig = loaded.cfg
     options = options or prune_options(cfg)
+    check_resumed_options(out_dir / OPTIONS_RECORD, asdict(options), resume)
     train = train or retrain_config(cfg.train, options)
     device = str(resolve_device(train.device))  # the importance passes run where training runs
     model = copy.deepcopy(loaded.model).cpu()
@@ -433,7 +410,15 @@ def prune_model_folder(
         "internal": options.internal,
     }
     save_model_folder(
-        out_dir, model, cfg, loaded.classes, stain=loaded.stain, metrics=metrics, extra={"pruning": summary}
+        out_dir,
+        model,
+        cfg,
+        loaded.classes,
+        stain=loaded.stain,
+        metrics=metrics,
+        extra={"pruning": summary},
+        microns_per_pixel=loaded.info.get("microns_per_pixel"),
+        training_inputs=loaded.info.get("training_inputs"),
     )
     if options.dns:
         save_sparse_weights(model, out_dir / SPARSE_WEIGHTS)

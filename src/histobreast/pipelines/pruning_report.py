@@ -15,7 +15,6 @@ paper's plots and a report.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,14 +34,15 @@ from histobreast.compress.profile import (
     measure_throughput,
 )
 from histobreast.compress.prune import per_loop_fraction
+from histobreast.config import read_json, save_config
 from histobreast.data.records import ImageRecord, read_records_csv, write_records_csv
-from histobreast.engine.config import ExperimentConfig, save_config
 from histobreast.errors import CheckpointError, ConfigError
 from histobreast.metrics import evaluate_predictions
 from histobreast.models.googlenet_sep import GoogLeNetSEP
 from histobreast.models.hybrid import HybridCNN
+from histobreast.pipelines.config import ExperimentConfig, PruneOptions
 from histobreast.pipelines.package import WEIGHTS_FILE, LoadedModel, load_model_folder
-from histobreast.pipelines.pruning import SPARSE_WEIGHTS, PruneOptions, prune_model_folder, prune_options
+from histobreast.pipelines.pruning import SPARSE_WEIGHTS, prune_model_folder, prune_options
 from histobreast.report.compression import (
     plot_accuracy_vs_remaining_weights,
     plot_loops_at_ratio,
@@ -194,10 +194,10 @@ def read_sweep(sweep_dir: str | Path) -> tuple[dict[str, Any], list[SweepEntry]]
         raise ConfigError(
             f"{sweep_dir}: not a compression study folder (no {SWEEP_JSON}; run `histobreast prune report --config`)"
         )
+    info = read_json(path, "compression study", error=CheckpointError)
     try:
-        info = json.loads(path.read_text(encoding="utf-8"))
         return info, [SweepEntry(**entry) for entry in info["entries"]]
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
+    except (KeyError, TypeError) as err:
         raise CheckpointError(f"{path}: malformed compression study file ({err})") from err
 
 

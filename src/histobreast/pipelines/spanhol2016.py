@@ -18,70 +18,28 @@ rule; or max).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 
 from histobreast.data.records import ImageRecord
-from histobreast.data.spanhol_patches import EXTRACTIONS, SpanholPatchDataset, image_patch_batches, load_scaled
+from histobreast.datasets.spanhol_patches import SpanholPatchDataset, image_patch_batches, load_scaled
 from histobreast.engine import Trainer
-from histobreast.engine.config import ExperimentConfig, build_dataclass
 from histobreast.engine.distributed import resolve_device
-from histobreast.engine.inference import predictions_from_records
 from histobreast.errors import CheckpointError
 from histobreast.models import create_model
 from histobreast.pipelines.bagging import is_ensemble_folder, predict_ensemble, save_ensemble_folder
 from histobreast.pipelines.common import fit_stain_normalizer
+from histobreast.pipelines.config import ExperimentConfig
 from histobreast.pipelines.package import LoadedModel, load_model_folder, save_model_folder
-from histobreast.predictions import Predictions
+from histobreast.predictions import Predictions, predictions_from_records
 from histobreast.seeding import derive_seed, seed_everything
 from histobreast.votes import combine_members
 
 MODEL_NAME = "spanhol_patch_cnn"
-
-
-@dataclass
-class SpanholOptions:
-    """The ``spanhol`` section of a baseline config (defaults: Spanhol et al. 2016).
-
-    One member is trained per (patch size, extraction) pair. ``scale`` resizes images before
-    patches are cut (Spanhol et al. worked on half-size 350x230 BreaKHis images; 0.5 here).
-    ``random_patches``: random windows per training image. ``patch_rule``: how an image's patch
-    probabilities become its probabilities; ``fusion``: how the members vote (paper: max).
-    """
-
-    patch_sizes: list[int] = field(default_factory=lambda: [32, 64])
-    extractions: list[Literal["sliding", "random"]] = field(default_factory=lambda: ["sliding", "random"])
-    overlap: float = 0.5
-    random_patches: int = 1000
-    scale: float = 0.5
-    patch_rule: Literal["sum", "max"] = "sum"
-    fusion: Literal["sum", "max", "majority"] = "max"
-    eval_batch_size: int = 512
-
-    def problems(self) -> Any:
-        if not self.patch_sizes or any(size < 8 for size in self.patch_sizes):
-            yield "patch_sizes", f"needs at least one size, each >= 8 pixels, got {self.patch_sizes}"
-        if not self.extractions or len(set(self.extractions)) != len(self.extractions):
-            yield "extractions", f"needs distinct values among {EXTRACTIONS}, got {self.extractions}"
-        if not 0.0 <= self.overlap < 1.0:
-            yield "overlap", f"must be in [0, 1), got {self.overlap}"
-        if self.random_patches < 1 or self.eval_batch_size < 1:
-            yield "random_patches", "random_patches and eval_batch_size must be >= 1"
-        if self.scale <= 0:
-            yield "scale", f"must be > 0, got {self.scale}"
-
-    def members(self) -> list[tuple[str, int, str]]:
-        """``(name, patch size, extraction)`` of every member, sizes outer."""
-        return [(f"patch{size}_{kind}", size, kind) for size in self.patch_sizes for kind in self.extractions]
-
-
-def spanhol_options(cfg: ExperimentConfig) -> SpanholOptions:
-    """The validated ``spanhol`` section of ``cfg``."""
-    return build_dataclass(SpanholOptions, cfg.spanhol, source=f"config {cfg.name!r}", prefix="spanhol")
 
 
 def train_fold(
@@ -95,7 +53,7 @@ def train_fold(
 ) -> Path:
     """Train the four (patch size x extraction) members and write the max-rule ensemble at
     ``fold_dir/model`` (members in ``fold_dir/model/<member>``); returns that folder."""
-    options = spanhol_options(cfg)
+    options = cfg.spanhol
     fold_dir = Path(fold_dir)
     if resume and is_ensemble_folder(fold_dir / "model"):
         return fold_dir / "model"

@@ -31,10 +31,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from histobreast.data.datasets import GridPatchDataset, HybridDataset, ImageDataset
 from histobreast.data.records import ImageRecord
-from histobreast.engine.config import ExperimentConfig
-from histobreast.engine.inference import autocast, predictions_from_records, resolve_flag, to_device
+from histobreast.datasets.images import GridPatchDataset, HybridDataset, ImageDataset
+from histobreast.engine.inference import autocast, resolve_flag, to_device
 from histobreast.errors import ConfigError
 from histobreast.models.googlenet_sep import GoogLeNetSEP
 from histobreast.models.hybrid import HybridCNN
@@ -47,6 +46,8 @@ from histobreast.pipelines.common import (
     train_network,
     view_reader,
 )
+from histobreast.pipelines.config import HYBRID_KEYS, ExperimentConfig
+from histobreast.pipelines.input_range import training_inputs
 from histobreast.pipelines.package import (
     LoadedModel,
     as_loaded,
@@ -54,7 +55,7 @@ from histobreast.pipelines.package import (
     images_scale,
     save_model_folder,
 )
-from histobreast.predictions import Predictions
+from histobreast.predictions import Predictions, predictions_from_records
 from histobreast.preprocess.stain import StainNormalizer
 from histobreast.votes import DEFAULT_FUSION_WEIGHT, DEFAULT_MIN_SPREAD, fuse_branches, patch_vote
 
@@ -62,8 +63,6 @@ log = logging.getLogger(__name__)
 
 HYBRID_NAME = "hybrid_googlenet_sep"
 BRANCH_NETWORKS = ("googlenet_sep", "googlenet_bn")
-# model.kwargs keys that configure the hybrid, not the branch networks.
-HYBRID_KEYS = ("fusion_weight", "min_spread")
 #: Evaluation methods, the headline first: paper A's methods 3, 1, 2, 3 (Max), 2 (Max).
 METHODS = ("hybrid", "global", "local", "hybrid_max", "local_max")
 # Seed keys of the two branches' initial weights (different draws for the two networks).
@@ -163,6 +162,7 @@ def train_fold(
         metrics=metrics,
         model_name=HYBRID_NAME,
         microns_per_pixel=images_scale(train_records),
+        training_inputs=training_inputs(train_records),
     )
 
 

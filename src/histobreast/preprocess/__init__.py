@@ -1,7 +1,7 @@
 """Pre-processing between records and models (docs/preprocess.md).
 
 - :mod:`.stain`: Reinhard and Macenko stain normalisation, with identity fallback on blank patches;
-- :mod:`.augment`: System A's random rotation / flip / shear, 8 copies per image on disk or on the fly;
+- :mod:`.augment`: System A's random rotation / flip / shear (one affine warp, reflected borders);
 - :mod:`.patches`: System A's 5x3 grid, Spanhol 2016's sliding-window and random patches;
 - :mod:`.views`: System B's six views;
 - :mod:`.krem`: System B's nuclei-density key regions (KREM);

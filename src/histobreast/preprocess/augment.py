@@ -13,36 +13,22 @@ directions", making 8 augmented images per training image. Here:
   while reflection keeps scale and fills the corners with mirrored tissue, which has no
   orientation in histology. (torchvision.transforms.v2's RandomRotation/RandomAffine only fill with
   a constant, the black corners we must avoid, hence OpenCV for the warp.)
-- randomness is explicit: :func:`sample_augmentation` takes a ``numpy.random.Generator``, and copy
-  ``k`` of an image is a pure function of ``(seed, image key, k, epoch)`` (:func:`copy_rng`), so
-  copies written to disk (:func:`materialise_copies`) and copies made on the fly
-  (:class:`AugmentedCopies`, any number of DataLoader workers) are the same images. Labels are
-  never touched.
+- randomness is explicit: :func:`sample_augmentation` takes a ``numpy.random.Generator``. The
+  torch datasets draw one per item from ``(seed, epoch, index)``
+  (:class:`histobreast.datasets.augmenter.Augmenter`); their ``copies`` option
+  (``preprocess.augment.copies``, 8 in the paper) repeats each training image with fresh draws, made
+  on the fly. Labels are never touched.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import math
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
-from PIL import Image
-from torch.utils.data import Dataset
 
-from histobreast.atomic import atomic_path
-from histobreast.data.imageio import read_rgb
-from histobreast.data.records import ImageRecord
-from histobreast.errors import ConfigError, DatasetError
-from histobreast.seeding import derive_seed
-
-# Zhu et al. 2019: "For each training sample, eight images are generated".
-PAPER_COPIES = 8
+from histobreast.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -106,107 +92,3 @@ def sample_augmentation(rng: np.random.Generator, params: AugmentParams = Augmen
     angle, shear_x, shear_y = rng.uniform(-1.0, 1.0, size=3) * [params.max_rotation, params.max_shear, params.max_shear]
     flip_h, flip_v = rng.random(2) < params.flip_probability
     return Augmentation(float(angle), float(shear_x), float(shear_y), bool(flip_h), bool(flip_v))
-
-
-def augment(image: np.ndarray, rng: np.random.Generator, params: AugmentParams = AugmentParams()) -> np.ndarray:
-    """One random augmentation of ``image`` drawn from ``rng``."""
-    return sample_augmentation(rng, params).apply(image)
-
-
-def copy_rng(seed: int, key: str, copy: int, epoch: int = 0) -> np.random.Generator:
-    """The generator of augmented copy ``copy`` of the image named ``key`` (order- and process-independent)."""
-    key_number = int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big")
-    return np.random.default_rng(derive_seed(seed, key_number, copy, epoch))
-
-
-def augmented_copy(
-    image: np.ndarray, key: str, copy: int, seed: int = 0, params: AugmentParams = AugmentParams(), epoch: int = 0
-) -> np.ndarray:
-    """Augmented copy ``copy`` of ``image``, a pure function of ``(seed, key, copy, epoch)``."""
-    return augment(image, copy_rng(seed, key, copy, epoch), params)
-
-
-class AugmentedCopies(Dataset):
-    """``copies`` augmented versions of every item of ``base``, made on the fly; targets untouched.
-
-    ``base[i]`` must return ``(image, target)`` with ``image`` an ``(H, W, 3)`` uint8 array (e.g.
-    an ImageDataset without a transform). Item ``i * copies + k`` is copy ``k`` of ``base[i]``,
-    keyed by ``keys[i]`` (default ``str(i)``; pass the records' ``image_id`` to get exactly the
-    images :func:`materialise_copies` writes). ``transform`` runs after augmentation (e.g.
-    tensor conversion). :meth:`set_epoch` draws fresh copies per epoch; epoch 0 is the paper's.
-    """
-
-    def __init__(
-        self,
-        base: Any,
-        copies: int = PAPER_COPIES,
-        seed: int = 0,
-        params: AugmentParams = AugmentParams(),
-        keys: Sequence[str] | None = None,
-        transform: Callable[[np.ndarray], Any] | None = None,
-    ) -> None:
-        if copies < 1:
-            raise ConfigError(f"copies must be >= 1, got {copies}")
-        if keys is not None and len(keys) != len(base):
-            raise ConfigError(f"{len(keys)} keys for a dataset of {len(base)} items")
-        self.base, self.copies, self.seed, self.params = base, copies, seed, params
-        self.keys = list(keys) if keys is not None else [str(i) for i in range(len(base))]
-        self.transform = transform
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Make later items copies of epoch ``epoch`` (0: the fixed copies of the paper)."""
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.base) * self.copies
-
-    def __getitem__(self, index: int) -> tuple[Any, Any]:
-        if not 0 <= index < len(self):
-            raise IndexError(f"index {index} out of range for {len(self)} augmented items")
-        item, copy = divmod(index, self.copies)
-        image, target = self.base[item]
-        out = augmented_copy(image, self.keys[item], copy, self.seed, self.params, self.epoch)
-        return (self.transform(out) if self.transform is not None else out), target
-
-
-def copy_path(out_dir: str | Path, record: ImageRecord, copy: int) -> Path:
-    """Where :func:`materialise_copies` writes copy ``copy`` of ``record``: ``<out_dir>/<image_id>_aug<k>.png``."""
-    return Path(out_dir) / f"{record.image_id}_aug{copy}.png"
-
-
-def materialise_copies(
-    records: Sequence[ImageRecord],
-    out_dir: str | Path,
-    copies: int = PAPER_COPIES,
-    seed: int = 0,
-    params: AugmentParams = AugmentParams(),
-    read_image: Callable[[Path], np.ndarray] | None = None,
-) -> list[ImageRecord]:
-    """Write ``copies`` augmented PNGs per record into ``out_dir`` (atomically) and return their records.
-
-    Each new record keeps the label, patient, magnification and scale of its source, and notes the
-    source in ``extra["augmented_from"]`` / ``extra["augment_copy"]``. Run it on the training split
-    only (the paper augments "after dataset splitting"). ``read_image`` defaults to
-    :func:`histobreast.data.imageio.read_rgb`.
-    """
-    if copies < 1:
-        raise ConfigError(f"copies must be >= 1, got {copies}")
-    read_image = read_image or read_rgb
-    seen: dict[str, Path] = {}
-    for record in records:
-        if seen.setdefault(record.image_id, record.path) != record.path:
-            raise DatasetError(
-                f"{record.path}: image id {record.image_id!r} also names {seen[record.image_id]}; "
-                "augmented copies would overwrite each other"
-            )
-    out: list[ImageRecord] = []
-    for record in records:
-        image = read_image(record.path)
-        for copy in range(copies):
-            target = copy_path(out_dir, record, copy)
-            with atomic_path(target) as tmp:
-                Image.fromarray(augmented_copy(image, record.image_id, copy, seed, params)).save(tmp, format="PNG")
-            extra = {**record.extra, "augmented_from": str(record.path), "augment_copy": str(copy)}
-            out.append(dataclasses.replace(record, path=target, extra=extra))
-    return out

@@ -12,7 +12,6 @@ replaced, with a warning.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
 import json
@@ -25,6 +24,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from histobreast.atomic import atomic_path
+from histobreast.config import to_jsonable
 from histobreast.errors import ConfigError, DatasetError
 
 # Bump when the layout of entries changes: every old entry then misses.
@@ -34,30 +34,12 @@ _CHUNK = 1 << 20
 Value = TypeVar("Value", np.ndarray, dict[str, np.ndarray])
 
 
-def _plain(obj: Any) -> Any:
-    """JSON-ready form of key values: dataclasses, tuples, paths and numpy scalars/arrays included."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, Mapping):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if obj is None or isinstance(obj, (str, int, float, bool)):
-        return obj
-    raise ConfigError(f"cache key value {obj!r} of type {type(obj).__name__} has no stable JSON form")
-
-
 def cache_key_digest(key: Mapping[str, Any]) -> str:
     """SHA-256 hex digest of the canonical JSON of ``key`` (plus the cache format version)."""
-    canonical = json.dumps(
-        {"format": CACHE_FORMAT, "key": _plain(key)}, sort_keys=True, separators=(",", ":"), allow_nan=False
-    )
+    try:
+        canonical = json.dumps({"format": CACHE_FORMAT, "key": to_jsonable(key)}, sort_keys=True, separators=(",", ":"))
+    except TypeError as err:  # a value json cannot write (e.g. an arbitrary object)
+        raise ConfigError(f"cache key {key!r}: a value has no stable JSON form ({err})") from None
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 

@@ -17,7 +17,7 @@ Choices the paper leaves open, or states in a way that fails on real images (all
   tissue, which is what the paper says the binary image shows ("white pixels represented the
   area occupied by the nuclei"). Measured on 13 real BACH images against a haematoxylin-channel
   reference (benchmarks/bench_preprocess.py): literal rule recall 0.00 / precision 0.00, default
-  recall 0.62 / precision 0.52 (docs/preprocess.md);
+  recall 0.62 / precision 0.52 (every departure and its measured effect: docs/system_b.md);
 - perimeter (``perimeter="two_sided"``): the number of pixels on both sides of the component's
   edge (its own pixels with a 4-neighbour outside, plus outside pixels with a 4-neighbour in it;
   the image border counts as outside). With a one-sided or Euclidean perimeter no disc can satisfy
@@ -25,7 +25,10 @@ Choices the paper leaves open, or states in a way that fails on real images (all
   "the majority of nuclei" pass would be false; with the two-sided count it holds on real BACH
   nuclei. ``perimeter="inner"`` gives the one-sided count. Both are one vectorised pass over the
   label image;
-- components are 8-connected;
+- components are 8-connected; the "oval shape" the paper mentions is not tested (it gives no
+  criterion), only area and area/perimeter;
+- finer levels count the whole image's nuclei inside the chosen window (no second threshold
+  computed from the window's own pixels);
 - a centroid is counted in the window holding its pixel ``(floor(x), floor(y))``; windows are
   half-open ``[x, x+w) x [y, y+h)``;
 - windows start at the parent's top-left corner and step by the stride with no extra window

@@ -1,7 +1,7 @@
 """Patch grids and windows: System A's 5x3 grid, Spanhol 2016's sliding and random patches.
 
 Every function takes an ``(H, W, 3)`` uint8 RGB image and returns a stack ``(N, size, size, 3)``
-of uint8 patches, so batches go straight into :func:`histobreast.preprocess.transforms.to_model_tensor`.
+of uint8 patches, so batches go straight into :func:`histobreast.preprocess.transforms.to_model_input`.
 """
 
 from __future__ import annotations
@@ -68,17 +68,6 @@ def grid_patches(image: np.ndarray, grid: tuple[int, int] = (5, 3), patch_size: 
         .reshape(rows * cols, patch_size, patch_size, 3)
         .copy()
     )
-
-
-def assemble_grid(patches: np.ndarray, grid: tuple[int, int] = (5, 3)) -> np.ndarray:
-    """Inverse of :func:`grid_patches`: put row-major patches (or per-patch maps) back into one image."""
-    cols, rows = grid
-    if patches.shape[0] != cols * rows:
-        raise ConfigError(f"grid {cols}x{rows} needs {cols * rows} patches, got {patches.shape[0]}")
-    size_y, size_x = patches.shape[1:3]
-    rest = patches.shape[3:]
-    tiled = patches.reshape(rows, cols, size_y, size_x, *rest).swapaxes(1, 2)
-    return tiled.reshape(rows * size_y, cols * size_x, *rest).copy()
 
 
 def _check_fits(image: np.ndarray, patch_size: int) -> None:

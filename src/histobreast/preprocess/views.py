@@ -11,6 +11,7 @@ import numpy as np
 from histobreast.errors import ConfigError
 
 SIX_VIEWS: tuple[str, ...] = ("raw", "rot90", "rot180", "rot270", "flip_x", "flip_y")
+Box = tuple[int, int, int, int]  # x, y, width, height in pixels
 
 
 def apply_view(image: np.ndarray, view: str) -> np.ndarray:
@@ -31,6 +32,24 @@ def apply_view(image: np.ndarray, view: str) -> np.ndarray:
     else:
         raise ConfigError(f"unknown view {view!r}; expected one of {', '.join(SIX_VIEWS)}")
     return np.array(out, order="C")  # always a fresh, contiguous copy
+
+
+def view_box_to_raw(box: Box, view: str, raw_size: tuple[int, int]) -> Box:
+    """The box of the raw image (``raw_size = (width, height)``) that ``view`` turns into ``box``:
+    ``apply_view(raw[raw box], view) == apply_view(raw, view)[box]``."""
+    x, y, w, h = box
+    width, height = raw_size
+    raw_boxes = {
+        "raw": (x, y, w, h),
+        "rot90": (width - y - h, x, h, w),  # np.rot90: viewed[i, j] = raw[j, W-1-i]
+        "rot180": (width - x - w, height - y - h, w, h),
+        "rot270": (y, height - x - w, h, w),  # viewed[i, j] = raw[H-1-j, i]
+        "flip_x": (x, height - y - h, w, h),
+        "flip_y": (width - x - w, y, w, h),
+    }
+    if view not in raw_boxes:
+        raise ConfigError(f"unknown view {view!r}; expected one of {', '.join(SIX_VIEWS)}")
+    return raw_boxes[view]
 
 
 def invert_view(viewed: np.ndarray, view: str) -> np.ndarray:

@@ -67,7 +67,7 @@ def second_opinions(results: Mapping[str, Predictions], headline: str) -> dict[s
 
     Another method with the same image ids reads whole images (named by the method); one whose
     ids are ``<image_id>/<view>[/<rank>]`` reads views of them (named by the view), with its window
-    when the table has ``region_x/y/w/h`` columns (:func:`~histobreast.data.key_regions.view_predictions`).
+    when the table has ``region_x/y/w/h`` columns (:func:`~histobreast.votes.view_predictions`).
     """
     images = set(results[headline].image_ids)
     opinions: dict[str, list[Reading]] = defaultdict(list)
@@ -106,6 +106,7 @@ def review_cases(
             raise ConfigError(f"case review: {name} must be between 0 and 1, got {value}")
     pred = results[headline]
     opinions = second_opinions(results, headline)
+    outside = pred.extra.get("outside_training")  # set by predict: input outside the model's training range
     cases = []
     for i, image_id in enumerate(pred.image_ids):
         order = np.argsort(-pred.probs[i], kind="stable")
@@ -125,6 +126,9 @@ def review_cases(
             note = f"{len(others) - len(dissent)} of {len(others)} {kind} agree"
             note += "".join(f"; {who} says {label}" for who, label in dissent)
         confidence = float(pred.probs[i, called])
+        unlike = bool(outside[i]) if outside is not None else False
+        if unlike:  # the call means little on an image unlike those the model learnt from
+            note = f"{note}; " * bool(note) + "unlike the training images"
         cases.append(
             Case(
                 image_id=image_id,
@@ -137,7 +141,7 @@ def review_cases(
                 runner_up_probability=float(pred.probs[i, second]),
                 agreement=agreement,
                 agreement_note=note,
-                flagged=confidence < min_confidence or (agreement is not None and agreement < min_agreement),
+                flagged=unlike or confidence < min_confidence or (agreement is not None and agreement < min_agreement),
                 windows=tuple((other.box, other.called == called) for other in others if other.box is not None),
             )
         )
@@ -199,8 +203,8 @@ def write_case_review(
         run,
         intro=(
             f"Calls by {headline}: {counts}. {flagged} of {len(cases)} images are flagged for review: the "
-            f"probability of the called class is below {min_confidence:g}, or fewer than {min_agreement:.0%} of the "
-            "model's other readings of the image agree. Least certain first. A model's probability is not a "
+            f"probability of the called class is below {min_confidence:g}, fewer than {min_agreement:.0%} of the "
+            "model's other readings of the image agree, or the image is unlike the training images. Least certain first. A model's probability is not a "
             "diagnosis; it says how sure this model is, on images like those it was trained on."
         ),
     )

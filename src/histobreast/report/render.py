@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import html
-import math
 import os
 import platform
 import re
@@ -22,9 +21,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from histobreast.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from histobreast.config import to_jsonable
 from histobreast.errors import HistobreastError
 from histobreast.metrics import METRIC_INFO, roc_curves
 from histobreast.predictions import Predictions
@@ -147,21 +145,6 @@ class _Figure:
 
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_") or "section"
-
-
-def to_jsonable(obj: Any) -> Any:
-    """Plain JSON types: numpy values and arrays become Python ones, NaN/inf become ``null``."""
-    if isinstance(obj, Mapping):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, np.ndarray)):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
 
 
 class Report:

@@ -1,7 +1,7 @@
 """Frozen-encoder mode and the SVM discriminator of System B (Liu et al. 2022, Table 4).
 
 Frozen mode runs a PFENet's encoders once over every sample of a
-:class:`~histobreast.data.key_regions.KeyRegionDataset` (eval mode, no gradients), keeps the pooled
+:class:`~histobreast.datasets.key_regions.KeyRegionDataset` (eval mode, no gradients), keeps the pooled
 per-scale vectors ``(S, D)`` in an on-disk cache, and then trains only the discriminator on them —
 minutes instead of hours on a CPU, which makes quick ablations possible. A cache entry holds one
 image's samples and is keyed by the image's content hash, its views and region selection (KREM
@@ -28,7 +28,7 @@ from sklearn.svm import SVC
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from histobreast.data.key_regions import KeyRegionDataset
+from histobreast.datasets.key_regions import KeyRegionDataset
 from histobreast.errors import ConfigError
 from histobreast.models.msmv import MSMVPFENet, SVMHead
 from histobreast.preprocess.cache import DiskCache

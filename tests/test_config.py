@@ -1,23 +1,28 @@
-"""Experiment configs: typed loading, errors that name file and key, extends, overrides, round trip."""
+"""Configs: typed loading, errors that name file and key, extends, overrides, round trip, typed sections."""
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
-from histobreast.engine.config import (
-    ExperimentConfig,
-    ModelConfig,
+from histobreast.config import (
     apply_overrides,
     build_dataclass,
     config_to_dict,
-    load_config,
+    read_json,
+    rebuild_dataclass,
     save_config,
+    to_jsonable,
 )
-from histobreast.errors import ConfigError
+from histobreast.errors import CheckpointError, ConfigError
+from histobreast.pipelines.config import EnsembleOptions, ExperimentConfig, ModelConfig, PruneOptions, load_config
+from histobreast.preprocess.krem import KremParams
 
 
 def write(path: Path, text: str) -> Path:
@@ -209,3 +214,127 @@ def test_build_dataclass_validates_other_modules_option_sets() -> None:
 def test_default_sections_are_valid_and_round_trip() -> None:
     cfg = ExperimentConfig(name="defaults", model=ModelConfig(name="tiny"))
     assert build_dataclass(ExperimentConfig, config_to_dict(cfg)) == cfg
+
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+PRUNE_CPU = CONFIGS / "zhu2019" / "prune_bach_binary_cpu.yaml"
+PRETRAINED_CPU = CONFIGS / "liu2022" / "bach4_pretrained_cpu.yaml"
+
+
+@pytest.mark.parametrize(
+    ("path", "override", "named"),
+    [
+        (PRUNE_CPU, "prune.ratoi=0.5", r"prune\.ratoi \(did you mean prune\.ratio\?\)"),
+        (PRUNE_CPU, "ensemble.membrs=5", r"ensemble\.membrs \(did you mean ensemble\.members\?\)"),
+        (PRUNE_CPU, "spanhol.overlapp=0.5", r"spanhol\.overlapp \(did you mean spanhol\.overlap\?\)"),
+        (PRUNE_CPU, "model.kwargs.widht=3", r"model\.kwargs\.widht \(did you mean model\.kwargs\.widths\?\)"),
+        (PRUNE_CPU, "model.kwargs.bogus=1", r"model\.kwargs\.bogus;"),
+        (PRETRAINED_CPU, "model.encoder_pretraining.itrations=5", r"model\.encoder_pretraining\.itrations \(did you"),
+        (
+            PRETRAINED_CPU,
+            "model.kwargs.encodr=resnet18",
+            r"model\.kwargs\.encodr \(did you mean model\.kwargs\.encoder",
+        ),
+        (PRETRAINED_CPU, "preprocess.regions.krem.min_aera=1", r"preprocess\.regions\.krem\.min_aera \(did you"),
+    ],
+)
+def test_a_misspelt_key_in_any_section_fails_at_load_naming_file_and_key(path, override, named) -> None:
+    with pytest.raises(ConfigError, match=named) as caught:
+        load_config(path, [override])
+    message = str(caught.value)
+    assert message.startswith(str(path)) and "\n" not in message
+    assert f"(from the override {override!r}, not the file)" in message
+
+
+def test_model_kwargs_are_checked_against_the_registered_constructor() -> None:
+    cfg = load_config(PRUNE_CPU, ["model.kwargs.dropout=0.1", "model.kwargs.min_spread=0.05"])  # branch + hybrid keys
+    assert cfg.model.kwargs["dropout"] == 0.1
+    with pytest.raises(ConfigError, match=r"model\.kwargs\.fusion_weight"):  # a zhu2019 key, not a plain model's
+        load_config(CONFIGS / "baselines" / "resnet18_bach4_cpu.yaml", ["model.kwargs.fusion_weight=0.5"])
+
+
+def test_values_the_network_would_die_on_fail_at_load() -> None:
+    assert load_config(PRUNE_CPU, ["preprocess.patches.size=31"]).preprocess.patches.size == 31
+    with pytest.raises(
+        ConfigError, match=r"preprocess\.patches\.size: must be >= 31 px for GoogLeNet's pooling, got 16"
+    ):
+        load_config(PRUNE_CPU, ["preprocess.patches.size=16"])
+    with pytest.raises(ConfigError, match=r"preprocess\.input_size: must be >= 31 px"):
+        load_config(PRUNE_CPU, ["preprocess.input_size=30"])
+    with pytest.raises(ConfigError, match=r"preprocess\.regions\.krem: KremParams: threshold must be"):
+        load_config(PRETRAINED_CPU, ["preprocess.regions.krem.threshold=otsu"])
+
+
+def test_typed_optional_sections_and_krem_crops_follow_the_input_size() -> None:
+    cfg = load_config(PRETRAINED_CPU, ["preprocess.input_size=64"])
+    assert isinstance(cfg.preprocess.regions.krem, KremParams) and cfg.preprocess.regions.krem.output_size == 64
+    assert isinstance(cfg.prune, PruneOptions) and isinstance(cfg.ensemble, EnsembleOptions)
+    assert load_config(PRUNE_CPU).prune.retrain_iterations == 150
+    with pytest.raises(ConfigError, match=r"output_size=32 differs from preprocess.input_size=64"):
+        load_config(PRETRAINED_CPU, ["preprocess.input_size=64", "preprocess.regions.krem.output_size=32"])
+
+
+def test_a_run_folder_config_written_before_the_typed_sections_still_loads(tmp_path: Path) -> None:
+    """Saved config.yaml files had free mappings for prune/ensemble/spanhol and regions.krem; same keys now."""
+    cfg = load_config(PRETRAINED_CPU, ["preprocess.regions.krem.top_k_max_iou=0.5"])
+    old = config_to_dict(cfg)
+    old.update(prune={}, ensemble={"members": 5}, spanhol={})
+    old["preprocess"]["regions"]["krem"] = {"top_k_max_iou": 0.5}
+    saved = write(tmp_path / "config.yaml", yaml.safe_dump(old, sort_keys=False))
+    assert load_config(saved) == cfg
+
+
+def test_a_self_referencing_yaml_anchor_is_one_line_error(tmp_path: Path) -> None:
+    for text, key in (
+        ("data: &d {root: *d}\n", "data.root"),
+        ("model: {name: x, kwargs: &k [1, *k]}\n", r"model\.kwargs\[1\]"),
+    ):
+        with pytest.raises(ConfigError, match=rf"loop\.yaml: {key}: a YAML anchor refers to itself"):
+            load_config(write(tmp_path / "loop.yaml", text))
+
+
+def test_rebuild_dataclass_applies_changes_and_validates() -> None:
+    options = rebuild_dataclass(EnsembleOptions(), {"members": 3}, source="exp.yaml", prefix="ensemble")
+    assert options == EnsembleOptions(members=3)
+    with pytest.raises(ConfigError, match=r"exp\.yaml: ensemble\.members: an ensemble needs at least 2"):
+        rebuild_dataclass(options, {"members": 1}, source="exp.yaml", prefix="ensemble")
+
+
+def test_read_json_is_one_policy_for_every_file(tmp_path: Path) -> None:
+    path = tmp_path / "thing.json"
+    with pytest.raises(ConfigError, match=r"thing\.json: model file not found"):
+        read_json(path, "model")
+    path.write_text("{not json")
+    with pytest.raises(CheckpointError, match=r"thing\.json: not a readable model JSON"):
+        read_json(path, "model", error=CheckpointError)
+    path.write_text("[1, 2]")
+    with pytest.raises(ConfigError, match=r"thing\.json: a model file must hold a JSON object, got list"):
+        read_json(path, "model")
+    path.write_text(json.dumps({"format": "other", "version": 1}))
+    with pytest.raises(ConfigError, match=r'not a histobreast model \(expected "format": "histobreast-model"'):
+        read_json(path, "model", format="histobreast-model")
+    for version in (None, 0, 1):  # older files, and files from before versions, are read
+        path.write_text(
+            json.dumps({"format": "histobreast-model", **({} if version is None else {"version": version})})
+        )
+        assert read_json(path, "model", format="histobreast-model", version=1)["format"] == "histobreast-model"
+    path.write_text(json.dumps({"format": "histobreast-model", "version": 2}))
+    with pytest.raises(ConfigError, match=r"model version 2 is newer than this histobreast reads \(1\)"):
+        read_json(path, "model", format="histobreast-model", version=1)
+    path.write_text(json.dumps({"version": "2"}))
+    with pytest.raises(ConfigError, match=r"'version' must be an integer, got '2'"):
+        read_json(path, "model", version=1)
+
+
+def test_to_jsonable_writes_configs_dataclasses_numpy_and_paths_as_plain_data() -> None:
+    @dataclass
+    class Section:
+        size: tuple[int, int] = (5, 3)
+        where: Path = Path("runs/x")
+        score: float = math.inf
+
+    assert to_jsonable({"s": Section(), 1: np.arange(2), "n": np.float32(0.5)}) == {
+        "s": {"size": [5, 3], "where": "runs/x", "score": None},
+        "1": [0, 1],
+        "n": 0.5,
+    }

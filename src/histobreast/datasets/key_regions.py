@@ -10,10 +10,10 @@ KREM's windows are computed once per (image, view) and kept in an on-disk cache
 (:class:`histobreast.preprocess.cache.DiskCache`), so later epochs and runs only crop. The random-
 region control of the paper (85.4% vs 93.0%) is the same pipeline with ``selection="random"``:
 nested windows drawn at random positions of the same stride grids, seeded per (seed, image content,
-view). :func:`view_predictions` and :func:`image_predictions` turn per-sample probabilities into
-patch-level (per view) and image-level (majority vote) :class:`~histobreast.predictions.Predictions`.
+view). :func:`histobreast.votes.view_predictions` and :func:`~histobreast.votes.image_predictions`
+turn per-sample probabilities into patch-level (per view) and image-level (majority vote) tables.
 
-``augment=`` (an :class:`~histobreast.engine.config.AugmentConfig`, e.g. colour jitter) changes each
+``augment=`` (an :class:`~histobreast.preprocess.config.AugmentConfig`, e.g. colour jitter) changes each
 training sample with one draw applied to all its crops (one tissue location, one colour), seeded by
 ``(seed, epoch, index)`` like the other datasets; augmented samples cannot feed feature caches.
 """
@@ -31,20 +31,18 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from histobreast.data.datasets import Augmenter
 from histobreast.data.imageio import image_size, read_rgb
 from histobreast.data.records import ImageRecord
-from histobreast.engine.config import AugmentConfig
+from histobreast.datasets.augmenter import Augmenter
 from histobreast.errors import ConfigError, DatasetError
-from histobreast.predictions import Predictions
 from histobreast.preprocess.cache import DiskCache, file_fingerprint
+from histobreast.preprocess.config import AugmentConfig
 from histobreast.preprocess.krem import KeyRegion, KremParams, crop_key_region, key_regions
 from histobreast.preprocess.patches import window_starts
 from histobreast.preprocess.stain import StainNormalizer
 from histobreast.preprocess.transforms import to_model_input
-from histobreast.preprocess.views import SIX_VIEWS, apply_view
+from histobreast.preprocess.views import SIX_VIEWS, apply_view, view_box_to_raw
 from histobreast.seeding import derive_seed
-from histobreast.votes import combine_members, member_disagreement
 
 logger = logging.getLogger(__name__)
 
@@ -84,24 +82,6 @@ def level1_candidates(size: tuple[int, int], microns_per_pixel: float, params: K
     return len(_grid_boxes((0, 0, *size), *params.scaled_windows(microns_per_pixel)[0]))
 
 
-def view_box_to_raw(box: Box, view: str, raw_size: tuple[int, int]) -> Box:
-    """The box of the raw image (``raw_size = (width, height)``) that ``view`` turns into ``box``:
-    ``apply_view(raw[raw box], view) == apply_view(raw, view)[box]``."""
-    x, y, w, h = box
-    width, height = raw_size
-    raw_boxes = {
-        "raw": (x, y, w, h),
-        "rot90": (width - y - h, x, h, w),  # np.rot90: viewed[i, j] = raw[j, W-1-i]
-        "rot180": (width - x - w, height - y - h, w, h),
-        "rot270": (y, height - x - w, h, w),  # viewed[i, j] = raw[H-1-j, i]
-        "flip_x": (x, height - y - h, w, h),
-        "flip_y": (width - x - w, y, w, h),
-    }
-    if view not in raw_boxes:
-        raise ConfigError(f"unknown view {view!r}; expected one of {', '.join(SIX_VIEWS)}")
-    return raw_boxes[view]
-
-
 def random_key_regions(
     size: tuple[int, int], microns_per_pixel: float, params: KremParams, top_k: int, rng: np.random.Generator
 ) -> list[KeyRegion]:
@@ -133,7 +113,7 @@ class KeyRegionDataset(Dataset):
     float32; ``uint8=True``: :func:`crops_as_uint8`, normalised by the model on its device) and,
     when it is neither, needs a ``transform_id`` for feature caches. ``unknown_labels=True`` gives
     labels outside ``classes`` the target -1 (prediction on unlabelled images) instead of an error.
-    ``augment`` (an :class:`~histobreast.engine.config.AugmentConfig`) changes each sample with one
+    ``augment`` (an :class:`~histobreast.preprocess.config.AugmentConfig`) changes each sample with one
     draw for all its crops, seeded by ``(seed, epoch, index)`` (see :meth:`set_epoch`).
     """
 
@@ -357,90 +337,3 @@ class KeyRegionDataset(Dataset):
             "levels": list(self.levels),
             "transform": self.transform_id,
         }
-
-
-def view_predictions(
-    dataset: KeyRegionDataset, probs: np.ndarray | Tensor, max_regions: int | None = None
-) -> Predictions:
-    """Patch-level results: one row per sample (``<image_id>/<view>``, plus ``/<rank>`` when a view
-    has several regions), from per-sample probabilities ``(len(dataset), C)``.
-
-    ``max_regions=n`` keeps only each view's ``n`` densest regions: with ``n = 1`` a dataset of
-    several regions per view also gives the paper's test protocol (the densest region per view).
-    ``extra`` holds each row's level-1 window in the raw image's pixels (``region_x``, ``region_y``,
-    ``region_w``, ``region_h``): where that voter looked.
-    """
-    probs = _check_probs(dataset, probs)
-    kept = _kept_samples(dataset, max_regions)
-    probs = probs[kept]
-    shown = dataset.regions_per_view if max_regions is None else np.minimum(dataset.regions_per_view, max_regions)
-    ids, patients, mags, paths, boxes = [], [], [], [], []
-    for j, v, r in zip(dataset.sample_image[kept], dataset.sample_view[kept], dataset.sample_region[kept]):
-        record = dataset.records[j]
-        suffix = f"/{r}" if shown[j] > 1 else ""
-        ids.append(f"{record.image_id}/{dataset.views[v]}{suffix}")
-        patients.append(record.patient_id)
-        mags.append(record.magnification)
-        paths.append(str(record.path))
-        boxes.append(view_box_to_raw(dataset.regions(j, v)[r].boxes[0], dataset.views[v], dataset.image_sizes[j]))
-    corners = np.array(boxes, dtype=np.float64).reshape(-1, 4)
-    return Predictions(
-        classes=dataset.classes,
-        image_ids=ids,
-        probs=probs,
-        labels=dataset.targets[dataset.sample_image[kept]],
-        patient_ids=patients,
-        magnifications=mags,
-        paths=paths,
-        extra={f"region_{c}": corners[:, k] for k, c in enumerate("xywh")},
-    )
-
-
-def image_predictions(
-    dataset: KeyRegionDataset, probs: np.ndarray | Tensor, max_regions: int | None = None
-) -> Predictions:
-    """Image-level results: each image's samples (its six views, each with its regions) vote by majority.
-
-    ``probs`` are vote fractions (the winner nudged up by half a vote on a tie, so the arg-max is
-    :func:`histobreast.votes.majority_vote`'s label: ties go to the larger summed probability, then
-    the lower class index); ``extra["view_disagreement"]`` is the share of voters outvoted.
-    ``max_regions=n``: only each view's ``n`` densest regions vote (see :func:`view_predictions`).
-    """
-    probs = _check_probs(dataset, probs)
-    kept = _kept_samples(dataset, max_regions)
-    voters = [torch.from_numpy(probs[s][kept[s]]).unsqueeze(1) for s in dataset.image_slices]  # each (V, 1, C)
-    image_probs = (
-        np.stack([combine_members(p, "majority")[0].numpy() for p in voters])
-        if voters
-        else np.zeros((0, len(dataset.classes)))
-    )
-    disagreement = np.array([float(member_disagreement(p)[0]) for p in voters])
-    return Predictions(
-        classes=dataset.classes,
-        image_ids=[r.image_id for r in dataset.records],
-        probs=image_probs,
-        labels=dataset.targets,
-        patient_ids=[r.patient_id for r in dataset.records],
-        magnifications=[r.magnification for r in dataset.records],
-        paths=[str(r.path) for r in dataset.records],
-        extra={"view_disagreement": disagreement},
-    )
-
-
-def _kept_samples(dataset: KeyRegionDataset, max_regions: int | None) -> np.ndarray:
-    """Boolean mask over the samples: those among their view's ``max_regions`` densest (all: None)."""
-    if max_regions is None:
-        return np.ones(len(dataset), dtype=bool)
-    if max_regions < 1:
-        raise ValueError(f"max_regions must be >= 1, got {max_regions}")
-    return dataset.sample_region < max_regions
-
-
-def _check_probs(dataset: KeyRegionDataset, probs: np.ndarray | Tensor) -> np.ndarray:
-    array = probs.detach().cpu().double().numpy() if isinstance(probs, Tensor) else np.asarray(probs, dtype=np.float64)
-    if array.shape != (len(dataset), len(dataset.classes)):
-        raise ValueError(
-            f"expected probabilities of shape ({len(dataset)}, {len(dataset.classes)}) "
-            f"(one row per sample), got {array.shape}"
-        )
-    return array

@@ -1,0 +1,119 @@
+"""Tiles at physical scale: a grid in µm laid in level-0 pixels, kept by tissue fraction, read in batches.
+
+A tile grid is fixed by the slide's scale and the model's field of view (µm), so the model sees the
+tissue at the scale it was trained on whatever the scanner. Reads stream one batch at a time
+(optionally from worker processes, each with its own open slide), with the next batch read while
+the current one is used: memory holds two batches, however large the slide.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing as mp
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from histobreast.slides.reader import Slide, open_slide
+from histobreast.slides.tissue import TissueMask
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One tile: its level-0 box and the share of it the tissue mask covers."""
+
+    x: int
+    y: int
+    w: int
+    h: int
+    tissue: float
+
+    @property
+    def box(self) -> tuple[int, int, int, int]:
+        return (self.x, self.y, self.w, self.h)
+
+
+def tile_grid(
+    dimensions: tuple[int, int],
+    mpp: float,
+    tile_um: tuple[float, float],
+    mask: TissueMask,
+    *,
+    overlap: float = 0.0,
+    min_tissue: float = 0.5,
+) -> list[Tile]:
+    """Tiles of ``tile_um = (width, height)`` µm on a slide of level-0 ``dimensions`` at ``mpp`` µm/px,
+    stepping by ``1 - overlap`` of a tile, row by row, kept when ``mask`` covers at least ``min_tissue``."""
+    if not 0 <= overlap < 1:
+        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+    width, height = dimensions
+    tw, th = max(1, round(tile_um[0] / mpp)), max(1, round(tile_um[1] / mpp))
+    sx, sy = max(1, round(tw * (1 - overlap))), max(1, round(th * (1 - overlap)))
+    integral = np.pad(mask.mask.astype(np.int64), ((1, 0), (1, 0))).cumsum(0).cumsum(1)
+    mh, mw = mask.mask.shape
+    tiles = []
+    for y in range(0, height - th + 1, sy):
+        for x in range(0, width - tw + 1, sx):
+            x0, y0 = min(mw - 1, int(x / mask.downsample)), min(mh - 1, int(y / mask.downsample))
+            x1, y1 = (
+                max(x0 + 1, min(mw, math.ceil((x + tw) / mask.downsample))),
+                max(y0 + 1, min(mh, math.ceil((y + th) / mask.downsample))),
+            )
+            covered = integral[y1, x1] - integral[y0, x1] - integral[y1, x0] + integral[y0, x0]
+            fraction = covered / ((x1 - x0) * (y1 - y0))
+            if fraction >= min_tissue:
+                tiles.append(Tile(x, y, tw, th, round(float(fraction), 4)))
+    return tiles
+
+
+# One open slide per worker process (set by the pool initializer).
+_WORKER_SLIDE: Slide | None = None
+
+
+def _open_in_worker(path: Path, mpp: float | None) -> None:
+    global _WORKER_SLIDE
+    _WORKER_SLIDE = open_slide(path, mpp)
+
+
+def _read_in_worker(job: tuple[tuple[int, int, int, int], tuple[int, int]]) -> np.ndarray:
+    assert _WORKER_SLIDE is not None
+    return _WORKER_SLIDE.read_box(*job)
+
+
+class TileReader:
+    """Reads tiles of one slide, resampled to ``out_size`` px, in ``workers`` processes (0: this one)."""
+
+    def __init__(self, slide: Slide, out_size: tuple[int, int], workers: int = 0) -> None:
+        self.slide, self.out_size, self.workers = slide, tuple(out_size), workers
+        self._pool = None
+        if workers > 0:
+            given = slide.mpp if slide.mpp_source == "given" else None
+            self._pool = mp.get_context("spawn").Pool(workers, _open_in_worker, (slide.path, given))
+
+    def __enter__(self) -> TileReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool.join()
+
+    def batches(self, chunks: Sequence[Sequence[Tile]]) -> Iterator[list[np.ndarray]]:
+        """The pixels of each chunk of tiles, in order; with workers the next chunk is read while this
+        one is used (two chunks in memory at most)."""
+        if self._pool is None:
+            for chunk in chunks:
+                yield [self.slide.read_box(t.box, self.out_size) for t in chunk]
+            return
+        pool = self._pool
+
+        def start(chunk: Sequence[Tile]):  # noqa: ANN202 - a multiprocessing AsyncResult
+            return pool.map_async(_read_in_worker, [(t.box, self.out_size) for t in chunk])
+
+        pending = start(chunks[0]) if chunks else None
+        for index in range(len(chunks)):
+            arrays = pending.get()
+            pending = start(chunks[index + 1]) if index + 1 < len(chunks) else None
+            yield arrays
