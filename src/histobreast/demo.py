@@ -30,6 +30,7 @@ from typing import Any
 from histobreast.data.synthetic import synth_bach, synth_breakhis
 from histobreast.errors import ConfigError
 from histobreast.pipelines.config import ExperimentConfig, load_config
+from histobreast.seeding import seed_problem
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,8 @@ def run_demo(
     from histobreast.pipelines.pruning_report import image_accuracy, model_costs
     from histobreast.report.case_review import review_cases, review_run_info, write_case_review
 
+    if seed_problem(seed):
+        raise ConfigError(f"seed: {seed_problem(seed)}")
     configs = Path(config_dir) if config_dir is not None else DEFAULT_CONFIG_DIR
     for name in (SYSTEM_A_CONFIG, SYSTEM_B_CONFIG):  # before an earlier demo is removed
         _config_path(configs, name)

@@ -3,6 +3,8 @@
 ``derive_seed(seed, epoch, index)`` hashes a tuple of integers into an independent 63-bit seed, so
 that data order and per-sample augmentation are pure functions of ``(seed, epoch, index)``; the
 capture/restore pair moves the python, numpy and torch generators in and out of checkpoints.
+torch is imported where it is used: the CLI checks ``--seed`` with :func:`seed_problem` before any
+command imports torch.
 """
 
 from __future__ import annotations
@@ -12,9 +14,19 @@ import random
 from typing import Any
 
 import numpy as np
-import torch
 
 from histobreast.config import to_jsonable
+
+#: The largest seed a user may give: numpy's legacy global generator takes 32-bit seeds.
+MAX_SEED = 2**32 - 1
+
+
+def seed_problem(seed: object) -> str | None:
+    """What is wrong with a user's seed (a config's ``seed``, ``--seed``), or None: a whole number
+    in [0, :data:`MAX_SEED`]."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        return f"must be a whole number from 0 to {MAX_SEED}, got {seed!r}"
+    return None
 
 
 def derive_seed(*parts: int) -> int:
@@ -31,6 +43,8 @@ def derive_seed(*parts: int) -> int:
 
 def seed_everything(seed: int) -> None:
     """Seed python's ``random``, numpy's global generator and torch (CPU and every GPU)."""
+    import torch
+
     random.seed(seed)
     np.random.seed(seed % 2**32)  # the legacy global generator takes 32-bit seeds
     torch.manual_seed(seed)
@@ -38,6 +52,8 @@ def seed_everything(seed: int) -> None:
 
 def seed_host_generators(seed: int) -> None:
     """Seed python, numpy and torch's CPU generator only (cheap enough to call once per sample)."""
+    import torch
+
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.random.default_generator.manual_seed(seed)
@@ -49,6 +65,8 @@ def capture_rng_state() -> dict[str, Any]:
     Values are JSON-able lists/ints/strings except the torch states, which are uint8 tensors
     (checkpoints store those in safetensors).
     """
+    import torch
+
     np_state = np.random.get_state(legacy=True)
     state: dict[str, Any] = {
         "python": to_jsonable(random.getstate()),
@@ -62,6 +80,8 @@ def capture_rng_state() -> dict[str, Any]:
 
 def restore_rng_state(state: dict[str, Any]) -> None:
     """Put back generator states captured by :func:`capture_rng_state` (CUDA only if present in both)."""
+    import torch
+
     random.setstate(_from_json(state["python"]))
     name, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))

@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from histobreast.cli.options import seed_option
+
 
 def compare(
     run_a: Path = typer.Argument(..., help="Experiment folder of `histobreast train` (method A)."),
@@ -14,7 +16,7 @@ def compare(
     method: Optional[str] = typer.Option(None, "--method", help="Evaluation method of A (default: its headline)."),
     method_b: Optional[str] = typer.Option(None, "--method-b", help="Evaluation method of B (default: its headline)."),
     bootstrap: int = typer.Option(1000, "--bootstrap", min=1, help="Bootstrap resamples of the patients."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap."),
+    seed: int = seed_option("Seed of the bootstrap."),
     out: Optional[Path] = typer.Option(None, "--out", help="Also write the result as JSON here."),
 ) -> None:
     """Paired comparison of two experiments' image-level accuracy on the test images of their shared folds.

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from histobreast.cli.options import check_finite, check_scale, seed_option
 from histobreast.errors import ConfigError, DatasetError
 
 data_app = typer.Typer(
@@ -104,7 +105,7 @@ def synth(
     folds: int = typer.Option(5, "--folds", help="BreaKHis without --from-folds: random 70/30 patient folds."),
     per_class: int = typer.Option(20, "--per-class", help="BACH: images per class."),
     image_format: str = typer.Option("tif", "--format", help="BACH: tif, tiff, png, jpg or jpeg."),
-    seed: int = typer.Option(0, "--seed", help="Every pixel is a function of the seed and the file name."),
+    seed: int = seed_option("Every pixel is a function of the seed and the file name."),
 ) -> None:
     """Write a synthetic H&E dataset in the real BreaKHis or BACH layout.
 
@@ -167,7 +168,7 @@ def inspect(
     decode: bool = typer.Option(
         True, "--decode/--headers-only", help="Decode every image (finds truncated files) or read headers only (fast)."
     ),
-    mpp: float | None = typer.Option(None, "--mpp", help=MPP_HELP),
+    mpp: float | None = typer.Option(None, "--mpp", callback=check_scale, help=MPP_HELP),
     block_size: int | None = typer.Option(None, "--block-size", help=BLOCK_HELP),
     json_out: Path | None = typer.Option(None, "--json", help="Also write the summary as JSON to this file."),
 ) -> None:
@@ -206,10 +207,14 @@ def split(
     k: int = typer.Option(5, "--k", help="Folds or bagging subsets."),
     kind: Kind = typer.Option(Kind.auto, "--kind", help="Layout; auto detects BreaKHis and BACH trees."),
     folds: Path | None = typer.Option(None, "--folds", help="official: fold files (default: PATH or PATH/mkfold)."),
-    val_fraction: float = typer.Option(0.15, "--val", help="patient: fraction of images for validation."),
-    test_fraction: float = typer.Option(0.15, "--test", help="patient: fraction of images for test (0: none)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the patient and bagging schemes."),
-    mpp: float | None = typer.Option(None, "--mpp", help=MPP_HELP),
+    val_fraction: float = typer.Option(
+        0.15, "--val", callback=check_finite, help="patient: fraction of images for validation."
+    ),
+    test_fraction: float = typer.Option(
+        0.15, "--test", callback=check_finite, help="patient: fraction of images for test (0: none)."
+    ),
+    seed: int = seed_option("Seed of the patient and bagging schemes."),
+    mpp: float | None = typer.Option(None, "--mpp", callback=check_scale, help=MPP_HELP),
     block_size: int | None = typer.Option(None, "--block-size", help=BLOCK_HELP),
 ) -> None:
     """Write patient-disjoint splits of a dataset to a CSV file.

@@ -7,11 +7,13 @@ from pathlib import Path
 
 import typer
 
+from histobreast.cli.options import seed_option
+
 
 def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Folder for the data, runs and reports."),
     configs: Path = typer.Option(None, "--configs", help="Folder of the demo configs (default: configs/demo)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the synthetic data and of training."),
+    seed: int = seed_option("Seed of the synthetic data and of training."),
 ) -> None:
     """Synthesise BreaKHis- and BACH-shaped data, train System A's hybrid model, prune it, bag an
     ensemble, train System B, and write one summary report (a few minutes on a 2-core CPU).

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from histobreast.cli.data_option import with_data_root
+from histobreast.cli.options import check_finite
 from histobreast.errors import ConfigError
 
 ensemble_app = typer.Typer(
@@ -41,7 +42,7 @@ def train(
     ),
     rule: Optional[Rule] = typer.Option(None, "--rule", help="Voting rule stored with the ensemble (paper: sum)."),
     prune_ratio: Optional[float] = typer.Option(
-        None, "--prune-ratio", help="Channel-prune every member to this ratio O."
+        None, "--prune-ratio", callback=check_finite, help="Channel-prune every member to this ratio O."
     ),
     prune_loops: Optional[int] = typer.Option(None, "--prune-loops", help="Loops R of the members' pruning."),
     overrides: Optional[list[str]] = typer.Option(None, "--set", help="Config override key=value (repeatable)."),

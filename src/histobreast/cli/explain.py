@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from histobreast.cli.options import check_scale
+
 
 def explain(
     model: Path = typer.Argument(..., help="Model folder (model.json), or an ensemble folder (ensemble.json)."),
@@ -23,7 +25,11 @@ def explain(
         None, "--class", help="Class to explain (default: each image's call by the model)."
     ),
     microns_per_pixel: Optional[float] = typer.Option(
-        None, "--mpp", "--microns-per-pixel", help="Scale of the images (default: the training images')."
+        None,
+        "--mpp",
+        "--microns-per-pixel",
+        callback=check_scale,
+        help="Scale of the images (default: the training images').",
     ),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
 ) -> None:

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from histobreast.atomic import atomic_path
+from histobreast.cli.options import check_scale
 from histobreast.data.imageio import read_rgb
 from histobreast.data.readers import dataset_record
 from histobreast.errors import ConfigError
@@ -53,6 +54,7 @@ def krem(
     mpp: float | None = typer.Option(
         None,
         "--mpp",
+        callback=check_scale,
         help="Microns per pixel of IMAGE (BACH originals 0.42, the 1024x768 copies 0.84); KREM's sizes scale "
         "with it. Default: the scale the reader of IMAGE's dataset tree gives it.",
     ),

@@ -7,6 +7,7 @@ from typing import Any, Optional
 
 import typer
 
+from histobreast.cli.options import check_finite, check_scale
 from histobreast.errors import ConfigError
 
 # Label of images whose class is unknown (prediction rows get label index -1).
@@ -74,7 +75,11 @@ def predict(
         "an ensemble: its vote, or one member by name).",
     ),
     microns_per_pixel: Optional[float] = typer.Option(
-        None, "--mpp", "--microns-per-pixel", help="Microns per pixel of the images (default: the training images')."
+        None,
+        "--mpp",
+        "--microns-per-pixel",
+        callback=check_scale,
+        help="Microns per pixel of the images (default: the training images').",
     ),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Images per inference batch."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
@@ -86,11 +91,17 @@ def predict(
         "the images worth a second look flagged.",
     ),
     min_confidence: float = typer.Option(
-        0.6, "--min-confidence", min=0.0, max=1.0, help="Review flag: the called class's probability is below this."
+        0.6,
+        "--min-confidence",
+        callback=check_finite,
+        min=0.0,
+        max=1.0,
+        help="Review flag: the called class's probability is below this.",
     ),
     min_agreement: float = typer.Option(
         2 / 3,
         "--min-agreement",
+        callback=check_finite,
         min=0.0,
         max=1.0,
         help="Review flag: fewer than this share of the model's other readings (branches, members, views) agree.",

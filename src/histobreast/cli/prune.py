@@ -13,6 +13,7 @@ from rich.console import Console
 from typer.core import TyperGroup
 
 from histobreast.cli.data_option import with_data_root
+from histobreast.cli.options import check_finite
 from histobreast.errors import ConfigError
 
 
@@ -49,7 +50,9 @@ def run(
         "--out",
         help="Folder of the pruned model (a normal model folder); for an experiment folder, out/fold<k> per fold.",
     ),
-    ratio: Optional[float] = typer.Option(None, "--ratio", help="Target pruning ratio O in [0, 1) (paper: 0.5)."),
+    ratio: Optional[float] = typer.Option(
+        None, "--ratio", callback=check_finite, help="Target pruning ratio O in [0, 1) (paper: 0.5)."
+    ),
     loops: Optional[int] = typer.Option(
         None, "--loops", help="Loops R; each removes X = 1 - (1 - O)^(1/R) (paper: 1)."
     ),
@@ -62,7 +65,7 @@ def run(
     ),
     dns: bool = typer.Option(False, "--dns", help="Also run Dynamic Network Surgery (weights stored compactly)."),
     dns_sensitivity: Optional[float] = typer.Option(
-        None, "--dns-sensitivity", help="DNS sensitivity c (thresholds mean + c * std)."
+        None, "--dns-sensitivity", callback=check_finite, help="DNS sensitivity c (thresholds mean + c * std)."
     ),
     internal: bool = typer.Option(
         False,
@@ -133,7 +136,7 @@ def report(
     ),
     base: Optional[Path] = typer.Option(None, "--base", help="Use this trained model folder instead of training one."),
     ratios: Optional[list[float]] = typer.Option(
-        None, "--ratio", help="Ratios O of the Fig. 12 / Table 7 sweep (repeatable)."
+        None, "--ratio", callback=check_finite, help="Ratios O of the Fig. 12 / Table 7 sweep (repeatable)."
     ),
     loops: Optional[list[int]] = typer.Option(
         None, "--loops", help="Loop counts R of the Fig. 10 sweep (repeatable; 0 = none)."

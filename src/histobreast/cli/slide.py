@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 
+from histobreast.cli.options import check_finite, check_scale, seed_option
 from histobreast.errors import ConfigError
 
 slide_app = typer.Typer(
@@ -28,7 +29,9 @@ def _pair(text: str, option: str) -> tuple[float, float]:
 @slide_app.command("inspect")
 def inspect(
     slides: list[Path] = typer.Argument(..., help="Slide files (SVS, NDPI, TIFF, MRXS, DICOM, ...)."),
-    mpp: Optional[float] = typer.Option(None, "--mpp", help="µm/px of slides whose file has no scale."),
+    mpp: Optional[float] = typer.Option(
+        None, "--mpp", callback=check_scale, help="µm/px of slides whose file has no scale."
+    ),
     masks: Optional[Path] = typer.Option(None, "--masks", help="Folder to write each slide's tissue mask PNG into."),
 ) -> None:
     """A table per slide (format, levels, sizes, µm/px, objective, associated images, tissue) and its problems."""
@@ -51,11 +54,17 @@ def predict(
     tile_um: Optional[str] = typer.Option(
         None, "--tile-um", help="Tile field of view in µm, WIDTHxHEIGHT (default: the model's training images')."
     ),
-    overlap: float = typer.Option(0.0, "--overlap", help="Share of a tile the next one overlaps, 0 to 0.9."),
-    min_tissue: float = typer.Option(0.5, "--min-tissue", help="Least tissue share of a kept tile."),
-    mpp: Optional[float] = typer.Option(None, "--mpp", help="µm/px of slides whose file has no scale."),
+    overlap: float = typer.Option(
+        0.0, "--overlap", callback=check_finite, help="Share of a tile the next one overlaps, 0 to 0.9."
+    ),
+    min_tissue: float = typer.Option(
+        0.5, "--min-tissue", callback=check_finite, help="Least tissue share of a kept tile."
+    ),
+    mpp: Optional[float] = typer.Option(
+        None, "--mpp", callback=check_scale, help="µm/px of slides whose file has no scale."
+    ),
     model_mpp: Optional[float] = typer.Option(
-        None, "--model-mpp", help="The model's training scale, if model.json lacks it."
+        None, "--model-mpp", callback=check_scale, help="The model's training scale, if model.json lacks it."
     ),
     batch_size: int = typer.Option(32, "--batch-size", help="Tiles per batch (the unit a killed run resumes at)."),
     workers: int = typer.Option(0, "--workers", help="Tile-reading processes (0: read in this one)."),
@@ -116,14 +125,18 @@ def sample(
     crop: str = typer.Option("768x512", "--crop", help="Crop WIDTHxHEIGHT in level-0 pixels (paper A: 768x512)."),
     per_class: int = typer.Option(20, "--per-class", help="Crops per annotation class and slide."),
     normal: int = typer.Option(20, "--normal", help="Crops of unannotated tissue (class Normal) per slide."),
-    out_mpp: Optional[float] = typer.Option(None, "--out-mpp", help="Resample crops to this µm/px."),
-    mpp: Optional[float] = typer.Option(None, "--mpp", help="µm/px of slides whose file has no scale."),
+    out_mpp: Optional[float] = typer.Option(
+        None, "--out-mpp", callback=check_scale, help="Resample crops to this µm/px."
+    ),
+    mpp: Optional[float] = typer.Option(
+        None, "--mpp", callback=check_scale, help="µm/px of slides whose file has no scale."
+    ),
     label_map: Optional[list[str]] = typer.Option(
         None,
         "--map",
         help="NAME=CLASS (repeatable); default paper A's: Normal, Benign -> non-carcinoma; In situ, Invasive -> carcinoma.",
     ),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = seed_option("Seed of the crops' positions."),
 ) -> None:
     """Paper A's BACH WSI protocol: crops from annotated regions and unannotated tissue, as a dataset `train` reads."""
     from histobreast.pipelines.slide_sample import BACH_WSI_MAP, SampleOptions, sample_slides

@@ -23,6 +23,7 @@ from histobreast.errors import ConfigError
 from histobreast.models.googlenet_sep import MIN_INPUT_SIZE
 from histobreast.models.registry import model_parameters
 from histobreast.preprocess.config import PreprocessConfig
+from histobreast.seeding import seed_problem
 
 # zhu2019's model.kwargs keys that configure the hybrid, not the branch networks.
 HYBRID_KEYS = ("fusion_weight", "min_spread")
@@ -215,8 +216,8 @@ class ExperimentConfig:
             yield "name", "must not be empty"
         elif self.name in (".", "..") or any(c in self.name for c in "/\\:") or self.name.startswith("~"):
             yield "name", f"must be a plain folder name (runs/<name> holds the run), got {self.name!r}"
-        if self.seed < 0:
-            yield "seed", f"must be >= 0, got {self.seed}"
+        if seed_problem(self.seed):
+            yield "seed", seed_problem(self.seed)
         if self.model.frozen_encoders and self.preprocess.augment.active:
             yield (
                 "preprocess.augment",
