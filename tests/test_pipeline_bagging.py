@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from degenerate_inputs import assert_predict_flags_degenerate_inputs
 from histobreast.data.splits import read_splits_csv
 from histobreast.data.synthetic import synth_bach
 from histobreast.errors import CheckpointError, ConfigError
@@ -140,6 +141,7 @@ def test_ensemble_of_pruned_members_trains_loads_and_predicts(bach, tmp_path) ->
         assert widths["global_branch."]["4e"] < full["global_branch."]["4e"]
     with pytest.raises(CheckpointError, match="ensemble"):
         load_model_folder(folder)
+    assert_predict_flags_degenerate_inputs(folder, train[0].path, tmp_path)  # pruned members keep training_inputs
 
     result = predict_ensemble(folder, test, device="cpu")
     direct = {

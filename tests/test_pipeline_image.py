@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from degenerate_inputs import assert_predict_flags_degenerate_inputs
 from histobreast.data.synthetic import synth_bach
 from histobreast.pipelines import get_pipeline
 from histobreast.pipelines.common import experiment_records, experiment_splits, validation_split
@@ -44,6 +45,7 @@ def test_train_fold_then_predict(bach_root, tmp_path, preprocess):
     info = read_model_info(folder)
     assert info["model_name"] == "resnet18" and info["classes"] == ["non-carcinoma", "carcinoma"]
     assert "val_accuracy" in info["metrics"]
+    assert_predict_flags_degenerate_inputs(folder, train[0].path, tmp_path)
     test = split.select(records, "test")
     views = ["raw", "flip_y"] if preprocess else []
     out = pipeline.predict_records(folder, test, tta_views=views, device="cpu")

@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils.data import Subset
 from typer.testing import CliRunner
 
+from degenerate_inputs import assert_predict_flags_degenerate_inputs
 from histobreast.cli import app
 from histobreast.config import config_to_dict
 from histobreast.data.bach import BACH_CLASSES
@@ -108,6 +109,8 @@ def test_live_training_writes_a_model_folder_that_predicts_six_views_per_image(r
     np.testing.assert_allclose(Predictions.from_csv(tmp_path / "p.csv").probs, expected, atol=1e-6)
     (case,) = json.loads((tmp_path / "review" / "metrics.json").read_text())["results"]["cases"]
     assert case["image_id"] == test[0].image_id and re.match(r"\d of 6 views agree", case["agreement_note"])
+    # paper B's 3.36 µm/px input at 0.01 µm/px: the key window would be the whole image
+    assert_predict_flags_degenerate_inputs(folder, train[0].path, tmp_path, far_scale=train[0].microns_per_pixel / 10)
     # resume returns the finished fold as it is
     assert liu2022.train_fold(cfg, train, val, CLASSES, tmp_path / "fold1", resume=True) == folder
     assert get_pipeline("liu2022") is liu2022

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from degenerate_inputs import assert_predict_flags_degenerate_inputs
 from histobreast.data.synthetic import synth_bach
 from histobreast.datasets.spanhol_patches import SpanholPatchDataset, image_patch_batches, load_scaled
 from histobreast.errors import CheckpointError, ConfigError, DatasetError
@@ -108,6 +109,7 @@ def test_four_members_fused_by_max_rule_end_to_end(tmp_path, records) -> None:
     assert (tmp_path / "fold1" / "patch32_random" / "checkpoints" / "best.json").is_file()
     with pytest.raises(CheckpointError, match="ensemble"):
         load_model_folder(folder)
+    assert_predict_flags_degenerate_inputs(folder, records[0].path, tmp_path, small_is_refused=True)  # members too
 
     methods = spanhol2016.predict_records(folder, records)
     assert list(methods) == ["max_fusion", *ensemble.member_names()]

@@ -209,6 +209,9 @@ def test_10_19_tampered_predictions_are_refused(run, tmp_path):
         with pytest.raises(DatasetError, match=r"in \[0, 1\]"):
             Predictions.from_csv(target)
         refused(["evaluate", copy, "--out", tmp_path / "e"], "hybrid.csv")
+    lines = original.splitlines()
+    target.write_text("\n".join([*lines, lines[1]]) + "\n")  # one image scored twice
+    refused(["evaluate", copy, "--out", tmp_path / "e"], "listed twice")
     splits = list(csv.DictReader((copy / "splits.csv").open()))
     trained_on = next(r["image_id"] for r in splits if r["split"] == "fold1" and r["subset"] == "train")
     target.write_text(original.replace(rows[0]["image_id"] + ",", trained_on + ",", 1))
@@ -276,12 +279,23 @@ def _bomb(path):
     path.write_bytes(bytes(data))
 
 
-def test_14_decompression_bombs_are_one_line_errors(tmp_path):
+def test_14_decompression_bombs_are_one_line_errors(run, tmp_path):
     bomb = tmp_path / "bomb.png"
     _bomb(bomb)
     for read in (image_size, read_rgb):
         with pytest.raises(ImageReadError, match="too large"):
             read(bomb)
+    message = refused(["predict", run[3], bomb, "--out", tmp_path / "p.csv"], "bomb.png", "too large")
+    assert "truncated" not in message
+    tree = tmp_path / "bach"
+    synth_bach(tree, per_class=2, size=(48, 32), image_format="png")
+    _bomb(next(tree.rglob("b001.png")))
+    refused(["data", "inspect", tree], "cannot be used", "--skip-bad")
+    result = runner.invoke(app, ["data", "inspect", str(tree), "--skip-bad"])
+    assert result.exit_code == 0 and "too large" in result.output, (result.output, result.exception)
+    with pytest.raises(HistobreastError, match="b001.png"):
+        run_experiment(tiny_zhu_config(tree), tmp_path / "run", folds=[1])
+    assert not (tmp_path / "run").exists()
 
 
 def test_15_a_full_disk_names_the_target_and_keeps_the_old_file(tmp_path, monkeypatch):
@@ -388,3 +402,69 @@ def test_also_a_breakhis_model_evaluates_a_folder_tree(tmp_path):
     result = evaluate_model_folder(tmp_path / "run" / "fold1" / "model", tree, tmp_path / "eval")
     assert len(Predictions.from_csv(tmp_path / "eval" / "predictions" / "hybrid.csv")) == 4
     assert np.isfinite(result.mean_std()[0])
+
+
+# --- the leftovers of the first pass: seeds, the Python API's batch sizes, evaluate's lock --------
+
+
+@pytest.mark.parametrize("value", ["-1", "99999999999999999999", str(2**32)])
+def test_9_20_seeds_out_of_range_are_one_line_errors_before_anything_is_written(tmp_path, value):
+    refused(["demo", "--seed", value, "--out", tmp_path / "demo"], "--seed", "0 to 4294967295")
+    refused(["data", "synth", tmp_path / "synth", "--kind", "bach", "--seed", value], "--seed")
+    assert not (tmp_path / "demo").exists() and not (tmp_path / "synth").exists()
+
+
+def test_9_20_seeds_out_of_range_are_refused_by_the_python_api(tmp_path):
+    from histobreast.demo import run_demo
+
+    with pytest.raises(ConfigError, match="seed"):
+        run_demo(tmp_path / "demo", seed=-1)
+    assert not (tmp_path / "demo").exists()
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"name": "x", "seed": 2**40, "model": {"name": "resnet18"}}))
+    with pytest.raises(ConfigError, match="seed"):
+        load_config(config)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "0", "1e308"])
+def test_9_20_every_command_refuses_impossible_scales_by_name(tmp_path, value):
+    image = tmp_path / "a.png"
+    Image.new("RGB", (64, 48), (200, 100, 150)).save(image)
+    refused(["krem", image, "--mpp", value, "--out", tmp_path / "o.png"], "--mpp")
+    refused(["data", "inspect", tmp_path, "--mpp", value], "--mpp")
+    refused(["slide", "inspect", image, "--mpp", value], "--mpp")
+    assert not (tmp_path / "o.png").exists()
+
+
+@pytest.mark.parametrize("value", [0, -3, 2.5, True])
+def test_9_20_the_python_api_refuses_batch_sizes_below_one(run, value):
+    from histobreast.data.readers import read_dataset
+    from histobreast.pipelines import get_pipeline
+    from histobreast.pipelines.bagging import predict_ensemble
+
+    _, root, out, model = run
+    loaded = load_model_folder(model)
+    records = read_dataset(root)[:1]
+    with pytest.raises(ConfigError, match="batch_size"):  # 0 silently meant the default
+        get_pipeline("zhu2019").predict_records(loaded, records, batch_size=value)
+    with pytest.raises(ConfigError, match="batch_size"):
+        evaluate_model_folder(out, batch_size=value)
+    with pytest.raises(ConfigError, match="batch_size"):  # before the ensemble folder is read
+        predict_ensemble(out, records, batch_size=value)
+
+
+def test_5_evaluate_takes_the_experiment_folders_lock(run, tmp_path):
+    out = run[2]
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    before = {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()}
+    holder = {"pid": os.getppid(), "host": socket.gethostname(), "started": "2026-01-01T00:00:00+00:00"}
+    (copy / LOCK_FILE).write_text(json.dumps(holder))  # a training still running in the folder
+    refused(["evaluate", copy], "in use by another run", f"pid {os.getppid()}")
+    refused(["evaluate", copy, "--out", tmp_path / "elsewhere"], "in use")  # its files are half-written
+    assert {p: p.read_bytes() for p in copy.rglob("*") if p.is_file() and p.name != LOCK_FILE} == before
+    assert not (tmp_path / "elsewhere").exists()
+    (copy / LOCK_FILE).unlink()
+    result = runner.invoke(app, ["evaluate", str(copy), "--out", str(tmp_path / "e")])
+    assert result.exit_code == 0, result.output
+    assert not (copy / LOCK_FILE).exists() and not (tmp_path / "e" / LOCK_FILE).exists()

@@ -12,7 +12,7 @@ import datetime as _dt
 import json
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -91,3 +91,13 @@ def folder_lock(folder: str | Path) -> Iterator[Path]:
         lock.unlink(missing_ok=True)
         if created and not any(folder.iterdir()):
             folder.rmdir()
+
+
+@contextlib.contextmanager
+def folder_locks(folders: Iterable[str | Path]) -> Iterator[None]:
+    """Hold the lock of every distinct folder (e.g. the experiment folders ``evaluate`` reads and
+    the one it writes), taken in sorted order so that two runs never wait on each other's."""
+    with contextlib.ExitStack() as stack:
+        for folder in sorted({Path(f).resolve() for f in folders}):
+            stack.enter_context(folder_lock(folder))
+        yield

@@ -18,9 +18,17 @@ from torch import Tensor, nn
 
 from histobreast.engine.distributed import resolve_device
 from histobreast.engine.losses import main_logits
+from histobreast.errors import ConfigError
 
 Inputs = Tensor | Mapping[str, Tensor]
 Flag = bool | Literal["auto"]
+
+
+def check_batch_size(batch_size: int | None) -> None:
+    """Refuse a batch size that is not a whole number >= 1 (``None``: the model's own); 0 once
+    silently meant the default and a negative one failed deep in the data loader."""
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise ConfigError(f"batch_size: must be a whole number >= 1 (None: the model's default), got {batch_size!r}")
 
 
 def resolve_flag(flag: Flag, device: torch.device) -> bool:

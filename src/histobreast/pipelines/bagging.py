@@ -29,6 +29,7 @@ from histobreast.atomic import atomic_write_json
 from histobreast.config import read_json, rebuild_dataclass, save_config
 from histobreast.data.records import ImageRecord, read_records_csv, write_records_csv
 from histobreast.data.splits import Split, write_splits_csv
+from histobreast.engine.inference import check_batch_size
 from histobreast.errors import CheckpointError, ConfigError
 from histobreast.metrics import evaluate_predictions
 from histobreast.pipelines.common import dataset_kind, training_subsets
@@ -196,6 +197,7 @@ def predict_ensemble(
 ) -> EnsemblePredictions:
     """Every member's headline predictions on ``records`` and their vote (by ``rule``, default the
     folder's); ``options`` go to each member pipeline's ``predict_records``."""
+    check_batch_size(options.get("batch_size"))
     folder = read_ensemble_folder(path)
     rule = rule or folder.rule
     _check_rule(rule, str(path))

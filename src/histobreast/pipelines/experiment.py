@@ -28,8 +28,9 @@ from histobreast.atomic import atomic_write_text, remove_stale_temporaries
 from histobreast.config import save_config
 from histobreast.data.splits import read_splits_csv, write_splits_csv
 from histobreast.engine.distributed import context_from_env
+from histobreast.engine.inference import check_batch_size
 from histobreast.errors import CheckpointError, ConfigError, DatasetError
-from histobreast.locking import folder_lock
+from histobreast.locking import folder_lock, folder_locks
 from histobreast.metrics import bootstrap_metrics, evaluate_predictions, split_by_magnification, summarise_folds
 from histobreast.pipelines import get_pipeline
 from histobreast.pipelines.common import (
@@ -346,6 +347,7 @@ def evaluate_model_folder(
       by fold, giving one table with a column group per magnification and ROC curves per
       magnification (paper A, Tables 2-4 and Fig. 9).
     """
+    check_batch_size(batch_size)
     paths = [Path(t) for t in ([targets] if isinstance(targets, (str, Path)) else targets)]
     if not paths:
         raise ConfigError("nothing to evaluate: give a model folder or experiment folder(s)")
@@ -353,7 +355,9 @@ def evaluate_model_folder(
         if not path.exists():
             raise CheckpointError(f"{path}: not found")
     if all(_is_experiment_folder(p) for p in paths):
-        return _evaluate_runs(paths, data, out_dir, tta_views, batch_size, device)
+        out = Path(out_dir) if out_dir is not None else (paths[0] if len(paths) == 1 else Path("runs") / "evaluation")
+        with folder_locks([*paths, out]):  # no training may write the folders read or written meanwhile
+            return _evaluate_runs(paths, data, out, tta_views, batch_size, device)
     if len(paths) > 1:
         raise ConfigError("several targets must all be experiment folders; evaluate model folders one at a time")
     model_dir = paths[0]
@@ -363,18 +367,19 @@ def evaluate_model_folder(
     loaded = load_model_folder(model_dir)
     cfg = replace(loaded.cfg, data=data_settings_for(loaded.cfg, data))
     records, classes = experiment_records(replace(cfg, data=replace(cfg.data, classes=list(info["classes"]))))
-    predictions = get_pipeline(loaded.pipeline).predict_records(
-        loaded, records, tta_views=tta_views, batch_size=batch_size, device=device
-    )
     out = Path(out_dir) if out_dir is not None else model_dir.parent / f"{model_dir.name}-evaluation"
-    write_fold_predictions(out, predictions)
-    result = report_experiment(
-        {1: predictions},
-        out / REPORT_DIR,
-        cfg,
-        title=f"{model_dir}: evaluation on {data}",
-        config_path=str(model_dir / "model.json"),
-    )
+    with folder_lock(out):
+        predictions = get_pipeline(loaded.pipeline).predict_records(
+            loaded, records, tta_views=tta_views, batch_size=batch_size, device=device
+        )
+        write_fold_predictions(out, predictions)
+        result = report_experiment(
+            {1: predictions},
+            out / REPORT_DIR,
+            cfg,
+            title=f"{model_dir}: evaluation on {data}",
+            config_path=str(model_dir / "model.json"),
+        )
     result.out_dir = out
     return result
 
@@ -382,7 +387,7 @@ def evaluate_model_folder(
 def _evaluate_runs(
     runs: Sequence[Path],
     data: str | Path | None,
-    out_dir: str | Path | None,
+    out: Path,
     tta_views: Sequence[str],
     batch_size: int | None,
     device: str,
@@ -414,7 +419,6 @@ def _evaluate_runs(
         raise DatasetError(f"the experiment folders {[str(r) for r in runs]} share no fold")
     methods = [m for m in per_run[0][folds[0]] if all(m in p[f] for p in per_run for f in folds)]
     combined = {f: {m: concat_predictions([p[f][m] for p in per_run]) for m in methods} for f in folds}
-    out = Path(out_dir) if out_dir is not None else (runs[0] if len(runs) == 1 else Path("runs") / "evaluation")
     names = ", ".join(c.name for c in configs)
     result = report_experiment(
         combined,

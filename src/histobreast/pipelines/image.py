@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 
 from histobreast.data.records import ImageRecord
 from histobreast.datasets.images import ImageDataset
-from histobreast.engine.inference import predict_probabilities
+from histobreast.engine.inference import check_batch_size, predict_probabilities
 from histobreast.pipelines.common import (
     augment_config,
     average_over_views,
@@ -122,6 +122,7 @@ def predict_records(
     device: str = "auto",
 ) -> dict[str, Predictions]:
     """``{"image": Predictions}``: one row per record, probabilities averaged over ``tta_views``."""
+    check_batch_size(batch_size)
     loaded = as_loaded(model_folder_or_loaded, device)
     device_ = next(loaded.model.parameters()).device
     model = loaded.model

@@ -43,7 +43,7 @@ from histobreast.datasets.key_regions import KeyRegionDataset
 from histobreast.engine.config import TrainConfig
 from histobreast.engine.distributed import resolve_device
 from histobreast.engine.features import FeatureDataset, SVMDiscriminator, extract_features
-from histobreast.engine.inference import predict_probabilities
+from histobreast.engine.inference import check_batch_size, predict_probabilities
 from histobreast.engine.trainer import Trainer, classification_metrics
 from histobreast.errors import ConfigError
 from histobreast.models import create_model
@@ -363,6 +363,7 @@ def predict_records(
     ``"patch_one_region"`` add the paper's protocol from the same scores: only each view's first
     region (the densest with KREM; the first draw in the random-region control).
     """
+    check_batch_size(batch_size)
     target = resolve_device(device)
     loaded = (
         model_folder_or_loaded
@@ -411,6 +412,7 @@ def predict_records_svm(
     over ``train_records`` (6 views x ``top_k_train`` regions), then :func:`predict_records`' outputs
     with the SVM's probabilities. Features are cached next to the model's regions; the SVM is refitted
     each time (seconds; it is never pickled)."""
+    check_batch_size(batch_size)
     loaded = load_model_folder(model_folder, device="cpu")
     cfg, model, classes = loaded.cfg, loaded.model, loaded.classes
     cache = cache_dir_of(cfg, Path(model_folder).parent)  # where train_fold kept the source model's features

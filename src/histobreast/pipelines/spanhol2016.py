@@ -29,12 +29,14 @@ from histobreast.data.records import ImageRecord
 from histobreast.datasets.spanhol_patches import SpanholPatchDataset, image_patch_batches, load_scaled
 from histobreast.engine import Trainer
 from histobreast.engine.distributed import resolve_device
-from histobreast.errors import CheckpointError
+from histobreast.engine.inference import check_batch_size
+from histobreast.errors import CheckpointError, DatasetError
 from histobreast.models import create_model
 from histobreast.pipelines.bagging import is_ensemble_folder, predict_ensemble, save_ensemble_folder
 from histobreast.pipelines.common import fit_stain_normalizer
 from histobreast.pipelines.config import ExperimentConfig
-from histobreast.pipelines.package import LoadedModel, load_model_folder, save_model_folder
+from histobreast.pipelines.input_range import training_inputs
+from histobreast.pipelines.package import LoadedModel, images_scale, load_model_folder, save_model_folder
 from histobreast.predictions import Predictions, predictions_from_records
 from histobreast.seeding import derive_seed, seed_everything
 from histobreast.votes import combine_members
@@ -58,6 +60,7 @@ def train_fold(
     if resume and is_ensemble_folder(fold_dir / "model"):
         return fold_dir / "model"
     stain = fit_stain_normalizer(cfg, train_records)
+    inputs = training_inputs(train_records)  # every member's model.json: predict flags unlike images
     members = []
     for number, (name, size, extraction) in enumerate(options.members()):
         folder = fold_dir / "model" / name
@@ -96,6 +99,8 @@ def train_fold(
                 extra={"spanhol": member},
                 model_name=MODEL_NAME,
                 model_kwargs=kwargs,
+                microns_per_pixel=images_scale(train_records),
+                training_inputs=inputs,
             )
         )
     return save_ensemble_folder(
@@ -127,14 +132,13 @@ def predict_member_records(loaded: LoadedModel, records: Sequence[ImageRecord], 
     rows = []
     for record in records:
         image = load_scaled(record, settings["scale"], stain)
-        probs = torch.cat(
-            [
-                model.predict_proba(batch.to(device_)).float().cpu()
-                for batch in image_patch_batches(
-                    image, settings["patch_size"], settings["overlap"], settings["eval_batch_size"]
-                )
-            ]
-        )
+        try:
+            batches = image_patch_batches(
+                image, settings["patch_size"], settings["overlap"], settings["eval_batch_size"]
+            )
+        except DatasetError as err:  # an image smaller than a patch: say which
+            raise DatasetError(f"{record.path}: {err}") from None
+        probs = torch.cat([model.predict_proba(batch.to(device_)).float().cpu() for batch in batches])
         rows.append(combine_members(probs[:, None, :], settings["patch_rule"])[0])
     probs_array = torch.stack(rows).numpy() if rows else np.zeros((0, len(loaded.classes)))
     return predictions_from_records(records, probs_array, loaded.classes)
@@ -150,7 +154,8 @@ def predict_records(
 ) -> dict[str, Predictions]:
     """``{"<rule>_fusion": fused, <member>: ...}`` for the baseline's ensemble folder, or
     ``{"image": ...}`` for one member folder. ``tta_views`` and ``batch_size`` are not used by
-    this baseline (patches are batched by the member's ``eval_batch_size``)."""
+    this baseline (patches are batched by the member's ``eval_batch_size``), but a bad one is refused."""
+    check_batch_size(batch_size)
     if isinstance(model_folder_or_loaded, (str, Path)) and is_ensemble_folder(model_folder_or_loaded):
         result = predict_ensemble(model_folder_or_loaded, records, device=device)
         return {f"{result.rule}_fusion": result.ensemble, **result.members}

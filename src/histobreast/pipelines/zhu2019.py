@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader
 
 from histobreast.data.records import ImageRecord
 from histobreast.datasets.images import GridPatchDataset, HybridDataset, ImageDataset
-from histobreast.engine.inference import autocast, resolve_flag, to_device
+from histobreast.engine.inference import autocast, check_batch_size, resolve_flag, to_device
 from histobreast.errors import ConfigError
 from histobreast.models.googlenet_sep import GoogLeNetSEP
 from histobreast.models.hybrid import HybridCNN
@@ -212,6 +212,7 @@ def predict_records(
     With ``tta_views`` each method's probabilities are averaged over the views of every image.
     Labels outside the model's classes become -1 (unlabelled images).
     """
+    check_batch_size(batch_size)
     loaded = as_loaded(model_folder_or_loaded, device)
     device_ = next(loaded.model.parameters()).device
     model = loaded.model
