@@ -46,5 +46,5 @@ def assert_predict_flags_degenerate_inputs(
         normal = str(inputs / f"normal{training_image.suffix}")
         result = CliRunner().invoke(app, ["predict", str(model), normal, "--mpp", str(far_scale), "--out", str(out)])
         assert result.exit_code == 0, (result.output, repr(result.exception))
-        assert [row["outside_training"] for row in csv.DictReader(out.open())] == ["1.0"]
+        assert [float(row["outside_training"]) for row in csv.DictReader(out.open())] == [1.0]
         assert "µm/px (training:" in result.output

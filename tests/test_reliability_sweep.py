@@ -34,7 +34,8 @@ from histobreast.pipelines.config import load_config
 from histobreast.pipelines.package import read_model_info
 from histobreast.predictions import Predictions
 
-CASES = 40  # generated cases per fuzz target (BENCHMARKS.md section "reliability sweep")
+# Generated cases per fuzz target; benchmarks/bench_fuzz.py runs more (BENCHMARKS.md section "fuzz").
+CASES = int(os.environ.get("HISTOBREAST_FUZZ_CASES", "40"))
 FUZZ = settings(max_examples=CASES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 ENCODINGS = ("utf-8", "utf-8-sig", "utf-16", "utf-16-be", "cp1252", "latin-1")
