@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,20 @@ def bracs_dir() -> Path:
 def wsi_dir() -> Path:
     """../shared/data/wsi (five small real slide files: two SVS, a TIFF, an NDPI, a DICOM; see SOURCE.md)."""
     return _real_data_dir("wsi")
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 1 MiB tmpfs (skipped with the reason where it cannot be mounted)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.decode().strip() or 'mount failed'}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
 
 
 @pytest.fixture(autouse=True)

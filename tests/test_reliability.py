@@ -316,6 +316,23 @@ def test_15_a_full_disk_names_the_target_and_keeps_the_old_file(tmp_path, monkey
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
 
 
+def test_15_a_full_disk_during_predict_review_is_one_line(run, tmp_path, tiny_disk):
+    _, root, _, model = run
+    (tiny_disk / "filler").write_bytes(b"\0" * (1024 * 1024 - 16 * 1024))  # 16 KiB left: not a card's worth
+    review = tiny_disk / "review"
+    err = refused_os_error(["predict", model, *images_of(root)[:4], "--out", tmp_path / "p.csv", "--review", review])
+    assert str(tiny_disk) in err.filename and ".tmp" not in err.filename
+    assert not list(tiny_disk.rglob(".*.tmp")) and (tmp_path / "p.csv").is_file()
+
+
+def refused_os_error(args: list) -> OSError:
+    """Run the CLI; it must exit 1 on a file-system error naming its file (printed as one line)."""
+    result = runner.invoke(app, [str(a) for a in args])
+    assert result.exit_code == 1 and isinstance(result.exception, OSError), (result.output, repr(result.exception))
+    assert result.exception.filename, repr(result.exception)
+    return result.exception
+
+
 def test_16_a_short_kaggle_row_is_a_one_line_error(tmp_path):
     folds = tmp_path / "Folds.csv"
     folds.write_text("fold,mag,grp,filename\n1,40\n")
@@ -468,3 +485,16 @@ def test_5_evaluate_takes_the_experiment_folders_lock(run, tmp_path):
     result = runner.invoke(app, ["evaluate", str(copy), "--out", str(tmp_path / "e")])
     assert result.exit_code == 0, result.output
     assert not (copy / LOCK_FILE).exists() and not (tmp_path / "e" / LOCK_FILE).exists()
+
+
+def test_15_a_full_disk_during_a_checkpoint_keeps_the_earlier_one(tiny_disk):
+    import torch
+
+    from histobreast.engine.checkpoint import read_checkpoint, save_checkpoint
+
+    save_checkpoint(tiny_disk, "last", model=torch.nn.Linear(4, 2), step=1)
+    (tiny_disk / "filler").write_bytes(b"\0" * (1024 * 1024 - 96 * 1024))
+    with pytest.raises(OSError) as info:  # 256 KiB of weights into the last ~64 KiB
+        save_checkpoint(tiny_disk, "last", model=torch.nn.Linear(256, 256), step=2)
+    assert info.value.filename and str(tiny_disk) in info.value.filename and ".tmp" not in info.value.filename
+    assert read_checkpoint(tiny_disk, "last").step == 1 and not list(tiny_disk.glob(".*.tmp"))

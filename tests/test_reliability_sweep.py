@@ -11,7 +11,6 @@ import inspect
 import json
 import os
 import re
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -222,20 +221,6 @@ def test_every_number_option_fails_in_one_line(tmp_path, path, option, command, 
     if value in NEVER_A_NUMBER:  # refused as the option's value, not as a later failure of the blocker
         said = result.output + (str(err) if isinstance(err, HistobreastError) else "")
         assert any(name in said for name in command_option(command, option).opts), (args, said)
-
-
-@pytest.fixture
-def tiny_disk(tmp_path):
-    """A 1 MiB tmpfs (skipped with the reason where it cannot be mounted)."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.decode().strip() or 'mount failed'}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=False)
 
 
 def test_a_full_disk_is_one_line_and_leaves_nothing_half_written(tiny_disk):

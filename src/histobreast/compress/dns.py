@@ -29,13 +29,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from histobreast.atomic import atomic_path
 from histobreast.errors import CheckpointError
-from histobreast.models.weights import read_weights
+from histobreast.models.weights import read_weights, write_safetensors
 
 SPARSE_FORMAT = "histobreast-sparse-bitmask-v1"
 _BITMASK, _VALUES = "::bitmask", "::values"
@@ -203,9 +201,7 @@ def save_sparse_weights(model_or_state: nn.Module | Mapping[str, Tensor], path: 
             shapes[key] = list(value.shape)
         else:
             tensors[key] = value.clone()
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": SPARSE_FORMAT, "shapes": json.dumps(shapes)})
-    return Path(path)
+    return write_safetensors(path, tensors, metadata={"format": SPARSE_FORMAT, "shapes": json.dumps(shapes)})
 
 
 def load_sparse_weights(path: str | Path) -> dict[str, Tensor]:

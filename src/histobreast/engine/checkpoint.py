@@ -22,13 +22,13 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
-from histobreast.atomic import atomic_path, atomic_write_json
+from histobreast.atomic import atomic_write_json
 from histobreast.config import read_json
 from histobreast.errors import CheckpointError
-from histobreast.models.weights import load_weights, read_weights, save_weights
+from histobreast.models.weights import load_weights, read_weights, save_weights, write_safetensors
 
 FORMAT = "histobreast-checkpoint"
 FORMAT_VERSION = 1
@@ -118,8 +118,7 @@ def save_checkpoint(
         record["state"] = skeleton
         if tensors:
             record["tensors"] = f"{stem}.state.safetensors"
-            with atomic_path(directory / record["tensors"]) as tmp:
-                save_file(tensors, str(tmp))
+            write_safetensors(directory / record["tensors"], tensors)
     json_path = atomic_write_json(directory / f"{tag}.json", record)
     keep = {weights_name, record["tensors"]}
     for stale in directory.glob(f"{tag}-step*.safetensors"):

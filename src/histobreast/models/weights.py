@@ -7,6 +7,8 @@ into safetensors with PyTorch's restricted ``weights_only`` unpickler.
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 
 import torch
@@ -20,14 +22,32 @@ from histobreast.errors import CheckpointError
 _PICKLE_SUFFIXES = {".pt", ".pth", ".ckpt", ".pkl", ".bin", ".tar"}
 
 
+# safetensors reports a failed write as "... I/O error: <strerror> (os error <errno>)".
+_OS_ERROR = re.compile(r"\(os error (\d+)\)")
+
+
+def write_safetensors(
+    path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
+) -> Path:
+    """Write ``tensors`` to ``path`` as safetensors, atomically. A failed write (a full disk) is the
+    ``OSError`` naming ``path`` that every other write gives, not safetensors' own error."""
+    with atomic_path(path) as tmp:
+        try:
+            save_file(tensors, str(tmp), metadata=metadata)
+        except SafetensorError as err:
+            code = _OS_ERROR.search(str(err))
+            if code is None:
+                raise
+            raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(path)) from err
+    return Path(path)
+
+
 def save_weights(model_or_state: nn.Module | dict[str, torch.Tensor], path: str | Path) -> Path:
     """Save a module's state dict (or a state dict) to ``path`` as safetensors, atomically."""
     state = model_or_state.state_dict() if isinstance(model_or_state, nn.Module) else model_or_state
     # safetensors refuses shared/non-contiguous storage: store independent contiguous copies.
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp))
-    return Path(path)
+    return write_safetensors(path, tensors)
 
 
 def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
