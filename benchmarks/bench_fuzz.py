@@ -35,10 +35,9 @@ STATS = re.compile(r"(\d+) passing, (\d+) failing, and (\d+) invalid")
 class Target:
     """One test function of the sweep: its generated (or parametrized) cases and failures."""
 
-    cases: int = 0
-    failing: int = 0
-    first_failure: str = ""
-    failed_ids: list[str] = field(default_factory=list)
+    cases: int = 0  # generated examples (hypothesis) or parametrized cases
+    failed_ids: list[str] = field(default_factory=list)  # the failing tests (one per failure found)
+    raised: list[str] = field(default_factory=list)  # what they raised, each name once
 
 
 def run_sweep(root: Path, cases: int) -> tuple[dict[str, Target], float]:
@@ -89,9 +88,9 @@ def _from_junit(path: Path) -> dict[str, Target]:
         if problem is None:
             problem = case.find("error")
         if problem is not None:
-            target.failing += 1
             target.failed_ids.append(name)
-            target.first_failure = target.first_failure or _exception_line(problem)
+            if _exception_line(problem) not in target.raised:
+                target.raised.append(_exception_line(problem))
     return dict(targets)
 
 
@@ -105,18 +104,15 @@ def _exception_line(problem: ET.Element) -> str:
 def _add_hypothesis_counts(targets: dict[str, Target], stdout: str) -> None:
     """Replace a hypothesis test's case count by its generated examples (all phases, all params)."""
     blocks = re.split(r"\n(?=\S+::\S+:\n)", stdout.split("Hypothesis Statistics", 1)[-1])
-    generated: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    generated: dict[str, int] = defaultdict(int)
     for block in blocks:
         header = re.match(r"\S+::(\S+):\n", block)
         if not header:
             continue
-        for passing, failing, _invalid in STATS.findall(block):
-            counts = generated[_function(header.group(1))]
-            counts[0] += int(passing) + int(failing)  # invalid draws are rejected before the test body
-            counts[1] += int(failing)
-    for name, (cases, failing) in generated.items():
-        target = targets.setdefault(name, Target())
-        target.cases, target.failing = cases, max(failing, target.failing)
+        for passing, failing, _invalid in STATS.findall(block):  # invalid draws never reach the test body
+            generated[_function(header.group(1))] += int(passing) + int(failing)
+    for name, cases in generated.items():
+        targets.setdefault(name, Target()).cases = cases
 
 
 def section(cases: int, after: tuple[dict[str, Target], float], before: tuple[dict[str, Target], float] | None) -> str:
@@ -127,33 +123,33 @@ def section(cases: int, after: tuple[dict[str, Target], float], before: tuple[di
         "",
         f"Machine: {machine_info()}. Date: {today()}. Command: `python -m benchmarks.bench_fuzz --cases {cases}"
         f"{' --before DIR' if before else ''}` (hypothesis seed {SEED}, {cases} examples per hypothesis target, "
-        "the CLI walk's slow cases included). A hypothesis target stops at its first failing case and shrinks it, "
-        "so its failing count is the failing examples tried while shrinking one failure.",
+        "the CLI walk's slow cases included). Cases: examples hypothesis generated (shrinking included) or "
+        "parametrized cases; failures: failing tests, one per failure found (a hypothesis test stops at its "
+        "first failing example and shrinks it; the text-file fuzz is one test per reader).",
         "",
     ]
-    header = "| target | cases now | failing now |"
+    header = "| target | cases now | failures now |"
     rule = "| --- | ---: | ---: |"
     if before:
-        header += " cases before the fixes | failing before | what failed before |"
+        header += " cases before the fixes | failures before | what they raised |"
         rule += " ---: | ---: | --- |"
     lines += [header, rule]
     for name in sorted(set(now) | set(before[0] if before else {})):
         row = now.get(name, Target())
-        cells = [f"`{name}`", str(row.cases) if name in now else "(absent)", str(row.failing) if name in now else ""]
+        cells = (
+            [f"`{name}`", str(row.cases), str(len(row.failed_ids))] if name in now else [f"`{name}`", "(absent)", ""]
+        )
         if before:
             old = before[0].get(name)
-            cells += [str(old.cases), str(old.failing), old.first_failure] if old else ["(absent)", "", ""]
+            cells += [str(old.cases), str(len(old.failed_ids)), ", ".join(old.raised)] if old else ["(absent)", "", ""]
         lines.append("| " + " | ".join(cells) + " |")
     total = sum(t.cases for t in now.values())
-    failing = sum(t.failing for t in now.values())
-    lines += ["", f"Now: {total} cases, {failing} failing, in {seconds:.0f} s."]
+    failing = sum(len(t.failed_ids) for t in now.values())
+    lines += ["", f"Now: {total} cases, {failing} failures, in {seconds:.0f} s."]
     if before:
         old_total = sum(t.cases for t in before[0].values())
-        old_failing = sum(1 for t in before[0].values() for _ in t.failed_ids)
-        lines.append(
-            f"Before the fixes: {old_total} cases, {old_failing} failing tests, in {before[1]:.0f} s "
-            "(a target absent there was added with the fixes)."
-        )
+        old_failing = sum(len(t.failed_ids) for t in before[0].values())
+        lines.append(f"Before the fixes: {old_total} cases, {old_failing} failures, in {before[1]:.0f} s.")
     return "\n".join(lines) + "\n"
 
 

@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from histobreast.cli import app
 from histobreast.demo import (
+    BREAKHIS_MAGNIFICATION,
     DEFAULT_CONFIG_DIR,
     DEMO_FOLDERS,
     SYSTEM_A_CONFIG,
@@ -69,6 +70,7 @@ def test_summary_report_holds_every_stage(tmp_path: Path) -> None:
     assert "| pruned | 480 |" in text
     assert "Ensemble of 2 (sum rule)" in text and "member2" in text
     assert "3 of 12 flagged" in text
+    assert f"synthetic BreaKHis {BREAKHIS_MAGNIFICATION}X" in text  # issue 22: it said 40X of a 200X run
     assert paths["html"].is_file() and paths["metrics"].is_file()
 
 

@@ -210,7 +210,12 @@ def write_demo_report(result: DemoResult, chance: dict[str, float]) -> dict[str,
     report = Report(
         result.report_dir,
         "histobreast demo (synthetic data)",
-        RunInfo("synthetic BreaKHis 200X, BACH trees", "see each stage", "System A, System B", "configs/demo/*.yaml"),
+        RunInfo(
+            f"synthetic BreaKHis {BREAKHIS_MAGNIFICATION}X, BACH trees",
+            "see each stage",
+            "System A, System B",
+            "configs/demo/*.yaml",
+        ),
         intro="Toy-sized versions of both systems on synthetic H&E images; the numbers show the "
         "machinery works end to end, not how well it does on real tissue (see BENCHMARKS.md).",
     )
