@@ -17,7 +17,7 @@ from histobreast.slides.annotations import (
     write_geojson,
 )
 from histobreast.slides.heatmap import average_heatmaps
-from histobreast.slides.reader import open_slide
+from histobreast.slides.reader import SlideError, open_slide
 from histobreast.slides.synthetic import PEN_RGB, synth_slide
 from histobreast.slides.tiling import TileReader, tile_grid
 from histobreast.slides.tissue import TissueMask, detect_tissue, stain_problem
@@ -36,6 +36,12 @@ def test_synthetic_slide_is_a_pyramid_with_its_scale(synthetic):
         assert corner.mean() > 235  # glass
         x, y = (int(v) for v in synthetic.regions[0].geometry.centroid.coords[0])
         assert slide.read_region((x, y), 0, (64, 64)).mean() < 220  # stained tissue
+
+
+@pytest.mark.parametrize("mpp", [0.0, -1.0, float("nan"), float("inf"), 1e308])
+def test_an_impossible_mpp_is_refused_by_the_python_api_too(synthetic, mpp):
+    with pytest.raises(SlideError, match="--mpp"):  # 1e308 once passed as "a positive number"
+        open_slide(synthetic.path, mpp)
 
 
 def test_tissue_mask_finds_the_oval_not_the_pen_or_glass(synthetic):

@@ -19,6 +19,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from histobreast.data.records import scale_problem
 from histobreast.errors import HistobreastError
 
 log = logging.getLogger(__name__)
@@ -169,9 +170,10 @@ class Slide:
         self.vendor: str | None = self._backend.vendor
         self.objective: float | None = self._backend.objective
         self.associated_images: list[str] = self._backend.associated
-        given = _positive(mpp) if mpp is not None else None
-        if mpp is not None and given is None:
-            raise SlideError(self.path, f"--mpp must be a positive number, got {mpp!r}")
+        problem = None if mpp is None else scale_problem(mpp)
+        if problem:
+            raise SlideError(self.path, f"--mpp {problem}")
+        given = float(mpp) if mpp is not None else None
         self.mpp: float | None = self._backend.mpp or given  # the file's scale wins: --mpp fills a gap
         self.mpp_source: str | None = "file" if self._backend.mpp else ("given" if given else None)
 
