@@ -498,3 +498,12 @@ def test_15_a_full_disk_during_a_checkpoint_keeps_the_earlier_one(tiny_disk):
         save_checkpoint(tiny_disk, "last", model=torch.nn.Linear(256, 256), step=2)
     assert info.value.filename and str(tiny_disk) in info.value.filename and ".tmp" not in info.value.filename
     assert read_checkpoint(tiny_disk, "last").step == 1 and not list(tiny_disk.glob(".*.tmp"))
+
+
+def test_5_prune_takes_its_out_folders_lock(run, tmp_path):
+    out = tmp_path / "pruned"
+    out.mkdir()
+    holder = {"pid": os.getppid(), "host": socket.gethostname(), "started": "2026-01-01T00:00:00+00:00"}
+    (out / LOCK_FILE).write_text(json.dumps(holder))  # another prune into the same folder
+    refused(["prune", run[3], "--out", out, "--ratio", "0.5", "--iterations", "1"], "in use by another run")
+    assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE]

@@ -48,6 +48,7 @@ from histobreast.engine import Trainer
 from histobreast.engine.config import TrainConfig
 from histobreast.engine.distributed import resolve_device
 from histobreast.errors import ConfigError
+from histobreast.locking import folder_lock
 from histobreast.models.googlenet_sep import INCEPTION_NAMES, GoogLeNetSEP
 from histobreast.models.hybrid import HybridCNN
 from histobreast.outputs import refuse_output_over_inputs
@@ -359,10 +360,24 @@ def prune_model_folder(
             "no SEP blocks to prune; prune takes System A models (zhu2019 hybrid or googlenet_sep)"
         )
     refuse_output_over_inputs(out_dir, [loaded.path], "--out", folder=True)
+    options = options or prune_options(loaded.cfg)
+    with folder_lock(out_dir):  # one writer per pruned model folder, as per experiment folder
+        check_resumed_options(out_dir / OPTIONS_RECORD, asdict(options), resume)
+        train = train or retrain_config(loaded.cfg.train, options)
+        return _prune_and_retrain(loaded, out_dir, train_records, val_records, options, train, resume)
+
+
+def _prune_and_retrain(
+    loaded: LoadedModel,
+    out_dir: Path,
+    train_records: Sequence[ImageRecord],
+    val_records: Sequence[ImageRecord],
+    options: PruneOptions,
+    train: TrainConfig,
+    resume: bool,
+) -> Path:
+    """:func:`prune_model_folder`'s work, under ``out_dir``'s lock."""
     cfg: ExperimentConfig = loaded.cfg
-    options = options or prune_options(cfg)
-    check_resumed_options(out_dir / OPTIONS_RECORD, asdict(options), resume)
-    train = train or retrain_config(cfg.train, options)
     device = str(resolve_device(train.device))  # the importance passes run where training runs
     model = copy.deepcopy(loaded.model).cpu()
     data = pruning_data(cfg, model, loaded.classes, loaded.stain, train_records, val_records, options.batch_size)
