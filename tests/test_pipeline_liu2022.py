@@ -110,7 +110,7 @@ def test_live_training_writes_a_model_folder_that_predicts_six_views_per_image(r
     assert case["image_id"] == test[0].image_id and re.match(r"\d of 6 views agree", case["agreement_note"])
     # resume returns the finished fold as it is
     assert liu2022.train_fold(cfg, train, val, CLASSES, tmp_path / "fold1", resume=True) == folder
-    assert get_pipeline("liu2022") is liu2022
+    assert get_pipeline("liu2022") is liu2022.PIPELINE
     info = json.loads((folder / "model.json").read_text())
     (folder / "model.json").write_text(json.dumps({**info, "microns_per_pixel": None}))  # an older version's folder
     result = CliRunner().invoke(app, ["predict", str(folder), str(test[0].path), "--out", str(tmp_path / "q.csv")])

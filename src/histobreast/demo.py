@@ -89,9 +89,9 @@ def run_demo(
     out_dir: str | Path, *, config_dir: str | Path | None = None, seed: int = 0, say: Callable[[str], None] = print
 ) -> DemoResult:
     """Run the six stages into ``out_dir`` (created; an earlier demo's folders there are replaced)."""
+    from histobreast.data.protocol import read_fold
     from histobreast.pipelines import get_pipeline
     from histobreast.pipelines.bagging import evaluate_ensemble, train_ensemble
-    from histobreast.pipelines.common import experiment_records, experiment_splits, select_split, validation_split
     from histobreast.pipelines.config import EnsembleOptions, PruneOptions
     from histobreast.pipelines.experiment import run_experiment
     from histobreast.pipelines.package import load_model_folder
@@ -138,10 +138,8 @@ def run_demo(
         result.numbers[f"system_a/{method}"] = {"mean": mean, "std": std}
 
     # Stages 2 and 3 reuse fold 1's training and test images.
-    records, classes = experiment_records(cfg_a)
-    split = experiment_splits(cfg_a, records)[SYSTEM_A_FOLDS[0] - 1]
-    train, val = validation_split(cfg_a, select_split(split, records, "train"), SYSTEM_A_FOLDS[0])
-    test = select_split(split, records, "test")
+    fold, classes = read_fold(cfg_a.data, cfg_a.seed, SYSTEM_A_FOLDS[0])
+    train, val, test = fold.train, fold.val, fold.test
     unpruned_folder = system_a.model_folders[SYSTEM_A_FOLDS[0]]
 
     prune_options = PruneOptions(ratio=PRUNE_RATIO, loops=1, retrain_iterations=PRUNE_RETRAIN_ITERATIONS)

@@ -26,21 +26,15 @@ from typing import Any, Literal
 
 from histobreast.atomic import atomic_write_text, remove_stale_temporaries
 from histobreast.config import save_config
-from histobreast.data.splits import read_splits_csv, write_splits_csv
+from histobreast.data.protocol import choose_folds, experiment_splits, fold_records, select_split
+from histobreast.data.splits import fold_name, fold_number, read_splits_csv, write_splits_csv
+from histobreast.data.task_records import data_settings_for, experiment_records, require_two_classes
 from histobreast.engine.distributed import context_from_env
 from histobreast.errors import CheckpointError, ConfigError, DatasetError
 from histobreast.locking import folder_lock
 from histobreast.metrics import bootstrap_metrics, evaluate_predictions, split_by_magnification, summarise_folds
 from histobreast.pipelines import get_pipeline
-from histobreast.pipelines.common import (
-    check_model_builds,
-    data_settings_for,
-    experiment_records,
-    experiment_splits,
-    require_two_classes,
-    select_split,
-    validation_split,
-)
+from histobreast.pipelines.common import check_model_builds
 from histobreast.pipelines.config import ExperimentConfig, load_config
 from histobreast.pipelines.experiment_checks import (
     check_resumable,
@@ -83,21 +77,6 @@ class ExperimentResult:
         return entry["mean"], entry["std"]
 
 
-def _fold_numbers(
-    splits: Sequence[Any], folds: Iterable[int] | Literal["all"] | None, cfg: ExperimentConfig
-) -> list[int]:
-    available = list(range(1, len(splits) + 1))
-    if folds is None:
-        folds = [cfg.data.fold] if cfg.data.fold is not None else "all"
-    if folds == "all":
-        return available
-    chosen = sorted(set(folds))  # type: ignore[arg-type]
-    bad = [f for f in chosen if f not in available]
-    if bad:
-        raise ConfigError(f"fold(s) {bad} do not exist; this protocol has folds 1-{len(splits)}")
-    return chosen
-
-
 def run_experiment(
     cfg: ExperimentConfig,
     out_dir: str | Path | None = None,
@@ -115,10 +94,10 @@ def run_experiment(
     out = Path(out_dir) if out_dir is not None else Path("runs") / cfg.name
     main = context_from_env().is_main
     check_model_builds(cfg)
-    records, classes = experiment_records(cfg)
+    records, classes = experiment_records(cfg.data)
     require_two_classes(records, classes, cfg.data.root)
-    splits = experiment_splits(cfg, records)
-    chosen = _fold_numbers(splits, folds, cfg)
+    splits = experiment_splits(cfg.data, records, cfg.seed)
+    chosen = choose_folds(cfg.data, len(splits), folds)
     with folder_lock(out) if main else contextlib.nullcontext():  # one writer: checks and writes under it
         if resume:
             check_resumable(out / "config.yaml", cfg)
@@ -148,31 +127,27 @@ def _run_folds(
     pipeline = get_pipeline(cfg.pipeline)
     fold_predictions: FoldPredictions = {}
     model_folders: dict[int, Path] = {}
-    for fold in chosen:
-        split = splits[fold - 1]
-        fold_dir = out / f"fold{fold}"
-        train, val = validation_split(cfg, select_split(split, records, "train"), fold)
-        test = select_split(split, records, cfg.evaluate.split) if cfg.evaluate.split == "test" else val
-        if not test:
-            raise DatasetError(f"{split.name}: no {cfg.evaluate.split} images to evaluate")
+    for number in chosen:
+        fold = fold_records(cfg.data, cfg.seed, number, records, splits, evaluate=cfg.evaluate.split)
+        fold_dir = out / fold_name(number)
         log.info(
             "fold %d: %d training, %d validation, %d %s images",
-            fold,
-            len(train),
-            len(val),
-            len(test),
+            number,
+            len(fold.train),
+            len(fold.val),
+            len(fold.test),
             cfg.evaluate.split,
         )
-        model_folders[fold] = pipeline.train_fold(cfg, train, val, classes, fold_dir, resume=resume)
+        model_folders[number] = pipeline.train_fold(cfg, fold.train, fold.val, classes, fold_dir, resume=resume)
         if main:
-            fold_predictions[fold] = pipeline.predict_records(
-                model_folders[fold], test, tta_views=cfg.evaluate.tta_views, device=cfg.train.device
+            fold_predictions[number] = pipeline.predict_records(
+                model_folders[number], fold.test, tta_views=cfg.evaluate.tta_views, device=cfg.train.device
             )
-            write_fold_predictions(fold_dir, fold_predictions[fold])
+            write_fold_predictions(fold_dir, fold_predictions[number])
     if not main:
         return ExperimentResult(out, out / REPORT_DIR, [], chosen, {}, {}, model_folders)
     result = report_experiment(
-        fold_predictions, out / REPORT_DIR, cfg, config_path=config_path, run_dirs=[out / f"fold{chosen[0]}"]
+        fold_predictions, out / REPORT_DIR, cfg, config_path=config_path, run_dirs=[out / fold_name(chosen[0])]
     )
     result.out_dir, result.model_folders = out, model_folders
     return result
@@ -190,14 +165,13 @@ def read_fold_predictions(run_dir: str | Path) -> FoldPredictions:
     """The saved test predictions of every fold of an experiment folder (methods in their saved order)."""
     run_dir = Path(run_dir)
     out: FoldPredictions = {}
-    for fold_dir in sorted(run_dir.glob("fold*"), key=lambda p: int(p.name[4:]) if p.name[4:].isdigit() else 0):
+    fold_dirs = {fold_number(p.name): p for p in run_dir.iterdir() if p.is_dir()} if run_dir.is_dir() else {}
+    for number, fold_dir in sorted((n, p) for n, p in fold_dirs.items() if n is not None):
         order_file = fold_dir / PREDICTIONS_DIR / "methods.txt"
-        if not fold_dir.name[4:].isdigit() or not order_file.is_file():
+        if not order_file.is_file():
             continue
         methods = order_file.read_text().split()
-        out[int(fold_dir.name[4:])] = {
-            m: Predictions.from_csv(fold_dir / PREDICTIONS_DIR / f"{m}.csv") for m in methods
-        }
+        out[number] = {m: Predictions.from_csv(fold_dir / PREDICTIONS_DIR / f"{m}.csv") for m in methods}
     if not out:
         raise DatasetError(
             f"{run_dir}: no fold*/predictions found; is this an experiment folder of `histobreast train`?"
@@ -361,8 +335,8 @@ def evaluate_model_folder(
         raise ConfigError(f"{model_dir}: a model folder needs test images: pass --data PATH")
     info = read_model_info(model_dir)
     loaded = load_model_folder(model_dir)
-    cfg = replace(loaded.cfg, data=data_settings_for(loaded.cfg, data))
-    records, classes = experiment_records(replace(cfg, data=replace(cfg.data, classes=list(info["classes"]))))
+    cfg = replace(loaded.cfg, data=data_settings_for(loaded.cfg.data, data))
+    records, classes = experiment_records(replace(cfg.data, classes=list(info["classes"])))
     predictions = get_pipeline(loaded.pipeline).predict_records(
         loaded, records, tta_views=tta_views, batch_size=batch_size, device=device
     )
@@ -395,13 +369,13 @@ def _evaluate_runs(
             check_saved_predictions(run, per_run[-1], cfg.evaluate.split)
             continue
         cfg = replace(cfg, data=replace(cfg.data, root=str(data)))
-        records, _ = experiment_records(cfg)
+        records, _ = experiment_records(cfg.data)
         fold_preds: FoldPredictions = {}
         for split in read_splits_csv(run / "splits.csv"):
-            fold = int(split.name.removeprefix("fold"))
-            model_dir = run / f"fold{fold}" / "model"
+            fold = fold_number(split.name)
+            model_dir = run / split.name / "model"
             test = select_split(split.restrict(r.image_id for r in records), records, "test")
-            if not model_dir.is_dir() or not test:
+            if fold is None or not model_dir.is_dir() or not test:
                 continue
             fold_preds[fold] = get_pipeline(cfg.pipeline).predict_records(
                 model_dir, test, tta_views=tta_views, batch_size=batch_size, device=device

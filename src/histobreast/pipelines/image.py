@@ -39,6 +39,7 @@ from histobreast.pipelines.package import (
     model_identity,
     save_model_folder,
 )
+from histobreast.pipelines.registry import Pipeline, register_pipeline
 from histobreast.predictions import Predictions, predictions_from_records
 from histobreast.preprocess.stain import StainNormalizer
 
@@ -141,3 +142,14 @@ def predict_records(
 
     probs = average_over_views(predict, tta_views)
     return {"image": predictions_from_records(records, probs["image"], loaded.classes)}
+
+
+PIPELINE = register_pipeline(
+    Pipeline(
+        name="image",
+        summary="plain whole-image classifier (e.g. the ResNet18 baseline)",
+        methods=METHODS,
+        train_fold=train_fold,
+        predict_records=predict_records,
+    )
+)

@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from histobreast.config import build_dataclass, config_to_dict
+from histobreast.data.protocol import training_subsets
 from histobreast.data.records import ImageRecord
 from histobreast.datasets.key_regions import KeyRegionDataset
 from histobreast.engine.config import TrainConfig
@@ -48,10 +49,11 @@ from histobreast.engine.trainer import Trainer, classification_metrics
 from histobreast.errors import ConfigError
 from histobreast.models import create_model
 from histobreast.models.msmv import MSMVPFENet, ScaleClassifier
-from histobreast.pipelines.common import augment_config, fit_stain_normalizer, training_subsets
+from histobreast.pipelines.common import augment_config, fit_stain_normalizer
 from histobreast.pipelines.config import ExperimentConfig
 from histobreast.pipelines.input_range import training_inputs
 from histobreast.pipelines.package import LoadedModel, images_scale, load_model_folder, save_model_folder
+from histobreast.pipelines.registry import Pipeline, register_pipeline
 from histobreast.predictions import Predictions
 from histobreast.preprocess.stain import StainNormalizer
 from histobreast.seeding import seed_everything
@@ -229,7 +231,7 @@ def cross_fitted_features(
     """
     position = {record.image_id: j for j, record in enumerate(train.records)}
     features = []
-    for split in training_subsets(cfg, train.records, parts):
+    for split in training_subsets(cfg.data, train.records, parts, cfg.seed):
         fitted, held_out = split.select(train.records, "train"), split.select(train.records, "val")
         model = build_model(cfg, train.classes)
         slices = [train.image_slices[position[r.image_id]] for r in fitted]
@@ -428,3 +430,16 @@ def predict_records_svm(
         extract_features(model, test, cache / "features", batch_size=batch, device=device).features
     )
     return _evaluation_methods(test, probs)
+
+
+PIPELINE = register_pipeline(
+    Pipeline(
+        name="liu2022",
+        summary="System B: MSMV-PFENet on six views x KREM key regions, six-view vote (Liu et al. 2022)",
+        methods=("image", "patch"),
+        train_fold=train_fold,
+        predict_records=predict_records,
+        networks=(MODEL_NAME,),
+        physical_scale=True,  # KREM's windows are physical
+    )
+)

@@ -35,10 +35,12 @@ from histobreast.pipelines.bagging import is_ensemble_folder, predict_ensemble, 
 from histobreast.pipelines.common import fit_stain_normalizer
 from histobreast.pipelines.config import ExperimentConfig
 from histobreast.pipelines.package import LoadedModel, load_model_folder, save_model_folder
+from histobreast.pipelines.registry import Pipeline, register_pipeline
 from histobreast.predictions import Predictions, predictions_from_records
 from histobreast.seeding import derive_seed, seed_everything
 from histobreast.votes import combine_members
 
+NAME = "spanhol2016"
 MODEL_NAME = "spanhol_patch_cnn"
 
 
@@ -103,7 +105,7 @@ def train_fold(
         members,
         options.fusion,
         classes=classes,
-        extra={"pipeline": "spanhol2016", "config": cfg.name},
+        extra={"pipeline": NAME, "config": cfg.name},
     )
 
 
@@ -160,3 +162,14 @@ def predict_records(
         else load_model_folder(model_folder_or_loaded)
     )
     return {"image": predict_member_records(loaded, records, device=device)}
+
+
+PIPELINE = register_pipeline(
+    Pipeline(
+        name=NAME,
+        summary="baseline: patch CNNs on 32 and 64 px patches fused by the max rule (Spanhol et al. 2016)",
+        methods=("max_fusion",),
+        train_fold=train_fold,
+        predict_records=predict_records,
+    )
+)

@@ -31,11 +31,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from histobreast.config import Problems
 from histobreast.data.records import ImageRecord
 from histobreast.datasets.images import GridPatchDataset, HybridDataset, ImageDataset
 from histobreast.engine.inference import autocast, resolve_flag, to_device
 from histobreast.errors import ConfigError
-from histobreast.models.googlenet_sep import GoogLeNetSEP
+from histobreast.models.googlenet_sep import MIN_INPUT_SIZE, GoogLeNetSEP
 from histobreast.models.hybrid import HybridCNN
 from histobreast.pipelines.common import (
     augment_config,
@@ -46,7 +47,7 @@ from histobreast.pipelines.common import (
     train_network,
     view_reader,
 )
-from histobreast.pipelines.config import HYBRID_KEYS, ExperimentConfig
+from histobreast.pipelines.config import ExperimentConfig
 from histobreast.pipelines.input_range import training_inputs
 from histobreast.pipelines.package import (
     LoadedModel,
@@ -55,6 +56,7 @@ from histobreast.pipelines.package import (
     images_scale,
     save_model_folder,
 )
+from histobreast.pipelines.registry import Pipeline, register_pipeline
 from histobreast.predictions import Predictions, predictions_from_records
 from histobreast.preprocess.stain import StainNormalizer
 from histobreast.votes import DEFAULT_FUSION_WEIGHT, DEFAULT_MIN_SPREAD, fuse_branches, patch_vote
@@ -67,6 +69,15 @@ BRANCH_NETWORKS = ("googlenet_sep", "googlenet_bn")
 METHODS = ("hybrid", "global", "local", "hybrid_max", "local_max")
 # Seed keys of the two branches' initial weights (different draws for the two networks).
 _GLOBAL_SEED, _LOCAL_SEED = 1, 2
+# model.kwargs keys that configure the hybrid, not the branch networks.
+HYBRID_KEYS = ("fusion_weight", "min_spread")
+
+
+def config_problems(cfg: ExperimentConfig) -> Problems:
+    """Both branches are GoogLeNets (the whole image and each patch): inputs big enough for their pooling."""
+    for key, size in (("input_size", cfg.preprocess.input_size), ("patches.size", cfg.preprocess.patches.size)):
+        if size < MIN_INPUT_SIZE:
+            yield f"preprocess.{key}", f"must be >= {MIN_INPUT_SIZE} px for GoogLeNet's pooling, got {size}"
 
 
 def split_kwargs(cfg: ExperimentConfig) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -238,3 +249,18 @@ def predict_records(
 
     probs = average_over_views(predict, tta_views)
     return {name: predictions_from_records(records, probs[name], loaded.classes) for name in METHODS}
+
+
+PIPELINE = register_pipeline(
+    Pipeline(
+        name="zhu2019",
+        summary="System A: hybrid GoogLeNet-BN + SEP, global and local branches fused (Zhu et al. 2019)",
+        methods=METHODS,
+        train_fold=train_fold,
+        predict_records=predict_records,
+        networks=(HYBRID_NAME,),
+        model_keys=HYBRID_KEYS,
+        network_kwargs=lambda cfg: split_kwargs(cfg)[0],
+        config_problems=config_problems,
+    )
+)
