@@ -90,14 +90,14 @@ def run_demo(
 ) -> DemoResult:
     """Run the six stages into ``out_dir`` (created; an earlier demo's folders there are replaced)."""
     from histobreast.data.protocol import read_fold
-    from histobreast.pipelines import get_pipeline
     from histobreast.pipelines.bagging import evaluate_ensemble, train_ensemble
     from histobreast.pipelines.config import EnsembleOptions, PruneOptions
     from histobreast.pipelines.experiment import run_experiment
     from histobreast.pipelines.package import load_model_folder
+    from histobreast.pipelines.predict import predict_records, write_review
     from histobreast.pipelines.pruning import prune_model_folder
     from histobreast.pipelines.pruning_report import image_accuracy, model_costs
-    from histobreast.report.case_review import review_cases, review_run_info, write_case_review
+    from histobreast.report.case_review import review_cases
 
     configs = Path(config_dir) if config_dir is not None else DEFAULT_CONFIG_DIR
     for name in (SYSTEM_A_CONFIG, SYSTEM_B_CONFIG):  # before an earlier demo is removed
@@ -167,13 +167,11 @@ def run_demo(
     }
 
     def review() -> None:
-        loaded = load_model_folder(unpruned_folder)
-        methods = get_pipeline(loaded.pipeline).predict_records(loaded, test)
-        headline = next(iter(methods))
-        write_case_review(
-            methods, headline, out / "review", review_run_info(unpruned_folder, ["fold 1 test images"], headline)
+        predicted = predict_records(unpruned_folder, test, sources=["fold 1 test images"])
+        write_review(predicted, out / "review")
+        result.numbers["review/flagged"] = sum(
+            case.flagged for case in review_cases(predicted.methods, predicted.method)
         )
-        result.numbers["review/flagged"] = sum(case.flagged for case in review_cases(methods, headline))
         result.numbers["review/images"] = len(test)
 
     timed("case review of fold 1's test images", review)
