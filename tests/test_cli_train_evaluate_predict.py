@@ -200,7 +200,7 @@ def test_compare_pairs_two_experiments_on_their_shared_folds(tmp_path):
 
     import numpy as np
 
-    from histobreast.pipelines.experiment import write_fold_predictions
+    from histobreast.pipelines.fold_predictions import write_fold_predictions
     from histobreast.predictions import Predictions
 
     def run(name: str, right: dict[int, list[bool]]) -> str:

@@ -37,11 +37,8 @@ from histobreast.metrics import evaluate_predictions
 from histobreast.models.msmv import Table4Variant, table4_variant
 from histobreast.pipelines import liu2022
 from histobreast.pipelines.config import ExperimentConfig, load_config
-from histobreast.pipelines.experiment import (
-    read_fold_predictions,
-    run_experiment,
-    write_fold_predictions,
-)
+from histobreast.pipelines.experiment import run_experiment
+from histobreast.pipelines.fold_predictions import read_fold_predictions, write_fold_predictions
 from histobreast.pipelines.registry import get_pipeline
 from histobreast.predictions import Predictions, concat_predictions
 from histobreast.report import Column, Report, RunInfo, ablation_table

@@ -26,7 +26,7 @@ import copy
 import dataclasses
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -46,14 +46,15 @@ from histobreast.data.records import ImageRecord
 from histobreast.data.splits import fold_number, read_splits_csv
 from histobreast.data.task_records import experiment_records
 from histobreast.datasets.images import HybridDataset
-from histobreast.engine import Trainer
 from histobreast.engine.config import TrainConfig
 from histobreast.engine.distributed import resolve_device
+from histobreast.engine.trainer import StepCallback
 from histobreast.errors import ConfigError
 from histobreast.models.googlenet_sep import INCEPTION_NAMES, GoogLeNetSEP
 from histobreast.models.hybrid import HybridCNN
 from histobreast.outputs import refuse_output_over_inputs
 from histobreast.pipelines.config import ExperimentConfig, PruneOptions
+from histobreast.pipelines.network import network_seed, train_network
 from histobreast.pipelines.package import LoadedModel, load_model_folder, save_model_folder
 from histobreast.report.compression import plot_channel_importance
 from histobreast.seeding import derive_seed, seed_everything
@@ -192,9 +193,6 @@ def retrain_config(train: TrainConfig, options: PruneOptions) -> TrainConfig:
     return build_dataclass(TrainConfig, mapping, source="prune.retrain_iterations", prefix="train")
 
 
-StepCallback = Callable[[Trainer], Any]
-
-
 def retrain_backbones(
     model: nn.Module,
     data: PruningData,
@@ -209,20 +207,22 @@ def retrain_backbones(
     interrupted runs); returns the last validation metrics, prefixed by branch for a hybrid."""
     metrics: dict[str, float] = {}
     for number, (prefix, backbone) in enumerate(sep_backbones(model).items()):
-        seed_everything(derive_seed(seed, number))
+        seed_everything(network_seed(seed, number))
         train_data, val_data = data.retrain[prefix]
         name = prefix.rstrip(".").replace("_branch", "") or "model"
-        trainer = Trainer(
+        result = train_network(
+            cfg,
             backbone,
-            train,
-            seed=derive_seed(seed, number),
-            run_dir=run_dir / name,
+            train_data,
+            val_data,
+            run_dir / name,
+            resume=resume,
+            settings=train,
+            seed=network_seed(seed, number),
             model_name="googlenet_sep",
             model_kwargs=backbone.model_kwargs,
-            experiment=cfg,
             callbacks=callbacks,
         )
-        result = trainer.fit(train_data, val_data, resume=resume)
         metrics.update({f"{prefix.replace('_branch.', '_')}{k}": v for k, v in result.final_metrics.items()})
     model.cpu()
     return metrics

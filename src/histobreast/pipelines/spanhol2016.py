@@ -27,17 +27,17 @@ import torch
 
 from histobreast.data.records import ImageRecord
 from histobreast.datasets.spanhol_patches import SpanholPatchDataset, image_patch_batches, load_scaled
-from histobreast.engine import Trainer
 from histobreast.engine.distributed import resolve_device
 from histobreast.errors import CheckpointError
 from histobreast.models import create_model
 from histobreast.pipelines.bagging import is_ensemble_folder, predict_ensemble, save_ensemble_folder
-from histobreast.pipelines.common import fit_stain_normalizer
 from histobreast.pipelines.config import ExperimentConfig
+from histobreast.pipelines.network import network_seed, train_network
 from histobreast.pipelines.package import LoadedModel, load_model_folder, save_model_folder
 from histobreast.pipelines.registry import Pipeline, register_pipeline
 from histobreast.predictions import Predictions, predictions_from_records
-from histobreast.seeding import derive_seed, seed_everything
+from histobreast.preprocess.stain_target import fit_stain_normalizer
+from histobreast.seeding import seed_everything
 from histobreast.votes import combine_members
 
 NAME = "spanhol2016"
@@ -59,14 +59,14 @@ def train_fold(
     fold_dir = Path(fold_dir)
     if resume and is_ensemble_folder(fold_dir / "model"):
         return fold_dir / "model"
-    stain = fit_stain_normalizer(cfg, train_records)
+    stain = fit_stain_normalizer(cfg.preprocess.stain, train_records, cfg.seed)
     members = []
     for number, (name, size, extraction) in enumerate(options.members()):
         folder = fold_dir / "model" / name
         if resume and (folder / "model.json").is_file():
             members.append(folder)  # finished before the interruption
             continue
-        seed = derive_seed(cfg.seed, number)
+        seed = network_seed(cfg.seed, number)
         seed_everything(seed)
         kwargs = {"num_classes": len(classes), "patch_size": size}
         model = create_model(MODEL_NAME, **kwargs)
@@ -75,22 +75,23 @@ def train_fold(
             train_records, classes, extraction=extraction, random_patches=options.random_patches, **patches
         )
         val_data = SpanholPatchDataset(val_records, classes, **patches) if val_records else None
-        trainer = Trainer(
+        result = train_network(
+            cfg,
             model,
-            cfg.train,
+            train_data,
+            val_data,
+            fold_dir / name,
+            classes,
+            resume=resume,
             seed=seed,
-            run_dir=fold_dir / name,
             model_name=MODEL_NAME,
             model_kwargs=kwargs,
-            experiment=cfg,
-            metadata={"classes": list(classes)},
         )
-        result = trainer.fit(train_data, val_data, resume=resume)
         member = {"name": name, "patch_size": size, "extraction": extraction, **asdict(options)}
         members.append(
             save_model_folder(
                 folder,
-                trainer.model.cpu(),
+                model.cpu(),
                 cfg,
                 classes,
                 stain=stain,

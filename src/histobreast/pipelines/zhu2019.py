@@ -38,17 +38,9 @@ from histobreast.engine.inference import autocast, resolve_flag, to_device
 from histobreast.errors import ConfigError
 from histobreast.models.googlenet_sep import MIN_INPUT_SIZE, GoogLeNetSEP
 from histobreast.models.hybrid import HybridCNN
-from histobreast.pipelines.common import (
-    augment_config,
-    average_over_views,
-    build_network,
-    eval_batch_size,
-    fit_stain_normalizer,
-    train_network,
-    view_reader,
-)
 from histobreast.pipelines.config import ExperimentConfig
 from histobreast.pipelines.input_range import training_inputs
+from histobreast.pipelines.network import build_network, eval_batch_size, train_network
 from histobreast.pipelines.package import (
     LoadedModel,
     as_loaded,
@@ -57,8 +49,11 @@ from histobreast.pipelines.package import (
     save_model_folder,
 )
 from histobreast.pipelines.registry import Pipeline, register_pipeline
+from histobreast.pipelines.tta import average_over_views
 from histobreast.predictions import Predictions, predictions_from_records
 from histobreast.preprocess.stain import StainNormalizer
+from histobreast.preprocess.stain_target import fit_stain_normalizer
+from histobreast.preprocess.views import view_reader
 from histobreast.votes import DEFAULT_FUSION_WEIGHT, DEFAULT_MIN_SPREAD, fuse_branches, patch_vote
 
 log = logging.getLogger(__name__)
@@ -106,7 +101,7 @@ def branch_datasets(
     pre = cfg.preprocess
     common: dict[str, Any] = {"stain": stain, "seed": cfg.seed}
     grid = {"grid": tuple(pre.patches.grid), "patch_size": pre.patches.size}
-    augment = augment_config(cfg)
+    augment = cfg.preprocess.augment.if_active()
     return {
         "global": (
             ImageDataset(
@@ -150,7 +145,7 @@ def train_fold(
     classes = list(classes)
     branch_kwargs, hybrid_kwargs = split_kwargs(cfg)
     num_classes = cfg.model.num_classes or len(classes)
-    stain = fit_stain_normalizer(cfg, train_records)
+    stain = fit_stain_normalizer(cfg.preprocess.stain, train_records, cfg.seed)
     branches: dict[str, GoogLeNetSEP] = {}
     metrics: dict[str, Any] = {}
     for (branch, (train, val)), seed_key in zip(
@@ -159,7 +154,15 @@ def train_fold(
         model = build_network(cfg, num_classes, seed_key, kwargs=branch_kwargs)
         log.info("%s: training the %s branch on %d samples", fold_dir, branch, len(train))
         result = train_network(
-            cfg, model, train, val, fold_dir / branch, classes, resume=resume, model_kwargs=model.model_kwargs
+            cfg,
+            model,
+            train,
+            val,
+            fold_dir / branch,
+            classes,
+            resume=resume,
+            model_name=cfg.model.name,
+            model_kwargs=model.model_kwargs,
         )  # type: ignore[arg-type]
         branches[branch] = model  # type: ignore[assignment]
         metrics[branch] = result.final_metrics

@@ -10,9 +10,9 @@ from histobreast.data.protocol import experiment_splits, validation_split
 from histobreast.data.synthetic import synth_bach, synth_breakhis
 from histobreast.data.task_records import experiment_records
 from histobreast.errors import ConfigError, DatasetError
-from histobreast.pipelines.common import fit_stain_normalizer
 from histobreast.pipelines.config import parse_config
 from histobreast.preprocess.stain import ReinhardNormalizer
+from histobreast.preprocess.stain_target import fit_stain_normalizer
 
 
 def _cfg(data, **sections):
@@ -72,15 +72,15 @@ def test_validation_split_is_patient_disjoint(bach_root):
 def test_stain_target_fitted_on_a_training_image(bach_root, tmp_path):
     cfg = _cfg({"root": str(bach_root)}, preprocess={"stain": {"method": "reinhard", "target": "train"}})
     records, _ = experiment_records(cfg.data)
-    normalizer = fit_stain_normalizer(cfg, records[:10])
+    normalizer = fit_stain_normalizer(cfg.preprocess.stain, records[:10], cfg.seed)
     assert isinstance(normalizer, ReinhardNormalizer) and normalizer.target_std.shape == (3,)
     saved = normalizer.save(tmp_path / "target.json")
     cfg_file = _cfg({"root": str(bach_root)}, preprocess={"stain": {"method": "reinhard", "target": str(saved)}})
-    assert fit_stain_normalizer(cfg_file, records).to_dict() == normalizer.to_dict()
-    assert fit_stain_normalizer(_cfg({"root": str(bach_root)}), records) is None
+    assert fit_stain_normalizer(cfg_file.preprocess.stain, records).to_dict() == normalizer.to_dict()
+    assert fit_stain_normalizer(_cfg({"root": str(bach_root)}).preprocess.stain, records) is None
     wrong = _cfg({"root": str(bach_root)}, preprocess={"stain": {"method": "macenko", "target": str(saved)}})
     with pytest.raises(ConfigError, match="reinhard target"):
-        fit_stain_normalizer(wrong, records)
+        fit_stain_normalizer(wrong.preprocess.stain, records)
 
 
 def test_clear_errors(bach_root, tmp_path):
