@@ -66,7 +66,7 @@ class EvaluateConfig:
     """Evaluation options read by ``histobreast evaluate`` and the pipelines."""
 
     split: Literal["test", "val"] = "test"
-    batch_size: int | None = None  # None: train.eval_batch_size
+    batch_size: int | None = None  # None: the engine's rule, TrainConfig.eval_batch
     tta_views: list[str] = field(default_factory=list)  # e.g. the six views; empty: none
     bootstrap: int = 1000  # resamples of patients for the 95% confidence intervals
     ci: float = 0.95
