@@ -181,8 +181,8 @@ def cost_section(args: argparse.Namespace) -> str:
 
 def training_section(args: argparse.Namespace, work: Path) -> str:
     """The ``compression`` section: train, prune to O = 0.5 and O = 0 (both retrained), test, time."""
+    from histobreast.data.protocol import read_fold
     from histobreast.data.synthetic import synth_breakhis
-    from histobreast.pipelines.common import experiment_records, experiment_splits, select_split
     from histobreast.pipelines.config import PruneOptions, load_config
     from histobreast.pipelines.package import load_model_folder
     from histobreast.pipelines.pruning_report import example_inputs, measure_sweep, run_sweep
@@ -204,9 +204,8 @@ def training_section(args: argparse.Namespace, work: Path) -> str:
             f"train.iterations={args.iterations}",
         ],
     )
-    records, classes = experiment_records(cfg)
-    split = experiment_splits(cfg, records)[0]
-    train, test = select_split(split, records, "train"), select_split(split, records, "test")
+    fold, classes = read_fold(cfg.data, cfg.seed, 1)
+    train, test = fold.training, fold.test
     options = PruneOptions(report_ratios=list(args.ratios), report_loops=[], retrain_iterations=args.iterations)
     study = run_sweep(cfg, work / "study", train, [], test, classes, options=options, resume=True)
     measured = measure_sweep(study, latency_repeats=1)
@@ -238,7 +237,7 @@ def training_section(args: argparse.Namespace, work: Path) -> str:
         "## SEP channel pruning on synthetic data: O = 0.5 against O = 0, trained",
         "",
         f"`python -m benchmarks.bench_compress` on {today()}: {machine_info()}.",
-        f"Synthetic BreaKHis 40X tree ({len(records)} images at 350x230, {len(train)} training / {len(test)} test "
+        f"Synthetic BreaKHis 40X tree ({len(fold.training) + len(fold.test)} images at 350x230, {len(train)} training / {len(test)} test "
         f"images of fold 1), full-width hybrid GoogLeNet-SEP at {size} px (global image + 5x3 patches of {size} px), "
         f"trained from scratch by the zhu2019 pipeline for {args.iterations} iterations of batch 8 per branch "
         f"(configs/demo/zhu2019_synthetic.yaml otherwise). Each O is pruned from that model in one loop and both "

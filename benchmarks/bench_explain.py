@@ -31,8 +31,8 @@ from histobreast.explain import explain, write_explanations  # noqa: E402
 from histobreast.models.googlenet_sep import GoogLeNetSEP  # noqa: E402
 from histobreast.models.hybrid import HybridCNN  # noqa: E402
 from histobreast.pipelines import get_pipeline, liu2022, zhu2019  # noqa: E402
-from histobreast.pipelines.common import build_network  # noqa: E402
 from histobreast.pipelines.config import load_config  # noqa: E402
+from histobreast.pipelines.network import build_network  # noqa: E402
 from histobreast.pipelines.package import load_model_folder, save_model_folder  # noqa: E402
 
 REAL_BACH = Path(__file__).resolve().parents[2] / "shared" / "data" / "bach"

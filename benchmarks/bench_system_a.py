@@ -106,9 +106,9 @@ def real_loader(workers: int, batch: int) -> torch.utils.data.DataLoader:
     from histobreast.data.readers import read_dataset
     from histobreast.data.records import relabel
     from histobreast.data.synthetic import synth_bach
-    from histobreast.pipelines.common import fit_stain_normalizer
     from histobreast.pipelines.config import load_config
     from histobreast.pipelines.zhu2019 import branch_datasets
+    from histobreast.preprocess.stain_target import fit_stain_normalizer
 
     root = (
         SHARED_BACH
@@ -121,9 +121,9 @@ def real_loader(workers: int, batch: int) -> torch.utils.data.DataLoader:
     )
     records = read_dataset(root)
     records = relabel(records, BACH_BINARY)
-    global_data, _ = branch_datasets(cfg, records, [], list(BACH_BINARY_CLASSES), fit_stain_normalizer(cfg, records))[
-        "global"
-    ]
+    global_data, _ = branch_datasets(
+        cfg, records, [], list(BACH_BINARY_CLASSES), fit_stain_normalizer(cfg.preprocess.stain, records, cfg.seed)
+    )["global"]
     return torch.utils.data.DataLoader(
         global_data,
         batch_size=batch,

@@ -112,6 +112,22 @@ def test_predict_folder_with_tta(trained):
     assert "Calls by local: " in (tmp / "review" / "report.md").read_text()
 
 
+def test_the_predict_api_writes_the_csv_the_cli_writes(trained):
+    from histobreast.pipelines.predict import predict_images
+
+    tmp, root, _, out, _ = trained
+    images = root / "BreaKHis_v1" / "histology_slides" / "breast" / "malignant"
+    cli_csv, api_csv = tmp / "cli.csv", tmp / "api.csv"
+    args = ["predict", str(out / "fold1" / "model"), str(images), "--out", str(cli_csv), "--method", "global"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    predicted = predict_images(out / "fold1" / "model", [images], method="global")
+    predicted.predictions.to_csv(api_csv)
+    assert api_csv.read_text() == cli_csv.read_text()
+    assert predicted.method == "global" and list(predicted.methods)[0] == "hybrid" and predicted.rule is None
+    assert f"({predicted.describe()})" in result.output and sum(predicted.class_counts().values()) == 16
+
+
 def test_models_list_info_and_convert(tmp_path):
     result = runner.invoke(app, ["models", "list"])
     assert result.exit_code == 0 and "googlenet_sep" in result.output and "hybrid_googlenet_sep" in result.output
@@ -184,7 +200,7 @@ def test_compare_pairs_two_experiments_on_their_shared_folds(tmp_path):
 
     import numpy as np
 
-    from histobreast.pipelines.experiment import write_fold_predictions
+    from histobreast.pipelines.fold_predictions import write_fold_predictions
     from histobreast.predictions import Predictions
 
     def run(name: str, right: dict[int, list[bool]]) -> str:

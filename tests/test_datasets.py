@@ -148,7 +148,7 @@ def test_prepared_image_cache_stays_within_its_budget(records):
 def test_datasets_pickle_for_spawned_workers(records):
     import pickle
 
-    from histobreast.pipelines.common import view_reader
+    from histobreast.preprocess.views import view_reader
 
     data = ImageDataset(records, CLASSES, size=16, read_image=view_reader("rot90"))
     data[0]

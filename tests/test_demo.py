@@ -14,11 +14,10 @@ from histobreast.demo import (
     DEMO_FOLDERS,
     SYSTEM_A_CONFIG,
     SYSTEM_B_CONFIG,
-    DemoResult,
     clear_previous_demo,
     run_demo,
-    write_demo_report,
 )
+from histobreast.demo_report import DemoResult, write_demo_report
 from histobreast.errors import ConfigError
 
 
@@ -52,6 +51,7 @@ def test_summary_report_holds_every_stage(tmp_path: Path) -> None:
     result = DemoResult(
         tmp_path,
         tmp_path / "report",
+        0.5,
         numbers={
             "system_a/hybrid": {"mean": 0.8, "std": 0.05},
             "system_b/image": {"mean": 0.55, "std": float("nan")},

@@ -14,13 +14,13 @@ from typer.testing import CliRunner
 
 from histobreast.cli import app
 from histobreast.data.synthetic import synth_bach
+from histobreast.data.task_records import experiment_records
 from histobreast.errors import ConfigError, HistobreastError
 from histobreast.explain import ExplainError, explain
 from histobreast.explain.cam import rescale
 from histobreast.explain.maps import DROPPED, map_size
 from histobreast.pipelines import zhu2019
 from histobreast.pipelines.bagging import save_ensemble_folder
-from histobreast.pipelines.common import experiment_records
 from histobreast.pipelines.package import load_model_folder
 from histobreast.votes import kept_patches
 from tiny_system_a import one_torch_thread, tiny_zhu_config  # noqa: F401 (autouse fixture)
@@ -34,7 +34,7 @@ def system_a(tmp_path_factory):
     and an ensemble folder holding both (sum rule)."""
     root = tmp_path_factory.mktemp("xa")
     synth_bach(root / "bach", per_class=4, size=(96, 64), image_format="png")
-    records, classes = experiment_records(tiny_zhu_config(root / "bach"))
+    records, classes = experiment_records(tiny_zhu_config(root / "bach").data)
     members = []
     for seed in (0, 1):
         cfg = tiny_zhu_config(root / "bach", seed=seed, train={"iterations": 3})
@@ -154,7 +154,7 @@ def test_bad_inputs_give_one_line_each(system_a, tmp_path) -> None:
 def test_explain_writes_overlays_for_a_real_bach_image(bach_dir, tmp_path) -> None:
     """A tiny hybrid trained for a few steps on 8 real BACH images explains a real one (1024x768)."""
     cfg = tiny_zhu_config(bach_dir, train={"iterations": 3})
-    records, classes = experiment_records(cfg)
+    records, classes = experiment_records(cfg.data)
     train = records[:4] + records[-4:]  # both classes of the binary task
     folder = zhu2019.train_fold(cfg, train, [], classes, tmp_path / "fold")
     image = records[len(records) // 2].path

@@ -39,7 +39,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("report", ["histobreast.report"]),
     ("pipelines", ["histobreast.pipelines"]),
     ("explain", ["histobreast.explain"]),
-    ("demo / cli", ["histobreast.demo", "histobreast.cli", "histobreast.__main__"]),
+    ("demo / cli", ["histobreast.demo", "histobreast.demo_report", "histobreast.cli", "histobreast.__main__"]),
 ]
 
 

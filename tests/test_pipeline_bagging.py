@@ -11,6 +11,7 @@ import pytest
 from degenerate_inputs import assert_predict_flags_degenerate_inputs
 from histobreast.data.splits import read_splits_csv
 from histobreast.data.synthetic import synth_bach
+from histobreast.data.task_records import experiment_records
 from histobreast.errors import CheckpointError, ConfigError
 from histobreast.pipelines import get_pipeline
 from histobreast.pipelines.bagging import (
@@ -23,7 +24,6 @@ from histobreast.pipelines.bagging import (
     save_ensemble_folder,
     train_ensemble,
 )
-from histobreast.pipelines.common import experiment_records
 from histobreast.pipelines.config import EnsembleOptions
 from histobreast.pipelines.package import load_model_folder
 from histobreast.pipelines.pruning import channel_widths
@@ -109,7 +109,7 @@ def bach(tmp_path_factory):
     """A synthetic BACH tree with three 10-image patient blocks per class: two to bag, one to test."""
     root = tmp_path_factory.mktemp("bach")
     synth_bach(root, per_class=30, size=(64, 48))
-    records, classes = experiment_records(tiny_zhu_config(root))
+    records, classes = experiment_records(tiny_zhu_config(root).data)
     train = [r for r in records if r.index <= 20]
     test = [r for r in records if r.index > 27]
     return root, train, test, classes

@@ -10,7 +10,9 @@ import pytest
 
 from histobreast.data.synthetic import synth_breakhis
 from histobreast.errors import CheckpointError, ConfigError
-from histobreast.pipelines.experiment import evaluate_model_folder, read_fold_predictions, run_experiment
+from histobreast.pipelines.evaluation import evaluate_model_folder
+from histobreast.pipelines.experiment import run_experiment
+from histobreast.pipelines.fold_predictions import read_fold_predictions
 from histobreast.predictions import Predictions
 from test_pipeline_zhu2019 import one_torch_thread, tiny_config  # noqa: F401 (autouse fixture)
 

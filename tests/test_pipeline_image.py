@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from degenerate_inputs import assert_predict_flags_degenerate_inputs
+from histobreast.data.protocol import experiment_splits, validation_split
 from histobreast.data.synthetic import synth_bach
+from histobreast.data.task_records import experiment_records
 from histobreast.pipelines import get_pipeline
-from histobreast.pipelines.common import experiment_records, experiment_splits, validation_split
 from histobreast.pipelines.config import parse_config
 from histobreast.pipelines.package import read_model_info
 from test_pipeline_zhu2019 import one_torch_thread  # noqa: F401 (autouse fixture)
@@ -37,9 +38,9 @@ def _cfg(root, **preprocess):
 @pytest.mark.parametrize("preprocess", [{}, {"microns_per_pixel": 18.0}], ids=["resized", "physical-scale"])
 def test_train_fold_then_predict(bach_root, tmp_path, preprocess):
     cfg = _cfg(bach_root, **preprocess)
-    records, classes = experiment_records(cfg)
-    split = experiment_splits(cfg, records)[0]
-    train, val = validation_split(cfg, split.select(records, "train"))
+    records, classes = experiment_records(cfg.data)
+    split = experiment_splits(cfg.data, records, cfg.seed)[0]
+    train, val = validation_split(cfg.data, split.select(records, "train"), cfg.seed)
     pipeline = get_pipeline("image")
     folder = pipeline.train_fold(cfg, train, val, classes, tmp_path / "fold1")
     info = read_model_info(folder)

@@ -27,6 +27,7 @@ from histobreast.engine.features import SVMDiscriminator, extract_features
 from histobreast.errors import ConfigError
 from histobreast.pipelines import get_pipeline, liu2022
 from histobreast.pipelines.config import ExperimentConfig, parse_config
+from histobreast.pipelines.encoder_pretraining import encoder_pretraining_config
 from histobreast.pipelines.package import LoadedModel, load_model_folder
 from histobreast.predictions import Predictions
 from histobreast.preprocess.views import SIX_VIEWS
@@ -113,7 +114,7 @@ def test_live_training_writes_a_model_folder_that_predicts_six_views_per_image(r
     assert_predict_flags_degenerate_inputs(folder, train[0].path, tmp_path, far_scale=train[0].microns_per_pixel / 10)
     # resume returns the finished fold as it is
     assert liu2022.train_fold(cfg, train, val, CLASSES, tmp_path / "fold1", resume=True) == folder
-    assert get_pipeline("liu2022") is liu2022
+    assert get_pipeline("liu2022") is liu2022.PIPELINE
     info = json.loads((folder / "model.json").read_text())
     (folder / "model.json").write_text(json.dumps({**info, "microns_per_pixel": None}))  # an older version's folder
     result = CliRunner().invoke(app, ["predict", str(folder), str(test[0].path), "--out", str(tmp_path / "q.csv")])
@@ -287,7 +288,7 @@ def test_config_mistakes_name_the_key() -> None:
 def test_encoder_pretraining_trains_each_encoder_alone_before_the_frozen_stage(records, tmp_path) -> None:
     train, val, _ = split(records)
     cfg = tiny_config(frozen_encoders=True, encoder_pretraining={"iterations": 2, "optimizer": "adamw", "lr": 1e-3})
-    settings = liu2022.encoder_pretraining_config(cfg)
+    settings = encoder_pretraining_config(cfg)
     assert settings.iterations == 2 and settings.epochs is None and settings.eval_every is None
     folder = liu2022.train_fold(cfg, train, val, CLASSES, tmp_path / "fold1")
     loaded = load_model_folder(folder)

@@ -12,13 +12,14 @@ from histobreast.compress.dns import load_sparse_weights
 from histobreast.compress.importance import load_importance
 from histobreast.compress.profile import count_macs, count_parameters
 from histobreast.compress.prune import per_loop_fraction
+from histobreast.data.protocol import experiment_splits
 from histobreast.data.splits import write_splits_csv
 from histobreast.data.synthetic import synth_bach
+from histobreast.data.task_records import experiment_records
 from histobreast.errors import CheckpointError, ConfigError
 from histobreast.models.weights import read_weights
 from histobreast.pipelines import get_pipeline
 from histobreast.pipelines import pruning as pruning_module
-from histobreast.pipelines.common import experiment_records, experiment_splits
 from histobreast.pipelines.config import PruneOptions
 from histobreast.pipelines.package import load_model_folder
 from histobreast.pipelines.pruning import (
@@ -43,8 +44,8 @@ def bach_root(tmp_path_factory):
 def trained(bach_root, tmp_path_factory):
     """A tiny hybrid trained by the zhu2019 pipeline inside an experiment folder layout."""
     cfg = tiny_zhu_config(bach_root)
-    records, classes = experiment_records(cfg)
-    splits = experiment_splits(cfg, records)
+    records, classes = experiment_records(cfg.data)
+    splits = experiment_splits(cfg.data, records, cfg.seed)
     run = tmp_path_factory.mktemp("run")
     write_splits_csv(splits, run / "splits.csv")
     train = [r for r in records if splits[0].subsets[r.image_id] == "train"]

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from histobreast.data.synthetic import synth_breakhis
+from histobreast.data.task_records import experiment_records
 from histobreast.errors import ConfigError
 from histobreast.pipelines import get_pipeline
-from histobreast.pipelines.common import experiment_records
 from histobreast.pipelines.config import parse_config
 from histobreast.pipelines.package import load_model_folder
 from histobreast.pipelines.zhu2019 import METHODS, method_probabilities
@@ -71,7 +71,7 @@ def breakhis_root(tmp_path_factory):
 
 def test_train_fold_then_predict_all_methods(breakhis_root, tmp_path):
     cfg = tiny_config(breakhis_root)
-    records, classes = experiment_records(cfg)
+    records, classes = experiment_records(cfg.data)
     pipeline = get_pipeline("zhu2019")
     folder = pipeline.train_fold(cfg, records[:16], records[16:20], classes, tmp_path / "fold1")
     assert (tmp_path / "fold1" / "global" / "checkpoints" / "last.json").is_file()
@@ -115,7 +115,7 @@ def test_methods_equal_hand_computed_votes():
 
 def test_wrong_branch_network_is_refused(breakhis_root, tmp_path):
     cfg = tiny_config(breakhis_root, model={"name": "resnet18", "kwargs": {}})
-    records, classes = experiment_records(cfg)
+    records, classes = experiment_records(cfg.data)
     with pytest.raises(ConfigError, match="model.name"):
         get_pipeline("zhu2019").train_fold(cfg, records, [], classes, tmp_path)
 
@@ -125,7 +125,7 @@ def test_real_bach_images_through_the_pipeline(bach_dir, tmp_path):
     cfg = tiny_config(
         bach_dir, data={"magnification": None, "task": "binary", "microns_per_pixel": 0.84, "val_fraction": 0.0}
     )
-    records, classes = experiment_records(cfg)
+    records, classes = experiment_records(cfg.data)
     picked = records[:4] + records[-4:]  # Normal and Invasive: both binary classes
     pipeline = get_pipeline("zhu2019")
     folder = pipeline.train_fold(cfg, picked[::2], [], classes, tmp_path / "fold1")

@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 
 from histobreast.cli import app
 from histobreast.errors import ConfigError
-from histobreast.pipelines.common import fit_stain_normalizer
 from histobreast.pipelines.config import parse_config
 from histobreast.preprocess.stain import ReinhardNormalizer, create_normalizer, load_normalizer
+from histobreast.preprocess.stain_target import fit_stain_normalizer
 from test_preprocess_images import he_like_image
 
 
@@ -90,11 +90,13 @@ def test_config_option_and_its_checks(tmp_path, pair) -> None:
     from PIL import Image
 
     Image.fromarray(reference).save(tmp_path / "ref.png")
-    fitted = fit_stain_normalizer(_cfg(method="reinhard", target=str(tmp_path / "ref.png"), pixels="all"), [])
+    fitted = fit_stain_normalizer(
+        _cfg(method="reinhard", target=str(tmp_path / "ref.png"), pixels="all").preprocess.stain, []
+    )
     assert isinstance(fitted, ReinhardNormalizer) and fitted.pixels == "all"
     saved = fitted.save(tmp_path / "all.json")
     with pytest.raises(ConfigError, match="fitted on all pixels, but preprocess.stain.pixels is tissue"):
-        fit_stain_normalizer(_cfg(method="reinhard", target=str(saved)), [])
+        fit_stain_normalizer(_cfg(method="reinhard", target=str(saved)).preprocess.stain, [])
     with pytest.raises(ConfigError, match="pixels"):
         _cfg(method="macenko", target="train", pixels="all")
 

@@ -29,7 +29,8 @@ from histobreast.data.synthetic import synth_bach, synth_breakhis
 from histobreast.errors import CheckpointError, ConfigError, DatasetError, HistobreastError, ImageReadError
 from histobreast.locking import LOCK_FILE, FolderLockedError, folder_lock
 from histobreast.pipelines.config import load_config
-from histobreast.pipelines.experiment import evaluate_model_folder, run_experiment
+from histobreast.pipelines.evaluation import evaluate_model_folder
+from histobreast.pipelines.experiment import run_experiment
 from histobreast.pipelines.package import load_model_folder
 from histobreast.predictions import Predictions
 from tiny_system_a import one_torch_thread, tiny_zhu_config  # noqa: F401 (autouse fixture)

@@ -13,9 +13,9 @@ from shapely.geometry import box, shape
 from typer.testing import CliRunner
 
 from histobreast.cli import app
+from histobreast.data.task_records import experiment_records
 from histobreast.errors import ConfigError, HistobreastError
 from histobreast.pipelines import get_pipeline
-from histobreast.pipelines.common import experiment_records
 from histobreast.pipelines.slide_model import load_tile_model
 from histobreast.pipelines.slide_predict import (
     SlidePredictOptions,
@@ -56,7 +56,7 @@ def crops(slides, tmp_path_factory):
 @pytest.fixture(scope="module")
 def model(crops, tmp_path_factory):
     cfg = _folder_config(crops)
-    records, classes = experiment_records(cfg)
+    records, classes = experiment_records(cfg.data)
     return get_pipeline("zhu2019").train_fold(cfg, records, [], classes, tmp_path_factory.mktemp("fold"))
 
 
@@ -268,7 +268,7 @@ def test_high_probability_tiles_fall_in_the_planted_carcinoma(slides, crops, tmp
 
     preprocess = {"input_size": 48, "patches": {"grid": [2, 1], "size": 48}}
     cfg = _folder_config(crops, preprocess, iterations=150, batch_size=8, lr=0.02)
-    records, classes = experiment_records(cfg)
+    records, classes = experiment_records(cfg.data)
     folder = get_pipeline("zhu2019").train_fold(cfg, records, [], classes, tmp_path / "fold")
     options = SlidePredictOptions(tile_um=TILE_UM, overlap=0.5, batch_size=64)
     (summary,) = predict_slides([slides[0].path], folder, tmp_path / "out", options, say=lambda _: None)

@@ -11,7 +11,8 @@ so the whole job fits in a few minutes on a 2-core CPU:
 4. A case review of fold 1's test images (what ``predict --review`` writes for a pathologist),
    then a synthetic whole slide through ``slide predict`` with the same model.
 5. System B (Liu et al. 2022): MSMV-PFENet on a synthetic BACH tree, six-view majority vote.
-6. A summary report (``OUT/report/report.md`` and ``.html``) pointing to every stage's report.
+6. A summary report (``OUT/report/report.md`` and ``.html``, :mod:`histobreast.demo_report`) pointing to
+   every stage's report.
 
 The experiment configs are ``configs/demo/*.yaml`` in the source tree.
 """
@@ -23,11 +24,11 @@ import logging
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from histobreast.data.synthetic import synth_bach, synth_breakhis
+from histobreast.demo_report import BREAKHIS_MAGNIFICATION, DemoResult, write_demo_report
 from histobreast.errors import ConfigError
 from histobreast.pipelines.config import ExperimentConfig, load_config
 from histobreast.seeding import seed_problem
@@ -42,7 +43,6 @@ SYSTEM_B_CONFIG = "liu2022_synthetic.yaml"
 # Stage sizes (kept here, not in the configs, because they size the demo rather than the method).
 BREAKHIS_PATIENTS_PER_SUBTYPE = 2  # 16 patients, 8 subtypes
 BREAKHIS_IMAGES_PER_PATIENT = 6  # at one magnification
-BREAKHIS_MAGNIFICATION = 200  # the config's data.magnification
 BREAKHIS_SIZE = (350, 230)  # half of BreaKHis's 700x460 (same field of view, twice the µm/px)
 BACH_PER_CLASS = 20
 BACH_SIZE = (512, 384)  # a quarter of BACH's 2048x1536
@@ -53,16 +53,6 @@ ENSEMBLE_MEMBERS = 3  # paper A: 5; 3 keeps the demo short
 ENSEMBLE_ITERATIONS = 100
 #: The folders a demo writes under its --out; the next demo there replaces them, and nothing else.
 DEMO_FOLDERS = ("data", "system_a", "pruned", "ensemble", "review", "slide", "system_b", "report")
-
-
-@dataclass
-class DemoResult:
-    """Where everything went and the headline numbers (image-level accuracy unless named)."""
-
-    out_dir: Path
-    report_dir: Path
-    numbers: dict[str, Any] = field(default_factory=dict)
-    seconds: dict[str, float] = field(default_factory=dict)
 
 
 def _config_path(config_dir: Path, name: str) -> Path:
@@ -90,15 +80,15 @@ def run_demo(
     out_dir: str | Path, *, config_dir: str | Path | None = None, seed: int = 0, say: Callable[[str], None] = print
 ) -> DemoResult:
     """Run the six stages into ``out_dir`` (created; an earlier demo's folders there are replaced)."""
-    from histobreast.pipelines import get_pipeline
+    from histobreast.data.protocol import read_fold
     from histobreast.pipelines.bagging import evaluate_ensemble, train_ensemble
-    from histobreast.pipelines.common import experiment_records, experiment_splits, select_split, validation_split
     from histobreast.pipelines.config import EnsembleOptions, PruneOptions
     from histobreast.pipelines.experiment import run_experiment
     from histobreast.pipelines.package import load_model_folder
+    from histobreast.pipelines.predict import predict_records, write_review
     from histobreast.pipelines.pruning import prune_model_folder
     from histobreast.pipelines.pruning_report import image_accuracy, model_costs
-    from histobreast.report.case_review import review_cases, review_run_info, write_case_review
+    from histobreast.report.case_review import review_cases
 
     if seed_problem(seed):
         raise ConfigError(f"seed: {seed_problem(seed)}")
@@ -106,7 +96,7 @@ def run_demo(
     for name in (SYSTEM_A_CONFIG, SYSTEM_B_CONFIG):  # before an earlier demo is removed
         _config_path(configs, name)
     out = clear_previous_demo(out_dir)
-    result = DemoResult(out, out / "report")
+    result = DemoResult(out, out / "report", PRUNE_RATIO)
     seed_override = [f"seed={seed}"]
 
     def timed(stage: str, fn: Callable[[], Any]) -> Any:
@@ -141,10 +131,8 @@ def run_demo(
         result.numbers[f"system_a/{method}"] = {"mean": mean, "std": std}
 
     # Stages 2 and 3 reuse fold 1's training and test images.
-    records, classes = experiment_records(cfg_a)
-    split = experiment_splits(cfg_a, records)[SYSTEM_A_FOLDS[0] - 1]
-    train, val = validation_split(cfg_a, select_split(split, records, "train"), SYSTEM_A_FOLDS[0])
-    test = select_split(split, records, "test")
+    fold, classes = read_fold(cfg_a.data, cfg_a.seed, SYSTEM_A_FOLDS[0])
+    train, val, test = fold.train, fold.val, fold.test
     unpruned_folder = system_a.model_folders[SYSTEM_A_FOLDS[0]]
 
     prune_options = PruneOptions(ratio=PRUNE_RATIO, loops=1, retrain_iterations=PRUNE_RETRAIN_ITERATIONS)
@@ -172,13 +160,11 @@ def run_demo(
     }
 
     def review() -> None:
-        loaded = load_model_folder(unpruned_folder)
-        methods = get_pipeline(loaded.pipeline).predict_records(loaded, test)
-        headline = next(iter(methods))
-        write_case_review(
-            methods, headline, out / "review", review_run_info(unpruned_folder, ["fold 1 test images"], headline)
+        predicted = predict_records(unpruned_folder, test, sources=["fold 1 test images"])
+        write_review(predicted, out / "review")
+        result.numbers["review/flagged"] = sum(
+            case.flagged for case in review_cases(predicted.methods, predicted.method)
         )
-        result.numbers["review/flagged"] = sum(case.flagged for case in review_cases(methods, headline))
         result.numbers["review/images"] = len(test)
 
     timed("case review of fold 1's test images", review)
@@ -200,89 +186,3 @@ def run_demo(
     write_demo_report(result, chance={"system_a": 1 / len(classes), "system_b": 1 / len(cfg_b.data.classes or [0] * 4)})
     say(f"[demo] finished in {sum(result.seconds.values()):.0f} s; report: {result.report_dir / 'report.md'}")
     return result
-
-
-def write_demo_report(result: DemoResult, chance: dict[str, float]) -> dict[str, Path]:
-    """The one-page summary of the demo: a table per stage and links to the stages' own reports."""
-    from histobreast.report import Column, Report, RunInfo, Table
-
-    numbers = result.numbers
-    report = Report(
-        result.report_dir,
-        "histobreast demo (synthetic data)",
-        RunInfo(
-            f"synthetic BreaKHis {BREAKHIS_MAGNIFICATION}X, BACH trees",
-            "see each stage",
-            "System A, System B",
-            "configs/demo/*.yaml",
-        ),
-        intro="Toy-sized versions of both systems on synthetic H&E images; the numbers show the "
-        "machinery works end to end, not how well it does on real tissue (see BENCHMARKS.md).",
-    )
-    accuracy_rows = [
-        {"stage": f"System A, method {key.split('/', 1)[1]}", "accuracy": value}
-        for key, value in numbers.items()
-        if key.startswith("system_a/")
-    ]
-    accuracy_rows += [
-        {"stage": f"System B, {key.split('/', 1)[1]} level", "accuracy": value}
-        for key, value in numbers.items()
-        if key.startswith("system_b/")
-    ]
-    accuracy_rows.append(
-        {
-            "stage": f"Ensemble of {len(numbers['ensemble/members'])} (sum rule), fold 1",
-            "accuracy": numbers["ensemble/sum"],
-        }
-    )
-    accuracy_rows += [
-        {"stage": f"  member {name}, fold 1", "accuracy": acc} for name, acc in numbers["ensemble/members"].items()
-    ]
-    report.add_table(
-        Table(
-            "Image-level accuracy",
-            [Column("stage", "Stage"), Column("accuracy", "Accuracy")],
-            accuracy_rows,
-            caption=f"Mean ± std over folds where several. Chance: System A "
-            f"{chance['system_a']:.2f} (2 classes), System B {chance['system_b']:.2f}.",
-        )
-    )
-    cost_columns = [
-        Column("model", "Model"),
-        Column("params", "Parameters", fmt=",.0f"),
-        Column("macs", "MACs", fmt=",.0f"),
-        Column("latency_ms", "CPU latency (ms)", fmt=".1f"),
-        Column("accuracy", "Accuracy (fold 1)"),
-    ]
-    cost_rows = [{"model": name, **numbers[f"compression/{name}"]} for name in ("unpruned", "pruned")]
-    report.add_table(
-        Table(
-            f"SEP channel pruning, O = {PRUNE_RATIO}",
-            cost_columns,
-            cost_rows,
-            caption="Hybrid model (global + 15 patches) on one image; latency measured on this machine.",
-        )
-    )
-    report.add_heading("Each stage's own report")
-    report.add_bullets(
-        [
-            "System A: `system_a/report/report.md` (Tables 2-4 layout, ROC, confusion matrices)",
-            "Pruning: `pruned/` (importance before/after, Fig. 11)",
-            "Ensemble: `ensemble/evaluation/report/report.md` (members beside the ensemble, uncertainty)",
-            f"Case review: `review/report.html` (a card per test image, least certain first; "
-            f"{numbers.get('review/flagged', 0)} of {numbers.get('review/images', 0)} flagged for a second look)",
-            "System B: `system_b/report/report.md` (view and image level, confusion matrix)",
-            f"Slide: `slide/{numbers['slide']['summary']}` (a synthetic slide's heatmaps and QuPath GeoJSON)"
-            if "slide" in numbers
-            else "Slide: not run",
-        ]
-    )
-    report.add_table(
-        Table(
-            "Time per stage",
-            [Column("stage", "Stage"), Column("seconds", "Seconds", fmt=".0f")],
-            [{"stage": k, "seconds": v} for k, v in result.seconds.items()],
-        )
-    )
-    report.add_metrics("demo", {"numbers": numbers, "seconds": result.seconds})
-    return report.write()

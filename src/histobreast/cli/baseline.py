@@ -41,12 +41,15 @@ def spanhol(
 
     Example: histobreast baseline spanhol --config configs/baselines/spanhol2016_bach_binary_cpu.yaml --fold 1
     """
+    from histobreast.pipelines import get_pipeline, spanhol2016
     from histobreast.pipelines.config import load_config
     from histobreast.pipelines.experiment import run_experiment
 
     cfg = load_config(config, with_data_root(overrides, data))
-    if cfg.pipeline != "spanhol2016":
-        raise ConfigError(f"{config}: pipeline is {cfg.pipeline!r}; `baseline spanhol` runs pipeline: spanhol2016")
+    if get_pipeline(cfg.pipeline) is not spanhol2016.PIPELINE:
+        raise ConfigError(
+            f"{config}: pipeline is {cfg.pipeline!r}; `baseline spanhol` runs pipeline: {spanhol2016.PIPELINE.name}"
+        )
     out = out or Path("runs") / cfg.name
     run_experiment(cfg, out, folds=_folds(fold), resume=resume, config_path=str(config))
     Console(soft_wrap=True).print(f"Spanhol 2016 baseline written to {out}; report: {out}/report/report.md")

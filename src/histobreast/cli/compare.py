@@ -31,7 +31,7 @@ def compare(
     from histobreast.atomic import atomic_write_json
     from histobreast.errors import DatasetError
     from histobreast.metrics import paired_accuracy_difference
-    from histobreast.pipelines.experiment import pooled_test_predictions, read_fold_predictions
+    from histobreast.pipelines.fold_predictions import pooled_test_predictions, read_fold_predictions
 
     saved_a, saved_b = read_fold_predictions(run_a), read_fold_predictions(run_b)
     folds = sorted(set(saved_a) & set(saved_b))

@@ -12,7 +12,6 @@ from rich.console import Console
 
 from histobreast.cli.data_option import with_data_root
 from histobreast.cli.options import check_finite
-from histobreast.errors import ConfigError
 
 ensemble_app = typer.Typer(
     help="Bagging ensembles (paper A): k models on k rotations of the training set, voting by sum, max or majority.",
@@ -52,20 +51,16 @@ def train(
 
     Example: histobreast ensemble train --config configs/zhu2019/ensemble_bach_binary_cpu.yaml --k 5 --out runs/bagging
     """
+    from histobreast.data.protocol import read_fold
     from histobreast.pipelines.bagging import ensemble_options, train_ensemble
-    from histobreast.pipelines.common import experiment_records, experiment_splits, select_split
     from histobreast.pipelines.config import load_config
 
     cfg = load_config(config, with_data_root(overrides, data))
     options = ensemble_options(
         cfg, members=k, rule=rule.value if rule else None, prune_ratio=prune_ratio, prune_loops=prune_loops
     )
-    records, classes = experiment_records(cfg)
-    splits = experiment_splits(cfg, records)
-    if not 1 <= fold <= len(splits):
-        raise ConfigError(f"--fold {fold}: the protocol has {len(splits)} folds")
-    split = splits[fold - 1]
-    training, test = select_split(split, records, "train"), select_split(split, records, "test")
+    chosen, classes = read_fold(cfg.data, cfg.seed, fold, option="--fold")
+    split, training, test = chosen.split, chosen.training, chosen.test
     console = Console(soft_wrap=True)
     console.print(
         f"bagging {len(training)} training images of {split.name} into {options.members} members "
@@ -92,8 +87,8 @@ def evaluate(
 
     Example: histobreast ensemble evaluate runs/bagging --rule sum
     """
+    from histobreast.data.task_records import experiment_records
     from histobreast.pipelines.bagging import evaluate_ensemble, held_out_records, read_ensemble_folder
-    from histobreast.pipelines.common import experiment_records
     from histobreast.pipelines.package import load_model_folder
 
     folder = read_ensemble_folder(ensemble_dir)
@@ -101,7 +96,7 @@ def evaluate(
         records = held_out_records(ensemble_dir)
     else:
         cfg = load_model_folder(folder.members[0]).cfg
-        records, _ = experiment_records(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=str(data))))
+        records, _ = experiment_records(dataclasses.replace(cfg.data, root=str(data)))
     out = out or Path(ensemble_dir) / "evaluation"
     result = evaluate_ensemble(ensemble_dir, records, out, rule.value if rule else None, device=device)
     console = Console(soft_wrap=True)

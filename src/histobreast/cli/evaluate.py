@@ -67,7 +67,7 @@ def evaluate(
     """
     from rich.console import Console
 
-    from histobreast.pipelines.experiment import evaluate_model_folder
+    from histobreast.pipelines.evaluation import evaluate_model_folder
     from histobreast.preprocess.views import SIX_VIEWS
 
     result = evaluate_model_folder(

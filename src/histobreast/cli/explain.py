@@ -40,13 +40,13 @@ def explain(
     """
     from rich.console import Console
 
-    from histobreast.cli.predict import unlabelled_records
     from histobreast.explain import explain as explain_images
     from histobreast.explain import write_explanations
     from histobreast.explain.api import class_index
     from histobreast.explain.cam import check_method
     from histobreast.pipelines.bagging import is_ensemble_folder, read_ensemble_folder
     from histobreast.pipelines.package import read_model_info
+    from histobreast.pipelines.predict import unlabelled_records
 
     check_method(method)
     records = unlabelled_records(model, inputs, microns_per_pixel)

@@ -3,54 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import typer
 
 from histobreast.cli.options import check_finite, check_scale
 from histobreast.errors import ConfigError
-
-# Label of images whose class is unknown (prediction rows get label index -1).
-UNLABELLED = "unlabelled"
-
-
-def collect_images(inputs: list[Path]) -> list[Path]:
-    """Image files named directly or found below folders (sorted, each once); anything else is an error."""
-    from histobreast.data.imageio import is_image_file, list_images
-
-    found: dict[Path, None] = {}
-    for item in inputs:
-        if item.is_dir():
-            images = list_images(item)
-            if not images:
-                raise ConfigError(f"{item}: folder holds no images")
-            found.update(dict.fromkeys(images))
-        elif item.is_file() and is_image_file(item):
-            found[item] = None
-        else:
-            raise ConfigError(f"{item}: not an image file or folder")
-    by_id: dict[str, Path] = {}
-    for path in found:  # rows, the review and evaluation are keyed by file name
-        if by_id.setdefault(path.stem, path) != path:
-            raise ConfigError(f"{path} and {by_id[path.stem]}: two images named {path.stem!r}; predict them apart")
-    return list(found)
-
-
-def unlabelled_records(model: Path, inputs: list[Path], microns_per_pixel: float | None) -> list[Any]:
-    """The images named or found under ``inputs`` as unlabelled records at the scale ``model`` (a model or
-    ensemble folder) expects: ``microns_per_pixel``, else the training images'."""
-    from histobreast.data.records import ImageRecord
-    from histobreast.pipelines.bagging import is_ensemble_folder, read_ensemble_folder
-    from histobreast.pipelines.input_range import prediction_scale
-    from histobreast.pipelines.package import read_model_info
-
-    ensemble = read_ensemble_folder(model) if is_ensemble_folder(model) else None
-    info = read_model_info(ensemble.members[0] if ensemble else model)  # an ensemble's members share the scale
-    scale, _ = prediction_scale(info, microns_per_pixel, model)
-    return [
-        ImageRecord(path=p, label=UNLABELLED, patient_id=p.stem, microns_per_pixel=scale, source="predict")
-        for p in collect_images(inputs)
-    ]
 
 
 def predict(
@@ -114,69 +72,39 @@ def predict(
 
     Example: histobreast predict runs/zhu_bach/fold1/model slides/ --out predictions.csv --tta --review review/
     """
-    from collections import Counter
-
-    import numpy as np
     from rich.console import Console
 
-    from histobreast.data.records import ImageRecord
-    from histobreast.outputs import refuse_output_over_inputs
-    from histobreast.pipelines import get_pipeline
-    from histobreast.pipelines.bagging import is_ensemble_folder, predict_ensemble, read_ensemble_folder
-    from histobreast.pipelines.input_range import flag_unlike_training, prediction_scale
-    from histobreast.pipelines.package import load_model_folder, read_model_info
-    from histobreast.preprocess.views import SIX_VIEWS
+    from histobreast.pipelines.predict import check_outputs, predict_images, write_review
 
     if explain and review is None:
         raise ConfigError("--explain: the maps go on the case review's cards; add --review DIR")
-    refuse_output_over_inputs(out, inputs, "--out", folder=False)
-    if out.is_dir():
-        raise ConfigError(f"--out {out}: is a folder; give the CSV file's name")
-    if review is not None:
-        refuse_output_over_inputs(review, [*inputs, out], "--review", folder=True)
-    ensemble = read_ensemble_folder(model) if is_ensemble_folder(model) else None
-    info = read_model_info(ensemble.members[0] if ensemble else model)  # an ensemble's members share the scale
-    scale, note = prediction_scale(info, microns_per_pixel, model)
+    check_outputs(inputs, out, review)
+    result = predict_images(
+        model,
+        inputs,
+        method=method,
+        tta=tta,
+        microns_per_pixel=microns_per_pixel,
+        batch_size=batch_size,
+        device=device,
+    )
     console = Console(soft_wrap=True)
-    if note:
-        console.print(note)
-    records = [
-        ImageRecord(path=p, label=UNLABELLED, patient_id=p.stem, microns_per_pixel=scale, source="predict")
-        for p in collect_images(inputs)
-    ]
-    unlike = flag_unlike_training(records, info)
-    options = {"tta_views": SIX_VIEWS if tta else (), "batch_size": batch_size, "device": device}
-    rule = None
-    if ensemble is not None:  # the vote (with its `uncertainty` column), then each member's headline method
-        voted = predict_ensemble(model, records, **options)
-        results, rule = {"ensemble": voted.ensemble, **voted.members}, voted.rule
-    else:
-        results = get_pipeline(info["pipeline"]).predict_records(load_model_folder(model), records, **options)
-    chosen = method or next(iter(results))
-    if chosen not in results:
-        raise ConfigError(f"--method: {chosen!r} is not one of this model's methods {list(results)}")
-    pred = results[chosen]
-    pred.extra["outside_training"] = np.array([float(i in unlike) for i in pred.image_ids])
+    if result.scale_note:
+        console.print(result.scale_note)
+    pred = result.predictions
     pred.to_csv(out)
-    counts = Counter(pred.classes[i] for i in pred.predicted)
-    summary = ", ".join(f"{c} {counts.get(c, 0)}" for c in pred.classes)
-    for image_id, reasons in sorted(unlike.items()):
+    for image_id, reasons in sorted(result.outside_training.items()):
         console.print(f"outside the training images (flagged): {image_id}: {'; '.join(reasons)}")
-    how = chosen + (f", {rule} rule" if chosen == "ensemble" else "") + (", six-view TTA" if tta else "")
-    console.print(f"{len(pred)} image{'s' * (len(pred) != 1)} ({how}): {summary} -> {out}")
+    summary = ", ".join(f"{c} {n}" for c, n in result.class_counts().items())
+    console.print(f"{len(pred)} image{'s' * (len(pred) != 1)} ({result.describe()}): {summary} -> {out}")
     if review is not None:
-        from histobreast.explain.api import card_overlays
-        from histobreast.report.case_review import review_run_info, write_case_review
+        overlays = None
+        if explain:
+            from histobreast.explain.api import card_overlays
 
-        written = write_case_review(
-            results,
-            chosen,
-            review,
-            review_run_info(model, inputs, chosen),
-            min_confidence=min_confidence,
-            min_agreement=min_agreement,
-            readings="members" if ensemble is not None else "other methods",
-            overlays=card_overlays(model, records, pred.predicted.tolist(), device=device) if explain else None,
+            overlays = card_overlays(model, result.records, pred.predicted.tolist(), device=device)
+        written = write_review(
+            result, review, min_confidence=min_confidence, min_agreement=min_agreement, overlays=overlays
         )
         console.print(f"case review: {written['html']}")
 

@@ -152,7 +152,7 @@ def report(
     """
     if data is not None and config is None:
         raise ConfigError("--data needs --config: --measure-only reads no images")
-    from histobreast.pipelines.common import experiment_records, experiment_splits, select_split, validation_split
+    from histobreast.data.protocol import read_fold
     from histobreast.pipelines.config import load_config
     from histobreast.pipelines.pruning import prune_options
     from histobreast.pipelines.pruning_report import compression_report, run_sweep
@@ -168,13 +168,8 @@ def report(
             report_ratios=list(ratios) if ratios else None,
             report_loops=[r for r in loops if r > 0] if loops else None,
         )
-        records, classes = experiment_records(cfg)
-        splits = experiment_splits(cfg, records)
-        if not 1 <= fold <= len(splits):
-            raise ConfigError(f"--fold {fold}: the protocol has {len(splits)} folds")
-        split = splits[fold - 1]
-        train, val = validation_split(cfg, select_split(split, records, "train"), fold)
-        test = select_split(split, records, "test")
+        chosen, classes = read_fold(cfg.data, cfg.seed, fold, option="--fold")
+        split, train, val, test = chosen.split, chosen.train, chosen.val, chosen.test
         console.print(
             f"compression study on {split.name}: {len(train)} training, {len(val)} validation, "
             f"{len(test)} test images; O = {options.report_ratios}, R = {options.report_loops}"

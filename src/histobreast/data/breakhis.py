@@ -29,7 +29,7 @@ from pathlib import Path, PurePosixPath
 from histobreast.atomic import atomic_write_text
 from histobreast.data.imageio import SkipReport, list_images, raise_or_skip, readable_size
 from histobreast.data.records import ImageRecord, Scale, read_scale_file
-from histobreast.data.splits import Split
+from histobreast.data.splits import Split, fold_name
 from histobreast.errors import DatasetError, SplitLeakageError
 from histobreast.textfiles import read_user_text
 
@@ -269,7 +269,7 @@ def _read_dsfold(path: Path) -> Split:
         rows.append((f"{path}:{line_no}", fields[0], int(fields[1]), fields[3]))
     if len(fold_numbers) > 1:
         raise DatasetError(f"{path}: one fold file must hold one fold, found folds {sorted(fold_numbers)}")
-    return _fold_split(f"fold{fold_numbers.pop() if fold_numbers else 0}", rows, str(path))
+    return _fold_split(fold_name(fold_numbers.pop() if fold_numbers else 0), rows, str(path))
 
 
 def _read_kaggle_folds(path: Path) -> list[Split]:
@@ -288,7 +288,7 @@ def _read_kaggle_folds(path: Path) -> list[Split]:
             rows[int(row["fold"])].append(
                 (f"{path}:{line_no}", PurePosixPath(row["filename"]).name, int(row["mag"]), row["grp"])
             )
-    return [_fold_split(f"fold{fold}", rows[fold], str(path)) for fold in sorted(rows)]
+    return [_fold_split(fold_name(fold), rows[fold], str(path)) for fold in sorted(rows)]
 
 
 def find_fold_files(folder: str | Path) -> list[Path]:

@@ -28,6 +28,18 @@ log = logging.getLogger(__name__)
 
 SPLIT_COLUMNS = ("split", "image_id", "patient_id", "subset")
 _SUBSET_ORDER = {"train": 0, "val": 1, "test": 2}
+FOLD_PREFIX = "fold"  # a protocol's rounds and their experiment sub-folders: fold1, fold2, ...
+
+
+def fold_name(number: int) -> str:
+    """The name of protocol round ``number`` (1-based), also its experiment sub-folder: ``fold<number>``."""
+    return f"{FOLD_PREFIX}{number}"
+
+
+def fold_number(name: str) -> int | None:
+    """The round number of a fold name or folder name (``fold3`` -> 3); None for any other name."""
+    digits = name.removeprefix(FOLD_PREFIX)
+    return int(digits) if name.startswith(FOLD_PREFIX) and digits.isdigit() else None
 
 
 @dataclass(frozen=True)
@@ -338,7 +350,7 @@ def contiguous_folds(records: Sequence[ImageRecord], k: int = 5) -> list[Split]:
     _check_parts(k, "contiguous folds")
     records = list(records)
     _unique_ids(records)
-    return _rounds(_contiguous_parts(records, k), "test", "fold")
+    return _rounds(_contiguous_parts(records, k), "test", FOLD_PREFIX)
 
 
 def bagging_splits(records: Sequence[ImageRecord], k: int = 5, seed: int = 0, contiguous: bool = False) -> list[Split]:

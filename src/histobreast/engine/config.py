@@ -80,6 +80,10 @@ class TrainConfig:
     progress: bool | Literal["auto"] = "auto"  # rich progress bars; auto = when stderr is a TTY
     tensorboard: bool = True
 
+    def eval_batch(self, world_size: int = 1) -> int:
+        """Images per inference batch and process: ``eval_batch_size``, else twice the training micro-batch."""
+        return self.eval_batch_size or max(1, 2 * (self.batch_size // (self.grad_accum * world_size)))
+
     def problems(self) -> Problems:
         if (self.epochs is None) == (self.iterations is None):
             yield "epochs", "set exactly one of train.epochs and train.iterations"

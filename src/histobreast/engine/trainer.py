@@ -239,7 +239,7 @@ class Trainer(RunCheckpoints):
         cfg = self.config
         loader = build_loader(
             data,
-            batch_size=cfg.eval_batch_size or 2 * self.micro_batch,
+            batch_size=cfg.eval_batch(self.ctx.world_size),
             device=self.device,
             ctx=self.ctx,
             seed=self.seed,

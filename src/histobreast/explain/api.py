@@ -31,12 +31,17 @@ from histobreast.explain.overlay import card_overlay, plot_explanation
 from histobreast.explain.plain import explain_classifier
 from histobreast.explain.system_a import explain_hybrid
 from histobreast.explain.system_b import explain_msmv
+from histobreast.pipelines import image, liu2022, zhu2019
 from histobreast.pipelines.bagging import is_ensemble_folder, predict_ensemble, read_ensemble_folder
 from histobreast.pipelines.package import LoadedModel, as_loaded
 
 Explainer = Callable[..., list[Explanation]]
 #: Model pipelines that have maps, and how each is explained.
-EXPLAINERS: dict[str, Explainer] = {"zhu2019": explain_hybrid, "liu2022": explain_msmv, "image": explain_classifier}
+EXPLAINERS: dict[str, Explainer] = {
+    zhu2019.PIPELINE.name: explain_hybrid,
+    liu2022.PIPELINE.name: explain_msmv,
+    image.PIPELINE.name: explain_classifier,
+}
 MANIFEST = "explanations.json"
 
 

@@ -29,23 +29,23 @@ from typing import Any
 import numpy as np
 
 from histobreast.config import build_dataclass, read_yaml_mapping
+from histobreast.data.protocol import choose_folds, experiment_splits, fold_records
+from histobreast.data.splits import fold_name
+from histobreast.data.task_records import experiment_records
 from histobreast.errors import ConfigError
 from histobreast.metrics import evaluate_predictions
 from histobreast.models.msmv import Table4Variant, table4_variant
 from histobreast.pipelines import liu2022
-from histobreast.pipelines.common import experiment_records, experiment_splits, select_split, validation_split
 from histobreast.pipelines.config import ExperimentConfig, load_config
-from histobreast.pipelines.experiment import (
-    read_fold_predictions,
-    run_experiment,
-    write_fold_predictions,
-)
+from histobreast.pipelines.experiment import run_experiment
+from histobreast.pipelines.fold_predictions import read_fold_predictions, write_fold_predictions
+from histobreast.pipelines.registry import get_pipeline
 from histobreast.predictions import Predictions, concat_predictions
 from histobreast.report import Column, Report, RunInfo, ablation_table
 
 log = logging.getLogger(__name__)
 
-METHODS = ("image", "patch")  # liu2022.predict_records' keys: six-view vote, per view
+METHODS = liu2022.PIPELINE.methods  # six-view vote, per view
 
 
 @dataclass
@@ -78,7 +78,7 @@ def load_ablation(path: str | Path, overrides: Sequence[str] = ()) -> tuple[Abla
     raw = read_yaml_mapping(path, "ablation file")
     ablation = build_dataclass(AblationConfig, raw, source=str(path))
     base = load_config(path.parent / ablation.base, [*ablation.overrides, *overrides])
-    if base.pipeline != "liu2022":
+    if get_pipeline(base.pipeline) is not liu2022.PIPELINE:
         raise ConfigError(f"{path}: base {ablation.base} runs pipeline {base.pipeline!r}; Table 4 ablates liu2022")
     return ablation, base
 
@@ -135,12 +135,9 @@ def run_ablation(
     ``fold<N>/predictions``. With ``resume`` (default) finished folds are reused.
     """
     out_dir = Path(out_dir)
-    records, classes = experiment_records(base)
-    splits = experiment_splits(base, records)
-    chosen = list(range(1, len(splits) + 1)) if folds == "all" else sorted(set(int(f) for f in folds))
-    bad = [f for f in chosen if not 1 <= f <= len(splits)]
-    if bad:
-        raise ConfigError(f"fold(s) {bad} do not exist: the base experiment has folds 1..{len(splits)}")
+    records, _ = experiment_records(base.data)
+    splits = experiment_splits(base.data, records, base.seed)
+    chosen = choose_folds(base.data, len(splits), "all" if folds == "all" else [int(f) for f in folds])
     variants = [table4_variant(k) for k in ablation.variants]
     # Networks first: an SVM row reads the trained models of its source row.
     for variant in sorted(variants, key=lambda v: v.svm_features_of is not None):
@@ -155,13 +152,11 @@ def run_ablation(
                 config_path=config_path or None,
             )
             continue
-        for fold in chosen:
-            split = splits[fold - 1]
-            train, _ = validation_split(base, select_split(split, records, "train"), fold)
-            source = out_dir / variant.svm_features_of / f"fold{fold}" / "model"
+        for number in chosen:
+            fold = fold_records(base.data, base.seed, number, records, splits)
+            source = out_dir / variant.svm_features_of / fold_name(number) / "model"
             write_fold_predictions(
-                row_dir / f"fold{fold}",
-                liu2022.predict_records_svm(source, train, select_split(split, records, "test")),
+                row_dir / fold_name(number), liu2022.predict_records_svm(source, fold.train, fold.test)
             )
     predictions = {key: [read_fold_predictions(out_dir / key)[fold] for fold in chosen] for key in ablation.variants}
     report = write_report(ablation, base, predictions, chosen, out_dir / "report", config_path)

@@ -27,12 +27,13 @@ import numpy as np
 
 from histobreast.atomic import atomic_write_json
 from histobreast.config import read_json, rebuild_dataclass, save_config
+from histobreast.data.protocol import training_subsets
 from histobreast.data.records import ImageRecord, read_records_csv, write_records_csv
 from histobreast.data.splits import Split, write_splits_csv
+from histobreast.data.task_records import dataset_kind
 from histobreast.engine.inference import check_batch_size
 from histobreast.errors import CheckpointError, ConfigError
 from histobreast.metrics import evaluate_predictions
-from histobreast.pipelines.common import dataset_kind, training_subsets
 from histobreast.pipelines.config import EnsembleOptions, ExperimentConfig
 from histobreast.pipelines.package import ENSEMBLE_FORMAT, MODEL_JSON, load_model_folder
 from histobreast.pipelines.package import ENSEMBLE_JSON as MANIFEST
@@ -213,12 +214,12 @@ def predict_ensemble(
 
 
 def _contiguous(cfg: ExperimentConfig, options: EnsembleOptions) -> bool:
-    return options.contiguous if options.contiguous is not None else dataset_kind(cfg) == "bach"
+    return options.contiguous if options.contiguous is not None else dataset_kind(cfg.data) == "bach"
 
 
 def bag_training_set(cfg: ExperimentConfig, records: Sequence[ImageRecord], options: EnsembleOptions) -> list[Split]:
     """The k bagging splits (``bag1`` ... ``bagk``: ``train`` = k-1 subsets, ``val`` = the k-th)."""
-    return training_subsets(cfg, records, options.members, _contiguous(cfg, options))
+    return training_subsets(cfg.data, records, options.members, cfg.seed, _contiguous(cfg, options))
 
 
 def train_ensemble(

@@ -20,13 +20,11 @@ from histobreast.config import Problems, build_dataclass, load_dataclass, unknow
 from histobreast.data.config import DataConfig
 from histobreast.engine.config import TrainConfig
 from histobreast.errors import ConfigError
-from histobreast.models.googlenet_sep import MIN_INPUT_SIZE
 from histobreast.models.registry import model_parameters
+from histobreast.pipelines.registry import get_pipeline, pipeline_names
 from histobreast.preprocess.config import PreprocessConfig
 from histobreast.seeding import seed_problem
 
-# zhu2019's model.kwargs keys that configure the hybrid, not the branch networks.
-HYBRID_KEYS = ("fusion_weight", "min_spread")
 Extraction = Literal["sliding", "random"]  # how the Spanhol 2016 baseline cuts its training patches
 
 
@@ -69,7 +67,7 @@ class EvaluateConfig:
     """Evaluation options read by ``histobreast evaluate`` and the pipelines."""
 
     split: Literal["test", "val"] = "test"
-    batch_size: int | None = None  # None: train.eval_batch_size
+    batch_size: int | None = None  # None: the engine's rule, TrainConfig.eval_batch
     tta_views: list[str] = field(default_factory=list)  # e.g. the six views; empty: none
     bootstrap: int = 1000  # resamples of patients for the 95% confidence intervals
     ci: float = 0.95
@@ -198,7 +196,7 @@ class ExperimentConfig:
     # Which end-to-end pipeline (histobreast.pipelines) runs this experiment: Zhu et al. 2019's
     # hybrid System A, Liu et al. 2022's MSMV-PFENet System B, the Spanhol et al. 2016 patch
     # baseline, or a plain whole-image classifier (e.g. the ResNet18 baseline).
-    pipeline: Literal["zhu2019", "liu2022", "spanhol2016", "image"] = "image"
+    pipeline: str = "image"  # a name of histobreast.pipelines.registry
     seed: int = 0
     data: DataConfig = field(default_factory=DataConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
@@ -226,26 +224,26 @@ class ExperimentConfig:
                     "true encodes them once; remove one of the two"
                 ),
             )
+        if self.pipeline not in pipeline_names():
+            yield "pipeline", f"must be one of {', '.join(pipeline_names())}, got {self.pipeline!r}"
+            return
         yield from self._model_problems()
 
     def _model_problems(self) -> Problems:
-        """``model.kwargs`` among the registered model constructor's, inputs big enough for the network."""
+        """``model.kwargs`` among the registered model constructor's (and the pipeline's own keys), and
+        the pipeline's own checks (e.g. inputs big enough for its network)."""
+        pipeline = get_pipeline(self.pipeline)
         try:
             accepted = model_parameters(self.model.name)
         except ConfigError:  # not registered (yet): building the model names the registered ones
             accepted = None
         if accepted is not None:
-            extra = HYBRID_KEYS if self.pipeline == "zhu2019" else ()
-            unknown = unknown_keys_message(self.model.kwargs, sorted({*accepted, *extra}), "model.kwargs")
+            known = sorted({*accepted, *pipeline.model_keys})
+            unknown = unknown_keys_message(self.model.kwargs, known, "model.kwargs")
             if unknown:
                 yield "model.kwargs", unknown
-        if self.pipeline == "zhu2019":  # both branches are GoogLeNets: the whole image and each patch
-            for key, size in (
-                ("input_size", self.preprocess.input_size),
-                ("patches.size", self.preprocess.patches.size),
-            ):
-                if size < MIN_INPUT_SIZE:
-                    yield f"preprocess.{key}", f"must be >= {MIN_INPUT_SIZE} px for GoogLeNet's pooling, got {size}"
+        if pipeline.config_problems is not None:
+            yield from pipeline.config_problems(self)
 
 
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentConfig:

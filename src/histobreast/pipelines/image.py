@@ -20,17 +20,9 @@ from torch.utils.data import DataLoader
 from histobreast.data.records import ImageRecord
 from histobreast.datasets.images import ImageDataset
 from histobreast.engine.inference import check_batch_size, predict_probabilities
-from histobreast.pipelines.common import (
-    augment_config,
-    average_over_views,
-    build_network,
-    eval_batch_size,
-    fit_stain_normalizer,
-    train_network,
-    view_reader,
-)
 from histobreast.pipelines.config import ExperimentConfig
 from histobreast.pipelines.input_range import training_inputs
+from histobreast.pipelines.network import build_network, eval_batch_size, train_network
 from histobreast.pipelines.package import (
     LoadedModel,
     as_loaded,
@@ -39,8 +31,12 @@ from histobreast.pipelines.package import (
     model_identity,
     save_model_folder,
 )
+from histobreast.pipelines.registry import Pipeline, register_pipeline
+from histobreast.pipelines.tta import average_over_views
 from histobreast.predictions import Predictions, predictions_from_records
 from histobreast.preprocess.stain import StainNormalizer
+from histobreast.preprocess.stain_target import fit_stain_normalizer
+from histobreast.preprocess.views import view_reader
 
 METHODS = ("image",)
 
@@ -63,7 +59,7 @@ def image_dataset(
         microns_per_pixel=pre.microns_per_pixel,
         crop="random" if train else "none",
         copies=pre.augment.copies if train else 1,
-        augment=augment_config(cfg) if train else None,
+        augment=pre.augment.if_active() if train else None,
         stain=stain,
         seed=cfg.seed,
         **options,
@@ -93,7 +89,7 @@ def train_fold(
     if finished is not None:
         return finished
     classes = list(classes)
-    stain = fit_stain_normalizer(cfg, train_records)
+    stain = fit_stain_normalizer(cfg.preprocess.stain, train_records, cfg.seed)
     model = build_network(cfg, cfg.model.num_classes or len(classes))
     train = image_dataset(cfg, train_records, classes, train=True, stain=stain)
     val = eval_loader(cfg, image_dataset(cfg, val_records, classes, train=False, stain=stain)) if val_records else None
@@ -142,3 +138,14 @@ def predict_records(
 
     probs = average_over_views(predict, tta_views)
     return {"image": predictions_from_records(records, probs["image"], loaded.classes)}
+
+
+PIPELINE = register_pipeline(
+    Pipeline(
+        name="image",
+        summary="plain whole-image classifier (e.g. the ResNet18 baseline)",
+        methods=METHODS,
+        train_fold=train_fold,
+        predict_records=predict_records,
+    )
+)

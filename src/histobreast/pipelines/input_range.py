@@ -17,6 +17,7 @@ import numpy as np
 from histobreast.data.imageio import image_size, read_rgb
 from histobreast.data.records import ImageRecord, scale_problem
 from histobreast.errors import ConfigError
+from histobreast.pipelines.registry import get_pipeline
 
 #: An input may be this many times smaller or larger than the training range before it is flagged.
 TOLERANCE = 2.0
@@ -97,7 +98,8 @@ def prediction_scale(info: Mapping[str, Any], microns_per_pixel: float | None, m
         if problem:
             raise ConfigError(f"--mpp: {problem}")
     physical = (
-        info["pipeline"] == "liu2022" or info["config"].get("preprocess", {}).get("microns_per_pixel") is not None
+        get_pipeline(info["pipeline"]).physical_scale
+        or info["config"].get("preprocess", {}).get("microns_per_pixel") is not None
     )
     scale = info.get("microns_per_pixel") if microns_per_pixel is None else microns_per_pixel
     if scale is None:

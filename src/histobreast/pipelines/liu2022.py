@@ -37,23 +37,25 @@ import numpy as np
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from histobreast.config import build_dataclass, config_to_dict
+from histobreast.data.protocol import training_subsets
 from histobreast.data.records import ImageRecord
 from histobreast.datasets.key_regions import KeyRegionDataset
-from histobreast.engine.config import TrainConfig
 from histobreast.engine.distributed import resolve_device
 from histobreast.engine.features import FeatureDataset, SVMDiscriminator, extract_features
 from histobreast.engine.inference import check_batch_size, predict_probabilities
-from histobreast.engine.trainer import Trainer, classification_metrics
+from histobreast.engine.trainer import classification_metrics
 from histobreast.errors import ConfigError
 from histobreast.models import create_model
-from histobreast.models.msmv import MSMVPFENet, ScaleClassifier
-from histobreast.pipelines.common import augment_config, fit_stain_normalizer, training_subsets
+from histobreast.models.msmv import MSMVPFENet
 from histobreast.pipelines.config import ExperimentConfig
+from histobreast.pipelines.encoder_pretraining import pretrain_encoders
 from histobreast.pipelines.input_range import training_inputs
+from histobreast.pipelines.network import eval_batch_size, network_seed, train_network
 from histobreast.pipelines.package import LoadedModel, images_scale, load_model_folder, save_model_folder
+from histobreast.pipelines.registry import Pipeline, register_pipeline
 from histobreast.predictions import Predictions
 from histobreast.preprocess.stain import StainNormalizer
+from histobreast.preprocess.stain_target import fit_stain_normalizer
 from histobreast.seeding import seed_everything
 from histobreast.votes import image_predictions, view_predictions
 
@@ -87,7 +89,7 @@ def build_model(cfg: ExperimentConfig, classes: Sequence[str]) -> MSMVPFENet:
     kwargs = model_kwargs(cfg, classes)
     if _fits_svm(cfg):
         kwargs["discriminator"] = "fc"
-    seed_everything(cfg.seed)
+    seed_everything(network_seed(cfg.seed))
     return create_model(MODEL_NAME, weights=cfg.model.weights, **kwargs)
 
 
@@ -121,19 +123,13 @@ def region_dataset(
         preload=train,
         uint8=True,
         unknown_labels=unknown_labels,
-        augment=augment_config(cfg) if train else None,
+        augment=cfg.preprocess.augment.if_active() if train else None,
     )
 
 
 def cache_dir_of(cfg: ExperimentConfig, fold_dir: Path) -> Path:
     """``preprocess.cache_dir``, or ``<experiment folder>/cache`` shared by the folds."""
     return Path(cfg.preprocess.cache_dir) if cfg.preprocess.cache_dir else Path(fold_dir).parent / "cache"
-
-
-def _eval_batch_size(cfg: ExperimentConfig) -> int:
-    return (
-        cfg.evaluate.batch_size or cfg.train.eval_batch_size or max(1, 2 * cfg.train.batch_size // cfg.train.grad_accum)
-    )
 
 
 def validation_fn(
@@ -151,60 +147,6 @@ def validation_fn(
         }
 
     return validate
-
-
-def encoder_pretraining_config(cfg: ExperimentConfig) -> TrainConfig | None:
-    """The ``train`` section with ``model.encoder_pretraining``'s overrides (None: no pre-training).
-
-    Pre-training has no validation (the fold's held-out fifth is kept for the main stage), so
-    evaluation, best-model selection and early stopping are switched off whatever ``train`` says.
-    """
-    overrides = cfg.model.encoder_pretraining
-    if overrides is None:
-        return None
-    merged = {
-        **config_to_dict(cfg.train),
-        **overrides,
-        "eval_every": None,
-        "early_stopping": None,
-        "restore_best": False,
-    }
-    for length, other in (("iterations", "epochs"), ("epochs", "iterations")):
-        if overrides.get(length) is not None and other not in overrides:
-            merged[other] = None  # a length given here replaces the train section's
-    return build_dataclass(TrainConfig, merged, cfg.name, "model.encoder_pretraining")
-
-
-def pretrain_encoders(
-    cfg: ExperimentConfig,
-    model: MSMVPFENet,
-    train: Dataset,
-    classes: Sequence[str],
-    run_dir: Path,
-    *,
-    resume: bool = False,
-) -> None:
-    """Train each encoder of ``model`` in place as a classifier of its own scale's crops.
-
-    Without ImageNet weights, this stands in for the paper's pre-trained start: encoder ``i`` plus
-    a linear head learns the fold's classes from the ``i``-th crop of every training sample (run
-    folder ``run_dir/level<L>``); the heads are then dropped. Each scale's run is seeded
-    ``cfg.seed + i`` and resumable.
-    """
-    settings = encoder_pretraining_config(cfg)
-    if settings is None:
-        return
-    for index, level in enumerate(model.scales):
-        classifier = ScaleClassifier(model, index, len(classes))
-        Trainer(
-            classifier,
-            settings,
-            seed=cfg.seed + index,
-            run_dir=run_dir / f"level{level}",
-            experiment=cfg,
-            metadata={"classes": list(classes), "stage": "encoder_pretraining", "level": level},
-        ).fit(train, resume=resume)
-        classifier.cpu()  # the Trainer moved this encoder to its device; the rest of the model is on the CPU
 
 
 def cross_fitted_features(
@@ -229,7 +171,7 @@ def cross_fitted_features(
     """
     position = {record.image_id: j for j, record in enumerate(train.records)}
     features = []
-    for split in training_subsets(cfg, train.records, parts):
+    for split in training_subsets(cfg.data, train.records, parts, cfg.seed):
         fitted, held_out = split.select(train.records, "train"), split.select(train.records, "val")
         model = build_model(cfg, train.classes)
         slices = [train.image_slices[position[r.image_id]] for r in fitted]
@@ -273,7 +215,7 @@ def train_fold(
     if resume and (target / "model.json").is_file():
         return target
     classes = list(classes)
-    stain = fit_stain_normalizer(cfg, train_records)
+    stain = fit_stain_normalizer(cfg.preprocess.stain, train_records, cfg.seed)
     model = build_model(cfg, classes)
     cache = cache_dir_of(cfg, fold_dir)
     train = region_dataset(cfg, train_records, classes, model.scales, train=True, cache_dir=cache, stain=stain)
@@ -292,8 +234,7 @@ def train_fold(
     train.prepare()
     pretrain_encoders(cfg, model, train, classes, fold_dir / "pretrain", resume=resume)
     kwargs = model_kwargs(cfg, classes)
-    trainer_args = dict(seed=cfg.seed, experiment=cfg, metadata={"classes": classes})
-    batch = _eval_batch_size(cfg)
+    batch = eval_batch_size(cfg)
     if cfg.model.frozen_encoders:
         device = str(resolve_device(cfg.train.device))
         features = cache / "features"
@@ -316,22 +257,30 @@ def train_fold(
             )
             metrics = validate(model.discriminator) if validate is not None else {}
         else:
-            trainer = Trainer(
-                model.discriminator, cfg.train, run_dir=fold_dir / "discriminator", validate=validate, **trainer_args
-            )
-            metrics = trainer.fit(train_inputs, resume=resume).final_metrics
+            metrics = train_network(
+                cfg,
+                model.discriminator,
+                train_inputs,
+                None,
+                fold_dir / "discriminator",
+                classes,
+                resume=resume,
+                validate=validate,
+            ).final_metrics
     else:
         validate = validation_fn(val, val, batch, cfg.train.device) if val is not None else None
-        trainer = Trainer(
+        metrics = train_network(
+            cfg,
             model,
-            cfg.train,
-            run_dir=fold_dir / "msmv",
+            train,
+            None,
+            fold_dir / "msmv",
+            classes,
+            resume=resume,
             validate=validate,
             model_name=MODEL_NAME,
             model_kwargs=kwargs,
-            **trainer_args,
-        )
-        metrics = trainer.fit(train, resume=resume).final_metrics
+        ).final_metrics
     model.eval()
     return save_model_folder(
         target,
@@ -385,7 +334,7 @@ def predict_records(
         unknown_labels=True,
     )
     probs, _ = predict_probabilities(
-        loaded.model, DataLoader(data, batch_size=batch_size or _eval_batch_size(cfg)), target
+        loaded.model, DataLoader(data, batch_size=batch_size or eval_batch_size(cfg)), target
     )
     return _evaluation_methods(data, probs)
 
@@ -417,7 +366,7 @@ def predict_records_svm(
     cfg, model, classes = loaded.cfg, loaded.model, loaded.classes
     cache = cache_dir_of(cfg, Path(model_folder).parent)  # where train_fold kept the source model's features
     device = str(resolve_device(device))
-    batch = batch_size or _eval_batch_size(cfg)
+    batch = batch_size or eval_batch_size(cfg)
     train = region_dataset(cfg, train_records, classes, model.scales, train=True, cache_dir=cache, stain=loaded.stain)
     test = region_dataset(
         cfg, records, classes, model.scales, train=False, cache_dir=cache, stain=loaded.stain, unknown_labels=True
@@ -430,3 +379,16 @@ def predict_records_svm(
         extract_features(model, test, cache / "features", batch_size=batch, device=device).features
     )
     return _evaluation_methods(test, probs)
+
+
+PIPELINE = register_pipeline(
+    Pipeline(
+        name="liu2022",
+        summary="System B: MSMV-PFENet on six views x KREM key regions, six-view vote (Liu et al. 2022)",
+        methods=("image", "patch"),
+        train_fold=train_fold,
+        predict_records=predict_records,
+        networks=(MODEL_NAME,),
+        physical_scale=True,  # KREM's windows are physical
+    )
+)

@@ -35,6 +35,7 @@ from histobreast.models.googlenet_sep import GoogLeNetSEP
 from histobreast.models.hybrid import HybridCNN
 from histobreast.models.weights import load_weights, save_weights
 from histobreast.pipelines.config import ExperimentConfig, parse_config
+from histobreast.pipelines.registry import exclusive_networks, get_pipeline, pipeline_names
 from histobreast.preprocess.config import PreprocessConfig
 from histobreast.preprocess.stain import NORMALIZERS, StainNormalizer
 
@@ -44,8 +45,6 @@ FORMAT_VERSION = 1
 MODEL_JSON = "model.json"
 WEIGHTS_FILE = "model.safetensors"
 ENSEMBLE_JSON = "ensemble.json"
-#: Networks only one pipeline can apply (its predict_records relies on their branches or views).
-PIPELINE_NETWORKS = {"zhu2019": ("hybrid_googlenet_sep",), "liu2022": ("msmv_pfenet",)}
 
 # Models whose own ``model_kwargs`` property rebuilds them (pruned widths included), by registry name.
 _SELF_DESCRIBING: tuple[tuple[type[nn.Module], str], ...] = (
@@ -188,10 +187,14 @@ def _info_problems(info: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
     if not isinstance(info.get("preprocess", {}), dict):
         yield "preprocess", f"must be a mapping, got {info['preprocess']!r}"
     name, pipeline = info["model_name"], info["pipeline"]
-    for owner, networks in PIPELINE_NETWORKS.items():
-        if (pipeline == owner) != (name in networks):
-            yield "model_name", f"{name!r} is not a network of the {pipeline!r} pipeline"
-            break
+    # A network only one pipeline can apply (its predict_records relies on their branches or views),
+    # and that pipeline applies only its own networks.
+    if pipeline not in pipeline_names():
+        yield "pipeline", f"must be one of {', '.join(pipeline_names())}, got {pipeline!r}"
+        return
+    owners = exclusive_networks()
+    if owners.get(name, pipeline) != pipeline or (name not in owners and get_pipeline(pipeline).networks):
+        yield "model_name", f"{name!r} is not a network of the {pipeline!r} pipeline"
 
 
 def _preprocess_of(info: Mapping[str, Any], cfg: ExperimentConfig, meta: str) -> PreprocessConfig:

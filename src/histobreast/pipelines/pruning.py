@@ -26,7 +26,7 @@ import copy
 import dataclasses
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -41,19 +41,21 @@ from histobreast.compress.importance import compute_channel_importance, save_imp
 from histobreast.compress.profile import count_nonzero_parameters, count_parameters
 from histobreast.compress.prune import per_loop_fraction, prune_channels, prune_hybrid_channels
 from histobreast.config import build_dataclass, config_to_dict, rebuild_dataclass
+from histobreast.data.protocol import select_split, validation_split
 from histobreast.data.records import ImageRecord
-from histobreast.data.splits import read_splits_csv
+from histobreast.data.splits import fold_number, read_splits_csv
+from histobreast.data.task_records import experiment_records
 from histobreast.datasets.images import HybridDataset
-from histobreast.engine import Trainer
 from histobreast.engine.config import TrainConfig
 from histobreast.engine.distributed import resolve_device
+from histobreast.engine.trainer import StepCallback
 from histobreast.errors import ConfigError
 from histobreast.locking import folder_lock
 from histobreast.models.googlenet_sep import INCEPTION_NAMES, GoogLeNetSEP
 from histobreast.models.hybrid import HybridCNN
 from histobreast.outputs import refuse_output_over_inputs
-from histobreast.pipelines.common import experiment_records, select_split, validation_split
 from histobreast.pipelines.config import ExperimentConfig, PruneOptions
+from histobreast.pipelines.network import network_seed, train_network
 from histobreast.pipelines.package import LoadedModel, load_model_folder, save_model_folder
 from histobreast.report.compression import plot_channel_importance
 from histobreast.seeding import derive_seed, seed_everything
@@ -192,9 +194,6 @@ def retrain_config(train: TrainConfig, options: PruneOptions) -> TrainConfig:
     return build_dataclass(TrainConfig, mapping, source="prune.retrain_iterations", prefix="train")
 
 
-StepCallback = Callable[[Trainer], Any]
-
-
 def retrain_backbones(
     model: nn.Module,
     data: PruningData,
@@ -209,20 +208,22 @@ def retrain_backbones(
     interrupted runs); returns the last validation metrics, prefixed by branch for a hybrid."""
     metrics: dict[str, float] = {}
     for number, (prefix, backbone) in enumerate(sep_backbones(model).items()):
-        seed_everything(derive_seed(seed, number))
+        seed_everything(network_seed(seed, number))
         train_data, val_data = data.retrain[prefix]
         name = prefix.rstrip(".").replace("_branch", "") or "model"
-        trainer = Trainer(
+        result = train_network(
+            cfg,
             backbone,
-            train,
-            seed=derive_seed(seed, number),
-            run_dir=run_dir / name,
+            train_data,
+            val_data,
+            run_dir / name,
+            resume=resume,
+            settings=train,
+            seed=network_seed(seed, number),
             model_name="googlenet_sep",
             model_kwargs=backbone.model_kwargs,
-            experiment=cfg,
             callbacks=callbacks,
         )
-        result = trainer.fit(train_data, val_data, resume=resume)
         metrics.update({f"{prefix.replace('_branch.', '_')}{k}": v for k, v in result.final_metrics.items()})
     model.cpu()
     return metrics
@@ -297,9 +298,7 @@ def training_records(
     """
     cfg = loaded.cfg
     if data is not None:
-        records, classes = experiment_records(
-            dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=str(data)))
-        )
+        records, classes = experiment_records(dataclasses.replace(cfg.data, root=str(data)))
         fold_records, fold = records, 1
     else:
         fold_dir = loaded.path.resolve().parent
@@ -312,12 +311,12 @@ def training_records(
         split = next((s for s in read_splits_csv(splits_csv) if s.name == fold_dir.name), None)
         if split is None:
             raise ConfigError(f"{splits_csv}: has no split named {fold_dir.name!r} (the folder of {loaded.path})")
-        records, classes = experiment_records(cfg)
+        records, classes = experiment_records(cfg.data)
         fold_records = select_split(split, records, "train") + select_split(split, records, "val")
-        fold = int(fold_dir.name[4:]) if fold_dir.name[4:].isdigit() else 1
+        fold = fold_number(fold_dir.name) or 1
     if list(classes) != list(loaded.classes):
         raise ConfigError(f"{loaded.path}: the data's classes {classes} differ from the model's {loaded.classes}")
-    return validation_split(cfg, fold_records, fold)
+    return validation_split(cfg.data, fold_records, cfg.seed, fold)
 
 
 def check_resumed_options(path: Path, options: dict[str, Any], resume: bool) -> None:

@@ -27,20 +27,22 @@ import torch
 
 from histobreast.data.records import ImageRecord
 from histobreast.datasets.spanhol_patches import SpanholPatchDataset, image_patch_batches, load_scaled
-from histobreast.engine import Trainer
 from histobreast.engine.distributed import resolve_device
 from histobreast.engine.inference import check_batch_size
 from histobreast.errors import CheckpointError, DatasetError
 from histobreast.models import create_model
 from histobreast.pipelines.bagging import is_ensemble_folder, predict_ensemble, save_ensemble_folder
-from histobreast.pipelines.common import fit_stain_normalizer
 from histobreast.pipelines.config import ExperimentConfig
 from histobreast.pipelines.input_range import training_inputs
+from histobreast.pipelines.network import network_seed, train_network
 from histobreast.pipelines.package import LoadedModel, images_scale, load_model_folder, save_model_folder
+from histobreast.pipelines.registry import Pipeline, register_pipeline
 from histobreast.predictions import Predictions, predictions_from_records
-from histobreast.seeding import derive_seed, seed_everything
+from histobreast.preprocess.stain_target import fit_stain_normalizer
+from histobreast.seeding import seed_everything
 from histobreast.votes import combine_members
 
+NAME = "spanhol2016"
 MODEL_NAME = "spanhol_patch_cnn"
 
 
@@ -59,7 +61,7 @@ def train_fold(
     fold_dir = Path(fold_dir)
     if resume and is_ensemble_folder(fold_dir / "model"):
         return fold_dir / "model"
-    stain = fit_stain_normalizer(cfg, train_records)
+    stain = fit_stain_normalizer(cfg.preprocess.stain, train_records, cfg.seed)
     inputs = training_inputs(train_records)  # every member's model.json: predict flags unlike images
     members = []
     for number, (name, size, extraction) in enumerate(options.members()):
@@ -67,7 +69,7 @@ def train_fold(
         if resume and (folder / "model.json").is_file():
             members.append(folder)  # finished before the interruption
             continue
-        seed = derive_seed(cfg.seed, number)
+        seed = network_seed(cfg.seed, number)
         seed_everything(seed)
         kwargs = {"num_classes": len(classes), "patch_size": size}
         model = create_model(MODEL_NAME, **kwargs)
@@ -76,22 +78,23 @@ def train_fold(
             train_records, classes, extraction=extraction, random_patches=options.random_patches, **patches
         )
         val_data = SpanholPatchDataset(val_records, classes, **patches) if val_records else None
-        trainer = Trainer(
+        result = train_network(
+            cfg,
             model,
-            cfg.train,
+            train_data,
+            val_data,
+            fold_dir / name,
+            classes,
+            resume=resume,
             seed=seed,
-            run_dir=fold_dir / name,
             model_name=MODEL_NAME,
             model_kwargs=kwargs,
-            experiment=cfg,
-            metadata={"classes": list(classes)},
         )
-        result = trainer.fit(train_data, val_data, resume=resume)
         member = {"name": name, "patch_size": size, "extraction": extraction, **asdict(options)}
         members.append(
             save_model_folder(
                 folder,
-                trainer.model.cpu(),
+                model.cpu(),
                 cfg,
                 classes,
                 stain=stain,
@@ -108,7 +111,7 @@ def train_fold(
         members,
         options.fusion,
         classes=classes,
-        extra={"pipeline": "spanhol2016", "config": cfg.name},
+        extra={"pipeline": NAME, "config": cfg.name},
     )
 
 
@@ -165,3 +168,14 @@ def predict_records(
         else load_model_folder(model_folder_or_loaded)
     )
     return {"image": predict_member_records(loaded, records, device=device)}
+
+
+PIPELINE = register_pipeline(
+    Pipeline(
+        name=NAME,
+        summary="baseline: patch CNNs on 32 and 64 px patches fused by the max rule (Spanhol et al. 2016)",
+        methods=("max_fusion",),
+        train_fold=train_fold,
+        predict_records=predict_records,
+    )
+)

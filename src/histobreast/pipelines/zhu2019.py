@@ -31,23 +31,16 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from histobreast.config import Problems
 from histobreast.data.records import ImageRecord
 from histobreast.datasets.images import GridPatchDataset, HybridDataset, ImageDataset
 from histobreast.engine.inference import autocast, check_batch_size, resolve_flag, to_device
 from histobreast.errors import ConfigError
-from histobreast.models.googlenet_sep import GoogLeNetSEP
+from histobreast.models.googlenet_sep import MIN_INPUT_SIZE, GoogLeNetSEP
 from histobreast.models.hybrid import HybridCNN
-from histobreast.pipelines.common import (
-    augment_config,
-    average_over_views,
-    build_network,
-    eval_batch_size,
-    fit_stain_normalizer,
-    train_network,
-    view_reader,
-)
-from histobreast.pipelines.config import HYBRID_KEYS, ExperimentConfig
+from histobreast.pipelines.config import ExperimentConfig
 from histobreast.pipelines.input_range import training_inputs
+from histobreast.pipelines.network import build_network, eval_batch_size, train_network
 from histobreast.pipelines.package import (
     LoadedModel,
     as_loaded,
@@ -55,8 +48,12 @@ from histobreast.pipelines.package import (
     images_scale,
     save_model_folder,
 )
+from histobreast.pipelines.registry import Pipeline, register_pipeline
+from histobreast.pipelines.tta import average_over_views
 from histobreast.predictions import Predictions, predictions_from_records
 from histobreast.preprocess.stain import StainNormalizer
+from histobreast.preprocess.stain_target import fit_stain_normalizer
+from histobreast.preprocess.views import view_reader
 from histobreast.votes import DEFAULT_FUSION_WEIGHT, DEFAULT_MIN_SPREAD, fuse_branches, patch_vote
 
 log = logging.getLogger(__name__)
@@ -67,6 +64,15 @@ BRANCH_NETWORKS = ("googlenet_sep", "googlenet_bn")
 METHODS = ("hybrid", "global", "local", "hybrid_max", "local_max")
 # Seed keys of the two branches' initial weights (different draws for the two networks).
 _GLOBAL_SEED, _LOCAL_SEED = 1, 2
+# model.kwargs keys that configure the hybrid, not the branch networks.
+HYBRID_KEYS = ("fusion_weight", "min_spread")
+
+
+def config_problems(cfg: ExperimentConfig) -> Problems:
+    """Both branches are GoogLeNets (the whole image and each patch): inputs big enough for their pooling."""
+    for key, size in (("input_size", cfg.preprocess.input_size), ("patches.size", cfg.preprocess.patches.size)):
+        if size < MIN_INPUT_SIZE:
+            yield f"preprocess.{key}", f"must be >= {MIN_INPUT_SIZE} px for GoogLeNet's pooling, got {size}"
 
 
 def split_kwargs(cfg: ExperimentConfig) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -95,7 +101,7 @@ def branch_datasets(
     pre = cfg.preprocess
     common: dict[str, Any] = {"stain": stain, "seed": cfg.seed}
     grid = {"grid": tuple(pre.patches.grid), "patch_size": pre.patches.size}
-    augment = augment_config(cfg)
+    augment = cfg.preprocess.augment.if_active()
     return {
         "global": (
             ImageDataset(
@@ -139,7 +145,7 @@ def train_fold(
     classes = list(classes)
     branch_kwargs, hybrid_kwargs = split_kwargs(cfg)
     num_classes = cfg.model.num_classes or len(classes)
-    stain = fit_stain_normalizer(cfg, train_records)
+    stain = fit_stain_normalizer(cfg.preprocess.stain, train_records, cfg.seed)
     branches: dict[str, GoogLeNetSEP] = {}
     metrics: dict[str, Any] = {}
     for (branch, (train, val)), seed_key in zip(
@@ -148,7 +154,15 @@ def train_fold(
         model = build_network(cfg, num_classes, seed_key, kwargs=branch_kwargs)
         log.info("%s: training the %s branch on %d samples", fold_dir, branch, len(train))
         result = train_network(
-            cfg, model, train, val, fold_dir / branch, classes, resume=resume, model_kwargs=model.model_kwargs
+            cfg,
+            model,
+            train,
+            val,
+            fold_dir / branch,
+            classes,
+            resume=resume,
+            model_name=cfg.model.name,
+            model_kwargs=model.model_kwargs,
         )  # type: ignore[arg-type]
         branches[branch] = model  # type: ignore[assignment]
         metrics[branch] = result.final_metrics
@@ -239,3 +253,18 @@ def predict_records(
 
     probs = average_over_views(predict, tta_views)
     return {name: predictions_from_records(records, probs[name], loaded.classes) for name in METHODS}
+
+
+PIPELINE = register_pipeline(
+    Pipeline(
+        name="zhu2019",
+        summary="System A: hybrid GoogLeNet-BN + SEP, global and local branches fused (Zhu et al. 2019)",
+        methods=METHODS,
+        train_fold=train_fold,
+        predict_records=predict_records,
+        networks=(HYBRID_NAME,),
+        model_keys=HYBRID_KEYS,
+        network_kwargs=lambda cfg: split_kwargs(cfg)[0],
+        config_problems=config_problems,
+    )
+)

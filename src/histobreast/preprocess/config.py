@@ -43,6 +43,10 @@ class AugmentConfig:
         """Whether any augmentation is drawn (False: the samples are the images as they are)."""
         return self.rotation > 0 or self.shear > 0 or self.hflip or self.vflip or self.color_jitter > 0
 
+    def if_active(self) -> AugmentConfig | None:
+        """This section when it changes anything, else None (datasets then do no augmentation work per item)."""
+        return self if self.active else None
+
     def problems(self) -> Problems:
         for name in ("rotation", "shear", "color_jitter"):
             if getattr(self, name) < 0:

@@ -35,7 +35,7 @@ from histobreast.data.breakhis import (
 )
 from histobreast.data.breakhis import NATIVE_SIZE as BREAKHIS_NATIVE_SIZE
 from histobreast.data.records import SCALE_FILE, ImageRecord, write_scale_file
-from histobreast.data.splits import patient_split
+from histobreast.data.splits import fold_name, fold_number, patient_split
 from histobreast.data.synthetic.render import render_he
 from histobreast.data.synthetic.tissue import Style
 from histobreast.errors import DatasetError
@@ -182,11 +182,11 @@ def synth_breakhis(
     if from_folds is not None:
         written = [r.image_id for r in records]
         for split in read_breakhis_folds(from_folds):
-            fold = int(split.name.removeprefix("fold"))
+            fold = fold_number(split.name) or 0
             write_dsfold(split.restrict(written), out_dir / "mkfold" / f"dsfold{fold}.txt", fold)
     else:
         for fold in range(1, folds + 1):
-            split = patient_split(records, {"train": 0.7, "test": 0.3}, seed=seed * 1000 + fold, name=f"fold{fold}")
+            split = patient_split(records, {"train": 0.7, "test": 0.3}, seed=seed * 1000 + fold, name=fold_name(fold))
             write_dsfold(split, out_dir / "mkfold" / f"dsfold{fold}.txt", fold)
     return records
 

@@ -6,16 +6,13 @@ from pathlib import Path
 
 import pytest
 
+from histobreast.data.protocol import experiment_splits, validation_split
 from histobreast.data.synthetic import synth_bach, synth_breakhis
+from histobreast.data.task_records import experiment_records
 from histobreast.errors import ConfigError, DatasetError
-from histobreast.pipelines.common import (
-    experiment_records,
-    experiment_splits,
-    fit_stain_normalizer,
-    validation_split,
-)
 from histobreast.pipelines.config import parse_config
 from histobreast.preprocess.stain import ReinhardNormalizer
+from histobreast.preprocess.stain_target import fit_stain_normalizer
 
 
 def _cfg(data, **sections):
@@ -38,10 +35,10 @@ def breakhis_root(tmp_path_factory):
 
 def test_bach_binary_task_and_contiguous_folds(bach_root):
     cfg = _cfg({"root": str(bach_root), "task": "binary", "n_folds": 3})
-    records, classes = experiment_records(cfg)
+    records, classes = experiment_records(cfg.data)
     assert classes == ["non-carcinoma", "carcinoma"] and len(records) == 84
     assert {r.extra["original_label"] for r in records if r.label == "carcinoma"} == {"InSitu", "Invasive"}
-    splits = experiment_splits(cfg, records)
+    splits = experiment_splits(cfg.data, records, cfg.seed)
     assert [s.name for s in splits] == ["fold1", "fold2", "fold3"]
     tested = [i for s in splits for i in s.ids("test")]
     assert sorted(tested) == sorted(r.image_id for r in records)  # every image tested exactly once
@@ -53,50 +50,50 @@ def test_bach_binary_task_and_contiguous_folds(bach_root):
 
 def test_breakhis_official_folds_per_magnification(breakhis_root):
     cfg = _cfg({"root": str(breakhis_root), "magnification": 40})
-    records, classes = experiment_records(cfg)
+    records, classes = experiment_records(cfg.data)
     assert classes == ["benign", "malignant"] and {r.magnification for r in records} == {40}
-    splits = experiment_splits(cfg, records)
+    splits = experiment_splits(cfg.data, records, cfg.seed)
     assert len(splits) == 5 and all(set(s.subsets) == {r.image_id for r in records} for s in splits)
-    subtypes, subtype_classes = experiment_records(_cfg({"root": str(breakhis_root), "task": "subtype"}))
+    subtypes, subtype_classes = experiment_records(_cfg({"root": str(breakhis_root), "task": "subtype"}).data)
     assert subtype_classes == ["A", "F", "PT", "TA", "DC", "LC", "MC", "PC"]
     assert [r.label for r in subtypes] == [r.subtype for r in subtypes]
-    assert experiment_records(_cfg({"root": str(breakhis_root), "task": "binary"}))[1] == ["benign", "malignant"]
+    assert experiment_records(_cfg({"root": str(breakhis_root), "task": "binary"}).data)[1] == ["benign", "malignant"]
 
 
 def test_validation_split_is_patient_disjoint(bach_root):
     cfg = _cfg({"root": str(bach_root), "val_fraction": 0.25})
-    records, _ = experiment_records(cfg)
-    train, val = validation_split(cfg, records)
+    records, _ = experiment_records(cfg.data)
+    train, val = validation_split(cfg.data, records, cfg.seed)
     assert val and len(train) + len(val) == len(records)
     assert not {r.patient_id for r in train} & {r.patient_id for r in val}
-    assert validation_split(_cfg({"root": str(bach_root), "val_fraction": 0.0}), records) == (records, [])
+    assert validation_split(_cfg({"root": str(bach_root), "val_fraction": 0.0}).data, records, 0) == (records, [])
 
 
 def test_stain_target_fitted_on_a_training_image(bach_root, tmp_path):
     cfg = _cfg({"root": str(bach_root)}, preprocess={"stain": {"method": "reinhard", "target": "train"}})
-    records, _ = experiment_records(cfg)
-    normalizer = fit_stain_normalizer(cfg, records[:10])
+    records, _ = experiment_records(cfg.data)
+    normalizer = fit_stain_normalizer(cfg.preprocess.stain, records[:10], cfg.seed)
     assert isinstance(normalizer, ReinhardNormalizer) and normalizer.target_std.shape == (3,)
     saved = normalizer.save(tmp_path / "target.json")
     cfg_file = _cfg({"root": str(bach_root)}, preprocess={"stain": {"method": "reinhard", "target": str(saved)}})
-    assert fit_stain_normalizer(cfg_file, records).to_dict() == normalizer.to_dict()
-    assert fit_stain_normalizer(_cfg({"root": str(bach_root)}), records) is None
+    assert fit_stain_normalizer(cfg_file.preprocess.stain, records).to_dict() == normalizer.to_dict()
+    assert fit_stain_normalizer(_cfg({"root": str(bach_root)}).preprocess.stain, records) is None
     wrong = _cfg({"root": str(bach_root)}, preprocess={"stain": {"method": "macenko", "target": str(saved)}})
     with pytest.raises(ConfigError, match="reinhard target"):
-        fit_stain_normalizer(wrong, records)
+        fit_stain_normalizer(wrong.preprocess.stain, records)
 
 
 def test_clear_errors(bach_root, tmp_path):
     with pytest.raises(ConfigError, match="data.root"):
-        experiment_records(_cfg({}))
+        experiment_records(_cfg({}).data)
     with pytest.raises(DatasetError, match="not found"):
-        experiment_records(_cfg({"root": str(tmp_path / "absent")}))
+        experiment_records(_cfg({"root": str(tmp_path / "absent")}).data)
     with pytest.raises(ConfigError, match="data.task"):
-        experiment_records(_cfg({"root": str(bach_root), "task": "subtype"}))
+        experiment_records(_cfg({"root": str(bach_root), "task": "subtype"}).data)
     with pytest.raises(ConfigError, match="not among the classes"):
-        experiment_records(_cfg({"root": str(bach_root), "classes": ["Normal", "Benign"]}))
+        experiment_records(_cfg({"root": str(bach_root), "classes": ["Normal", "Benign"]}).data)
     with pytest.raises(ConfigError, match="magnification"):
-        experiment_records(_cfg({"root": str(bach_root), "magnification": 40}))
+        experiment_records(_cfg({"root": str(bach_root), "magnification": 40}).data)
 
 
 @pytest.mark.realdata
@@ -106,8 +103,8 @@ def test_real_bach_binary_folds(bach_dir):
     cfg = load_config(
         Path(__file__).resolve().parents[1] / "configs" / "zhu2019" / "bach_binary.yaml", [f"data.root={bach_dir}"]
     )
-    records, classes = experiment_records(cfg)
-    splits = experiment_splits(cfg, records)
+    records, classes = experiment_records(cfg.data)
+    splits = experiment_splits(cfg.data, records, cfg.seed)
     assert len(records) == 268 and classes == ["non-carcinoma", "carcinoma"]
     assert sorted(i for s in splits for i in s.ids("test")) == sorted(r.image_id for r in records)
     assert all(abs(len(s.ids("test")) - 268 / 5) < 8 for s in splits)
@@ -116,7 +113,7 @@ def test_real_bach_binary_folds(bach_dir):
 @pytest.mark.realdata
 def test_real_breakhis_official_folds(breakhis_dir):
     cfg = _cfg({"root": str(breakhis_dir)})
-    records, classes = experiment_records(cfg)
-    splits = experiment_splits(cfg, records)
+    records, classes = experiment_records(cfg.data)
+    splits = experiment_splits(cfg.data, records, cfg.seed)
     assert classes == ["benign", "malignant"] and len(splits) == 5
     assert all(set(s.subsets) == {r.image_id for r in records} for s in splits)
