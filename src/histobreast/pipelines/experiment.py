@@ -42,6 +42,7 @@ from histobreast.pipelines.common import (
     validation_split,
 )
 from histobreast.pipelines.config import ExperimentConfig, load_config
+from histobreast.pipelines.encoder_provenance import check_encoder_unseen, fold_start_weights
 from histobreast.pipelines.experiment_checks import (
     check_resumable,
     check_same_splits,
@@ -114,7 +115,7 @@ def run_experiment(
     """
     out = Path(out_dir) if out_dir is not None else Path("runs") / cfg.name
     main = context_from_env().is_main
-    check_model_builds(cfg)
+    check_model_builds(fold_start_weights(cfg, None))
     records, classes = experiment_records(cfg)
     require_two_classes(records, classes, cfg.data.root)
     splits = experiment_splits(cfg, records)
@@ -155,6 +156,8 @@ def _run_folds(
         test = select_split(split, records, cfg.evaluate.split) if cfg.evaluate.split == "test" else val
         if not test:
             raise DatasetError(f"{split.name}: no {cfg.evaluate.split} images to evaluate")
+        fold_cfg = fold_start_weights(cfg, fold)  # this fold's pre-trained encoder, if the path names {fold}
+        check_encoder_unseen(fold_cfg.model, select_split(split, records, "test"), fold, fold_dir if main else None)
         log.info(
             "fold %d: %d training, %d validation, %d %s images",
             fold,
@@ -163,7 +166,7 @@ def _run_folds(
             len(test),
             cfg.evaluate.split,
         )
-        model_folders[fold] = pipeline.train_fold(cfg, train, val, classes, fold_dir, resume=resume)
+        model_folders[fold] = pipeline.train_fold(fold_cfg, train, val, classes, fold_dir, resume=resume)
         if main:
             fold_predictions[fold] = pipeline.predict_records(
                 model_folders[fold], test, tta_views=cfg.evaluate.tta_views, device=cfg.train.device
