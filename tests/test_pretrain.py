@@ -20,11 +20,10 @@ from histobreast.errors import ConfigError
 from histobreast.models.weights import read_weights
 from histobreast.pipelines.pretrain import pretrain_records, run_pretrain
 from histobreast.pipelines.pretrain_config import PretrainRunConfig, load_pretrain_config
+from tiny_system_a import TINY_BRANCH
 
-TINY_TRUNK = {
-    "widths": {n: [8, 4, 8, 2, 4, 4] for n in ("3a", "3b", "4a", "4b", "4c", "4d", "4e")},
-    "stem_widths": [8, 8, 8],
-}
+# System A's tiny test branches without their auxiliary heads (a trunk has none).
+TINY_TRUNK = {k: v for k, v in TINY_BRANCH.items() if k != "aux_widths"}
 
 
 def tiny_pretrain_config(root: Path, **sections: Any) -> PretrainRunConfig:
@@ -53,7 +52,7 @@ def tiny_pretrain_config(root: Path, **sections: Any) -> PretrainRunConfig:
         },
     }
     for key, value in sections.items():
-        raw[key] = {**raw[key], **value} if isinstance(value, dict) else value
+        raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
     return build_dataclass(PretrainRunConfig, raw, source="test")
 
 

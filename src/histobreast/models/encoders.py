@@ -132,6 +132,8 @@ def load_encoder_weights(net: nn.Module, path: str | Path, head_prefixes: tuple[
             f"{path}: not weights of this encoder (missing {missing[:5]}, unexpected {unexpected[:5]}, "
             f"shape mismatches {wrong_shape[:3]})"
         )
+    if any(p.is_meta for p in net.parameters()):
+        return net  # a shapes-only build (a config check): the file matches, there is nothing to copy into
     with torch.no_grad():
         net.load_state_dict(state, strict=False)
     return net
