@@ -22,6 +22,7 @@ from histobreast.pipelines.pretrain import pretrain_records, run_pretrain
 from histobreast.pipelines.pretrain_config import PretrainRunConfig, load_pretrain_config
 from tiny_system_a import TINY_BRANCH
 
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "pretrain"
 # System A's tiny test branches without their auxiliary heads (a trunk has none).
 TINY_TRUNK = {k: v for k, v in TINY_BRANCH.items() if k != "aux_widths"}
 
@@ -155,6 +156,13 @@ def test_bad_pretraining_input_is_refused_in_one_line(bach_tree: Path, tmp_path:
     runner = CliRunner()
     result = runner.invoke(app, ["pretrain", "--config", str(config), "--out", str(tmp_path / "o")])
     assert result.exit_code == 1 and "resnet999" in str(result.exception)
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_the_shipped_pretraining_configs_load(path: Path) -> None:
+    cfg = load_pretrain_config(path)
+    assert cfg.data.fold == 1 and cfg.data.split == "contiguous"  # fold 1's training images, never a random split
+    assert (cfg.train.device == "cpu") == path.stem.endswith("_cpu")
 
 
 if __name__ == "__main__":

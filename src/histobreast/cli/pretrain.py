@@ -1,4 +1,7 @@
-"""``histobreast pretrain``: self-supervised pre-training of an encoder, and ``pretrain probe``, its feature check."""
+"""``histobreast pretrain``: self-supervised pre-training of an encoder, and ``pretrain probe``, its feature check.
+
+``histobreast pretrain --config ...`` is short for ``histobreast pretrain run --config ...``.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +11,11 @@ from typing import Optional
 import typer
 
 from histobreast.cli.data_option import with_data_root
-from histobreast.errors import ConfigError
+from histobreast.cli.run_by_default import RunByDefault
 
 pretrain_app = typer.Typer(
     help="Self-supervised pre-training on unlabelled H&E tiles (SimCLR, BYOL) and its k-NN / linear probe.",
-    invoke_without_command=True,
+    cls=RunByDefault,
     no_args_is_help=True,
 )
 
@@ -23,12 +26,13 @@ _DATA = typer.Option(None, "--data", help="Image folder or dataset tree; overrid
 _SET = typer.Option([], "--set", help="Config override key=value (repeatable), e.g. data.fold=2.")
 
 
-@pretrain_app.callback()
-def pretrain(
-    ctx: typer.Context,
-    config: Optional[Path] = _CONFIG,
+@pretrain_app.command("run")
+def run(
+    config: Path = typer.Option(
+        ..., "--config", "-c", help="Pre-training YAML (e.g. configs/pretrain/simclr_resnet18_bach_cpu.yaml)."
+    ),
     data: Optional[Path] = _DATA,
-    out: Optional[Path] = typer.Option(None, "--out", help="Output folder: encoder.safetensors, pretrain.json, run/."),
+    out: Path = typer.Option(..., "--out", help="Output folder: encoder.safetensors, pretrain.json, run/."),
     overrides: list[str] = _SET,
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out."),
 ) -> None:
@@ -36,10 +40,6 @@ def pretrain(
 
     Example: histobreast pretrain --config configs/pretrain/simclr_resnet18_bach_cpu.yaml --data ../shared/data/bach --out runs/pretrain_f1
     """
-    if ctx.invoked_subcommand is not None:
-        return
-    if config is None or out is None:
-        raise ConfigError("pretrain: give --config and --out (or a sub-command: probe)")
     from histobreast.pipelines.pretrain import run_pretrain
     from histobreast.pipelines.pretrain_config import load_pretrain_config
 

@@ -14,11 +14,14 @@ every image seen, with its SHA-256; see :mod:`histobreast.pipelines.encoder_prov
 from __future__ import annotations
 
 import dataclasses
+import datetime as _dt
 import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from histobreast.atomic import atomic_write_json
 from histobreast.config import config_to_dict
@@ -179,6 +182,8 @@ def _record(
         "final_loss": loss,
         "loss_history": [{"step": row["step"], "train_loss": row["train_loss"]} for row in history],
         "seconds": round(seconds, 1),
+        "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "torch_threads": torch.get_num_threads(),
         "config": config_to_dict(cfg),
         "images": image_entries(records),
     }
