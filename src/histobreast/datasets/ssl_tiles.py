@@ -21,8 +21,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from lightly.transforms import GaussianBlur, RandomRotate
-from lightly.transforms.multi_view_transform import MultiViewTransform
 from PIL import Image
 from skimage.color import hed2rgb, rgb2hed
 from torch import Tensor
@@ -31,7 +29,14 @@ from torchvision import transforms as T
 from histobreast.config import Problems
 from histobreast.data.records import ImageRecord
 from histobreast.datasets.images import ImageDataset
+from histobreast.errors import ConfigError
 from histobreast.preprocess.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+try:  # the optional extra histobreast[pretrain]
+    from lightly.transforms import GaussianBlur, RandomRotate
+    from lightly.transforms.multi_view_transform import MultiViewTransform
+except ImportError as err:  # pragma: no cover - lightly is in requirements.lock
+    raise ConfigError("histobreast pretrain needs lightly: pip install 'histobreast[pretrain]'") from err
 
 # The dataset's one class: records keep their labels, which pre-training never reads.
 _UNLABELLED = ["tissue"]
@@ -122,7 +127,7 @@ class SSLTileDataset(ImageDataset):
         **options: Any,
     ) -> None:
         if tile_microns <= 0:
-            raise ValueError(f"tile_microns must be > 0, got {tile_microns}")
+            raise ConfigError(f"tile_microns must be > 0, got {tile_microns}")
         super().__init__(
             records,
             _UNLABELLED,

@@ -19,15 +19,19 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 import torch
-from lightly.loss import NegativeCosineSimilarity, NTXentLoss
-from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead, SimCLRProjectionHead
-from lightly.models.utils import deactivate_requires_grad, update_momentum
-from lightly.utils.scheduler import cosine_schedule
 from torch import Tensor, nn
 
 from histobreast.errors import ConfigError
 from histobreast.models.encoders import ENCODERS, build_encoder, encoder_spec
 from histobreast.models.googlenet_sep import GoogLeNetSEP
+
+try:  # the optional extra histobreast[pretrain]
+    from lightly.loss import NegativeCosineSimilarity, NTXentLoss
+    from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead, SimCLRProjectionHead
+    from lightly.models.utils import deactivate_requires_grad, update_momentum
+    from lightly.utils.scheduler import cosine_schedule
+except ImportError as err:  # pragma: no cover - lightly is in requirements.lock
+    raise ConfigError("histobreast pretrain needs lightly: pip install 'histobreast[pretrain]'") from err
 
 Method = Literal["simclr", "byol"]
 METHODS: tuple[str, ...] = ("simclr", "byol")

@@ -12,7 +12,6 @@ images of ours; it is recorded as such.
 from __future__ import annotations
 
 import dataclasses
-import logging
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,8 +21,6 @@ from histobreast.config import read_json
 from histobreast.data.records import ImageRecord
 from histobreast.errors import CheckpointError, SplitLeakageError
 from histobreast.preprocess.cache import file_fingerprint
-
-log = logging.getLogger(__name__)
 
 PRETRAIN_JSON = "pretrain.json"
 ENCODER_FILE = "encoder.safetensors"

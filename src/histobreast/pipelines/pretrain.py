@@ -13,7 +13,6 @@ every image seen, with its SHA-256; see :mod:`histobreast.pipelines.encoder_prov
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
 import logging
 import time
@@ -187,8 +186,3 @@ def _record(
         "config": config_to_dict(cfg),
         "images": image_entries(records),
     }
-
-
-def with_fold(cfg: PretrainRunConfig, fold: int | None) -> PretrainRunConfig:
-    """``cfg`` with ``data.fold`` set (None: unchanged)."""
-    return cfg if fold is None else dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, fold=fold))
