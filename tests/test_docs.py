@@ -72,6 +72,9 @@ def test_documented_commands_and_options_exist(doc: str, line: str) -> None:
             if token in group:
                 continue
         if token.startswith("-"):
+            if group is not None and "run" in group:  # `pretrain --config ...` is `pretrain run --config ...`
+                path.append("run")
+                command = group["run"]
             option = token.split("=", 1)[0]
             known = {opt for param in command.params for opt in (*param.opts, *param.secondary_opts)}
             assert option in known, f"{doc}: `{line}`: {' '.join(path)} has no option {option}"

@@ -26,6 +26,7 @@ COMMAND_MODULES: list[str] = [
     "data",
     "stain",
     "krem",
+    "pretrain",
     "train",
     "evaluate",
     "compare",

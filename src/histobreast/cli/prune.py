@@ -10,24 +10,14 @@ from typing import Any, Optional
 
 import typer
 from rich.console import Console
-from typer.core import TyperGroup
 
 from histobreast.cli.data_option import with_data_root
 from histobreast.cli.options import check_finite
+from histobreast.cli.run_by_default import RunByDefault
 from histobreast.errors import ConfigError
 
-
-class _RunByDefault(TyperGroup):
-    """A command group whose first argument, when it names no sub-command, is the ``run`` command's."""
-
-    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
-            args = ["run", *args]
-        return super().parse_args(ctx, args)
-
-
 prune_app = typer.Typer(
-    cls=_RunByDefault,
+    cls=RunByDefault,
     help="Compact models (paper A): prune SEP channels and retrain (`prune MODEL_FOLDER`), "
     "or measure a pruning study (`prune report`).",
     no_args_is_help=True,

@@ -115,9 +115,11 @@ def build_encoder(name: str, weights: str | Path | None = None) -> nn.Module:
 
 
 def load_encoder_weights(net: nn.Module, path: str | Path, head_prefixes: tuple[str, ...]) -> nn.Module:
-    """Load a torchvision weights file into a headless encoder: head keys dropped, the rest strict."""
+    """Load an encoder's weights file into ``net``: head keys (the file's and the network's) left out,
+    every other key strict. ``net`` is a headless encoder or a whole classifier whose trunk it is
+    (``histobreast pretrain`` writes the trunk of any registered network)."""
     state = {k: v for k, v in read_weights(path).items() if not k.startswith(head_prefixes)}
-    own = net.state_dict()
+    own = {k: v for k, v in net.state_dict().items() if not k.startswith(head_prefixes)}
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     wrong_shape = [
@@ -130,6 +132,8 @@ def load_encoder_weights(net: nn.Module, path: str | Path, head_prefixes: tuple[
             f"{path}: not weights of this encoder (missing {missing[:5]}, unexpected {unexpected[:5]}, "
             f"shape mismatches {wrong_shape[:3]})"
         )
+    if any(p.is_meta for p in net.parameters()):
+        return net  # a shapes-only build (a config check): the file matches, there is nothing to copy into
     with torch.no_grad():
-        net.load_state_dict(state, strict=True)
+        net.load_state_dict(state, strict=False)
     return net

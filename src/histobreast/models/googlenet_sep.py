@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -31,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from histobreast.errors import ConfigError
+from histobreast.models.encoders import load_encoder_weights
 from histobreast.models.layers import (
     SE_REDUCTION,
     ConvBNReLU,
@@ -233,15 +235,28 @@ class GoogLeNetSEP(ProbabilityMixin, nn.Module):
         return logits
 
 
+#: Keys of the classifier heads: not part of the trunk an encoder weights file holds.
+HEAD_PREFIXES = ("fc.", "aux1.", "aux2.")
+
+
+def _with_encoder_weights(net: GoogLeNetSEP, encoder_weights: str | Path | None) -> GoogLeNetSEP:
+    """``net`` with its trunk (stem, Inception and SE modules) loaded from a ``histobreast pretrain`` file."""
+    return load_encoder_weights(net, encoder_weights, HEAD_PREFIXES) if encoder_weights is not None else net
+
+
 @register_model("googlenet_sep")
-def googlenet_sep(num_classes: int = 2, **kwargs: Any) -> GoogLeNetSEP:
-    """Zhu et al. 2019's backbone: GoogLeNet-BN 3a-4e + SEP blocks + concat head + 2 aux heads."""
-    return GoogLeNetSEP(num_classes, **kwargs)
+def googlenet_sep(num_classes: int = 2, encoder_weights: str | Path | None = None, **kwargs: Any) -> GoogLeNetSEP:
+    """Zhu et al. 2019's backbone: GoogLeNet-BN 3a-4e + SEP blocks + concat head + 2 aux heads.
+
+    ``encoder_weights``: a trunk weights file (``histobreast pretrain``); the heads stay random."""
+    return _with_encoder_weights(GoogLeNetSEP(num_classes, **kwargs), encoder_weights)
 
 
 @register_model("googlenet_bn")
-def googlenet_bn(num_classes: int = 2, se: bool = False, **kwargs: Any) -> GoogLeNetSEP:
+def googlenet_bn(
+    num_classes: int = 2, se: bool = False, encoder_weights: str | Path | None = None, **kwargs: Any
+) -> GoogLeNetSEP:
     """The same network without SE blocks (plain GoogLeNet-BN with the concat head)."""
     if se:
         raise ConfigError("model 'googlenet_bn' has no SE blocks (se=True); use 'googlenet_sep'")
-    return GoogLeNetSEP(num_classes, se=False, **kwargs)
+    return _with_encoder_weights(GoogLeNetSEP(num_classes, se=False, **kwargs), encoder_weights)

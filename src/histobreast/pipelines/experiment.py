@@ -21,13 +21,14 @@ from typing import Any, Literal
 
 from histobreast.atomic import remove_stale_temporaries
 from histobreast.config import save_config
-from histobreast.data.protocol import choose_folds, experiment_splits, fold_records
+from histobreast.data.protocol import choose_folds, experiment_splits, fold_records, select_split
 from histobreast.data.splits import fold_name, write_splits_csv
 from histobreast.data.task_records import experiment_records, require_two_classes
 from histobreast.engine.distributed import context_from_env
 from histobreast.locking import folder_lock
 from histobreast.pipelines import get_pipeline
 from histobreast.pipelines.config import ExperimentConfig
+from histobreast.pipelines.encoder_provenance import check_encoder_unseen, fold_start_weights
 from histobreast.pipelines.experiment_checks import (
     check_resumable,
     check_same_splits,
@@ -59,7 +60,7 @@ def run_experiment(
     """
     out = Path(out_dir) if out_dir is not None else Path("runs") / cfg.name
     main = context_from_env().is_main
-    check_model_builds(cfg)
+    check_model_builds(fold_start_weights(cfg, None))
     records, classes = experiment_records(cfg.data)
     require_two_classes(records, classes, cfg.data.root)
     splits = experiment_splits(cfg.data, records, cfg.seed)
@@ -96,6 +97,10 @@ def _run_folds(
     for number in chosen:
         fold = fold_records(cfg.data, cfg.seed, number, records, splits, evaluate=cfg.evaluate.split)
         fold_dir = out / fold_name(number)
+        fold_cfg = fold_start_weights(cfg, number)  # this fold's pre-trained encoder, if the path names {fold}
+        check_encoder_unseen(
+            fold_cfg.model, select_split(fold.split, records, "test"), number, fold_dir if main else None
+        )
         log.info(
             "fold %d: %d training, %d validation, %d %s images",
             number,
@@ -104,7 +109,7 @@ def _run_folds(
             len(fold.test),
             cfg.evaluate.split,
         )
-        model_folders[number] = pipeline.train_fold(cfg, fold.train, fold.val, classes, fold_dir, resume=resume)
+        model_folders[number] = pipeline.train_fold(fold_cfg, fold.train, fold.val, classes, fold_dir, resume=resume)
         if main:
             fold_predictions[number] = pipeline.predict_records(
                 model_folders[number], fold.test, tta_views=cfg.evaluate.tta_views, device=cfg.train.device

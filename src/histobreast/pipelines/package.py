@@ -119,6 +119,9 @@ def save_model_folder(
     name, kwargs = model_identity(model, cfg, classes)
     name = model_name or name
     kwargs = dict(model_kwargs) if model_kwargs is not None else kwargs
+    # The start file is spent: model.safetensors holds the trained weights, so the folder loads
+    # without it (the config below still names it, for the leakage record).
+    kwargs.pop("encoder_weights", None)
     info: dict[str, Any] = {
         "format": MODEL_FORMAT,
         "version": FORMAT_VERSION,

@@ -1,0 +1,81 @@
+"""``histobreast pretrain``: self-supervised pre-training of an encoder, and ``pretrain probe``, its feature check.
+
+``histobreast pretrain --config ...`` is short for ``histobreast pretrain run --config ...``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from histobreast.cli.data_option import with_data_root
+from histobreast.cli.run_by_default import RunByDefault
+
+pretrain_app = typer.Typer(
+    help="Self-supervised pre-training on unlabelled H&E tiles (SimCLR, BYOL) and its k-NN / linear probe.",
+    cls=RunByDefault,
+    no_args_is_help=True,
+)
+
+_CONFIG = typer.Option(
+    None, "--config", "-c", help="Pre-training YAML (e.g. configs/pretrain/simclr_resnet18_bach_cpu.yaml)."
+)
+_DATA = typer.Option(None, "--data", help="Image folder or dataset tree; overrides data.root.")
+_SET = typer.Option([], "--set", help="Config override key=value (repeatable), e.g. data.fold=2.")
+
+
+@pretrain_app.command("run")
+def run(
+    config: Path = typer.Option(
+        ..., "--config", "-c", help="Pre-training YAML (e.g. configs/pretrain/simclr_resnet18_bach_cpu.yaml)."
+    ),
+    data: Optional[Path] = _DATA,
+    out: Path = typer.Option(..., "--out", help="Output folder: encoder.safetensors, pretrain.json, run/."),
+    overrides: list[str] = _SET,
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out."),
+) -> None:
+    """Pre-train the config's encoder on the images of --data (data.fold set: that fold's training images only).
+
+    Example: histobreast pretrain --config configs/pretrain/simclr_resnet18_bach_cpu.yaml --data ../shared/data/bach --out runs/pretrain_f1
+    """
+    from histobreast.pipelines.pretrain import run_pretrain
+    from histobreast.pipelines.pretrain_config import load_pretrain_config
+
+    result = run_pretrain(load_pretrain_config(config, with_data_root(overrides, data)), out, resume=resume)
+    typer.echo(
+        f"{result.weights}: {result.steps} steps on {result.images} images, final loss {result.final_loss:.4f}, "
+        f"{result.seconds / 60:.1f} min; use it with --set model.kwargs.encoder_weights={result.weights}"
+    )
+
+
+@pretrain_app.command("probe")
+def probe(
+    config: Path = typer.Option(..., "--config", "-c", help="The pre-training YAML (encoder, tile scale, data)."),
+    weights: Optional[Path] = typer.Option(
+        None, "--weights", help="encoder.safetensors; omit for the random-init baseline."
+    ),
+    data: Optional[Path] = _DATA,
+    fold: int = typer.Option(1, "--fold", help="Fit on this fold's training images, score on its test images."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write the scores to this JSON file."),
+    overrides: list[str] = _SET,
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+) -> None:
+    """k-NN and linear-probe (logistic regression) accuracy of the frozen encoder's features on a labelled fold."""
+    from histobreast.pipelines.pretrain_config import load_pretrain_config
+    from histobreast.pipelines.pretrain_probe import probe_encoder
+
+    cfg = load_pretrain_config(config, with_data_root(overrides, data))
+    scores = probe_encoder(cfg, weights, fold, device=device, out=out)
+    typer.echo(
+        f"fold {fold} ({scores['train_images']} train / {scores['test_images']} test images, "
+        f"{len(scores['classes'])} classes), {weights or 'random init'}: "
+        f"k-NN {scores['knn_accuracy']:.3f}, linear probe {scores['linear_accuracy']:.3f} "
+        f"(balanced {scores['knn_balanced_accuracy']:.3f} / {scores['linear_balanced_accuracy']:.3f})"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``pretrain`` command group."""
+    app.add_typer(pretrain_app, name="pretrain")

@@ -1,0 +1,104 @@
+"""Which images a pre-trained encoder saw, and the refusal of one that saw a test image.
+
+``histobreast pretrain`` writes ``pretrain.json`` beside its ``encoder.safetensors``: the config,
+the method, and every image the encoder was trained on (id, path, SHA-256 of the file). An
+experiment whose ``model.kwargs.encoder_weights`` (or ``model.weights``) names such a file checks,
+fold by fold, that none of the fold's test images is among them (by content hash, so a copy under
+another name is caught too), refuses the fold otherwise, and records the encoder's images in the
+fold folder. A weights file without ``pretrain.json`` (e.g. converted ImageNet weights) saw no
+images of ours; it is recorded as such.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from histobreast.atomic import atomic_write_json
+from histobreast.config import read_json
+from histobreast.data.records import ImageRecord
+from histobreast.errors import CheckpointError, SplitLeakageError
+from histobreast.preprocess.cache import file_fingerprint
+
+PRETRAIN_JSON = "pretrain.json"
+ENCODER_FILE = "encoder.safetensors"
+#: Written into each fold folder of an experiment that starts from an encoder weights file.
+FOLD_RECORD = "encoder_provenance.json"
+FORMAT = "histobreast-pretrain"
+FORMAT_VERSION = 1
+
+
+def image_entries(records: Iterable[ImageRecord]) -> list[dict[str, str]]:
+    """``{"id", "path", "sha256"}`` of every record: what ``pretrain.json`` lists as seen."""
+    return [{"id": r.image_id, "path": str(r.path), "sha256": file_fingerprint(r.path)} for r in records]
+
+
+def read_provenance(weights: str | Path) -> dict[str, Any] | None:
+    """The ``pretrain.json`` beside ``weights`` that describes it, or None (no record: not pre-trained here)."""
+    weights = Path(weights)
+    record = weights.parent / PRETRAIN_JSON
+    if not record.is_file():
+        return None
+    info = read_json(record, "pre-training record", error=CheckpointError, format=FORMAT, version=FORMAT_VERSION)
+    if info.get("weights") != weights.name:
+        return None  # the record of another file in the same folder
+    if not isinstance(info.get("images"), list):
+        raise CheckpointError(f"{record}: 'images' must be the list of images the encoder saw")
+    return info
+
+
+#: In ``model.kwargs.encoder_weights``, the fold number: one pre-trained encoder per fold in cross-validation.
+FOLD_FIELD = "{fold}"
+
+
+def fold_start_weights(cfg: Any, fold: int | None) -> Any:
+    """``cfg`` (an ``ExperimentConfig``) with ``{fold}`` in ``model.kwargs.encoder_weights`` replaced by ``fold``.
+
+    ``fold=None`` drops a templated path (for the build check that runs before any fold is chosen).
+    """
+    path = cfg.model.kwargs.get("encoder_weights")
+    if not isinstance(path, str) or FOLD_FIELD not in path:
+        return cfg
+    kwargs = dict(cfg.model.kwargs)
+    if fold is None:
+        del kwargs["encoder_weights"]
+    else:
+        kwargs["encoder_weights"] = path.replace(FOLD_FIELD, str(fold))
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, kwargs=kwargs))
+
+
+def start_weights(model: Any) -> list[str]:
+    """The weights files an experiment's ``model`` section starts from (``kwargs.encoder_weights``, ``weights``)."""
+    paths = [model.kwargs.get("encoder_weights"), model.weights]
+    return [str(p) for p in paths if p]
+
+
+def check_encoder_unseen(model: Any, test_records: Sequence[ImageRecord], fold: int, fold_dir: Path | None) -> None:
+    """Refuse a fold whose start weights were pre-trained on one of its test images; record what they saw.
+
+    ``model`` is the experiment's ``model`` section. Raises :class:`SplitLeakageError` naming the
+    weights file and the first such test image.
+    """
+    seen_records: list[dict[str, Any]] = []
+    for weights in start_weights(model):
+        info = read_provenance(weights)
+        if info is None:
+            seen_records.append({"weights": weights, "pretrain_json": None, "images": []})
+            continue
+        seen = {entry.get("sha256"): entry for entry in info["images"] if isinstance(entry, Mapping)}
+        seen_paths = {str(Path(entry.get("path", "")).resolve()) for entry in seen.values()}
+        for record in test_records:
+            if str(record.path.resolve()) in seen_paths or file_fingerprint(record.path) in seen:
+                raise SplitLeakageError(
+                    f"{weights}: the encoder was pre-trained on {record.path} ({record.image_id}), a test image "
+                    f"of fold {fold}; pre-train on that fold's training images (data.fold={fold}) or a pool "
+                    "disjoint from every test fold"
+                )
+        ids = [entry.get("id") for entry in info["images"]]
+        seen_records.append(
+            {"weights": weights, "pretrain_json": str(Path(weights).parent / PRETRAIN_JSON), "images": ids}
+        )
+    if seen_records and fold_dir is not None:
+        atomic_write_json(Path(fold_dir) / FOLD_RECORD, {"fold": fold, "start_weights": seen_records})
