@@ -159,4 +159,4 @@ def test_the_probe_scores_frozen_features_on_a_fold(tree: Path, tmp_path: Path) 
         f"data: {{root: {tree}, n_folds: 2}}\npretrain: {{encoder: resnet18, tile_size: 32, tile_microns: 160}}\nprobe: {{max_tiles: 2}}\n"
     )
     result = CliRunner().invoke(app, ["pretrain", "probe", "--config", str(config), "--fold", "3"])
-    assert result.exit_code == 1 and "fold 3 does not exist" in str(result.exception)
+    assert result.exit_code == 1 and "--fold 3: the protocol has 2 folds" in str(result.exception)
