@@ -231,9 +231,13 @@ def test_shards_split_the_slides():
 def test_cli_predict_and_sample(slides, model, tmp_path):
     args = ["slide", "predict", str(slides[1].path), "--model", str(model), "--out", str(tmp_path / "p")]
     review = ["--review", str(tmp_path / "review")]
-    result = CliRunner().invoke(app, [*args, "--tile-um", f"{TILE_UM[0]}x{TILE_UM[1]}", "--batch-size", "64", *review])
+    explain = ["--explain", "2", "--method", "gradcam++"]
+    tile = ["--tile-um", f"{TILE_UM[0]}x{TILE_UM[1]}"]
+    result = CliRunner().invoke(app, [*args, *tile, "--batch-size", "64", *review, *explain])
     assert result.exit_code == 0, result.output
     assert "slide2:" in result.output and (tmp_path / "p" / "slide2" / "tiles.geojson").is_file()
+    explained = json.loads((tmp_path / "p" / "slide2" / "explained" / "explanations.json").read_text())
+    assert [e["method"] for e in explained["images"]] == ["gradcam++"] * 2 and "gradcam++ maps" in result.output
     assert (tmp_path / "review" / "report.html").is_file() and list((tmp_path / "review" / "figures").glob("*slide2*"))
     cases = json.loads((tmp_path / "review" / "metrics.json").read_text())
     assert "slide2" in json.dumps(cases)
@@ -309,3 +313,23 @@ def test_ensembles_vote_on_tiles(slides, model, tmp_path):
     rows = _tiles(tmp_path / "out" / "slide2" / "tiles.csv")
     assert summary["ensemble"] and len(rows) == summary["tiles"] > 0
     assert all(r["disagree"] == "" for r in rows)  # identical members never disagree with their vote
+
+
+def test_the_most_suspicious_tiles_are_explained(slides, model, predicted):
+    """``slide predict --explain N`` (Python side): the N tiles with the highest P(carcinoma), read again at
+    the model's scale, explained with the probabilities tiles.csv holds for them."""
+    from histobreast.explain.slides import explain_slide_tiles
+
+    slide_dir, summary = predicted
+    manifest = explain_slide_tiles(summary, slide_dir.parent, load_tile_model(model), 3)
+    assert manifest == slide_dir / "explained" / "explanations.json"
+    images = json.loads(manifest.read_text())["images"]
+    rows = {(r["x"], r["y"]): r for r in _tiles(slide_dir / "tiles.csv")}
+    expected = [(t["x"], t["y"]) for t in summary["most_suspicious"][:3]]
+    assert [e["image_id"] for e in images] == [f"top{k}_x{x}_y{y}" for k, (x, y) in enumerate(expected, start=1)]
+    for entry, (x, y) in zip(images, expected):
+        row = rows[(str(x), str(y))]
+        assert entry["probabilities"] == pytest.approx({c: float(row[f"p_{c}"]) for c in CLASSES}, abs=1e-5)
+        assert entry["image_size"] == list(CROP_PX) and entry["headline"] == "fused"
+        assert (manifest.parent / entry["figure"]).is_file() and (manifest.parent / entry["maps"]["fused"]).is_file()
+    assert explain_slide_tiles({**summary, "tiles": 0}, slide_dir.parent, load_tile_model(model), 0) is None
