@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import tifffile
+import torch
 import yaml
 from shapely.geometry import box, shape
 from typer.testing import CliRunner
@@ -333,3 +334,58 @@ def test_the_most_suspicious_tiles_are_explained(slides, model, predicted):
         assert entry["image_size"] == list(CROP_PX) and entry["headline"] == "fused"
         assert (manifest.parent / entry["figure"]).is_file() and (manifest.parent / entry["maps"]["fused"]).is_file()
     assert explain_slide_tiles({**summary, "tiles": 0}, slide_dir.parent, load_tile_model(model), 0) is None
+
+
+def test_system_b_predicts_slide_tiles_with_its_six_views(slides, tmp_path):
+    """System B (MSMV-PFENet, untrained, 32 px crops) on the synthetic pyramidal TIFF: KREM and the six
+    views on every tile; each view is a reading of its own in tiles.csv's ``disagree``."""
+    from histobreast.pipelines import liu2022
+    from histobreast.pipelines.config import parse_config
+    from histobreast.pipelines.package import save_model_folder
+    from histobreast.preprocess.views import SIX_VIEWS
+
+    cfg = parse_config(
+        {
+            "name": "tiny_liu2022",
+            "pipeline": "liu2022",
+            "preprocess": {"input_size": 32},
+            "model": {"name": "msmv_pfenet", "kwargs": {"encoder": "resnet18"}},
+            "train": {"epochs": 1, "device": "cpu", "num_workers": 0},
+        }
+    )
+    torch.manual_seed(0)
+    folder = save_model_folder(
+        tmp_path / "b",
+        liu2022.build_model(cfg, CLASSES),
+        cfg,
+        CLASSES,
+        model_kwargs=liu2022.model_kwargs(cfg, CLASSES),
+        microns_per_pixel=MPP,
+    )
+    options = SlidePredictOptions(tile_um=TILE_UM, min_tissue=0.9, batch_size=64)
+    (summary,) = predict_slides([slides[1].path], folder, tmp_path / "out", options, say=lambda _: None)
+    rows = _tiles(tmp_path / "out" / "slide2" / "tiles.csv")
+    assert len(rows) == summary["tiles"] > 0
+    views = {f"patch:{v}" for v in SIX_VIEWS}
+    for row in rows:
+        assert float(row["p_non-carcinoma"]) + float(row["p_carcinoma"]) == pytest.approx(1, abs=1e-5)
+        assert set(filter(None, row["disagree"].split(";"))) <= views
+
+
+def test_per_view_tables_become_one_reading_per_view():
+    from histobreast.pipelines.slide_model import tile_readings
+    from histobreast.predictions import Predictions
+
+    tiles = ["tile0", "tile1"]
+    views = ["raw", "rot90"]
+    ids = [f"{t}/{v}" for t in tiles for v in views]
+    per_view = np.array([[0.9, 0.1], [0.2, 0.8], [0.3, 0.7], [0.4, 0.6]])
+    none = np.full(4, -1)
+    tables = {
+        "image": Predictions(CLASSES, tiles, np.array([[0.5, 0.5], [0.3, 0.7]]), none[:2], tiles),
+        "patch": Predictions(CLASSES, ids, per_view, none, ids),
+    }
+    readings = tile_readings(tables, tiles)
+    assert list(readings) == ["image", "patch:raw", "patch:rot90"]
+    np.testing.assert_array_equal(readings["patch:raw"], per_view[[0, 2]])
+    np.testing.assert_array_equal(readings["patch:rot90"], per_view[[1, 3]])

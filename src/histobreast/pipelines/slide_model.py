@@ -72,9 +72,25 @@ class TileModel:
 
                 tables = get_pipeline(loaded.pipeline).predict_records(loaded, records)
                 headline = next(iter(tables.values()))
-            return headline.probs, {name: table.probs for name, table in tables.items()}
+            return headline.probs, tile_readings(tables, [r.image_id for r in records])
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+def tile_readings(tables: dict[str, Predictions], tile_ids: Sequence[str]) -> dict[str, np.ndarray]:
+    """Reading name -> ``(N, C)`` probabilities in tile order. A table of one row per tile is one reading;
+    a table of one row per window of a tile (System B's ``patch``: ``<tile>/<view>``) is one reading
+    per window, named ``<table>:<window>`` (``patch:rot90``), so each of the six views can disagree."""
+    out = {}
+    for name, table in tables.items():
+        if list(table.image_ids) == list(tile_ids):
+            out[name] = table.probs
+            continue
+        row = {image_id: i for i, image_id in enumerate(table.image_ids)}
+        windows = dict.fromkeys(image_id.split("/", 1)[-1] for image_id in table.image_ids)
+        for window in windows:
+            out[f"{name}:{window}"] = table.probs[[row[f"{tile}/{window}"] for tile in tile_ids]]
+    return out
 
 
 def load_tile_model(path: str | Path, device: str = "cpu", microns_per_pixel: float | None = None) -> TileModel:
