@@ -262,29 +262,32 @@ def test_cli_predict_and_sample(slides, model, tmp_path):
     assert len(_tiles(tmp_path / "d" / "crops.csv")) == 8
 
 
-@pytest.mark.slow  # trains System A for 150 iterations: ~2 min on 2 busy cores
+@pytest.mark.slow  # trains System A for 300 iterations: ~2.5 min on 2 busy cores
 def test_high_probability_tiles_fall_in_the_planted_carcinoma(slides, crops, tmp_path):
-    """Dice of the thresholded P(carcinoma) heatmap against the planted in situ + invasive regions
-    (measured 0.71 on 2026-12-03), over the tiled area; no tile on glass or pen."""
+    """On a slide the model never saw (seed 3; it trained on crops of slides 1 and 2): Dice of the
+    thresholded P(carcinoma) heatmap against the planted in situ + invasive regions, over the tiled
+    area, against calling every tile carcinoma, and the hot tiles' precision; no tile on glass or pen."""
     import cv2
 
     from histobreast.slides.heatmap import average_heatmaps
     from histobreast.slides.reader import open_slide
 
+    unseen = synth_slide(tmp_path / "slide3.tif", (1536, 1152), MPP, seed=3, variants=2)
+
     preprocess = {"input_size": 48, "patches": {"grid": [2, 1], "size": 48}}
-    cfg = _folder_config(crops, preprocess, iterations=150, batch_size=8, lr=0.02)
+    cfg = _folder_config(crops, preprocess, iterations=300, batch_size=8, lr=0.02)
     records, classes = experiment_records(cfg)
     folder = get_pipeline("zhu2019").train_fold(cfg, records, [], classes, tmp_path / "fold")
     options = SlidePredictOptions(tile_um=TILE_UM, overlap=0.5, batch_size=64)
-    (summary,) = predict_slides([slides[0].path], folder, tmp_path / "out", options, say=lambda _: None)
-    rows = _tiles(tmp_path / "out" / "slide1" / "tiles.csv")
+    (summary,) = predict_slides([unseen.path], folder, tmp_path / "out", options, say=lambda _: None)
+    rows = _tiles(tmp_path / "out" / "slide3" / "tiles.csv")
     boxes = [(int(r["x"]), int(r["y"]), int(r["w"]), int(r["h"])) for r in rows]
     probs = np.array([[float(r[f"p_{c}"]) for c in CLASSES] for r in rows])
-    with open_slide(slides[0].path) as slide:
+    with open_slide(unseen.path) as slide:
         thumbnail, downsample = slide.thumbnail(512)
     heat, count = average_heatmaps(boxes, probs, thumbnail.shape[:2], downsample)
     planted = np.zeros(thumbnail.shape[:2], np.uint8)
-    for region in slides[0].regions:
+    for region in unseen.regions:
         if region.label in ("In situ", "Invasive"):
             ring = np.round(np.asarray(region.geometry.exterior.coords) / downsample).astype(np.int32)
             cv2.fillPoly(planted, [ring], 1)
@@ -292,10 +295,15 @@ def test_high_probability_tiles_fall_in_the_planted_carcinoma(slides, crops, tmp
     hot = (np.nan_to_num(heat[1]) > 0.5) & covered
     truth = planted.astype(bool) & covered
     dice = 2 * (hot & truth).sum() / (hot.sum() + truth.sum())
-    print(f"Dice {dice:.2f}")
-    assert dice > 0.5, dice
+    everywhere = 2 * truth.sum() / (covered.sum() + truth.sum())  # the Dice of calling every tile carcinoma
+    precision = (hot & truth).sum() / max(1, hot.sum())
+    share = truth.sum() / covered.sum()
+    print(f"Dice {dice:.2f}, every tile hot {everywhere:.2f}, precision {precision:.2f}, planted share {share:.2f}")
+    # measured 2026-12-03: Dice 0.58 (calling every tile carcinoma: 0.36), precision 0.45 (planted share 0.22)
+    assert dice > 0.45 and dice > everywhere + 0.1, (dice, everywhere)
+    assert precision > 1.5 * share, (precision, share)
     for x, y, w, h in boxes:
-        assert slides[0].tissue.intersection(box(x, y, x + w, y + h)).area >= 0.4 * w * h
+        assert unseen.tissue.intersection(box(x, y, x + w, y + h)).area >= 0.4 * w * h
 
 
 def test_ensembles_vote_on_tiles(slides, model, tmp_path):
@@ -389,3 +397,26 @@ def test_per_view_tables_become_one_reading_per_view():
     assert list(readings) == ["image", "patch:raw", "patch:rot90"]
     np.testing.assert_array_equal(readings["patch:raw"], per_view[[0, 2]])
     np.testing.assert_array_equal(readings["patch:rot90"], per_view[[1, 3]])
+
+
+@pytest.mark.slow  # two torchrun processes, each importing torch and loading the model: ~30-60 s on 2 busy cores
+def test_torchrun_ranks_share_the_slides(slides, model, tmp_path):
+    """Under torchrun (CPU, 2 processes, no --shard) each rank predicts its own share of the slides."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import histobreast
+
+    env = {**os.environ, "PYTHONPATH": str(Path(histobreast.__file__).parents[1]), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    args = ["-m", "histobreast", "slide", "predict", *(str(s.path) for s in slides), "--model", str(model)]
+    args += ["--out", str(tmp_path / "out"), "--tile-um", f"{TILE_UM[0]}x{TILE_UM[1]}", "--min-tissue", "0.9"]
+    result = subprocess.run([*command, *args], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    for slide in slides:
+        summary = json.loads((tmp_path / "out" / slide.path.stem / "summary.json").read_text())
+        assert summary["tiles"] > 0
+    said = [line for line in result.stdout.splitlines() if " tiles (" in line]
+    assert sorted(line.split(":")[0] for line in said) == ["slide1", "slide2"]  # each slide once, by one rank
