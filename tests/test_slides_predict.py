@@ -420,3 +420,52 @@ def test_torchrun_ranks_share_the_slides(slides, model, tmp_path):
         assert summary["tiles"] > 0
     said = [line for line in result.stdout.splitlines() if " tiles (" in line]
     assert sorted(line.split(":")[0] for line in said) == ["slide1", "slide2"]  # each slide once, by one rank
+
+
+def test_the_spanhol_baseline_predicts_slide_tiles(slides, tmp_path):
+    """The Spanhol 2016 baseline (an ensemble folder of patch CNNs, max rule; untrained) on slide tiles:
+    each member cuts its sliding windows from every tile and the members vote."""
+    from dataclasses import asdict
+
+    from histobreast.models import create_model
+    from histobreast.pipelines import spanhol2016
+    from histobreast.pipelines.bagging import save_ensemble_folder
+    from histobreast.pipelines.config import parse_config
+    from histobreast.pipelines.package import save_model_folder
+
+    spanhol = {"patch_sizes": [32], "scale": 0.5}
+    cfg = parse_config(
+        {
+            "name": "s",
+            "pipeline": "spanhol2016",
+            "model": {"name": spanhol2016.MODEL_NAME},
+            "train": {"iterations": 1, "device": "cpu"},
+            "spanhol": spanhol,
+        }
+    )
+    torch.manual_seed(0)
+    members = []
+    for name, size, extraction in cfg.spanhol.members():
+        kwargs = {"num_classes": 2, "patch_size": size}
+        settings = {"name": name, "patch_size": size, "extraction": extraction, **asdict(cfg.spanhol)}
+        network = create_model(spanhol2016.MODEL_NAME, **kwargs)
+        members.append(
+            save_model_folder(
+                tmp_path / "bag" / name,
+                network,
+                cfg,
+                CLASSES,
+                extra={"spanhol": settings},
+                model_name=spanhol2016.MODEL_NAME,
+                model_kwargs=kwargs,
+                microns_per_pixel=MPP,
+            )
+        )
+    folder = save_ensemble_folder(tmp_path / "bag", members, "max", extra={"pipeline": "spanhol2016"})
+    options = SlidePredictOptions(tile_um=TILE_UM, min_tissue=0.9, batch_size=64)
+    (summary,) = predict_slides([slides[1].path], folder, tmp_path / "out", options, say=lambda _: None)
+    rows = _tiles(tmp_path / "out" / "slide2" / "tiles.csv")
+    assert summary["ensemble"] and len(rows) == summary["tiles"] > 0
+    for row in rows:
+        assert float(row["p_non-carcinoma"]) + float(row["p_carcinoma"]) == pytest.approx(1, abs=1e-5)
+        assert set(filter(None, row["disagree"].split(";"))) <= {"patch32_sliding", "patch32_random"}
