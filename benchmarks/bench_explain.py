@@ -1,6 +1,6 @@
 """Explanation cost on one CPU core: what ``explain`` (and ``predict --review --explain``) adds per image.
 
-For each model kind at its CPU config's size (untrained weights: the cost does not depend on them),
+For each model kind (System A, System B, the ResNet18 and Spanhol 2016 baselines) at its CPU config's size (untrained weights: the cost does not depend on them),
 on ``--images`` images of the real BACH copies (1024x768 JPEG) when ``../shared/data/bach`` is
 present, else on synthetic BACH-size images: the pipeline's own prediction, the maps (Grad-CAM:
 one forward and one backward pass per network input), and writing the figure and ``.npy`` maps.
@@ -20,6 +20,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import tempfile  # noqa: E402
 import time  # noqa: E402
+from dataclasses import asdict  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
@@ -28,9 +29,11 @@ from benchmarks.common import benchmark_parser, machine_info, today, write_secti
 from histobreast.data.readers import read_dataset  # noqa: E402
 from histobreast.data.synthetic import synth_bach  # noqa: E402
 from histobreast.explain import explain, write_explanations  # noqa: E402
+from histobreast.models import create_model  # noqa: E402
 from histobreast.models.googlenet_sep import GoogLeNetSEP  # noqa: E402
 from histobreast.models.hybrid import HybridCNN  # noqa: E402
-from histobreast.pipelines import get_pipeline, liu2022, zhu2019  # noqa: E402
+from histobreast.pipelines import get_pipeline, liu2022, spanhol2016, zhu2019  # noqa: E402
+from histobreast.pipelines.bagging import is_ensemble_folder, save_ensemble_folder  # noqa: E402
 from histobreast.pipelines.config import load_config  # noqa: E402
 from histobreast.pipelines.network import build_network  # noqa: E402
 from histobreast.pipelines.package import load_model_folder, save_model_folder  # noqa: E402
@@ -68,6 +71,27 @@ def model_folders(out: Path) -> dict[str, Path]:
     folders["ResNet18 baseline (whole image at 3.36 µm/px)"] = save_model_folder(
         out / "r", build_network(cfg, 2), cfg, ["non-carcinoma", "carcinoma"], microns_per_pixel=BACH_MPP
     )
+    cfg = load_config(CONFIGS / "baselines" / "spanhol2016_bach_binary_cpu.yaml")
+    members = []
+    for name, size, extraction in cfg.spanhol.members():
+        kwargs = {"num_classes": 2, "patch_size": size}
+        settings = {"name": name, "patch_size": size, "extraction": extraction, **asdict(cfg.spanhol)}
+        members.append(
+            save_model_folder(
+                out / "s" / name,
+                create_model(spanhol2016.MODEL_NAME, **kwargs),
+                cfg,
+                ["non-carcinoma", "carcinoma"],
+                extra={"spanhol": settings},
+                model_name=spanhol2016.MODEL_NAME,
+                model_kwargs=kwargs,
+                microns_per_pixel=BACH_MPP,
+            )
+        )
+    sizes = "/".join(str(size) for size in cfg.spanhol.patch_sizes)
+    folders[f"Spanhol 2016 baseline (4 patch CNNs, {sizes} px, image at x{cfg.spanhol.scale:g}, max rule)"] = (
+        save_ensemble_folder(out / "s", members, cfg.spanhol.fusion, extra={"pipeline": "spanhol2016"})
+    )
     return folders
 
 
@@ -85,10 +109,12 @@ def main(argv: list[str] | None = None) -> int:
             records = synth_bach(Path(tmp) / "bach", per_class=-(-args.images // 4), size=(1024, 768))[: args.images]
             source = "synthetic BACH-size images (1024x768)"
         for kind, folder in model_folders(Path(tmp) / "models").items():
-            loaded = load_model_folder(folder)
-            get_pipeline(loaded.pipeline).predict_records(loaded, records[:1], device="cpu")  # warm-up
+            ensemble = is_ensemble_folder(folder)  # the Spanhol baseline: its members are loaded per call
+            loaded = folder if ensemble else load_model_folder(folder)
+            pipeline = get_pipeline("spanhol2016" if ensemble else loaded.pipeline)
+            pipeline.predict_records(loaded, records[:1], device="cpu")  # warm-up
             start = time.perf_counter()
-            get_pipeline(loaded.pipeline).predict_records(loaded, records, device="cpu")
+            pipeline.predict_records(loaded, records, device="cpu")
             predict = (time.perf_counter() - start) / len(records)
             start = time.perf_counter()
             found = explain(loaded, records, device="cpu")

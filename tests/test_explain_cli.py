@@ -5,17 +5,17 @@ the files written, and one-line errors."""
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from typer.testing import CliRunner
 
 from histobreast.cli import app
 from histobreast.data.synthetic import synth_bach
 from histobreast.data.task_records import experiment_records
-from histobreast.errors import ConfigError, HistobreastError
+from histobreast.errors import ConfigError
 from histobreast.explain import ExplainError, explain
 from histobreast.explain.cam import rescale
 from histobreast.explain.maps import DROPPED, map_size
@@ -128,26 +128,31 @@ def test_predict_review_explain_puts_the_map_on_every_card(system_a, tmp_path) -
     assert isinstance(refused.exception, ConfigError) and "add --review" in str(refused.exception)
 
 
-def test_bad_inputs_give_one_line_each(system_a, tmp_path) -> None:
+def test_bad_inputs_give_one_line_each(system_a, tmp_path, monkeypatch) -> None:
+    from histobreast.explain import api
+    from histobreast.explain.cam import target_layers
+
     _, (folder, _), _, records = system_a
     image = str(records[0].path)
     small = tmp_path / "small.png"
     Image.fromarray(np.full((20, 24, 3), 120, np.uint8)).save(small)
-    other = tmp_path / "other"
-    shutil.copytree(folder, other)
-    info = json.loads((other / "model.json").read_text())
-    (other / "model.json").write_text(json.dumps({**info, "pipeline": "spanhol2016"}))
     cases = [
         ([str(folder), image, "--method", "magic"], ConfigError, "unknown map method 'magic'; choose one of gradcam"),
         ([str(folder), image, "--class", "tumour"], ConfigError, "--class: 'tumour' is not one of the model's classes"),
         ([str(folder), str(small)], ExplainError, "24x20 px is smaller than the model's field of view"),
-        ([str(other), image], HistobreastError, "spanhol2016"),  # model.json's check or the map's
     ]
     for args, error, message in cases:
         result = runner.invoke(app, ["explain", *args, "--out", str(tmp_path / "x")])
         assert isinstance(result.exception, error) and message in str(result.exception), result.exception
         assert "\n" not in str(result.exception)
     assert not (tmp_path / "x").exists()  # nothing written for a refused run
+    # Every pipeline has maps today; a model kind without one (a pipeline, or a network naming no
+    # target layer) is refused in one line.
+    monkeypatch.delitem(api.EXPLAINERS, "zhu2019")
+    result = runner.invoke(app, ["explain", str(folder), image, "--out", str(tmp_path / "x")])
+    assert isinstance(result.exception, ExplainError) and "model kind 'zhu2019' has no map" in str(result.exception)
+    with pytest.raises(ExplainError, match="model kind Sequential has no class activation map"):
+        target_layers(torch.nn.Sequential(torch.nn.Linear(2, 2)), "net.safetensors")
 
 
 @pytest.mark.realdata

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import tifffile
+import torch
 import yaml
 from shapely.geometry import box, shape
 from typer.testing import CliRunner
@@ -231,9 +232,13 @@ def test_shards_split_the_slides():
 def test_cli_predict_and_sample(slides, model, tmp_path):
     args = ["slide", "predict", str(slides[1].path), "--model", str(model), "--out", str(tmp_path / "p")]
     review = ["--review", str(tmp_path / "review")]
-    result = CliRunner().invoke(app, [*args, "--tile-um", f"{TILE_UM[0]}x{TILE_UM[1]}", "--batch-size", "64", *review])
+    explain = ["--explain", "2", "--method", "gradcam++"]
+    tile = ["--tile-um", f"{TILE_UM[0]}x{TILE_UM[1]}"]
+    result = CliRunner().invoke(app, [*args, *tile, "--batch-size", "64", *review, *explain])
     assert result.exit_code == 0, result.output
     assert "slide2:" in result.output and (tmp_path / "p" / "slide2" / "tiles.geojson").is_file()
+    explained = json.loads((tmp_path / "p" / "slide2" / "explained" / "explanations.json").read_text())
+    assert [e["method"] for e in explained["images"]] == ["gradcam++"] * 2 and "gradcam++ maps" in result.output
     assert (tmp_path / "review" / "report.html").is_file() and list((tmp_path / "review" / "figures").glob("*slide2*"))
     cases = json.loads((tmp_path / "review" / "metrics.json").read_text())
     assert "slide2" in json.dumps(cases)
@@ -257,29 +262,32 @@ def test_cli_predict_and_sample(slides, model, tmp_path):
     assert len(_tiles(tmp_path / "d" / "crops.csv")) == 8
 
 
-@pytest.mark.slow  # trains System A for 150 iterations: ~2 min on 2 busy cores
+@pytest.mark.slow  # trains System A for 300 iterations: ~2.5 min on 2 busy cores
 def test_high_probability_tiles_fall_in_the_planted_carcinoma(slides, crops, tmp_path):
-    """Dice of the thresholded P(carcinoma) heatmap against the planted in situ + invasive regions
-    (measured 0.71 on 2026-12-03), over the tiled area; no tile on glass or pen."""
+    """On a slide the model never saw (seed 3; it trained on crops of slides 1 and 2): Dice of the
+    thresholded P(carcinoma) heatmap against the planted in situ + invasive regions, over the tiled
+    area, against calling every tile carcinoma, and the hot tiles' precision; no tile on glass or pen."""
     import cv2
 
     from histobreast.slides.heatmap import average_heatmaps
     from histobreast.slides.reader import open_slide
 
+    unseen = synth_slide(tmp_path / "slide3.tif", (1536, 1152), MPP, seed=3, variants=2)
+
     preprocess = {"input_size": 48, "patches": {"grid": [2, 1], "size": 48}}
-    cfg = _folder_config(crops, preprocess, iterations=150, batch_size=8, lr=0.02)
+    cfg = _folder_config(crops, preprocess, iterations=300, batch_size=8, lr=0.02)
     records, classes = experiment_records(cfg.data)
     folder = get_pipeline("zhu2019").train_fold(cfg, records, [], classes, tmp_path / "fold")
     options = SlidePredictOptions(tile_um=TILE_UM, overlap=0.5, batch_size=64)
-    (summary,) = predict_slides([slides[0].path], folder, tmp_path / "out", options, say=lambda _: None)
-    rows = _tiles(tmp_path / "out" / "slide1" / "tiles.csv")
+    (summary,) = predict_slides([unseen.path], folder, tmp_path / "out", options, say=lambda _: None)
+    rows = _tiles(tmp_path / "out" / "slide3" / "tiles.csv")
     boxes = [(int(r["x"]), int(r["y"]), int(r["w"]), int(r["h"])) for r in rows]
     probs = np.array([[float(r[f"p_{c}"]) for c in CLASSES] for r in rows])
-    with open_slide(slides[0].path) as slide:
+    with open_slide(unseen.path) as slide:
         thumbnail, downsample = slide.thumbnail(512)
     heat, count = average_heatmaps(boxes, probs, thumbnail.shape[:2], downsample)
     planted = np.zeros(thumbnail.shape[:2], np.uint8)
-    for region in slides[0].regions:
+    for region in unseen.regions:
         if region.label in ("In situ", "Invasive"):
             ring = np.round(np.asarray(region.geometry.exterior.coords) / downsample).astype(np.int32)
             cv2.fillPoly(planted, [ring], 1)
@@ -287,10 +295,15 @@ def test_high_probability_tiles_fall_in_the_planted_carcinoma(slides, crops, tmp
     hot = (np.nan_to_num(heat[1]) > 0.5) & covered
     truth = planted.astype(bool) & covered
     dice = 2 * (hot & truth).sum() / (hot.sum() + truth.sum())
-    print(f"Dice {dice:.2f}")
-    assert dice > 0.5, dice
+    everywhere = 2 * truth.sum() / (covered.sum() + truth.sum())  # the Dice of calling every tile carcinoma
+    precision = (hot & truth).sum() / max(1, hot.sum())
+    share = truth.sum() / covered.sum()
+    print(f"Dice {dice:.2f}, every tile hot {everywhere:.2f}, precision {precision:.2f}, planted share {share:.2f}")
+    # measured 2026-12-03: Dice 0.58 (calling every tile carcinoma: 0.36), precision 0.45 (planted share 0.22)
+    assert dice > 0.45 and dice > everywhere + 0.1, (dice, everywhere)
+    assert precision > 1.5 * share, (precision, share)
     for x, y, w, h in boxes:
-        assert slides[0].tissue.intersection(box(x, y, x + w, y + h)).area >= 0.4 * w * h
+        assert unseen.tissue.intersection(box(x, y, x + w, y + h)).area >= 0.4 * w * h
 
 
 def test_ensembles_vote_on_tiles(slides, model, tmp_path):
@@ -309,3 +322,150 @@ def test_ensembles_vote_on_tiles(slides, model, tmp_path):
     rows = _tiles(tmp_path / "out" / "slide2" / "tiles.csv")
     assert summary["ensemble"] and len(rows) == summary["tiles"] > 0
     assert all(r["disagree"] == "" for r in rows)  # identical members never disagree with their vote
+
+
+def test_the_most_suspicious_tiles_are_explained(slides, model, predicted):
+    """``slide predict --explain N`` (Python side): the N tiles with the highest P(carcinoma), read again at
+    the model's scale, explained with the probabilities tiles.csv holds for them."""
+    from histobreast.explain.slides import explain_slide_tiles
+
+    slide_dir, summary = predicted
+    manifest = explain_slide_tiles(summary, slide_dir.parent, load_tile_model(model), 3)
+    assert manifest == slide_dir / "explained" / "explanations.json"
+    images = json.loads(manifest.read_text())["images"]
+    rows = {(r["x"], r["y"]): r for r in _tiles(slide_dir / "tiles.csv")}
+    expected = [(t["x"], t["y"]) for t in summary["most_suspicious"][:3]]
+    assert [e["image_id"] for e in images] == [f"top{k}_x{x}_y{y}" for k, (x, y) in enumerate(expected, start=1)]
+    for entry, (x, y) in zip(images, expected):
+        row = rows[(str(x), str(y))]
+        assert entry["probabilities"] == pytest.approx({c: float(row[f"p_{c}"]) for c in CLASSES}, abs=1e-5)
+        assert entry["image_size"] == list(CROP_PX) and entry["headline"] == "fused"
+        assert (manifest.parent / entry["figure"]).is_file() and (manifest.parent / entry["maps"]["fused"]).is_file()
+    assert explain_slide_tiles({**summary, "tiles": 0}, slide_dir.parent, load_tile_model(model), 0) is None
+
+
+def test_system_b_predicts_slide_tiles_with_its_six_views(slides, tmp_path):
+    """System B (MSMV-PFENet, untrained, 32 px crops) on the synthetic pyramidal TIFF: KREM and the six
+    views on every tile; each view is a reading of its own in tiles.csv's ``disagree``."""
+    from histobreast.pipelines import liu2022
+    from histobreast.pipelines.config import parse_config
+    from histobreast.pipelines.package import save_model_folder
+    from histobreast.preprocess.views import SIX_VIEWS
+
+    cfg = parse_config(
+        {
+            "name": "tiny_liu2022",
+            "pipeline": "liu2022",
+            "preprocess": {"input_size": 32},
+            "model": {"name": "msmv_pfenet", "kwargs": {"encoder": "resnet18"}},
+            "train": {"epochs": 1, "device": "cpu", "num_workers": 0},
+        }
+    )
+    torch.manual_seed(0)
+    folder = save_model_folder(
+        tmp_path / "b",
+        liu2022.build_model(cfg, CLASSES),
+        cfg,
+        CLASSES,
+        model_kwargs=liu2022.model_kwargs(cfg, CLASSES),
+        microns_per_pixel=MPP,
+    )
+    options = SlidePredictOptions(tile_um=TILE_UM, min_tissue=0.9, batch_size=64)
+    (summary,) = predict_slides([slides[1].path], folder, tmp_path / "out", options, say=lambda _: None)
+    rows = _tiles(tmp_path / "out" / "slide2" / "tiles.csv")
+    assert len(rows) == summary["tiles"] > 0
+    views = {f"patch:{v}" for v in SIX_VIEWS}
+    for row in rows:
+        assert float(row["p_non-carcinoma"]) + float(row["p_carcinoma"]) == pytest.approx(1, abs=1e-5)
+        assert set(filter(None, row["disagree"].split(";"))) <= views
+
+
+def test_per_view_tables_become_one_reading_per_view():
+    from histobreast.pipelines.slide_model import tile_readings
+    from histobreast.predictions import Predictions
+
+    tiles = ["tile0", "tile1"]
+    views = ["raw", "rot90"]
+    ids = [f"{t}/{v}" for t in tiles for v in views]
+    per_view = np.array([[0.9, 0.1], [0.2, 0.8], [0.3, 0.7], [0.4, 0.6]])
+    none = np.full(4, -1)
+    tables = {
+        "image": Predictions(CLASSES, tiles, np.array([[0.5, 0.5], [0.3, 0.7]]), none[:2], tiles),
+        "patch": Predictions(CLASSES, ids, per_view, none, ids),
+    }
+    readings = tile_readings(tables, tiles)
+    assert list(readings) == ["image", "patch:raw", "patch:rot90"]
+    np.testing.assert_array_equal(readings["patch:raw"], per_view[[0, 2]])
+    np.testing.assert_array_equal(readings["patch:rot90"], per_view[[1, 3]])
+
+
+@pytest.mark.slow  # two torchrun processes, each importing torch and loading the model: ~30-60 s on 2 busy cores
+def test_torchrun_ranks_share_the_slides(slides, model, tmp_path):
+    """Under torchrun (CPU, 2 processes, no --shard) each rank predicts its own share of the slides."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import histobreast
+
+    env = {**os.environ, "PYTHONPATH": str(Path(histobreast.__file__).parents[1]), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    args = ["-m", "histobreast", "slide", "predict", *(str(s.path) for s in slides), "--model", str(model)]
+    args += ["--out", str(tmp_path / "out"), "--tile-um", f"{TILE_UM[0]}x{TILE_UM[1]}", "--min-tissue", "0.9"]
+    result = subprocess.run([*command, *args], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    for slide in slides:
+        summary = json.loads((tmp_path / "out" / slide.path.stem / "summary.json").read_text())
+        assert summary["tiles"] > 0
+    said = [line for line in result.stdout.splitlines() if " tiles (" in line]
+    assert sorted(line.split(":")[0] for line in said) == ["slide1", "slide2"]  # each slide once, by one rank
+
+
+def test_the_spanhol_baseline_predicts_slide_tiles(slides, tmp_path):
+    """The Spanhol 2016 baseline (an ensemble folder of patch CNNs, max rule; untrained) on slide tiles:
+    each member cuts its sliding windows from every tile and the members vote."""
+    from dataclasses import asdict
+
+    from histobreast.models import create_model
+    from histobreast.pipelines import spanhol2016
+    from histobreast.pipelines.bagging import save_ensemble_folder
+    from histobreast.pipelines.config import parse_config
+    from histobreast.pipelines.package import save_model_folder
+
+    spanhol = {"patch_sizes": [32], "scale": 0.5}
+    cfg = parse_config(
+        {
+            "name": "s",
+            "pipeline": "spanhol2016",
+            "model": {"name": spanhol2016.MODEL_NAME},
+            "train": {"iterations": 1, "device": "cpu"},
+            "spanhol": spanhol,
+        }
+    )
+    torch.manual_seed(0)
+    members = []
+    for name, size, extraction in cfg.spanhol.members():
+        kwargs = {"num_classes": 2, "patch_size": size}
+        settings = {"name": name, "patch_size": size, "extraction": extraction, **asdict(cfg.spanhol)}
+        network = create_model(spanhol2016.MODEL_NAME, **kwargs)
+        members.append(
+            save_model_folder(
+                tmp_path / "bag" / name,
+                network,
+                cfg,
+                CLASSES,
+                extra={"spanhol": settings},
+                model_name=spanhol2016.MODEL_NAME,
+                model_kwargs=kwargs,
+                microns_per_pixel=MPP,
+            )
+        )
+    folder = save_ensemble_folder(tmp_path / "bag", members, "max", extra={"pipeline": "spanhol2016"})
+    options = SlidePredictOptions(tile_um=TILE_UM, min_tissue=0.9, batch_size=64)
+    (summary,) = predict_slides([slides[1].path], folder, tmp_path / "out", options, say=lambda _: None)
+    rows = _tiles(tmp_path / "out" / "slide2" / "tiles.csv")
+    assert summary["ensemble"] and len(rows) == summary["tiles"] > 0
+    for row in rows:
+        assert float(row["p_non-carcinoma"]) + float(row["p_carcinoma"]) == pytest.approx(1, abs=1e-5)
+        assert set(filter(None, row["disagree"].split(";"))) <= {"patch32_sliding", "patch32_random"}

@@ -54,7 +54,32 @@ def test_dicom_is_refused_in_one_line(wsi_dir):
     with pytest.raises(SlideError) as err:
         open_slide(path)
     message = str(err.value)
-    assert message.startswith(str(path)) and "wsidicom" in message and "ImageType" in message and "\n" not in message
+    assert message.startswith(str(path)) and "\n" not in message
+    assert "ImageType is missing" in message and "wsidicom" in message and "openslide 4" in message
+
+
+def test_dicom_with_its_two_defects_mended_reads_through_openslide(wsi_dir, tmp_path):
+    """What the shared DICOM lacks, exactly: with ImageType set and its YCbCr JPEG frames declared as
+    such (the file says RGB), openslide 4 reads it pixel for pixel as PIL decodes the frames; wsidicom
+    still refuses it (no pixel spacing), and the scale must be given."""
+    import io
+
+    import numpy as np
+    import pydicom
+    from PIL import Image
+    from pydicom.encaps import generate_frames
+
+    ds = pydicom.dcmread(wsi_dir / "small_dicom.dcm")
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "VOLUME", "NONE"]
+    ds.PhotometricInterpretation = "YBR_FULL_422"
+    ds.save_as(tmp_path / "mended.dcm")
+    first_frame = next(generate_frames(ds.PixelData, number_of_frames=int(ds.NumberOfFrames)))
+    expected = np.asarray(Image.open(io.BytesIO(first_frame)).convert("RGB"))
+    with pytest.raises(SlideError, match="no µm/px in the file"):
+        open_slide(tmp_path / "mended.dcm")
+    with open_slide(tmp_path / "mended.dcm", mpp=0.5) as slide:
+        assert (slide.backend, slide.format, slide.dimensions) == ("openslide", "dicom", (3236, 2638))
+        assert np.abs(slide.read_region((0, 0), 0, (500, 500)).astype(int) - expected).mean() < 1.0
 
 
 @pytest.mark.parametrize("name", sorted(TISSUE_RANGES))
@@ -98,4 +123,4 @@ def test_cli_inspect_prints_a_table_per_slide(wsi_dir):
     assert "0.499 (file)" in result.output and "2: 4443x3567, 2221x1783" in result.output
     assert "no µm/px in the file" in result.output
     refused = CliRunner().invoke(app, ["slide", "inspect", str(wsi_dir / "small_dicom.dcm")])
-    assert refused.exit_code == 1 and "refused: wsidicom cannot read" in refused.output
+    assert refused.exit_code == 1 and "refused: DICOM WSI not readable" in refused.output

@@ -75,10 +75,18 @@ def predict(
     review: Optional[Path] = typer.Option(
         None, "--review", help="Also write a case review here: a card per slide, least certain first."
     ),
+    explain: int = typer.Option(
+        0, "--explain", help="Class activation maps of each slide's N most suspicious tiles, in OUT/<slide>/explained."
+    ),
+    method: str = typer.Option("gradcam", "--method", help="Map method for --explain (as `histobreast explain`)."),
 ) -> None:
     """Apply a model to every tissue tile: tiles.csv, heatmaps, QuPath GeoJSON and a summary per slide."""
+    from histobreast.explain.cam import check_method
     from histobreast.pipelines.slide_predict import SlidePredictOptions, parse_shard, predict_slides
 
+    if explain < 0:
+        raise ConfigError(f"--explain: the number of tiles to explain must be at least 0, got {explain}")
+    check_method(method)
     if not 0 <= overlap < 0.95:
         raise ConfigError(f"--overlap: must be in [0, 0.95), got {overlap}")
     if batch_size < 1:
@@ -106,6 +114,17 @@ def predict(
         name = Path(summary["slide"]["path"]).stem
         areas = ", ".join(f"{c} {a:.2f} mm²" for c, a in summary["area_mm2"].items()) or "no tiles"
         typer.echo(f"{name}: {summary['tiles']} tiles ({areas}) -> {out / name}")
+    if explain and summaries:
+        from histobreast.explain.slides import explain_slide_tiles
+        from histobreast.pipelines.slide_model import load_tile_model
+
+        tile_model = load_tile_model(model, device, model_mpp)
+        for summary in summaries:
+            manifest = explain_slide_tiles(summary, out, tile_model, explain, method=method, device=device)
+            if manifest is not None:
+                typer.echo(
+                    f"{Path(summary['slide']['path']).stem}: {method} maps of its top tiles -> {manifest.parent}"
+                )
     if review is not None and summaries:
         from histobreast.pipelines.slide_review import write_slide_review
 

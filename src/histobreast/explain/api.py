@@ -1,7 +1,7 @@
 """Explain a model folder or an ensemble on images, and write the overlays and raw maps.
 
 ``explain(model, records)`` dispatches on the model's pipeline (System A hybrid, System B,
-plain classifier). An ensemble explains the class its members' vote calls: every member's
+plain classifier, a Spanhol 2016 member). An ensemble explains the class its members' vote calls: every member's
 headline map of that class, combined by the ensemble's rule (sum: the mean; max: the per-pixel
 maximum; majority: the mean over the members that voted for the class). ``write_explanations``
 writes, under ``out_dir``::
@@ -29,9 +29,10 @@ from histobreast.explain.cam import DEFAULT_METHOD, ExplainError, check_method, 
 from histobreast.explain.maps import Explanation
 from histobreast.explain.overlay import card_overlay, plot_explanation
 from histobreast.explain.plain import explain_classifier
+from histobreast.explain.spanhol import explain_spanhol_member
 from histobreast.explain.system_a import explain_hybrid
 from histobreast.explain.system_b import explain_msmv
-from histobreast.pipelines import image, liu2022, zhu2019
+from histobreast.pipelines import image, liu2022, spanhol2016, zhu2019
 from histobreast.pipelines.bagging import is_ensemble_folder, predict_ensemble, read_ensemble_folder
 from histobreast.pipelines.package import LoadedModel, as_loaded
 
@@ -41,6 +42,7 @@ EXPLAINERS: dict[str, Explainer] = {
     zhu2019.PIPELINE.name: explain_hybrid,
     liu2022.PIPELINE.name: explain_msmv,
     image.PIPELINE.name: explain_classifier,
+    spanhol2016.PIPELINE.name: explain_spanhol_member,  # each member; the fused baseline is an ensemble folder
 }
 MANIFEST = "explanations.json"
 

@@ -115,7 +115,8 @@ def train_fold(
     )
 
 
-def _member_settings(info: dict[str, Any]) -> dict[str, Any]:
+def member_settings(info: dict[str, Any]) -> dict[str, Any]:
+    """A member folder's ``spanhol`` settings (patch size, overlap, scale, patch rule); CheckpointError otherwise."""
     settings = info.get("spanhol")
     if not isinstance(settings, dict):
         raise CheckpointError(
@@ -128,7 +129,7 @@ def _member_settings(info: dict[str, Any]) -> dict[str, Any]:
 def predict_member_records(loaded: LoadedModel, records: Sequence[ImageRecord], *, device: str = "auto") -> Predictions:
     """One member's image predictions: sliding-window patches of each (scaled) image, patch
     probabilities combined by the member's ``patch_rule``."""
-    settings = _member_settings(loaded.info)
+    settings = member_settings(loaded.info)
     device_ = resolve_device(device)
     model = loaded.model.to(device_).eval()
     stain = loaded.stain

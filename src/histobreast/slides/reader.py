@@ -1,7 +1,8 @@
 """``Slide``: one whole-slide image read through the field's libraries, at a physical scale.
 
 Backends, in order: openslide-python (the openslide-bin wheel ships libopenslide) for every vendor
-format it knows, tiffslide for TIFFs openslide refuses, wsidicom for DICOM WSI. Coordinates are
+format it knows, tiffslide for TIFFs openslide refuses; DICOM WSI goes to wsidicom first, then to
+openslide (4.0 reads DICOM too, and opens files without a pixel spacing that wsidicom refuses). Coordinates are
 always level-0 pixels. The scale (µm/px) comes from the file or from the caller, never from a guess:
 :func:`open_slide` refuses a slide without one unless ``mpp`` is given.
 """
@@ -86,10 +87,7 @@ class _DicomBackend:
     def __init__(self, path: Path) -> None:
         import wsidicom
 
-        try:
-            self._slide = wsidicom.WsiDicom.open(str(path))
-        except wsidicom.errors.WsiDicomNotFoundError as err:
-            raise SlideError(path, f"wsidicom cannot read this DICOM file ({_dicom_reason(path) or err})") from None
+        self._slide = wsidicom.WsiDicom.open(str(path))
         levels = list(self._slide.levels)
         self.level_dimensions = [(int(lv.size.width), int(lv.size.height)) for lv in levels]
         self.level_downsamples = [self.level_dimensions[0][0] / d[0] for d in self.level_dimensions]
@@ -112,28 +110,46 @@ class _DicomBackend:
         self._slide.close()
 
 
+#: Type 1 attributes of a DICOM VL Whole Slide Microscopy image (PS3.3 C.8.12.4) whose absence both
+#: readers stop at: ImageType's third value (VOLUME, LABEL, OVERVIEW) is how they tell the images apart.
+DICOM_REQUIRED = ("ImageType", "TotalPixelMatrixColumns", "TotalPixelMatrixRows")
+
+
 def _dicom_reason(path: Path) -> str | None:
-    """Why wsidicom found no level in a DICOM file: the required attribute it lacks, if any."""
+    """Why the readers found no image in a DICOM file: the required attributes it lacks, if any."""
     import pydicom
 
     try:
         ds = pydicom.dcmread(str(path), stop_before_pixels=True)
     except Exception as err:  # noqa: BLE001 - any pydicom failure is the reason itself
         return f"not a readable DICOM file: {err}"
-    missing = [k for k in ("ImageType", "TotalPixelMatrixColumns", "TotalPixelMatrixRows") if k not in ds]
-    return f"the required attribute {', '.join(missing)} is missing" if missing else None
+    missing = [k for k in DICOM_REQUIRED if k not in ds]
+    return f"the required DICOM attribute {', '.join(missing)} is missing" if missing else None
+
+
+def _first_line(err: Exception) -> str:
+    return str(err).splitlines()[0] if str(err) else type(err).__name__
 
 
 def _open_backend(path: Path) -> Any:
+    import openslide
+
+    reasons = []
     if _is_dicom(path):
         try:
             return _DicomBackend(path)
         except ImportError:
-            raise SlideError(path, "DICOM slides need the wsidicom package") from None
-    import openslide
+            reasons.append("wsidicom: not installed")
+        except Exception as err:  # noqa: BLE001 - wsidicom's errors differ by defect; the reason is reported
+            reasons.append(f"wsidicom: {type(err).__name__}")
+        try:
+            return _OpenSlideBackend(path, openslide)
+        except Exception as err:  # noqa: BLE001
+            reasons.append(f"openslide {openslide.__library_version__}: {_first_line(err).split(': ')[-1]}")
+        why = _dicom_reason(path)
+        raise SlideError(path, f"DICOM WSI not readable ({why + '; ' if why else ''}{'; '.join(reasons)})")
     import tiffslide
 
-    reasons = []
     tifffile_log = logging.getLogger("tifffile")
     level = tifffile_log.level
     tifffile_log.setLevel(logging.ERROR)  # its warnings about a broken file repeat what the error says
@@ -144,7 +160,7 @@ def _open_backend(path: Path) -> Any:
                     warnings.simplefilter("ignore")  # tiffslide's "metadata parsing only partially implemented"
                     return _OpenSlideBackend(path, module)
             except Exception as err:  # noqa: BLE001 - each library has its own errors; the reasons are reported
-                reasons.append(f"{module.__name__}: {str(err).splitlines()[0] if str(err) else type(err).__name__}")
+                reasons.append(f"{module.__name__}: {_first_line(err)}")
     finally:
         tifffile_log.setLevel(level)
     raise SlideError(path, "not a slide any reader opens (" + "; ".join(reasons) + ")")
