@@ -23,9 +23,11 @@ from torch import nn
 
 from histobreast.atomic import atomic_write_json
 from histobreast.data.imageio import read_rgb
-from histobreast.data.protocol import read_fold
+from histobreast.data.protocol import experiment_splits, select_split
 from histobreast.data.records import ImageRecord
+from histobreast.data.task_records import experiment_records
 from histobreast.engine.distributed import resolve_device
+from histobreast.errors import ConfigError
 from histobreast.models.encoders import load_encoder_weights
 from histobreast.models.ssl import build_trunk
 from histobreast.pipelines.pretrain import as_experiment
@@ -75,8 +77,12 @@ def probe_encoder(
     also written to ``out`` (a JSON file) when given.
     """
     experiment = as_experiment(cfg)
-    chosen, classes = read_fold(experiment.data, experiment.seed, fold, option="--fold")
-    train, test = chosen.training, chosen.test
+    records, classes = experiment_records(experiment.data)
+    splits = experiment_splits(experiment.data, records, experiment.seed)
+    if not 1 <= fold <= len(splits):  # the fold's training images, with no validation hold-out
+        raise ConfigError(f"--fold {fold}: the protocol has {len(splits)} folds")
+    train = select_split(splits[fold - 1], records, "train")
+    test = select_split(splits[fold - 1], records, "test")
     seed_everything(cfg.seed)
     encoder, _ = build_trunk(cfg.pretrain.encoder, **cfg.pretrain.encoder_kwargs)
     if weights is not None:
