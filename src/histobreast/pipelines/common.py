@@ -15,9 +15,8 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +50,7 @@ from histobreast.preprocess.stain import (
     create_normalizer,
     load_normalizer,
 )
-from histobreast.preprocess.views import apply_view
+from histobreast.preprocess.views import average_over_views, read_view, view_reader  # noqa: F401 (the pipelines' TTA)
 from histobreast.seeding import derive_seed, seed_everything
 
 log = logging.getLogger(__name__)
@@ -353,23 +352,3 @@ def train_network(
     result = trainer.fit(train_data, val_data, resume=resume)
     model.eval()
     return result
-
-
-def read_view(record: ImageRecord, view: str) -> np.ndarray:
-    """The record's image seen in one of the six views."""
-    return apply_view(read_rgb(record.path), view)
-
-
-def view_reader(view: str | None) -> Callable[[ImageRecord], np.ndarray] | None:
-    """A picklable image reader for datasets that applies one of the six views (None: the raw image)."""
-    if view is None or view == "raw":
-        return None
-    return functools.partial(read_view, view=view)
-
-
-def average_over_views(
-    predict: Callable[[str | None], Mapping[str, np.ndarray]], views: Sequence[str] = ()
-) -> dict[str, np.ndarray]:
-    """Test-time augmentation: ``predict(view)`` for every view (or once, raw), probabilities averaged per key."""
-    runs = [predict(view) for view in (list(views) or [None])]
-    return {key: np.mean([run[key] for run in runs], axis=0) for key in runs[0]}

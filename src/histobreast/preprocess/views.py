@@ -6,8 +6,13 @@ on each view separately, so test-time voting sees six differently placed sliding
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable, Mapping, Sequence
+
 import numpy as np
 
+from histobreast.data.imageio import read_rgb
+from histobreast.data.records import ImageRecord
 from histobreast.errors import ConfigError
 
 SIX_VIEWS: tuple[str, ...] = ("raw", "rot90", "rot180", "rot270", "flip_x", "flip_y")
@@ -60,3 +65,23 @@ def invert_view(viewed: np.ndarray, view: str) -> np.ndarray:
     if view in ("rot90", "rot270"):
         return apply_view(viewed, "rot270" if view == "rot90" else "rot90")
     return apply_view(viewed, view)  # raw, rot180 and the two flips are their own inverses
+
+
+def read_view(record: ImageRecord, view: str) -> np.ndarray:
+    """The record's image seen in one of the six views."""
+    return apply_view(read_rgb(record.path), view)
+
+
+def view_reader(view: str | None) -> Callable[[ImageRecord], np.ndarray] | None:
+    """A picklable image reader for datasets that applies one of the six views (None: the raw image)."""
+    if view is None or view == "raw":
+        return None
+    return functools.partial(read_view, view=view)
+
+
+def average_over_views(
+    predict: Callable[[str | None], Mapping[str, np.ndarray]], views: Sequence[str] = ()
+) -> dict[str, np.ndarray]:
+    """Test-time augmentation: ``predict(view)`` for every view (or once, raw), probabilities averaged per key."""
+    runs = [predict(view) for view in (list(views) or [None])]
+    return {key: np.mean([run[key] for run in runs], axis=0) for key in runs[0]}
