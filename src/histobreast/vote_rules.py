@@ -20,6 +20,8 @@ EnsembleRule = Literal["sum", "max", "majority"]
 DEFAULT_MIN_SPREAD = 0.3
 # Paper A, eq. (1): P = lambda * P_local + (1 - lambda) * P_global with lambda = 0.6.
 DEFAULT_FUSION_WEIGHT = 0.6
+#: System A's evaluation methods, the headline first: paper A's methods 3, 1, 2, 3 (Max), 2 (Max).
+SYSTEM_A_METHODS = ("hybrid", "global", "local", "hybrid_max", "local_max")
 
 
 def float_array(x: object) -> np.ndarray:
@@ -78,6 +80,23 @@ def fuse_branches(local_probs: object, global_probs: object, weight: float = DEF
     local, global_ = float_array(local_probs), float_array(global_probs)
     dtype = np.result_type(local, global_)
     return (weight * local + (1.0 - weight) * global_).astype(dtype, copy=False)
+
+
+def system_a_methods(
+    global_probs: object, patch_probs: object, fusion_weight: float, min_spread: float | None
+) -> dict[str, np.ndarray]:
+    """Every System A method's image probabilities (float64, see :data:`SYSTEM_A_METHODS`) from the
+    global branch's ``(N, C)`` and the local branch's per-patch ``(N, P, C)`` probabilities."""
+    global_ = float_array(global_probs)
+    local, local_max = patch_vote(patch_probs, "mean", min_spread), patch_vote(patch_probs, "max", min_spread)
+    out = {
+        "hybrid": fuse_branches(local, global_, fusion_weight),
+        "global": global_,
+        "local": local,
+        "hybrid_max": fuse_branches(local_max, global_, fusion_weight),
+        "local_max": local_max,
+    }
+    return {name: out[name].astype(np.float64) for name in SYSTEM_A_METHODS}
 
 
 def majority_vote(probs: object) -> np.ndarray:

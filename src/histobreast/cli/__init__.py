@@ -34,6 +34,7 @@ COMMAND_MODULES: list[str] = [
     "explain",
     "prune",
     "ensemble",
+    "export",
     "baseline",
     "ablate",
     "models",

@@ -7,32 +7,9 @@ from typing import Any, Optional
 
 import typer
 
+from histobreast.data.imageio import collect_images
+from histobreast.data.records import UNLABELLED
 from histobreast.errors import ConfigError
-
-# Label of images whose class is unknown (prediction rows get label index -1).
-UNLABELLED = "unlabelled"
-
-
-def collect_images(inputs: list[Path]) -> list[Path]:
-    """Image files named directly or found below folders (sorted, each once); anything else is an error."""
-    from histobreast.data.imageio import is_image_file, list_images
-
-    found: dict[Path, None] = {}
-    for item in inputs:
-        if item.is_dir():
-            images = list_images(item)
-            if not images:
-                raise ConfigError(f"{item}: folder holds no images")
-            found.update(dict.fromkeys(images))
-        elif item.is_file() and is_image_file(item):
-            found[item] = None
-        else:
-            raise ConfigError(f"{item}: not an image file or folder")
-    by_id: dict[str, Path] = {}
-    for path in found:  # rows, the review and evaluation are keyed by file name
-        if by_id.setdefault(path.stem, path) != path:
-            raise ConfigError(f"{path} and {by_id[path.stem]}: two images named {path.stem!r}; predict them apart")
-    return list(found)
 
 
 def unlabelled_records(model: Path, inputs: list[Path], microns_per_pixel: float | None) -> list[Any]:
@@ -55,8 +32,8 @@ def unlabelled_records(model: Path, inputs: list[Path], microns_per_pixel: float
 def predict(
     model: Path = typer.Argument(
         ...,
-        help="Model folder (model.json + model.safetensors), or an ensemble folder "
-        "(ensemble.json: its members vote by its rule).",
+        help="Model folder (model.json + model.safetensors), an ensemble folder "
+        "(ensemble.json: its members vote by its rule), or an exported folder (export.json: run by onnxruntime).",
     ),
     inputs: list[Path] = typer.Argument(..., help="Images and/or folders (searched recursively)."),
     out: Path = typer.Option(
@@ -115,7 +92,17 @@ def predict(
     from histobreast.pipelines.input_range import flag_unlike_training, prediction_scale
     from histobreast.pipelines.package import load_model_folder, read_model_info
     from histobreast.preprocess.views import SIX_VIEWS
+    from histobreast.runtime.folder import is_exported_folder
+    from histobreast.runtime.predict import predict_to_csv
 
+    if is_exported_folder(model):  # an ONNX export: the torch-free runtime applies it
+        if review is not None:
+            raise ConfigError(f"{model}: --review needs the model folder; an exported folder predicts the CSV only")
+        for line in predict_to_csv(
+            model, inputs, out, tta=tta, method=method, microns_per_pixel=microns_per_pixel, batch_size=batch_size
+        ):
+            typer.echo(line)
+        return
     if explain and review is None:
         raise ConfigError("--explain: the maps go on the case review's cards; add --review DIR")
     refuse_output_over_inputs(out, inputs, "--out", folder=False)
