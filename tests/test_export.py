@@ -10,69 +10,23 @@ import torch
 from typer.testing import CliRunner
 
 from histobreast.cli import app
-from histobreast.data.synthetic import synth_bach
 from histobreast.errors import CheckpointError, ConfigError
 from histobreast.export import onnx as export_onnx_module
 from histobreast.export.folder import export_onnx
 from histobreast.export.onnx import PARITY_TOLERANCE, ExportError
 from histobreast.models import create_model
-from histobreast.pipelines import get_pipeline
-from histobreast.pipelines.bagging import save_ensemble_folder
-from histobreast.pipelines.common import experiment_records
-from histobreast.pipelines.config import PruneOptions, parse_config
+from histobreast.pipelines.config import parse_config
 from histobreast.pipelines.package import save_model_folder
-from histobreast.pipelines.pruning import prune_model_folder
 from histobreast.runtime.folder import EXPORT_JSON, read_exported
-from tiny_system_a import one_torch_thread, tiny_zhu_config  # noqa: F401 (autouse fixture)
+from tiny_deploy import train_models
+from tiny_system_a import one_torch_thread  # noqa: F401 (autouse fixture)
 
 runner = CliRunner()
 
 
-def tiny_plain_config(root):
-    """A plain whole-image classifier (pipeline ``image``) with a tiny GoogLeNet-SEP on 32 px inputs."""
-    return tiny_zhu_config(root, pipeline="image")
-
-
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    """Tiny trained model folders of every exportable kind, on 24 synthetic BACH images (96x64)."""
-    root = tmp_path_factory.mktemp("export")
-    synth_bach(root / "bach", per_class=6, size=(96, 64), image_format="png")
-    cfg = tiny_zhu_config(root / "bach", train={"iterations": 3})
-    records, classes = experiment_records(cfg)
-    train, test = records[::3] + records[1::3], records[2::3]
-    zhu = get_pipeline("zhu2019")
-    members = [
-        zhu.train_fold(
-            tiny_zhu_config(root / "bach", seed=s, train={"iterations": 3}),
-            train,
-            [],
-            classes,
-            root / "ens" / f"member{s + 1}",
-        )
-        for s in (0, 1)
-    ]
-    ensemble = save_ensemble_folder(root / "ens", members, "sum", classes=classes)
-    prune = {"retrain_iterations": 1, "batch_size": 4}
-    pruned = prune_model_folder(
-        members[0], root / "pruned", train, options=PruneOptions(ratio=0.5, internal=True, **prune)
-    )
-    dns = prune_model_folder(
-        members[0], root / "dns", train, options=PruneOptions(ratio=0.5, dns=True, dns_sensitivity=0.5, **prune)
-    )
-    plain_cfg = tiny_plain_config(root / "bach")
-    plain = get_pipeline("image").train_fold(plain_cfg, train, [], classes, root / "plain")
-    return {
-        "root": root,
-        "hybrid": members[0],
-        "ensemble": ensemble,
-        "pruned": pruned,
-        "dns": dns,
-        "plain": plain,
-        "train": train,
-        "test": test,
-        "classes": classes,
-    }
+    return train_models(tmp_path_factory.mktemp("export"))
 
 
 @pytest.mark.parametrize("kind", ["hybrid", "pruned", "dns", "plain"])
