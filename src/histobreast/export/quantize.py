@@ -64,8 +64,8 @@ def calibration_records(model: ExportedModel, images: Sequence[Path], max_images
     return records
 
 
-class _Reader:
-    """onnxruntime's CalibrationDataReader protocol over :func:`calibration_arrays`."""
+class ArrayReader:
+    """onnxruntime's CalibrationDataReader protocol over batches of one network's inputs."""
 
     def __init__(self, arrays: Iterator[np.ndarray]) -> None:
         self.arrays = arrays
@@ -75,28 +75,38 @@ class _Reader:
         return None if array is None else {INPUT_NAME: np.ascontiguousarray(array, dtype=np.float32)}
 
 
-def quantize_model_into(model: ExportedModel, images: Sequence[Path], folder: Path, max_images: int) -> dict[str, Any]:
-    """Quantise every network of ``model`` into the existing empty ``folder``; returns its export.json."""
-    import onnxruntime
+def quantize_network(source: Path, target: Path, arrays: Iterator[np.ndarray]) -> Path:
+    """Static INT8 QDQ of one ONNX graph (per-channel INT8 weights, UINT8 activations, MinMax ranges
+    over ``arrays``): writes ``target``."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    records = calibration_records(model, images, max_images)
-    entries = []
-    for name, network in model.networks.items():
-        target, prepared = folder / f"{name}.int8.onnx", folder / f".{name}.prepared.onnx"
-        quant_pre_process(str(network.path), str(prepared))  # shape inference + graph folding, as ORT advises
+    prepared = target.with_name(f".{target.name}.prepared.onnx")
+    try:
+        quant_pre_process(str(source), str(prepared))  # shape inference + graph folding, as ORT advises
         quantize_static(
             str(prepared),
             str(target),
-            _Reader(calibration_arrays(model, records, name)),
+            ArrayReader(arrays),
             quant_format=QuantFormat.QDQ,
             per_channel=True,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,
         )
-        prepared.unlink()
+    finally:
+        prepared.unlink(missing_ok=True)
+    return target
+
+
+def quantize_model_into(model: ExportedModel, images: Sequence[Path], folder: Path, max_images: int) -> dict[str, Any]:
+    """Quantise every network of ``model`` into the existing empty ``folder``; returns its export.json."""
+    import onnxruntime
+
+    records = calibration_records(model, images, max_images)
+    entries = []
+    for name, network in model.networks.items():
+        target = quantize_network(network.path, folder / f"{name}.int8.onnx", calibration_arrays(model, records, name))
         entries.append(network_entry(name, target, network.produces, network.sample_shape, "int8"))
     description = {
         **model.description,
