@@ -22,6 +22,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import statistics
 import tempfile
 import time
@@ -226,8 +227,10 @@ def table(results: dict[int, dict], models: list[str], batches: list[int]) -> li
 
 
 def main(argv: list[str] | None = None) -> str:
+    """Measure both systems on every thread count, print the section and (unless --no-write) save it."""
     args = _parse(argv)
     batches = sorted(set([1, *args.batches]))
+    loads = [os.getloadavg()[0]]
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
         synth_bach(work / "calibration", per_class=4, size=(512, 384), image_format="jpg")
@@ -246,12 +249,20 @@ def main(argv: list[str] | None = None) -> str:
                 runners, b_side = system_b_runners(work, threads)
                 cases_b = {("System B", engine): run for engine, run in runners.items()}
                 results_b[threads] = measure(cases_b, threads, batches, args.rounds, args.repeats)
+            loads.append(os.getloadavg()[0])
     lines = [
         "## Deployment: PyTorch vs ONNX Runtime FP32 vs INT8 on the CPU (`benchmarks/bench_deploy.py`)",
         "",
         f"Machine: {machine_info()}; onnxruntime {__import__('onnxruntime').__version__}; {today()}. "
         f"Median of {args.rounds} rounds x {args.repeats} calls, all cases timed in turn (a shared machine's load "
-        "falls on all alike; absolute times on a busy machine are high, ratios are what to read).",
+        "falls on all alike; absolute times on a busy machine are high, ratios are what to read). "
+        f"Load average during the run: {min(loads):.1f}-{max(loads):.1f} on {os.cpu_count()} cores"
+        + (
+            "; above the core count, so threads wait for cores: PyTorch's OpenMP threads spin on each other "
+            "and its multi-thread numbers measure that contention, not the engine (read the 1-thread rows)."
+            if max(loads) > (os.cpu_count() or 1)
+            else "."
+        ),
         "",
         f"System A: one image = global {side} px + 15 patches of {patch} px (`configs/zhu2019/bach_binary_cpu.yaml` widths; "
         "untrained weights, pruned by `compress.prune`; INT8: QDQ per-channel, calibrated on 16 synthetic H&E images).",

@@ -167,3 +167,17 @@ def test_calibration_images_of_the_wrong_kind_are_refused(models, tmp_path) -> N
         quantize_exported(models["hybrid_onnx"], [tmp_path / "blank.png"], tmp_path / "q2")
     assert not (tmp_path / "q1").exists() and not (tmp_path / "q2").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_named_networks_can_stay_fp32(models, tmp_path) -> None:
+    out = quantize_exported(models["hybrid_onnx"], [models["images"]], tmp_path / "mixed", keep_fp32=["global"])
+    description = json.loads((out / EXPORT_JSON).read_text())
+    assert [(n["file"], n["precision"]) for n in description["networks"]] == [
+        ("global.onnx", "fp32"),
+        ("local.int8.onnx", "int8"),
+    ]
+    assert description["quantization"]["kept_fp32"] == ["global"]
+    fp32 = predict_exported(models["hybrid_onnx"], models["test"])["global"]
+    np.testing.assert_allclose(predict_exported(out, models["test"])["global"].probs, fp32.probs, atol=1e-6)
+    with pytest.raises(ConfigError, match=r"--fp32: \['glob'\] are not networks of"):
+        quantize_exported(models["hybrid_onnx"], [models["images"]], tmp_path / "bad", keep_fp32=["glob"])

@@ -42,6 +42,9 @@ def quantize(
     ),
     out: Path = typer.Option(..., "--out", help="New folder to write the INT8 (QDQ) networks into."),
     max_images: int = typer.Option(64, "--max-images", min=1, help="Calibration images used at most (spread evenly)."),
+    fp32: list[str] = typer.Option(
+        [], "--fp32", help="A network to leave in FP32 (repeatable), e.g. global: System A's one-per-image branch."
+    ),
 ) -> None:
     """Static INT8 quantisation (QDQ, per-channel weights) with onnxruntime, calibrated on training images.
 
@@ -49,7 +52,7 @@ def quantize(
     """
     from histobreast.export.quantize import quantize_exported
 
-    typer.echo(f"quantized -> {quantize_exported(exported, calibration, out, max_images)}")
+    typer.echo(f"quantized -> {quantize_exported(exported, calibration, out, max_images, fp32)}")
 
 
 def register(app: typer.Typer) -> None:

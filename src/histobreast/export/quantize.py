@@ -11,6 +11,7 @@ refused. The new folder's export.json records how it was made (``quantization``)
 from __future__ import annotations
 
 import datetime as _dt
+import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -99,15 +100,27 @@ def quantize_network(source: Path, target: Path, arrays: Iterator[np.ndarray]) -
     return target
 
 
-def quantize_model_into(model: ExportedModel, images: Sequence[Path], folder: Path, max_images: int) -> dict[str, Any]:
-    """Quantise every network of ``model`` into the existing empty ``folder``; returns its export.json."""
+def quantize_model_into(
+    model: ExportedModel, images: Sequence[Path], folder: Path, max_images: int, keep_fp32: Sequence[str] = ()
+) -> dict[str, Any]:
+    """Quantise the networks of ``model`` into the existing empty ``folder`` (those named in
+    ``keep_fp32`` are copied as they are); returns its export.json."""
     import onnxruntime
 
+    unknown = sorted(set(keep_fp32) - set(model.networks))
+    if unknown:
+        raise ConfigError(f"--fp32: {unknown} are not networks of {model.path} (it has {list(model.networks)})")
     records = calibration_records(model, images, max_images)
     entries = []
     for name, network in model.networks.items():
-        target = quantize_network(network.path, folder / f"{name}.int8.onnx", calibration_arrays(model, records, name))
-        entries.append(network_entry(name, target, network.produces, network.sample_shape, "int8"))
+        if name in keep_fp32:
+            target = Path(shutil.copy2(network.path, folder / network.path.name))
+        else:
+            target = quantize_network(
+                network.path, folder / f"{name}.int8.onnx", calibration_arrays(model, records, name)
+            )
+        precision = "fp32" if name in keep_fp32 else "int8"
+        entries.append(network_entry(name, target, network.produces, network.sample_shape, precision))
     description = {
         **model.description,
         "networks": entries,
@@ -119,6 +132,7 @@ def quantize_model_into(model: ExportedModel, images: Sequence[Path], folder: Pa
             "calibration_method": "MinMax",
             "calibration_images": [str(r.path) for r in records],
             "calibration_count": len(records),
+            "kept_fp32": list(keep_fp32),
             "from": str(model.path.resolve()),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         },
@@ -128,9 +142,14 @@ def quantize_model_into(model: ExportedModel, images: Sequence[Path], folder: Pa
 
 
 def quantize_exported(
-    exported: str | Path, calibration: Sequence[str | Path], out: str | Path, max_images: int = DEFAULT_MAX_IMAGES
+    exported: str | Path,
+    calibration: Sequence[str | Path],
+    out: str | Path,
+    max_images: int = DEFAULT_MAX_IMAGES,
+    keep_fp32: Sequence[str] = (),
 ) -> Path:
-    """Write the INT8 version of exported folder ``exported`` (model or ensemble) to the new folder ``out``."""
+    """Write the INT8 version of exported folder ``exported`` (model or ensemble) to the new folder
+    ``out``; networks named in ``keep_fp32`` (e.g. System A's ``global``) stay FP32."""
     exported, out = Path(exported), Path(out)
     check_new_folder(out, [exported, *map(Path, calibration)])
     source = read_exported(exported)
@@ -139,11 +158,11 @@ def quantize_exported(
     images = collect_images([Path(c) for c in calibration])
     with atomic_folder(out) as tmp:
         if isinstance(source, ExportedModel):
-            quantize_model_into(source, images, tmp, max_images)
+            quantize_model_into(source, images, tmp, max_images, keep_fp32)
         else:
             for name, member in source.members.items():
                 (tmp / member_folder(name)).mkdir()
-                quantize_model_into(member, images, tmp / member_folder(name), max_images)
+                quantize_model_into(member, images, tmp / member_folder(name), max_images, keep_fp32)
             atomic_write_json(tmp / EXPORT_JSON, {**source.description, "quantization": {"members": "int8"}})
         read_exported(tmp)
     return out
