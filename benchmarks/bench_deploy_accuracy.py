@@ -43,7 +43,7 @@ def _parse(argv: list[str] | None):
         "--variant",
         action="append",
         default=[],
-        help="LABEL=MODEL_FOLDER_TEMPLATE with {fold} (default: unpruned=EXPERIMENT/fold{fold}/model)",
+        help="LABEL=MODEL_FOLDER_TEMPLATE with {fold}, split at the last = (default: unpruned=EXPERIMENT/fold{fold}/model)",
     )
     parser.add_argument("--folds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
     parser.add_argument("--data", type=Path, default=Path("../shared/data/bach"), help="the images' dataset folder")
@@ -64,7 +64,7 @@ def fold_test_records(experiment: Path, fold: int, model: Path) -> list[ImageRec
 
 
 def evaluate(model: Path, records: list[ImageRecord], data: Path, work: Path, args) -> dict[str, float]:
-    """Accuracies and agreement of the three engines on one fold's test images."""
+    """Accuracies and agreement of PyTorch, ORT FP32, ORT INT8 and INT8 with the global branch FP32 on one fold."""
     test_ids = {r.image_id for r in records}
     calibration = [p for p in collect_images([data]) if p.stem not in test_ids]
     fp32, int8, mixed = work / "fp32", work / "int8", work / "int8_global_fp32"
@@ -78,7 +78,7 @@ def evaluate(model: Path, records: list[ImageRecord], data: Path, work: Path, ar
     torch_pred = next(iter(get_pipeline(info["pipeline"]).predict_records(model, records, device="cpu").values()))
     ort = {
         name: next(iter(predict_exported(f, records, threads=args.threads).values()))
-        for name, f in (("fp32", fp32), ("int8", int8))
+        for name, f in (("fp32", fp32), ("int8", int8), ("mixed", mixed))
     }
     labels = torch_pred.labels
     parity = json.loads((fp32 / EXPORT_JSON).read_text())["parity"]["max_abs_difference"]
@@ -99,7 +99,7 @@ def evaluate(model: Path, records: list[ImageRecord], data: Path, work: Path, ar
 def main(argv: list[str] | None = None) -> str:
     args = _parse(argv)
     torch.set_num_threads(args.threads)
-    variants = dict(v.split("=", 1) for v in args.variant) or {
+    variants = dict(v.rpartition("=")[::2] for v in args.variant) or {
         "unpruned": str(args.experiment / "fold{fold}" / "model")
     }
     rows = {}
