@@ -39,6 +39,8 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("report", ["histobreast.report"]),
     ("pipelines", ["histobreast.pipelines"]),
     ("explain", ["histobreast.explain"]),
+    ("runtime", ["histobreast.runtime"]),  # torch-free ONNX inference (tests/test_runtime.py checks no torch loads)
+    ("export", ["histobreast.export"]),  # model folders -> ONNX; checks itself through the runtime
     ("demo / cli", ["histobreast.demo", "histobreast.demo_report", "histobreast.cli", "histobreast.__main__"]),
 ]
 

@@ -1,7 +1,8 @@
 """``Predictions``: the table that joins model outputs to records (one row per image).
 
 Evaluation writes it as ``predictions.csv``; metrics, ensembles and reports read it, so every
-number in a report can be recomputed from the file alone.
+number in a report can be recomputed from the file alone. :func:`combine_predictions` votes an
+ensemble's member tables (torch-free: the ONNX runtime votes with it too).
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ import numpy as np
 
 from histobreast.atomic import atomic_path
 from histobreast.data.records import ImageRecord
-from histobreast.errors import DatasetError
+from histobreast.errors import CheckpointError, DatasetError
 from histobreast.textfiles import read_user_text
+from histobreast.vote_rules import EnsembleRule, combine_members, member_disagreement
 
 
 @dataclass
@@ -197,4 +199,27 @@ def predictions_from_records(
         patient_ids=[r.patient_id for r in records],
         magnifications=[r.magnification for r in records],
         paths=[str(r.path) for r in records],
+    )
+
+
+def combine_predictions(members: Mapping[str, Predictions], rule: EnsembleRule = "sum") -> Predictions:
+    """Vote member predictions of the same images by ``rule``; adds the per-image ``uncertainty``
+    (member disagreement, 0 = unanimous)."""
+    tables = list(members.values())
+    if not tables:
+        raise ValueError("no member predictions to combine")
+    first = tables[0]
+    for name, table in members.items():
+        if table.classes != first.classes or table.image_ids != first.image_ids:
+            raise CheckpointError(f"ensemble member {name!r} predicts other classes or images than the first member")
+    stacked = np.stack([t.probs for t in tables])
+    return Predictions(
+        classes=list(first.classes),
+        image_ids=list(first.image_ids),
+        probs=combine_members(stacked, rule),
+        labels=first.labels,
+        patient_ids=list(first.patient_ids),
+        magnifications=list(first.magnifications),
+        paths=list(first.paths),
+        extra={"uncertainty": member_disagreement(stacked)},
     )

@@ -1,34 +1,34 @@
 """Probabilities -> votes: ensemble rules, majority votes and System B's per-view / per-image tables.
 
-Every rule takes class probabilities (rows sum to 1) as a tensor or array and returns a tensor.
-System A's in-model patch vote and branch fusion live with the model
-(:mod:`histobreast.models.fusion`) and are re-exported here, so the hybrid network and the post-hoc
-stages share one implementation. :func:`view_predictions` and :func:`image_predictions` turn a
+Every rule takes class probabilities (rows sum to 1) as a tensor or array and returns a tensor; the
+rules themselves are :mod:`histobreast.vote_rules` (numpy, shared with the torch-free ONNX runtime).
+System A's in-model patch vote and branch fusion (:mod:`histobreast.models.fusion`) are re-exported
+here. :func:`view_predictions` and :func:`image_predictions` turn a
 :class:`~histobreast.datasets.key_regions.KeyRegionDataset`'s per-sample probabilities into
 patch-level (one row per view) and image-level (six-view majority vote) ``Predictions``.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from torch import Tensor
 
+from histobreast import vote_rules
 from histobreast.models.fusion import (
     DEFAULT_FUSION_WEIGHT,
     DEFAULT_MIN_SPREAD,
     ArrayLike,
     PatchRule,
-    as_float_tensor,
     fuse_branches,
     kept_patches,
-    normalise_rows,
+    on_arrays,
     patch_vote,
 )
 from histobreast.predictions import Predictions
 from histobreast.preprocess.views import view_box_to_raw
+from histobreast.vote_rules import EnsembleRule
 
 if TYPE_CHECKING:
     from histobreast.datasets.key_regions import KeyRegionDataset
@@ -48,54 +48,22 @@ __all__ = [
     "view_predictions",
 ]
 
-EnsembleRule = Literal["sum", "max", "majority"]
-
 
 def majority_vote(probs: ArrayLike) -> Tensor:
-    """Majority vote over voters ``(V, N, C)`` -> labels ``(N,)``.
-
-    Each voter votes for its arg-max class. Ties between the most-voted classes are broken by the
-    larger summed probability over all voters, then by the lower class index.
-    """
-    p = as_float_tensor(probs)
-    if p.ndim != 3:
-        raise ValueError(f"majority_vote expects (voters, samples, classes), got shape {tuple(p.shape)}")
-    counts = torch.nn.functional.one_hot(p.argmax(dim=-1), p.shape[-1]).sum(dim=0)  # (N, C)
-    tied = counts == counts.amax(dim=-1, keepdim=True)
-    summed = p.sum(dim=0).masked_fill(~tied, float("-inf"))
-    return summed.argmax(dim=-1)
+    """Majority vote over voters ``(V, N, C)`` -> labels ``(N,)`` (see :func:`histobreast.vote_rules.majority_vote`:
+    ties go to the larger summed probability, then the lower class index)."""
+    return on_arrays(vote_rules.majority_vote, probs)
 
 
 def combine_members(probs: ArrayLike, rule: EnsembleRule = "sum") -> Tensor:
-    """Ensemble scores ``(N, C)`` from member probabilities ``(M, N, C)``; rows sum to 1.
-
-    ``sum`` (paper A's bagging rule) averages; ``max`` takes the per-class maximum and
-    renormalises; ``majority`` returns vote fractions, with the majority_vote tie rule applied by
-    adding a tie-break smaller than one vote.
-    """
-    p = as_float_tensor(probs)
-    if p.ndim != 3:
-        raise ValueError(f"combine_members expects (members, samples, classes), got shape {tuple(p.shape)}")
-    if rule == "sum":
-        return p.mean(dim=0)
-    if rule == "max":
-        return normalise_rows(p.amax(dim=0))
-    if rule == "majority":
-        n_members, _, n_classes = p.shape
-        votes = torch.nn.functional.one_hot(p.argmax(dim=-1), n_classes).sum(dim=0).to(p.dtype) / n_members
-        winner = majority_vote(p)
-        # Nudge the tie-break winner up by less than one vote so arg-max matches majority_vote.
-        votes = votes + torch.nn.functional.one_hot(winner, n_classes).to(p.dtype) * (0.5 / n_members)
-        return normalise_rows(votes)
-    raise ValueError(f"unknown ensemble rule {rule!r}; use 'sum', 'max' or 'majority'")
+    """Ensemble scores ``(N, C)`` from member probabilities ``(M, N, C)`` by ``rule`` (sum, max or
+    majority; see :func:`histobreast.vote_rules.combine_members`)."""
+    return on_arrays(vote_rules.combine_members, probs, rule=rule)
 
 
 def member_disagreement(probs: ArrayLike) -> Tensor:
-    """Per-sample uncertainty of an ensemble ``(M, N, C)``: the fraction of members whose arg-max
-    differs from the ensemble's majority label (0 = unanimous)."""
-    p = as_float_tensor(probs)
-    winner = majority_vote(p)
-    return (p.argmax(dim=-1) != winner.unsqueeze(0)).to(p.dtype).mean(dim=0)
+    """Per-sample share of ensemble members ``(M, N, C)`` outvoted by the majority (0 = unanimous)."""
+    return on_arrays(vote_rules.member_disagreement, probs)
 
 
 def view_predictions(
@@ -147,13 +115,13 @@ def image_predictions(
     """
     probs = _check_probs(dataset, probs)
     kept = _kept_samples(dataset, max_regions)
-    voters = [torch.from_numpy(probs[s][kept[s]]).unsqueeze(1) for s in dataset.image_slices]  # each (V, 1, C)
+    voters = [probs[s][kept[s]][:, None] for s in dataset.image_slices]  # each (V, 1, C)
     image_probs = (
-        np.stack([combine_members(p, "majority")[0].numpy() for p in voters])
+        np.stack([vote_rules.combine_members(p, "majority")[0] for p in voters])
         if voters
         else np.zeros((0, len(dataset.classes)))
     )
-    disagreement = np.array([float(member_disagreement(p)[0]) for p in voters])
+    disagreement = np.array([float(vote_rules.member_disagreement(p)[0]) for p in voters])
     return Predictions(
         classes=dataset.classes,
         image_ids=[r.image_id for r in dataset.records],

@@ -35,6 +35,7 @@ COMMAND_MODULES: list[str] = [
     "explain",
     "prune",
     "ensemble",
+    "export",
     "baseline",
     "ablate",
     "models",

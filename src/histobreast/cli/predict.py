@@ -14,8 +14,8 @@ from histobreast.errors import ConfigError
 def predict(
     model: Path = typer.Argument(
         ...,
-        help="Model folder (model.json + model.safetensors), or an ensemble folder "
-        "(ensemble.json: its members vote by its rule).",
+        help="Model folder (model.json + model.safetensors), an ensemble folder "
+        "(ensemble.json: its members vote by its rule), or an exported folder (export.json: run by onnxruntime).",
     ),
     inputs: list[Path] = typer.Argument(..., help="Images and/or folders (searched recursively)."),
     out: Path = typer.Option(
@@ -75,7 +75,17 @@ def predict(
     from rich.console import Console
 
     from histobreast.pipelines.predict import check_outputs, predict_images, write_review
+    from histobreast.runtime.folder import is_exported_folder
+    from histobreast.runtime.predict import predict_to_csv
 
+    if is_exported_folder(model):  # an ONNX export: the torch-free runtime applies it
+        if review is not None:
+            raise ConfigError(f"{model}: --review needs the model folder; an exported folder predicts the CSV only")
+        for line in predict_to_csv(
+            model, inputs, out, tta=tta, method=method, microns_per_pixel=microns_per_pixel, batch_size=batch_size
+        ):
+            typer.echo(line)
+        return
     if explain and review is None:
         raise ConfigError("--explain: the maps go on the case review's cards; add --review DIR")
     check_outputs(inputs, out, review)

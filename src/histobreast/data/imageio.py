@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from histobreast.errors import DatasetError, ImageReadError
+from histobreast.errors import ConfigError, DatasetError, ImageReadError
 
 #: File suffixes the readers treat as images (lower case).
 IMAGE_SUFFIXES: frozenset[str] = frozenset({".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp"})
@@ -250,3 +250,23 @@ def readable_size(path: str | Path, skip: SkipReport | None) -> tuple[int, int] 
     except ImageReadError as err:
         raise_or_skip(err, path, skip)
         return None
+
+
+def collect_images(inputs: list[Path]) -> list[Path]:
+    """Image files named directly or found below folders (sorted, each once); anything else is an error."""
+    found: dict[Path, None] = {}
+    for item in inputs:
+        if item.is_dir():
+            images = list_images(item)
+            if not images:
+                raise ConfigError(f"{item}: folder holds no images")
+            found.update(dict.fromkeys(images))
+        elif item.is_file() and is_image_file(item):
+            found[item] = None
+        else:
+            raise ConfigError(f"{item}: not an image file or folder")
+    by_id: dict[str, Path] = {}
+    for path in found:  # rows, the review and evaluation are keyed by file name
+        if by_id.setdefault(path.stem, path) != path:
+            raise ConfigError(f"{path} and {by_id[path.stem]}: two images named {path.stem!r}; predict them apart")
+    return list(found)

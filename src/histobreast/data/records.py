@@ -33,6 +33,10 @@ def scale_problem(microns_per_pixel: float) -> str | None:
     return None
 
 
+# Label of images whose class is unknown (prediction rows get label index -1).
+UNLABELLED = "unlabelled"
+
+
 @dataclass(frozen=True)
 class ImageRecord:
     """One image: where it is, its label, and the patient (or neighbour group) it belongs to.

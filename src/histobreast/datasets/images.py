@@ -34,7 +34,7 @@ from histobreast.data.records import ImageRecord
 from histobreast.datasets.augmenter import Augmenter
 from histobreast.errors import ConfigError, DatasetError
 from histobreast.preprocess.config import AugmentConfig
-from histobreast.preprocess.patches import grid_patches, resize_rgb
+from histobreast.preprocess.patches import grid_patches, hybrid_inputs, rescale_rgb, resize_rgb
 from histobreast.preprocess.stain import StainNormalizer
 from histobreast.preprocess.transforms import to_model_input
 from histobreast.seeding import derive_seed
@@ -176,9 +176,7 @@ class ImageDataset(_RecordDataset[np.ndarray]):
         image = self.read(record)
         if self.microns_per_pixel is None:
             return resize_rgb(image, (self.size, self.size))
-        factor = record.microns_per_pixel / self.microns_per_pixel
-        height, width = image.shape[:2]
-        return resize_rgb(image, (max(1, round(width * factor)), max(1, round(height * factor))))
+        return rescale_rgb(image, record.microns_per_pixel / self.microns_per_pixel)
 
     def _window(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         if self.microns_per_pixel is None or self.crop == "none":
@@ -239,8 +237,7 @@ class HybridDataset(_RecordDataset[tuple[np.ndarray, np.ndarray]]):
         return len(self.records)
 
     def _prepare(self, record: ImageRecord) -> tuple[np.ndarray, np.ndarray]:
-        image = self.read(record)
-        return resize_rgb(image, (self.size, self.size)), grid_patches(image, self.grid, self.patch_size)
+        return hybrid_inputs(self.read(record), self.size, self.grid, self.patch_size)
 
     def __getitem__(self, index: int) -> tuple[dict[str, Tensor], int]:
         if not 0 <= index < len(self):

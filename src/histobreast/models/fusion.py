@@ -1,27 +1,36 @@
-"""System A's in-model vote: the hybrid network's patch vote and branch fusion (paper A, eq. 1).
+"""System A's in-model vote for tensors: the hybrid network's patch vote and branch fusion (paper A, eq. 1).
 
-Pure functions of class probabilities (rows sum to 1), tensor or array in, tensor out. They live
-with the models because :class:`~histobreast.models.hybrid.HybridCNN` calls them in ``predict_proba``;
-:mod:`histobreast.votes` re-exports them beside the post-hoc rules (ensembles, view majority votes).
+The rules themselves are :mod:`histobreast.vote_rules` (numpy, shared with the torch-free ONNX
+runtime); these wrappers take tensors or arrays and return tensors on the input's device, because
+:class:`~histobreast.models.hybrid.HybridCNN` calls them in ``predict_proba``. :mod:`histobreast.votes`
+re-exports them beside the post-hoc rules (ensembles, view majority votes).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from histobreast import vote_rules
+from histobreast.vote_rules import DEFAULT_FUSION_WEIGHT, DEFAULT_MIN_SPREAD, PatchRule
+
 ArrayLike = Tensor | np.ndarray
 
-PatchRule = Literal["mean", "max"]
-
-# Zhu et al.'s released vote.ipynb drops patches whose (max - min) class probability is below 0.3
-# before averaging: such patches are near-uniform and carry no decision.
-DEFAULT_MIN_SPREAD = 0.3
-# Paper A, eq. (1): P = lambda * P_local + (1 - lambda) * P_global with lambda = 0.6.
-DEFAULT_FUSION_WEIGHT = 0.6
+__all__ = [
+    "DEFAULT_FUSION_WEIGHT",
+    "DEFAULT_MIN_SPREAD",
+    "ArrayLike",
+    "PatchRule",
+    "as_float_tensor",
+    "fuse_branches",
+    "kept_patches",
+    "on_arrays",
+    "patch_vote",
+]
 
 
 def as_float_tensor(x: ArrayLike) -> Tensor:
@@ -30,46 +39,27 @@ def as_float_tensor(x: ArrayLike) -> Tensor:
     return t if t.is_floating_point() else t.float()
 
 
-def normalise_rows(scores: Tensor) -> Tensor:
-    """Scale each row of non-negative scores to sum to 1 (all-zero rows stay zero)."""
-    return scores / scores.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(scores.dtype).tiny)
+def on_arrays(vote: Callable[..., np.ndarray], /, *inputs: ArrayLike, **options: Any) -> Tensor:
+    """``vote`` (a :mod:`histobreast.vote_rules` function) applied to tensors: run on their numpy
+    copies, the result back as a tensor on the first input's device (votes carry no gradient)."""
+    tensors = [as_float_tensor(x).detach() for x in inputs]
+    arrays = [(t.float() if t.dtype == torch.bfloat16 else t).cpu().numpy() for t in tensors]
+    return torch.from_numpy(np.ascontiguousarray(vote(*arrays, **options))).to(tensors[0].device)
 
 
 def kept_patches(patch_probs: ArrayLike, min_spread: float | None = DEFAULT_MIN_SPREAD) -> Tensor:
-    """Which patches ``(B, P)`` :func:`patch_vote` counts: those whose max-min probability reaches
-    ``min_spread`` (all of an image's patches when none does; all when the filter is off)."""
-    probs = as_float_tensor(patch_probs)
-    if probs.ndim != 3:
-        raise ValueError(f"patch_vote expects (batch, patches, classes), got shape {tuple(probs.shape)}")
-    if min_spread is None or min_spread <= 0:
-        return torch.ones(probs.shape[:2], dtype=torch.bool, device=probs.device)
-    keep = (probs.amax(dim=-1) - probs.amin(dim=-1)) >= min_spread
-    return torch.where(keep.any(dim=1, keepdim=True), keep, torch.ones_like(keep))
+    """Which patches ``(B, P)`` :func:`patch_vote` counts (see :func:`histobreast.vote_rules.kept_patches`)."""
+    return on_arrays(vote_rules.kept_patches, patch_probs, min_spread=min_spread)
 
 
 def patch_vote(
     patch_probs: ArrayLike, rule: PatchRule = "mean", min_spread: float | None = DEFAULT_MIN_SPREAD
 ) -> Tensor:
-    """Combine per-patch probabilities ``(B, P, C)`` into image probabilities ``(B, C)``.
-
-    Patches whose max-min probability is below ``min_spread`` are ignored (the released code's
-    confidence filter); when every patch of an image is below it, all its patches are used.
-    ``rule="mean"`` averages (method 2/3); ``rule="max"`` takes the per-class maximum over the
-    kept patches and renormalises (the paper's "2(Max)/3(Max)" ablation).
-    """
-    probs = as_float_tensor(patch_probs)
-    keep = kept_patches(probs, min_spread)
-    if rule == "mean":
-        weights = keep.to(probs.dtype).unsqueeze(-1)
-        return (probs * weights).sum(dim=1) / weights.sum(dim=1)
-    if rule == "max":
-        masked = probs.masked_fill(~keep.unsqueeze(-1), float("-inf"))
-        return normalise_rows(masked.amax(dim=1))
-    raise ValueError(f"unknown patch vote rule {rule!r}; use 'mean' or 'max'")
+    """Image probabilities ``(B, C)`` from patch probabilities ``(B, P, C)`` (see
+    :func:`histobreast.vote_rules.patch_vote`: the 0.3 confidence filter, then mean or max)."""
+    return on_arrays(vote_rules.patch_vote, patch_probs, rule=rule, min_spread=min_spread)
 
 
 def fuse_branches(local_probs: ArrayLike, global_probs: ArrayLike, weight: float = DEFAULT_FUSION_WEIGHT) -> Tensor:
     """Hybrid fusion ``P = weight * P_local + (1 - weight) * P_global`` (paper A, eq. 1)."""
-    if not 0.0 <= weight <= 1.0:
-        raise ValueError(f"fusion weight must be in [0, 1], got {weight}")
-    return weight * as_float_tensor(local_probs) + (1.0 - weight) * as_float_tensor(global_probs)
+    return on_arrays(vote_rules.fuse_branches, local_probs, global_probs, weight=weight)

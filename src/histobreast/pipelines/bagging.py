@@ -10,9 +10,9 @@ pipeline can be bagged. An ensemble is a folder holding them and ``ensemble.json
      "rule": "sum" | "max" | "majority", "classes": [...], "created": ..., ...}
 
 At evaluation every member predicts with its own pipeline (its headline method), the member
-probabilities are combined by the rule (:func:`histobreast.votes.combine_members`; the sum rule is
+probabilities are combined by the rule (:func:`histobreast.predictions.combine_predictions`; the sum rule is
 the paper's), and each image's member disagreement (the fraction of members voting against the
-majority, :func:`histobreast.votes.member_disagreement`) is kept as its ``uncertainty``.
+majority, :func:`histobreast.vote_rules.member_disagreement`) is kept as its ``uncertainty``.
 """
 
 from __future__ import annotations
@@ -22,8 +22,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from histobreast.atomic import atomic_write_json
 from histobreast.config import read_json, rebuild_dataclass, save_config
@@ -37,8 +35,8 @@ from histobreast.metrics import evaluate_predictions
 from histobreast.pipelines.config import EnsembleOptions, ExperimentConfig
 from histobreast.pipelines.package import ENSEMBLE_FORMAT, MODEL_JSON, load_model_folder
 from histobreast.pipelines.package import ENSEMBLE_JSON as MANIFEST
-from histobreast.predictions import Predictions
-from histobreast.votes import EnsembleRule, combine_members, member_disagreement
+from histobreast.predictions import Predictions, combine_predictions
+from histobreast.vote_rules import EnsembleRule
 
 ENSEMBLE_VERSION = 1
 TEST_RECORDS = "test_records.csv"
@@ -168,29 +166,6 @@ class EnsemblePredictions:
     ensemble: Predictions
     members: dict[str, Predictions]
     rule: EnsembleRule
-
-
-def combine_predictions(members: Mapping[str, Predictions], rule: EnsembleRule = "sum") -> Predictions:
-    """Vote member predictions of the same images by ``rule``; adds the per-image ``uncertainty``
-    (member disagreement, 0 = unanimous)."""
-    tables = list(members.values())
-    if not tables:
-        raise ValueError("no member predictions to combine")
-    first = tables[0]
-    for name, table in members.items():
-        if table.classes != first.classes or table.image_ids != first.image_ids:
-            raise CheckpointError(f"ensemble member {name!r} predicts other classes or images than the first member")
-    stacked = np.stack([t.probs for t in tables])
-    return Predictions(
-        classes=list(first.classes),
-        image_ids=list(first.image_ids),
-        probs=combine_members(stacked, rule).numpy(),
-        labels=first.labels,
-        patient_ids=list(first.patient_ids),
-        magnifications=list(first.magnifications),
-        paths=list(first.paths),
-        extra={"uncertainty": member_disagreement(stacked).numpy()},
-    )
 
 
 def predict_ensemble(

@@ -32,11 +32,10 @@ from histobreast.pipelines.package import (
     save_model_folder,
 )
 from histobreast.pipelines.registry import Pipeline, register_pipeline
-from histobreast.pipelines.tta import average_over_views
 from histobreast.predictions import Predictions, predictions_from_records
 from histobreast.preprocess.stain import StainNormalizer
 from histobreast.preprocess.stain_target import fit_stain_normalizer
-from histobreast.preprocess.views import view_reader
+from histobreast.preprocess.views import average_over_views, view_reader
 
 METHODS = ("image",)
 

@@ -37,7 +37,7 @@ from histobreast.models.weights import load_weights, save_weights
 from histobreast.pipelines.config import ExperimentConfig, parse_config
 from histobreast.pipelines.registry import exclusive_networks, get_pipeline, pipeline_names
 from histobreast.preprocess.config import PreprocessConfig
-from histobreast.preprocess.stain import NORMALIZERS, StainNormalizer
+from histobreast.preprocess.stain import StainNormalizer, fitted_stain
 
 MODEL_FORMAT = "histobreast-model"
 ENSEMBLE_FORMAT = "histobreast-ensemble"
@@ -205,17 +205,6 @@ def _preprocess_of(info: Mapping[str, Any], cfg: ExperimentConfig, meta: str) ->
     section = to_jsonable(dict(info.get("preprocess") or config_to_dict(cfg.preprocess)))
     section["stain"] = {k: v for k, v in dict(section.get("stain") or {}).items() if k != "fitted"}
     return build_dataclass(PreprocessConfig, section, source=meta, prefix="preprocess")
-
-
-def fitted_stain(info: Mapping[str, Any], source: str = MODEL_JSON) -> StainNormalizer | None:
-    """The stain normaliser stored in a model's ``preprocess.stain.fitted`` (None when off)."""
-    fitted = info.get("preprocess", {}).get("stain", {}).get("fitted")
-    if not fitted:
-        return None
-    method = fitted.get("method")
-    if method not in NORMALIZERS:
-        raise CheckpointError(f"{source}: preprocess.stain.fitted.method {method!r} is unknown")
-    return NORMALIZERS[method].from_dict(fitted, source=f"{source}: preprocess.stain.fitted")
 
 
 def load_model_folder(path: str | Path, device: str = "cpu") -> LoadedModel:

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from histobreast.data.imageio import is_image_file, list_images
-from histobreast.data.records import ImageRecord
+from histobreast.data.imageio import collect_images
+from histobreast.data.records import UNLABELLED, ImageRecord
 from histobreast.errors import ConfigError
 from histobreast.outputs import refuse_output_over_inputs
 from histobreast.pipelines.bagging import is_ensemble_folder, predict_ensemble, read_ensemble_folder
@@ -29,8 +29,6 @@ from histobreast.predictions import Predictions
 from histobreast.preprocess.views import SIX_VIEWS
 from histobreast.report.case_review import MIN_AGREEMENT, MIN_CONFIDENCE, review_run_info, write_case_review
 
-# Label of images whose class is unknown (prediction rows get label index -1).
-UNLABELLED = "unlabelled"
 ENSEMBLE_METHOD = "ensemble"  # an ensemble folder's vote, before its members' rows
 Overlays = Mapping[str, tuple[np.ndarray, str]]  # image id -> (picture, caption) beside its review card
 
@@ -63,26 +61,6 @@ class ImagePredictions:
         """The method as a phrase: ``hybrid, six-view TTA`` / ``ensemble, sum rule``."""
         rule = f", {self.rule} rule" if self.method == ENSEMBLE_METHOD else ""
         return self.method + rule + (", six-view TTA" if self.tta else "")
-
-
-def collect_images(inputs: Sequence[Path]) -> list[Path]:
-    """Image files named directly or found below folders (sorted, each once); anything else is an error."""
-    found: dict[Path, None] = {}
-    for item in inputs:
-        if item.is_dir():
-            images = list_images(item)
-            if not images:
-                raise ConfigError(f"{item}: folder holds no images")
-            found.update(dict.fromkeys(images))
-        elif item.is_file() and is_image_file(item):
-            found[item] = None
-        else:
-            raise ConfigError(f"{item}: not an image file or folder")
-    by_id: dict[str, Path] = {}
-    for path in found:  # rows, the review and evaluation are keyed by file name
-        if by_id.setdefault(path.stem, path) != path:
-            raise ConfigError(f"{path} and {by_id[path.stem]}: two images named {path.stem!r}; predict them apart")
-    return list(found)
 
 
 def _model_info(model: Path) -> dict[str, Any]:

@@ -49,19 +49,18 @@ from histobreast.pipelines.package import (
     save_model_folder,
 )
 from histobreast.pipelines.registry import Pipeline, register_pipeline
-from histobreast.pipelines.tta import average_over_views
 from histobreast.predictions import Predictions, predictions_from_records
 from histobreast.preprocess.stain import StainNormalizer
 from histobreast.preprocess.stain_target import fit_stain_normalizer
-from histobreast.preprocess.views import view_reader
-from histobreast.votes import DEFAULT_FUSION_WEIGHT, DEFAULT_MIN_SPREAD, fuse_branches, patch_vote
+from histobreast.preprocess.views import average_over_views, view_reader
+from histobreast.vote_rules import DEFAULT_FUSION_WEIGHT, DEFAULT_MIN_SPREAD
+from histobreast.vote_rules import SYSTEM_A_METHODS as METHODS
+from histobreast.vote_rules import system_a_methods as method_probabilities
 
 log = logging.getLogger(__name__)
 
 HYBRID_NAME = "hybrid_googlenet_sep"
 BRANCH_NETWORKS = ("googlenet_sep", "googlenet_bn")
-#: Evaluation methods, the headline first: paper A's methods 3, 1, 2, 3 (Max), 2 (Max).
-METHODS = ("hybrid", "global", "local", "hybrid_max", "local_max")
 # Seed keys of the two branches' initial weights (different draws for the two networks).
 _GLOBAL_SEED, _LOCAL_SEED = 1, 2
 # model.kwargs keys that configure the hybrid, not the branch networks.
@@ -195,22 +194,6 @@ def branch_probabilities(
         global_parts.append(out["global"].float().cpu())
         patch_parts.append(out["patches"].float().cpu())
     return torch.cat(global_parts).numpy(), torch.cat(patch_parts).numpy()
-
-
-def method_probabilities(
-    global_probs: np.ndarray, patch_probs: np.ndarray, fusion_weight: float, min_spread: float | None
-) -> dict[str, np.ndarray]:
-    """Every evaluation method's image probabilities from the two branches' outputs (see METHODS)."""
-    local = patch_vote(patch_probs, "mean", min_spread)
-    local_max = patch_vote(patch_probs, "max", min_spread)
-    out = {
-        "hybrid": fuse_branches(local, global_probs, fusion_weight),
-        "global": torch.as_tensor(global_probs),
-        "local": local,
-        "hybrid_max": fuse_branches(local_max, global_probs, fusion_weight),
-        "local_max": local_max,
-    }
-    return {name: out[name].double().numpy() for name in METHODS}
 
 
 def predict_records(

@@ -70,6 +70,20 @@ def grid_patches(image: np.ndarray, grid: tuple[int, int] = (5, 3), patch_size: 
     )
 
 
+def rescale_rgb(image: np.ndarray, factor: float) -> np.ndarray:
+    """``image`` resized by ``factor`` on both sides (at least 1 px): a change of µm/px."""
+    height, width = image.shape[:2]
+    return resize_rgb(image, (max(1, round(width * factor)), max(1, round(height * factor))))
+
+
+def hybrid_inputs(
+    image: np.ndarray, size: int, grid: tuple[int, int] = (5, 3), patch_size: int = 224
+) -> tuple[np.ndarray, np.ndarray]:
+    """System A's hybrid input from one image: the whole image resized to ``size x size`` (global
+    branch) and its :func:`grid_patches` (local branch)."""
+    return resize_rgb(image, (size, size)), grid_patches(image, grid, patch_size)
+
+
 def _check_fits(image: np.ndarray, patch_size: int) -> None:
     height, width = image.shape[:2]
     if patch_size <= 0 or patch_size > min(height, width):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import warnings
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -27,7 +28,7 @@ import numpy as np
 
 from histobreast.atomic import atomic_write_json
 from histobreast.config import read_json
-from histobreast.errors import ConfigError, HistobreastError
+from histobreast.errors import CheckpointError, ConfigError, HistobreastError
 
 # Background is near-white: LAB lightness L* >= 80 (of 100) is not tissue (the 0.8 luminosity
 # threshold of staintools). Used for Reinhard statistics and for both normalisers' tissue check.
@@ -363,3 +364,15 @@ def load_normalizer(path: str | Path) -> StainNormalizer:
     if method not in NORMALIZERS:
         raise ConfigError(f"{path}: 'method' must be one of {', '.join(NORMALIZERS)}, got {method!r}")
     return NORMALIZERS[method].from_dict(data, source=str(path))
+
+
+def fitted_stain(info: Mapping[str, Any], source: str = "model.json") -> StainNormalizer | None:
+    """The stain normaliser a model stored in ``preprocess.stain.fitted`` (None when off); ``info`` is
+    its model.json (``source`` names it in errors)."""
+    fitted = info.get("preprocess", {}).get("stain", {}).get("fitted")
+    if not fitted:
+        return None
+    method = fitted.get("method")
+    if method not in NORMALIZERS:
+        raise CheckpointError(f"{source}: preprocess.stain.fitted.method {method!r} is unknown")
+    return NORMALIZERS[method].from_dict(fitted, source=f"{source}: preprocess.stain.fitted")

@@ -1,9 +1,8 @@
-"""Model inputs from uint8 RGB arrays: ``(..., H, W, 3)`` uint8 -> ``(..., 3, H, W)`` float32 tensors.
+"""Model inputs from uint8 RGB arrays as tensors: ``(..., H, W, 3)`` uint8 -> ``(..., 3, H, W)`` float32.
 
 Images stay numpy ``uint8`` through pre-processing (stain, augmentation, grids, KREM crops) and
-become tensors only here: scaled to [0, 1], then normalised with ImageNet's channel statistics,
-the convention of the torchvision encoders the models build on (and of any ImageNet weights a
-user brings).
+become tensors only here. The arithmetic is :mod:`histobreast.preprocess.model_arrays` (numpy,
+shared with the torch-free ONNX runtime): [0, 1] scaling, then ImageNet's channel statistics.
 """
 
 from __future__ import annotations
@@ -13,30 +12,23 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from histobreast.errors import ConfigError
+from histobreast.preprocess.model_arrays import IMAGENET_MEAN, IMAGENET_STD, model_array, normalize_array, unit_array
 
-# torchvision's ImageNet channel mean and standard deviation (RGB).
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "normalize", "to_model_input", "to_tensor"]
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
     """``(..., H, W, 3)`` uint8 -> ``(..., 3, H, W)`` float32 in [0, 1] (one image or any stack)."""
-    if images.dtype != np.uint8 or images.ndim < 3 or images.shape[-1] != 3:
-        raise ConfigError(f"expected (..., H, W, 3) uint8 RGB, got shape {images.shape} {images.dtype}")
-    return torch.from_numpy(np.ascontiguousarray(images)).movedim(-1, -3).float().div_(255.0)
+    return torch.from_numpy(unit_array(images))
 
 
 def normalize(
     tensor: torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
 ) -> torch.Tensor:
     """Per-channel ``(x - mean) / std`` of a ``(..., 3, H, W)`` tensor (a new tensor)."""
-    shape = (3, 1, 1)
-    return (tensor - torch.tensor(mean, dtype=tensor.dtype).view(shape)) / torch.tensor(std, dtype=tensor.dtype).view(
-        shape
-    )
+    return torch.from_numpy(normalize_array(tensor.detach().cpu().numpy(), mean, std)).to(tensor.device)
 
 
 def to_model_input(images: np.ndarray) -> torch.Tensor:
     """uint8 RGB image(s) -> ImageNet-normalised float32 ``(..., 3, H, W)``: the usual dataset transform."""
-    return normalize(to_tensor(images))
+    return torch.from_numpy(model_array(images))

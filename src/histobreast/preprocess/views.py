@@ -7,7 +7,7 @@ on each view separately, so test-time voting sees six differently placed sliding
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -77,3 +77,11 @@ def view_reader(view: str | None) -> Callable[[ImageRecord], np.ndarray] | None:
     if view is None or view == "raw":
         return None
     return functools.partial(read_view, view=view)
+
+
+def average_over_views(
+    predict: Callable[[str | None], Mapping[str, np.ndarray]], views: Sequence[str] = ()
+) -> dict[str, np.ndarray]:
+    """Test-time augmentation: ``predict(view)`` for every view (or once, raw), probabilities averaged per key."""
+    runs = [predict(view) for view in (list(views) or [None])]
+    return {key: np.mean([run[key] for run in runs], axis=0) for key in runs[0]}

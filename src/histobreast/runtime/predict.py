@@ -1,0 +1,169 @@
+"""Exported folder + records -> the same ``Predictions`` (and predictions.csv) as the PyTorch path, no torch.
+
+:func:`predict_exported` mirrors the pipelines' ``predict_records``: System A's five methods
+(``hybrid`` first, by :func:`histobreast.vote_rules.system_a_methods`), a plain classifier's
+``image``, an ensemble's vote (``ensemble``, with its ``uncertainty`` column) then each member's
+headline. :func:`predict_to_csv` is the ``predict`` command on an exported folder: the same
+scale rule, training-range flags, method choice and CSV as ``histobreast predict``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from histobreast.data.imageio import collect_images
+from histobreast.data.records import UNLABELLED, ImageRecord
+from histobreast.errors import CheckpointError, ConfigError
+from histobreast.outputs import refuse_output_over_inputs
+from histobreast.pipelines.input_range import flag_unlike_training, prediction_scale
+from histobreast.predictions import Predictions, combine_predictions, predictions_from_records
+from histobreast.preprocess.views import average_over_views
+from histobreast.runtime.folder import (
+    EXPORT_JSON,
+    INPUT_NAME,
+    OUTPUT_NAME,
+    ExportedEnsemble,
+    ExportedModel,
+    open_session,
+    read_exported,
+)
+from histobreast.runtime.inputs import hybrid_batches, image_batches
+from histobreast.vote_rules import DEFAULT_FUSION_WEIGHT, DEFAULT_MIN_SPREAD, system_a_methods
+
+
+def model_sessions(model: ExportedModel, threads: int | None = None) -> dict[str, Any]:
+    """One onnxruntime session per network, each checked against the description (class count)."""
+    sessions = {}
+    n_classes = len(model.classes)
+    for name, network in model.networks.items():
+        session = open_session(network.path, threads)
+        width = session.get_outputs()[0].shape[-1]
+        if network.produces == "probabilities" and isinstance(width, int) and width != n_classes:
+            raise CheckpointError(
+                f"{network.path}: outputs {width} class probabilities but {model.path / EXPORT_JSON} "
+                f"lists {n_classes} classes {model.classes}"
+            )
+        sessions[name] = session
+    return sessions
+
+
+def _run(session: Any, array: np.ndarray) -> np.ndarray:
+    return session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(array, dtype=np.float32)})[0]
+
+
+def _system_a(
+    model: ExportedModel, sessions: dict[str, Any], records: Sequence[ImageRecord], view: str | None, batch: int | None
+) -> dict[str, np.ndarray]:
+    kwargs = model.info.get("model_kwargs", {})
+    global_parts, patch_parts = [], []
+    for global_images, patches in hybrid_batches(model, records, view, batch):
+        global_parts.append(_run(sessions["global"], global_images))
+        flat = _run(sessions["local"], patches.reshape(-1, *patches.shape[2:]))
+        patch_parts.append(flat.reshape(*patches.shape[:2], -1))
+    return system_a_methods(
+        np.concatenate(global_parts),
+        np.concatenate(patch_parts),
+        kwargs.get("fusion_weight", DEFAULT_FUSION_WEIGHT),
+        kwargs.get("min_spread", DEFAULT_MIN_SPREAD),
+    )
+
+
+def _plain(
+    model: ExportedModel, sessions: dict[str, Any], records: Sequence[ImageRecord], view: str | None, batch: int | None
+) -> dict[str, np.ndarray]:
+    parts = [_run(sessions["image"], images) for images in image_batches(model, records, view, batch)]
+    return {"image": np.concatenate(parts).astype(np.float64)}
+
+
+_PIPELINES = {"zhu2019": _system_a, "image": _plain}
+
+
+def predict_model(
+    model: ExportedModel,
+    records: Sequence[ImageRecord],
+    *,
+    tta_views: Sequence[str] = (),
+    batch_size: int | None = None,
+    threads: int | None = None,
+) -> dict[str, Predictions]:
+    """One exported model's predictions: one table per method, the headline first."""
+    if model.pipeline not in _PIPELINES:
+        raise CheckpointError(
+            f"{model.path / EXPORT_JSON}: the runtime applies {', '.join(_PIPELINES)} models, not {model.pipeline!r} "
+            "(System B exports and is benchmarked, but its KREM views are not in the runtime yet)"
+        )
+    sessions = model_sessions(model, threads)
+    run = _PIPELINES[model.pipeline]
+    probs = average_over_views(lambda view: run(model, sessions, records, view, batch_size), tta_views)
+    return {name: predictions_from_records(records, p, model.classes) for name, p in probs.items()}
+
+
+def predict_exported(
+    folder: str | Path | ExportedModel | ExportedEnsemble,
+    records: Sequence[ImageRecord],
+    *,
+    tta_views: Sequence[str] = (),
+    batch_size: int | None = None,
+    threads: int | None = None,
+) -> dict[str, Predictions]:
+    """An exported model's methods, or an ensemble's vote followed by each member's headline."""
+    exported = read_exported(folder) if isinstance(folder, (str, Path)) else folder
+    options: dict[str, Any] = {"tta_views": tta_views, "batch_size": batch_size, "threads": threads}
+    if isinstance(exported, ExportedModel):
+        return predict_model(exported, records, **options)
+    members = {name: next(iter(predict_model(m, records, **options).values())) for name, m in exported.members.items()}
+    return {"ensemble": combine_predictions(members, exported.rule), **members}  # type: ignore[arg-type]
+
+
+def headline_info(exported: ExportedModel | ExportedEnsemble) -> dict[str, Any]:
+    """The model.json whose scale and training range apply (an ensemble's members share them)."""
+    return (exported if isinstance(exported, ExportedModel) else next(iter(exported.members.values()))).info
+
+
+def predict_to_csv(
+    folder: Path,
+    inputs: list[Path],
+    out: Path,
+    *,
+    tta: bool = False,
+    method: str | None = None,
+    microns_per_pixel: float | None = None,
+    batch_size: int | None = None,
+    threads: int | None = None,
+) -> list[str]:
+    """``histobreast predict`` on an exported folder: writes ``out`` and returns the lines to print."""
+    from histobreast.preprocess.views import SIX_VIEWS
+
+    refuse_output_over_inputs(out, inputs, "--out", folder=False)
+    if out.is_dir():
+        raise ConfigError(f"--out {out}: is a folder; give the CSV file's name")
+    exported = read_exported(folder)
+    info = headline_info(exported)
+    scale, note = prediction_scale(info, microns_per_pixel, folder)
+    records = [
+        ImageRecord(path=p, label=UNLABELLED, patient_id=p.stem, microns_per_pixel=scale, source="predict")
+        for p in collect_images(inputs)
+    ]
+    unlike = flag_unlike_training(records, info)
+    results = predict_exported(
+        exported, records, tta_views=SIX_VIEWS if tta else (), batch_size=batch_size, threads=threads
+    )
+    chosen = method or next(iter(results))
+    if chosen not in results:
+        raise ConfigError(f"--method: {chosen!r} is not one of this model's methods {list(results)}")
+    pred = results[chosen]
+    pred.extra["outside_training"] = np.array([float(i in unlike) for i in pred.image_ids])
+    pred.to_csv(out)
+    counts = Counter(pred.classes[i] for i in pred.predicted)
+    summary = ", ".join(f"{c} {counts.get(c, 0)}" for c in pred.classes)
+    lines = [note] if note else []
+    lines += [f"outside the training images (flagged): {i}: {'; '.join(r)}" for i, r in sorted(unlike.items())]
+    rule = f", {exported.rule} rule" if isinstance(exported, ExportedEnsemble) and chosen == "ensemble" else ""
+    how = f"{chosen}{rule}{', six-view TTA' if tta else ''}, onnxruntime"
+    lines.append(f"{len(pred)} image{'s' * (len(pred) != 1)} ({how}): {summary} -> {out}")
+    return lines
