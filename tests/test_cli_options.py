@@ -45,6 +45,8 @@ READS_A_DATASET = {
     "ensemble train",
     "ensemble evaluate",
     "baseline spanhol",
+    "pretrain run",
+    "pretrain probe",
 }
 # Commands that work at a physical scale given by the user.
 NEEDS_A_SCALE = {"krem", "predict", "data inspect", "data split"}

@@ -508,3 +508,20 @@ def test_5_prune_takes_its_out_folders_lock(run, tmp_path):
     (out / LOCK_FILE).write_text(json.dumps(holder))  # another prune into the same folder
     refused(["prune", run[3], "--out", out, "--ratio", "0.5", "--iterations", "1"], "in use by another run")
     assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE]
+
+
+def test_5_ensemble_train_takes_its_out_folders_lock(run, tmp_path):
+    from histobreast.data.task_records import experiment_records
+    from histobreast.locking import FolderLockedError
+    from histobreast.pipelines.bagging import train_ensemble
+
+    _, root, _, _ = run
+    cfg = tiny_zhu_config(root)
+    records, classes = experiment_records(cfg.data)
+    out = tmp_path / "ensemble"
+    out.mkdir()
+    holder = {"pid": os.getppid(), "host": socket.gethostname(), "started": "2026-01-01T00:00:00+00:00"}
+    (out / LOCK_FILE).write_text(json.dumps(holder))  # another `ensemble train` into the same folder
+    with pytest.raises(FolderLockedError, match="in use by another run"):
+        train_ensemble(cfg, records, classes, out)
+    assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE]

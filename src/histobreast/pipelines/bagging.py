@@ -31,6 +31,7 @@ from histobreast.data.splits import Split, write_splits_csv
 from histobreast.data.task_records import dataset_kind
 from histobreast.engine.inference import check_batch_size
 from histobreast.errors import CheckpointError, ConfigError
+from histobreast.locking import folder_lock
 from histobreast.metrics import evaluate_predictions
 from histobreast.pipelines.config import EnsembleOptions, ExperimentConfig
 from histobreast.pipelines.package import ENSEMBLE_FORMAT, MODEL_JSON, load_model_folder
@@ -214,39 +215,39 @@ def train_ensemble(
 
     options = options or ensemble_options(cfg)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out_dir / "config.yaml")
-    splits = bag_training_set(cfg, train_records, options)
-    write_splits_csv(splits, out_dir / "bagging_splits.csv")
-    if test_records:
-        write_records_csv(test_records, out_dir / TEST_RECORDS)
-    pipeline = get_pipeline(cfg.pipeline)
-    members = []
-    for number, split in enumerate(splits, start=1):
-        member_dir = out_dir / f"member{number}"
-        member_train, member_val = split.select(train_records, "train"), split.select(train_records, "val")
-        folder = pipeline.train_fold(cfg, member_train, member_val, classes, member_dir, resume=resume)
-        if options.prune_ratio > 0 and resume and (member_dir / "pruned" / MODEL_JSON).is_file():
-            folder = member_dir / "pruned"  # pruned before the interruption
-        elif options.prune_ratio > 0:
-            from histobreast.pipelines.pruning import prune_model_folder, prune_options
+    with folder_lock(out_dir):  # one writer: a second `ensemble train` into this folder is refused, naming the holder
+        save_config(cfg, out_dir / "config.yaml")
+        splits = bag_training_set(cfg, train_records, options)
+        write_splits_csv(splits, out_dir / "bagging_splits.csv")
+        if test_records:
+            write_records_csv(test_records, out_dir / TEST_RECORDS)
+        pipeline = get_pipeline(cfg.pipeline)
+        members = []
+        for number, split in enumerate(splits, start=1):
+            member_dir = out_dir / f"member{number}"
+            member_train, member_val = split.select(train_records, "train"), split.select(train_records, "val")
+            folder = pipeline.train_fold(cfg, member_train, member_val, classes, member_dir, resume=resume)
+            if options.prune_ratio > 0 and resume and (member_dir / "pruned" / MODEL_JSON).is_file():
+                folder = member_dir / "pruned"  # pruned before the interruption
+            elif options.prune_ratio > 0:
+                from histobreast.pipelines.pruning import prune_model_folder, prune_options
 
-            prune = prune_options(cfg, ratio=options.prune_ratio, loops=options.prune_loops)
-            folder = prune_model_folder(
-                folder, member_dir / "pruned", member_train, member_val, options=prune, resume=resume
-            )
-        members.append(folder)
-    extra = {
-        "pipeline": cfg.pipeline,
-        "config": cfg.name,
-        "bagging": {
-            "members": options.members,
-            "contiguous": _contiguous(cfg, options),
-            "prune_ratio": options.prune_ratio,
-            "prune_loops": options.prune_loops,
-        },
-    }
-    return save_ensemble_folder(out_dir, members, options.rule, classes=classes, extra=extra)
+                prune = prune_options(cfg, ratio=options.prune_ratio, loops=options.prune_loops)
+                folder = prune_model_folder(
+                    folder, member_dir / "pruned", member_train, member_val, options=prune, resume=resume
+                )
+            members.append(folder)
+        extra = {
+            "pipeline": cfg.pipeline,
+            "config": cfg.name,
+            "bagging": {
+                "members": options.members,
+                "contiguous": _contiguous(cfg, options),
+                "prune_ratio": options.prune_ratio,
+                "prune_loops": options.prune_loops,
+            },
+        }
+        return save_ensemble_folder(out_dir, members, options.rule, classes=classes, extra=extra)
 
 
 def held_out_records(path: str | Path) -> list[ImageRecord]:

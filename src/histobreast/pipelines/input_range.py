@@ -17,7 +17,6 @@ import numpy as np
 from histobreast.data.imageio import image_size, read_rgb
 from histobreast.data.records import ImageRecord, scale_problem
 from histobreast.errors import ConfigError
-from histobreast.pipelines.registry import get_pipeline
 
 #: An input may be this many times smaller or larger than the training range before it is flagged.
 TOLERANCE = 2.0
@@ -86,21 +85,25 @@ def flag_unlike_training(records: Sequence[ImageRecord], info: Mapping[str, Any]
     return {image_id: reasons for image_id, reasons in flagged.items() if reasons}
 
 
-def prediction_scale(info: Mapping[str, Any], microns_per_pixel: float | None, model: object) -> tuple[float, str]:
+def prediction_scale(
+    info: Mapping[str, Any], microns_per_pixel: float | None, model: object, *, physical_pipeline: bool | None = None
+) -> tuple[float, str]:
     """``(µm/px of the new images, a note for the user or "")`` from ``--mpp`` and model.json.
 
     An explicit scale must be plausible (see :func:`~histobreast.data.records.scale_problem`); none
     means the training images' scale. A model that resizes whole images does not use the scale
-    (only its training-range check does), and the note says so.
+    (only its training-range check does), and the note says so. ``physical_pipeline`` says whether
+    the model's pipeline works in µm (None: ask the pipeline registry, which imports torch).
     """
     if microns_per_pixel is not None:
         problem = scale_problem(microns_per_pixel)
         if problem:
             raise ConfigError(f"--mpp: {problem}")
-    physical = (
-        get_pipeline(info["pipeline"]).physical_scale
-        or info["config"].get("preprocess", {}).get("microns_per_pixel") is not None
-    )
+    if physical_pipeline is None:
+        from histobreast.pipelines.registry import get_pipeline
+
+        physical_pipeline = get_pipeline(info["pipeline"]).physical_scale
+    physical = physical_pipeline or info["config"].get("preprocess", {}).get("microns_per_pixel") is not None
     scale = info.get("microns_per_pixel") if microns_per_pixel is None else microns_per_pixel
     if scale is None:
         if physical:  # KREM is physical

@@ -144,7 +144,8 @@ def predict_to_csv(
         raise ConfigError(f"--out {out}: is a folder; give the CSV file's name")
     exported = read_exported(folder)
     info = headline_info(exported)
-    scale, note = prediction_scale(info, microns_per_pixel, folder)
+    # the runtime's pipelines (PIPELINE_NETWORKS) resize whole images or grids; the registry would load torch
+    scale, note = prediction_scale(info, microns_per_pixel, folder, physical_pipeline=False)
     records = [
         ImageRecord(path=p, label=UNLABELLED, patient_id=p.stem, microns_per_pixel=scale, source="predict")
         for p in collect_images(inputs)
