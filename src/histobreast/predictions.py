@@ -17,7 +17,7 @@ import numpy as np
 
 from histobreast.atomic import atomic_path
 from histobreast.data.records import ImageRecord
-from histobreast.errors import CheckpointError, DatasetError
+from histobreast.errors import CheckpointError, ConfigError, DatasetError
 from histobreast.textfiles import read_user_text
 from histobreast.vote_rules import EnsembleRule, combine_members, member_disagreement
 
@@ -223,3 +223,16 @@ def combine_predictions(members: Mapping[str, Predictions], rule: EnsembleRule =
         paths=list(first.paths),
         extra={"uncertainty": member_disagreement(stacked)},
     )
+
+
+def choose_method(
+    methods: Mapping[str, Predictions], method: str | None, outside_training: Mapping[str, object]
+) -> tuple[str, Predictions]:
+    """``(name, table)`` of the method ``--method`` names (None: the headline, the first), the table
+    given an ``outside_training`` column: 1 for the images named in ``outside_training``."""
+    chosen = method or next(iter(methods))
+    if chosen not in methods:
+        raise ConfigError(f"--method: {chosen!r} is not one of this model's methods {list(methods)}")
+    pred = methods[chosen]
+    pred.extra["outside_training"] = np.array([float(i in outside_training) for i in pred.image_ids])
+    return chosen, pred

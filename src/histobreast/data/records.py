@@ -71,6 +71,14 @@ class ImageRecord:
         return self.path.stem
 
 
+def unlabelled(paths: Iterable[Path], microns_per_pixel: float, source: str = "predict") -> list[ImageRecord]:
+    """Records of images to predict: no label, each its own patient, all at ``microns_per_pixel``."""
+    return [
+        ImageRecord(path=p, label=UNLABELLED, patient_id=p.stem, microns_per_pixel=microns_per_pixel, source=source)
+        for p in paths
+    ]
+
+
 _FIELDS = [f.name for f in dataclasses.fields(ImageRecord) if f.name != "extra"]
 
 

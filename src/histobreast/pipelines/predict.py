@@ -18,14 +18,14 @@ from typing import Any
 import numpy as np
 
 from histobreast.data.imageio import collect_images
-from histobreast.data.records import UNLABELLED, ImageRecord
+from histobreast.data.records import ImageRecord, unlabelled
 from histobreast.errors import ConfigError
 from histobreast.outputs import refuse_output_over_inputs
 from histobreast.pipelines.bagging import is_ensemble_folder, predict_ensemble, read_ensemble_folder
 from histobreast.pipelines.input_range import flag_unlike_training, prediction_scale
 from histobreast.pipelines.package import LoadedModel, load_model_folder, read_model_info
 from histobreast.pipelines.registry import get_pipeline
-from histobreast.predictions import Predictions
+from histobreast.predictions import Predictions, choose_method
 from histobreast.preprocess.views import SIX_VIEWS
 from histobreast.report.case_review import MIN_AGREEMENT, MIN_CONFIDENCE, review_run_info, write_case_review
 
@@ -69,18 +69,11 @@ def _model_info(model: Path) -> dict[str, Any]:
     return read_model_info(ensemble.members[0] if ensemble else model)
 
 
-def _unlabelled(paths: Sequence[Path], scale: float) -> list[ImageRecord]:
-    return [
-        ImageRecord(path=p, label=UNLABELLED, patient_id=p.stem, microns_per_pixel=scale, source="predict")
-        for p in paths
-    ]
-
-
 def unlabelled_records(model: Path, inputs: Sequence[Path], microns_per_pixel: float | None) -> list[ImageRecord]:
     """The images named or found under ``inputs`` as unlabelled records at the scale ``model`` (a model or
     ensemble folder) expects: ``microns_per_pixel``, else the training images'."""
     scale, _ = prediction_scale(_model_info(model), microns_per_pixel, model)
-    return _unlabelled(collect_images(inputs), scale)
+    return unlabelled(collect_images(inputs), scale)
 
 
 def predict_folder(
@@ -133,11 +126,7 @@ def predict_records(
     methods, rule = predict_folder(
         model, records, tta_views=SIX_VIEWS if tta else (), batch_size=batch_size, device=device
     )
-    chosen = method or next(iter(methods))
-    if chosen not in methods:
-        raise ConfigError(f"--method: {chosen!r} is not one of this model's methods {list(methods)}")
-    pred = methods[chosen]
-    pred.extra["outside_training"] = np.array([float(i in unlike) for i in pred.image_ids])
+    chosen, _ = choose_method(methods, method, unlike)
     return ImagePredictions(model, [str(s) for s in sources], list(records), methods, chosen, rule, tta, unlike)
 
 
@@ -152,7 +141,7 @@ def predict_images(
     ``microns_per_pixel`` (default: the training images' scale); ``options`` as there."""
     model, paths = Path(model), [Path(p) for p in inputs]
     scale, note = prediction_scale(_model_info(model), microns_per_pixel, model)
-    result = predict_records(model, _unlabelled(collect_images(paths), scale), sources=paths, **options)
+    result = predict_records(model, unlabelled(collect_images(paths), scale), sources=paths, **options)
     result.scale_note = note
     return result
 

@@ -17,11 +17,11 @@ from typing import Any
 import numpy as np
 
 from histobreast.data.imageio import collect_images
-from histobreast.data.records import UNLABELLED, ImageRecord
+from histobreast.data.records import ImageRecord, unlabelled
 from histobreast.errors import CheckpointError, ConfigError
 from histobreast.outputs import refuse_output_over_inputs
 from histobreast.pipelines.input_range import flag_unlike_training, prediction_scale
-from histobreast.predictions import Predictions, combine_predictions, predictions_from_records
+from histobreast.predictions import Predictions, choose_method, combine_predictions, predictions_from_records
 from histobreast.preprocess.views import average_over_views
 from histobreast.runtime.folder import (
     EXPORT_JSON,
@@ -146,19 +146,12 @@ def predict_to_csv(
     info = headline_info(exported)
     # the runtime's pipelines (PIPELINE_NETWORKS) resize whole images or grids; the registry would load torch
     scale, note = prediction_scale(info, microns_per_pixel, folder, physical_pipeline=False)
-    records = [
-        ImageRecord(path=p, label=UNLABELLED, patient_id=p.stem, microns_per_pixel=scale, source="predict")
-        for p in collect_images(inputs)
-    ]
+    records = unlabelled(collect_images(inputs), scale)
     unlike = flag_unlike_training(records, info)
     results = predict_exported(
         exported, records, tta_views=SIX_VIEWS if tta else (), batch_size=batch_size, threads=threads
     )
-    chosen = method or next(iter(results))
-    if chosen not in results:
-        raise ConfigError(f"--method: {chosen!r} is not one of this model's methods {list(results)}")
-    pred = results[chosen]
-    pred.extra["outside_training"] = np.array([float(i in unlike) for i in pred.image_ids])
+    chosen, pred = choose_method(results, method, unlike)
     pred.to_csv(out)
     counts = Counter(pred.classes[i] for i in pred.predicted)
     summary = ", ".join(f"{c} {counts.get(c, 0)}" for c in pred.classes)
