@@ -115,10 +115,9 @@ def explain_ensemble(
             combined = np.mean([maps[n] for n in voters or list(maps)], axis=0)
         first = next(iter(members.values()))[i]
         out.append(
-            Explanation(
-                image_id=record.image_id,
-                path=str(record.path),
-                classes=list(voted.ensemble.classes),
+            Explanation.of_record(
+                record,
+                classes=voted.ensemble.classes,
                 probs=voted.ensemble.probs[i],
                 target=chosen[i],
                 method=method,

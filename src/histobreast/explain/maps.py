@@ -7,10 +7,14 @@ float32 in [0, 1] with 1 the map's strongest evidence for the class explained.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import cv2
 import numpy as np
+
+from histobreast.data.records import ImageRecord
 
 Box = tuple[int, int, int, int]  # (x, y, w, h) in the image's pixels
 
@@ -33,6 +37,32 @@ class Explanation:
     image_size: tuple[int, int]  # (width, height) of the image
     maps: dict[str, np.ndarray]  # name -> (h, w) at map_size(image_size), headline first
     boxes: dict[str, list[tuple[Box, str]]] = field(default_factory=dict)  # map name -> (box, DROPPED | CROP)
+
+    @classmethod
+    def of_record(
+        cls,
+        record: ImageRecord,
+        *,
+        classes: Sequence[str],
+        probs: Any,
+        target: int,
+        method: str,
+        image_size: tuple[int, int],
+        maps: dict[str, np.ndarray],
+        boxes: dict[str, list[tuple[Box, str]]] | None = None,
+    ) -> Explanation:
+        """The explanation of ``record``'s image (its id and path); ``probs`` any (C,) array or CPU tensor."""
+        return cls(
+            record.image_id,
+            str(record.path),
+            list(classes),
+            np.asarray(probs, dtype=np.float64),
+            target,
+            method,
+            image_size,
+            maps,
+            boxes or {},
+        )
 
     @property
     def headline(self) -> str:

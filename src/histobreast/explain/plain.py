@@ -41,11 +41,10 @@ def explain_classifier(
         size = image_size(record.path)
         values = network_maps(model, inputs, [target], method, str(loaded.path))[0]
         out.append(
-            Explanation(
-                image_id=record.image_id,
-                path=str(record.path),
-                classes=list(loaded.classes),
-                probs=probs.double().numpy(),
+            Explanation.of_record(
+                record,
+                classes=loaded.classes,
+                probs=probs,
                 target=target,
                 method=method,
                 image_size=size,

@@ -54,11 +54,10 @@ def explain_spanhol_member(
         averaged = np.divide(total, count, out=np.zeros_like(total), where=count > 0)
         raw_size = image_size(record.path)
         out.append(
-            Explanation(
-                image_id=record.image_id,
-                path=str(record.path),
-                classes=list(loaded.classes),
-                probs=probs.double().numpy(),
+            Explanation.of_record(
+                record,
+                classes=loaded.classes,
+                probs=probs,
                 target=target,
                 method=method,
                 image_size=raw_size,

@@ -75,11 +75,10 @@ def explain_hybrid(
         fused = weight * local_map + (1.0 - weight) * float(global_probs[0, target]) * global_map
         dropped = [(box, DROPPED) for box, kept in zip(boxes, keep) if not kept]
         out.append(
-            Explanation(
-                image_id=record.image_id,
-                path=str(record.path),
-                classes=list(loaded.classes),
-                probs=probs.double().numpy(),
+            Explanation.of_record(
+                record,
+                classes=loaded.classes,
+                probs=probs,
                 target=target,
                 method=method,
                 image_size=size,

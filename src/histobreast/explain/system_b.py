@@ -88,11 +88,10 @@ def explain_msmv(
         }
         every_crop = [box for name in placed_maps for box in boxes[name]]
         out.append(
-            Explanation(
-                image_id=record.image_id,
-                path=str(record.path),
-                classes=list(loaded.classes),
-                probs=image_probs.double().numpy(),
+            Explanation.of_record(
+                record,
+                classes=loaded.classes,
+                probs=image_probs,
                 target=target,
                 method=method,
                 image_size=size,
