@@ -3,6 +3,12 @@
 ``derive_seed(seed, epoch, index)`` hashes a tuple of integers into an independent 63-bit seed, so
 that data order and per-sample augmentation are pure functions of ``(seed, epoch, index)``; the
 capture/restore pair moves the python, numpy and torch generators in and out of checkpoints.
+
+It is the one derivation: every random stream of a run is the config's ``seed`` itself (a training
+run's data order) or ``derive_seed(seed, *keys)`` -- a network's initial weights (``network_seed``:
+its index, or no key for System B's shared encoders), a fold's validation hold-out (the fold number),
+System B's per-scale encoder pre-training (the scale's index), DNS and the pruning retrain loops,
+per-sample augmentation and crops. No seed is made by arithmetic on another (``tests/test_seeding.py``).
 torch is imported where it is used: the CLI checks ``--seed`` with :func:`seed_problem` before any
 command imports torch.
 """

@@ -21,6 +21,7 @@ from histobreast.data.records import ImageRecord
 from histobreast.data.splits import Split, bagging_splits, contiguous_folds, fold_name, patient_split, read_splits_csv
 from histobreast.data.task_records import dataset_kind, experiment_records
 from histobreast.errors import ConfigError, DatasetError
+from histobreast.seeding import derive_seed
 
 # data.split values: the protocol of each dataset kind under "official".
 PROTOCOL_SCHEMES = ("official", "contiguous", "patient")
@@ -126,7 +127,7 @@ def validation_split(
     split = patient_split(
         train_records,
         {"train": 1.0 - fraction, "val": fraction},
-        seed=seed * 1000 + fold,
+        seed=derive_seed(seed, fold),
         name=f"{fold_name(fold)}-validation",
     )
     return split.select(train_records, "train"), split.select(train_records, "val")

@@ -13,7 +13,7 @@ from histobreast.config import build_dataclass, config_to_dict
 from histobreast.engine.config import TrainConfig
 from histobreast.models.msmv import MSMVPFENet, ScaleClassifier
 from histobreast.pipelines.config import ExperimentConfig
-from histobreast.pipelines.network import train_network
+from histobreast.pipelines.network import network_seed, train_network
 
 
 def encoder_pretraining_config(cfg: ExperimentConfig) -> TrainConfig | None:
@@ -52,7 +52,7 @@ def pretrain_encoders(
     Without ImageNet weights, this stands in for the paper's pre-trained start: encoder ``i`` plus
     a linear head learns the fold's classes from the ``i``-th crop of every training sample (run
     folder ``run_dir/level<L>``); the heads are then dropped. Each scale's run is seeded
-    ``cfg.seed + i`` and resumable.
+    ``network_seed(cfg.seed, i)`` and resumable.
     """
     settings = encoder_pretraining_config(cfg)
     if settings is None:
@@ -68,7 +68,7 @@ def pretrain_encoders(
             classes,
             resume=resume,
             settings=settings,
-            seed=cfg.seed + index,  # the seeds of the recorded System B runs
+            seed=network_seed(cfg.seed, index),
             metadata={"stage": "encoder_pretraining", "level": level},
         )
         classifier.cpu()  # the Trainer moved this encoder to its device; the rest of the model is on the CPU

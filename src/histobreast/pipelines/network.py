@@ -27,9 +27,9 @@ from histobreast.seeding import derive_seed, seed_everything
 
 def network_seed(seed: int, key: int | None = None) -> int:
     """The seed of a network's initial weights: ``derive_seed(seed, key)`` for the ``key``-th of several
-    networks, or ``seed`` itself (``key`` None: System B, whose folds all start from the same encoders,
-    so that frozen encoders' cached features are shared)."""
-    return seed if key is None else derive_seed(seed, key)
+    networks, ``derive_seed(seed)`` for ``key`` None (System B, whose folds all start from the same
+    encoders, so that frozen encoders' cached features are shared)."""
+    return derive_seed(seed) if key is None else derive_seed(seed, key)
 
 
 def eval_batch_size(cfg: ExperimentConfig) -> int:

@@ -39,6 +39,7 @@ from histobreast.data.splits import fold_name, fold_number, patient_split
 from histobreast.data.synthetic.render import render_he
 from histobreast.data.synthetic.tissue import Style
 from histobreast.errors import DatasetError
+from histobreast.seeding import derive_seed
 
 Progress = Callable[[int, int], None]  # (images done, images in total)
 
@@ -186,7 +187,9 @@ def synth_breakhis(
             write_dsfold(split.restrict(written), out_dir / "mkfold" / f"dsfold{fold}.txt", fold)
     else:
         for fold in range(1, folds + 1):
-            split = patient_split(records, {"train": 0.7, "test": 0.3}, seed=seed * 1000 + fold, name=fold_name(fold))
+            split = patient_split(
+                records, {"train": 0.7, "test": 0.3}, seed=derive_seed(seed, fold), name=fold_name(fold)
+            )
             write_dsfold(split, out_dir / "mkfold" / f"dsfold{fold}.txt", fold)
     return records
 
