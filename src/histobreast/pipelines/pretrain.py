@@ -125,6 +125,9 @@ def run_pretrain(cfg: PretrainRunConfig, out_dir: str | Path, *, resume: bool = 
         tile_size=ssl.tile_size,
         tiles_per_image=ssl.tiles_per_image,
         augment=ssl.augment,
+        local_views=ssl.local_views,
+        local_size=ssl.local_size,
+        local_crop_scale=ssl.local_crop_scale,
         seed=cfg.seed,
     )
     seed_everything(cfg.seed)  # the initial weights: a run is repeatable, a resumed one continues the same run
@@ -135,6 +138,8 @@ def run_pretrain(cfg: PretrainRunConfig, out_dir: str | Path, *, resume: bool = 
         hidden_dim=ssl.hidden_dim,
         output_dim=ssl.output_dim,
         momentum=ssl.momentum,
+        temperature=ssl.temperature,
+        teacher_temperature=ssl.teacher_temperature,
     )
     total = _total_steps(cfg, len(dataset))
     log.info(
@@ -151,7 +156,7 @@ def run_pretrain(cfg: PretrainRunConfig, out_dir: str | Path, *, resume: bool = 
         cfg.train,
         seed=cfg.seed,
         run_dir=out / RUN_DIR,
-        loss_fn=SSLLoss(ssl.method, ssl.temperature),
+        loss_fn=SSLLoss(ssl.method, ssl.temperature, dino=getattr(model, "dino_loss", None)),
         callbacks=[lambda t: model.momentum_update(t.state.step, total)],
         experiment=cfg,
         metadata={"stage": "pretrain", "method": ssl.method, "encoder": ssl.encoder},
