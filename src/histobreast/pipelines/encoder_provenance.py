@@ -1,12 +1,15 @@
 """Which images a pre-trained encoder saw, and the refusal of one that saw a test image.
 
 ``histobreast pretrain`` writes ``pretrain.json`` beside its ``encoder.safetensors``: the config,
-the method, and every image the encoder was trained on (id, path, SHA-256 of the file). An
-experiment whose ``model.kwargs.encoder_weights`` (or ``model.weights``) names such a file checks,
-fold by fold, that none of the fold's test images is among them (by content hash, so a copy under
-another name is caught too), refuses the fold otherwise, and records the encoder's images in the
-fold folder. A weights file without ``pretrain.json`` (e.g. converted ImageNet weights) saw no
-images of ours; it is recorded as such.
+the method, and every image the encoder was trained on (id, path, SHA-256 of the file; for a
+slide's tile, the slide and the tile's box). Every path that trains networks from
+``model.kwargs.encoder_weights`` (or ``model.weights``) on a fold — experiments and so the
+ablation's rows, bagging (``ensemble train``), the compression study (``prune study``) — gets its
+config from :func:`checked_fold_config`: it checks that none of the fold's test images is among
+them (by content hash, so a copy under another name is caught too; a test image cut from a slide
+the encoder saw is caught by the slide), refuses the fold otherwise, and records the encoder's
+images in the fold's folder. A weights file without ``pretrain.json`` (e.g. converted ImageNet
+weights) saw no images of ours; it is recorded as such.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Any
 from histobreast.atomic import atomic_write_json
 from histobreast.config import read_json
 from histobreast.data.records import ImageRecord
-from histobreast.errors import CheckpointError, SplitLeakageError
+from histobreast.errors import CheckpointError, ConfigError, SplitLeakageError
 from histobreast.preprocess.cache import file_fingerprint
 
 PRETRAIN_JSON = "pretrain.json"
@@ -75,7 +78,27 @@ def start_weights(model: Any) -> list[str]:
     return [str(p) for p in paths if p]
 
 
-def check_encoder_unseen(model: Any, test_records: Sequence[ImageRecord], fold: int, fold_dir: Path | None) -> None:
+def checked_fold_config(
+    cfg: Any, fold: int | None, test_records: Sequence[ImageRecord], record_dir: Path | None
+) -> Any:
+    """The config a fold's networks are built from: ``{fold}`` resolved, start weights checked.
+
+    ``cfg`` is an ``ExperimentConfig``; ``fold`` the fold number (None outside cross-validation,
+    where a ``{fold}`` path is an error); ``test_records`` the images the fold is tested on. Raises
+    :class:`SplitLeakageError` for start weights pre-trained on one of them, and writes
+    ``record_dir/encoder_provenance.json`` (``record_dir`` None: nothing written, e.g. a DDP worker).
+    """
+    path = cfg.model.kwargs.get("encoder_weights")
+    if fold is None and isinstance(path, str) and FOLD_FIELD in path:
+        raise ConfigError(f"model.kwargs.encoder_weights: {path} names {FOLD_FIELD}, but no fold is chosen (--fold)")
+    fold_cfg = fold_start_weights(cfg, fold)
+    check_encoder_unseen(fold_cfg.model, test_records, fold, record_dir)
+    return fold_cfg
+
+
+def check_encoder_unseen(
+    model: Any, test_records: Sequence[ImageRecord], fold: int | None, fold_dir: Path | None
+) -> None:
     """Refuse a fold whose start weights were pre-trained on one of its test images; record what they saw.
 
     ``model`` is the experiment's ``model`` section. Raises :class:`SplitLeakageError` naming the
@@ -91,10 +114,14 @@ def check_encoder_unseen(model: Any, test_records: Sequence[ImageRecord], fold: 
         seen_paths = {str(Path(entry.get("path", "")).resolve()) for entry in seen.values()}
         for record in test_records:
             if str(record.path.resolve()) in seen_paths or file_fingerprint(record.path) in seen:
+                where = (
+                    f" of fold {fold}; pre-train on that fold's training images (data.fold={fold})"
+                    if fold
+                    else ("; pre-train on the training images")
+                )
                 raise SplitLeakageError(
-                    f"{weights}: the encoder was pre-trained on {record.path} ({record.image_id}), a test image "
-                    f"of fold {fold}; pre-train on that fold's training images (data.fold={fold}) or a pool "
-                    "disjoint from every test fold"
+                    f"{weights}: the encoder was pre-trained on {record.path} ({record.image_id}), a test image"
+                    f"{where} or a pool disjoint from every test fold"
                 )
         ids = [entry.get("id") for entry in info["images"]]
         seen_records.append(
