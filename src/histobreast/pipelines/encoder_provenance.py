@@ -33,9 +33,21 @@ FORMAT = "histobreast-pretrain"
 FORMAT_VERSION = 1
 
 
-def image_entries(records: Iterable[ImageRecord]) -> list[dict[str, str]]:
-    """``{"id", "path", "sha256"}`` of every record: what ``pretrain.json`` lists as seen."""
-    return [{"id": r.image_id, "path": str(r.path), "sha256": file_fingerprint(r.path)} for r in records]
+def image_entries(records: Iterable[ImageRecord]) -> list[dict[str, Any]]:
+    """``{"id", "path", "sha256"}`` of every record: what ``pretrain.json`` lists as seen.
+
+    A slide's tile (a record with ``extra["box"]``) is ``{"id": "<slide>@x,y", "path", "sha256"}``
+    of the slide file, plus ``"slide"`` (its stem) and ``"box"`` (level-0 ``[x, y, w, h]``).
+    """
+    entries: list[dict[str, Any]] = []
+    for r in records:
+        entry: dict[str, Any] = {"id": r.image_id, "path": str(r.path), "sha256": file_fingerprint(r.path)}
+        box = r.extra.get("box")
+        if box is not None:
+            coords = [int(v) for v in box.split(",")]
+            entry.update(id=f"{r.path.stem}@{coords[0]},{coords[1]}", slide=r.path.stem, box=coords)
+        entries.append(entry)
+    return entries
 
 
 def read_provenance(weights: str | Path) -> dict[str, Any] | None:
@@ -110,22 +122,34 @@ def check_encoder_unseen(
         if info is None:
             seen_records.append({"weights": weights, "pretrain_json": None, "images": []})
             continue
-        seen = {entry.get("sha256"): entry for entry in info["images"] if isinstance(entry, Mapping)}
-        seen_paths = {str(Path(entry.get("path", "")).resolve()) for entry in seen.values()}
-        for record in test_records:
-            if str(record.path.resolve()) in seen_paths or file_fingerprint(record.path) in seen:
-                where = (
-                    f" of fold {fold}; pre-train on that fold's training images (data.fold={fold})"
-                    if fold
-                    else ("; pre-train on the training images")
-                )
-                raise SplitLeakageError(
-                    f"{weights}: the encoder was pre-trained on {record.path} ({record.image_id}), a test image"
-                    f"{where} or a pool disjoint from every test fold"
-                )
+        reason = _first_seen(info["images"], test_records)
+        if reason is not None:
+            where = (
+                f" of fold {fold}; pre-train on that fold's training images (data.fold={fold})"
+                if fold
+                else ("; pre-train on the training images")
+            )
+            raise SplitLeakageError(
+                f"{weights}: the encoder was pre-trained on {reason}, a test image{where} or a pool disjoint "
+                "from every test fold"
+            )
         ids = [entry.get("id") for entry in info["images"]]
         seen_records.append(
             {"weights": weights, "pretrain_json": str(Path(weights).parent / PRETRAIN_JSON), "images": ids}
         )
     if seen_records and fold_dir is not None:
         atomic_write_json(Path(fold_dir) / FOLD_RECORD, {"fold": fold, "start_weights": seen_records})
+
+
+def _first_seen(entries: Sequence[Any], test_records: Sequence[ImageRecord]) -> str | None:
+    """What the encoder saw of the first test record it saw (its file, or its slide), or None."""
+    seen = {entry.get("sha256"): entry for entry in entries if isinstance(entry, Mapping)}
+    seen_paths = {str(Path(entry.get("path", "")).resolve()) for entry in seen.values()}
+    # slide sample's crops have their slide as patient: a test crop of a seen slide is refused by that
+    slides = {entry["slide"] for entry in entries if isinstance(entry, Mapping) and entry.get("slide")}
+    for record in test_records:
+        if str(record.path.resolve()) in seen_paths or file_fingerprint(record.path) in seen:
+            return f"{record.path} ({record.image_id})"
+        if record.patient_id in slides:
+            return f"tiles of slide {record.patient_id}, the patient of {record.path} ({record.image_id})"
+    return None

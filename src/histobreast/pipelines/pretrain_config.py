@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from histobreast.config import Problems, load_dataclass
 from histobreast.data.config import DataConfig
@@ -31,6 +31,9 @@ class SSLConfig:
     al. 2021 use 0.996 -> 1 over long runs; short runs need a faster target). DINO only:
     ``teacher_temperature`` (0.04, Caron et al.'s), and ``local_views`` crops of ``local_size`` px
     covering ``local_crop_scale`` of the tile's area beside the two global crops (multi-crop).
+    ``source``: what ``data.root`` holds, ``auto`` (slides by their suffix, else images), ``images`` or
+    ``slides`` (see :mod:`~histobreast.pipelines.pretrain_slides`); ``min_tissue``: the share of a
+    slide tile the tissue mask must cover.
     """
 
     method: Method = "simclr"
@@ -47,6 +50,8 @@ class SSLConfig:
     local_views: int = 0
     local_size: int = 48
     local_crop_scale: tuple[float, float] = (0.05, 0.4)
+    source: Literal["auto", "images", "slides"] = "auto"
+    min_tissue: float = 0.5
     augment: HEAugmentConfig = field(default_factory=HEAugmentConfig)
 
     def problems(self) -> Problems:
@@ -62,6 +67,10 @@ class SSLConfig:
         for name in ("temperature", "teacher_temperature"):
             if not getattr(self, name) > 0:
                 yield name, f"must be > 0, got {getattr(self, name)}"
+        if self.source not in ("auto", "images", "slides"):
+            yield "source", f"must be auto, images or slides, got {self.source!r}"
+        if not 0.0 < self.min_tissue <= 1.0:
+            yield "min_tissue", f"must be in (0, 1], got {self.min_tissue}"
         if self.local_views < 0:
             yield "local_views", f"must be >= 0, got {self.local_views}"
         if self.local_views and self.method != "dino":
