@@ -66,7 +66,7 @@ def train(
         f"bagging {len(training)} training images of {split.name} into {options.members} members "
         f"({len(test)} test images kept for evaluation)"
     )
-    folder = train_ensemble(cfg, training, classes, out, options=options, test_records=test, resume=resume)
+    folder = train_ensemble(cfg, training, classes, out, options=options, test_records=test, fold=fold, resume=resume)
     console.print(
         f"wrote the ensemble {folder} (rule {options.rule}); evaluate: histobreast ensemble evaluate {folder}"
     )

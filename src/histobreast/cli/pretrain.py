@@ -14,7 +14,7 @@ from histobreast.cli.data_option import with_data_root
 from histobreast.cli.run_by_default import RunByDefault
 
 pretrain_app = typer.Typer(
-    help="Self-supervised pre-training on unlabelled H&E tiles (SimCLR, BYOL) and its k-NN / linear probe.",
+    help="Self-supervised pre-training on unlabelled H&E tiles or slides (SimCLR, BYOL, DINO) and its k-NN / linear probe.",
     cls=RunByDefault,
     no_args_is_help=True,
 )
@@ -22,7 +22,11 @@ pretrain_app = typer.Typer(
 _CONFIG = typer.Option(
     None, "--config", "-c", help="Pre-training YAML (e.g. configs/pretrain/simclr_resnet18_bach_cpu.yaml)."
 )
-_DATA = typer.Option(None, "--data", help="Image folder or dataset tree; overrides data.root.")
+_DATA = typer.Option(
+    None,
+    "--data",
+    help="Image folder or dataset tree, or slides (a slide, a folder of slides, a .txt list); overrides data.root.",
+)
 _SET = typer.Option([], "--set", help="Config override key=value (repeatable), e.g. data.fold=2.")
 
 

@@ -174,6 +174,7 @@ def report(
             base=base,
             options=options,
             resume=resume,
+            fold=fold,
             description=f"{cfg.data.root}, {split.name}: {len(train)} training, {len(val)} validation, "
             f"{len(test)} test images",
         )

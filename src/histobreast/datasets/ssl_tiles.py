@@ -3,7 +3,9 @@
 :class:`SSLTileDataset` cuts random tiles of a physical size (``tile_microns`` µm on a side, at
 ``tile_size`` px) out of records, using each record's ``microns_per_pixel``; labels are ignored.
 Item ``i`` is ``(views (2, 3, s, s), 0.0)``: the engine's default collate stacks them into the
-``(B, 2, 3, s, s)`` batches :class:`histobreast.models.ssl.SSLModel` takes.
+``(B, 2, 3, s, s)`` batches :class:`histobreast.models.ssl.SSLModel` takes. With ``local_views``
+(DINO's multi-crop) item ``i`` is ``({"global": (2, 3, s, s), "local": (L, 3, l, l)}, 0.0)``: ``L``
+smaller crops of a smaller part of the tile (``local_crop_scale`` of its area), same augmentation.
 
 :func:`he_view_transform` is one view's torchvision transform, built for H&E rather than natural
 images: random resized crop, rotations by 90° (lightly's ``RandomRotate``) and flips (tissue has no
@@ -15,6 +17,7 @@ so a run's views, hence its weights after a resume, are reproducible.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -124,6 +127,9 @@ class SSLTileDataset(ImageDataset):
         tile_size: int,
         tiles_per_image: int = 1,
         augment: HEAugmentConfig | None = None,
+        local_views: int = 0,
+        local_size: int = 48,
+        local_crop_scale: tuple[float, float] = (0.05, 0.4),
         **options: Any,
     ) -> None:
         if tile_microns <= 0:
@@ -138,12 +144,17 @@ class SSLTileDataset(ImageDataset):
             require_labels=False,
             **options,
         )
+        augment = augment or HEAugmentConfig()
         view = he_view_transform(tile_size, augment)
-        self.views = MultiViewTransform([view, view])
+        local = he_view_transform(local_size, dataclasses.replace(augment, crop_scale=local_crop_scale))
+        self.local_views = local_views
+        self.views = MultiViewTransform([view, view, *[local] * local_views])
 
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+    def __getitem__(self, index: int) -> tuple[Tensor | dict[str, Tensor], Tensor]:
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} items")
         tile = self._window(self.prepared(index // self.copies), self.rng(index))
         views = self.views(Image.fromarray(np.ascontiguousarray(tile)))
-        return torch.stack(views), torch.zeros(())
+        if not self.local_views:
+            return torch.stack(views), torch.zeros(())
+        return {"global": torch.stack(views[:2]), "local": torch.stack(views[2:])}, torch.zeros(())

@@ -34,6 +34,7 @@ from histobreast.errors import CheckpointError, ConfigError
 from histobreast.locking import folder_lock
 from histobreast.metrics import evaluate_predictions
 from histobreast.pipelines.config import EnsembleOptions, ExperimentConfig
+from histobreast.pipelines.encoder_provenance import checked_fold_config
 from histobreast.pipelines.package import ENSEMBLE_FORMAT, MODEL_JSON, load_model_folder
 from histobreast.pipelines.package import ENSEMBLE_JSON as MANIFEST
 from histobreast.predictions import Predictions, combine_predictions
@@ -206,16 +207,21 @@ def train_ensemble(
     *,
     options: EnsembleOptions | None = None,
     test_records: Sequence[ImageRecord] = (),
+    fold: int | None = None,
     resume: bool = False,
 ) -> Path:
     """Train the k members of ``cfg``'s pipeline on the bagging splits of ``train_records`` and
     write the ensemble folder ``out_dir`` (members in ``out_dir/member<j>/model``; pruned ones in
-    ``out_dir/member<j>/pruned``). ``test_records`` are remembered for ``evaluate`` without data."""
+    ``out_dir/member<j>/pruned``). ``test_records`` are remembered for ``evaluate`` without data,
+    and the members' start weights are refused if pre-trained on one of them
+    (:func:`~histobreast.pipelines.encoder_provenance.checked_fold_config`; ``fold``: the protocol's
+    fold they come from, which a ``{fold}`` weights path needs)."""
     from histobreast.pipelines import get_pipeline
 
     options = options or ensemble_options(cfg)
     out_dir = Path(out_dir)
     with folder_lock(out_dir):  # one writer: a second `ensemble train` into this folder is refused, naming the holder
+        cfg = checked_fold_config(cfg, fold, test_records, out_dir)
         save_config(cfg, out_dir / "config.yaml")
         splits = bag_training_set(cfg, train_records, options)
         write_splits_csv(splits, out_dir / "bagging_splits.csv")

@@ -28,7 +28,7 @@ from histobreast.engine.distributed import context_from_env
 from histobreast.locking import folder_lock
 from histobreast.pipelines import get_pipeline
 from histobreast.pipelines.config import ExperimentConfig
-from histobreast.pipelines.encoder_provenance import check_encoder_unseen, fold_start_weights
+from histobreast.pipelines.encoder_provenance import checked_fold_config, fold_start_weights
 from histobreast.pipelines.experiment_checks import (
     check_resumable,
     check_same_splits,
@@ -97,10 +97,8 @@ def _run_folds(
     for number in chosen:
         fold = fold_records(cfg.data, cfg.seed, number, records, splits, evaluate=cfg.evaluate.split)
         fold_dir = out / fold_name(number)
-        fold_cfg = fold_start_weights(cfg, number)  # this fold's pre-trained encoder, if the path names {fold}
-        check_encoder_unseen(
-            fold_cfg.model, select_split(fold.split, records, "test"), number, fold_dir if main else None
-        )
+        test = select_split(fold.split, records, "test")  # the fold's test images, whatever evaluate.split
+        fold_cfg = checked_fold_config(cfg, number, test, fold_dir if main else None)  # {fold}'s encoder, unseen
         log.info(
             "fold %d: %d training, %d validation, %d %s images",
             number,

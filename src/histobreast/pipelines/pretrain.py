@@ -3,7 +3,8 @@
 The images: with ``data.fold`` set, that fold's training images of the experiment protocol (the
 same records and contiguous/patient folds ``histobreast train`` uses), so no test image of the fold
 is seen; without it, every image under ``data.root`` (a pool the user declares disjoint from the
-test images; a plain folder of tiles needs ``data.microns_per_pixel`` or a ``histobreast.json``).
+test images; a plain folder of tiles needs ``data.microns_per_pixel`` or a ``histobreast.json``),
+or every tissue tile of the slides ``data.root`` names (:mod:`~histobreast.pipelines.pretrain_slides`).
 Labels are never read. The run is the engine's one training loop (checkpoints, exact resume, AMP
 on GPU, DDP under torchrun) on :class:`~histobreast.datasets.ssl_tiles.SSLTileDataset` and
 :class:`~histobreast.models.ssl.SSLModel`; it writes ``OUT/encoder.safetensors`` (the trunk, for
@@ -39,6 +40,7 @@ from histobreast.outputs import refuse_output_over_inputs
 from histobreast.pipelines.config import ExperimentConfig
 from histobreast.pipelines.encoder_provenance import ENCODER_FILE, FORMAT, FORMAT_VERSION, PRETRAIN_JSON, image_entries
 from histobreast.pipelines.pretrain_config import PretrainRunConfig
+from histobreast.pipelines.pretrain_slides import SLIDE_SOURCE, read_slide_tile, slide_paths, slide_tile_records
 from histobreast.seeding import seed_everything
 
 log = logging.getLogger(__name__)
@@ -84,6 +86,17 @@ def pretrain_records(cfg: PretrainRunConfig) -> list[ImageRecord]:
     if not cfg.data.root:
         raise ConfigError("data.root: no image folder given (pass --data)")
     root = Path(cfg.data.root)
+    slides = slide_paths(root, cfg.pretrain.source)
+    if slides is not None:
+        if cfg.data.fold is not None:
+            raise ConfigError(
+                f"data.fold: {root} holds slides, which have no folds; pre-train on them as a pool "
+                "(--set data.fold=null): an experiment refuses the encoder if a test image is one of these slides"
+            )
+        ssl = cfg.pretrain
+        return slide_tile_records(
+            slides, ssl.tile_microns, ssl.tile_size, min_tissue=ssl.min_tissue, mpp=cfg.data.microns_per_pixel
+        )
     kind = detect_kind(root) if cfg.data.kind in ("auto", "synthetic") else cfg.data.kind
     if cfg.data.fold is None and kind == "folder" and not any(p.is_dir() for p in root.iterdir()):
         return _pool_records(cfg)  # a flat folder of tiles
@@ -125,7 +138,11 @@ def run_pretrain(cfg: PretrainRunConfig, out_dir: str | Path, *, resume: bool = 
         tile_size=ssl.tile_size,
         tiles_per_image=ssl.tiles_per_image,
         augment=ssl.augment,
+        local_views=ssl.local_views,
+        local_size=ssl.local_size,
+        local_crop_scale=ssl.local_crop_scale,
         seed=cfg.seed,
+        read_image=read_slide_tile if any(r.source == SLIDE_SOURCE for r in records) else None,
     )
     seed_everything(cfg.seed)  # the initial weights: a run is repeatable, a resumed one continues the same run
     model = SSLModel(
@@ -135,6 +152,8 @@ def run_pretrain(cfg: PretrainRunConfig, out_dir: str | Path, *, resume: bool = 
         hidden_dim=ssl.hidden_dim,
         output_dim=ssl.output_dim,
         momentum=ssl.momentum,
+        temperature=ssl.temperature,
+        teacher_temperature=ssl.teacher_temperature,
     )
     total = _total_steps(cfg, len(dataset))
     log.info(
@@ -151,7 +170,7 @@ def run_pretrain(cfg: PretrainRunConfig, out_dir: str | Path, *, resume: bool = 
         cfg.train,
         seed=cfg.seed,
         run_dir=out / RUN_DIR,
-        loss_fn=SSLLoss(ssl.method, ssl.temperature),
+        loss_fn=SSLLoss(ssl.method, ssl.temperature, dino=getattr(model, "dino_loss", None)),
         callbacks=[lambda t: model.momentum_update(t.state.step, total)],
         experiment=cfg,
         metadata={"stage": "pretrain", "method": ssl.method, "encoder": ssl.encoder},

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from histobreast.config import Problems, load_dataclass
 from histobreast.data.config import DataConfig
@@ -26,8 +26,14 @@ class SSLConfig:
 
     ``tile_microns`` µm on a side at ``tile_size`` px (96 px of 0.84 µm/px by default, the scale of
     our BACH copies); ``tiles_per_image`` random tiles per image and epoch. ``temperature``: NT-Xent's
-    (SimCLR); ``momentum``: BYOL's target-network momentum, cosine from the first to the second value
-    over the run (Grill et al. 2020 use 0.996 -> 1 over long runs; short runs need a faster target).
+    (SimCLR), or DINO's student temperature; ``momentum``: BYOL's target-network and DINO's teacher
+    momentum, cosine from the first to the second value over the run (Grill et al. 2020 and Caron et
+    al. 2021 use 0.996 -> 1 over long runs; short runs need a faster target). DINO only:
+    ``teacher_temperature`` (0.04, Caron et al.'s), and ``local_views`` crops of ``local_size`` px
+    covering ``local_crop_scale`` of the tile's area beside the two global crops (multi-crop).
+    ``source``: what ``data.root`` holds, ``auto`` (slides by their suffix, else images), ``images`` or
+    ``slides`` (see :mod:`~histobreast.pipelines.pretrain_slides`); ``min_tissue``: the share of a
+    slide tile the tissue mask must cover.
     """
 
     method: Method = "simclr"
@@ -40,6 +46,12 @@ class SSLConfig:
     hidden_dim: int = 512
     output_dim: int = 128
     momentum: tuple[float, float] = (0.99, 1.0)
+    teacher_temperature: float = 0.04
+    local_views: int = 0
+    local_size: int = 48
+    local_crop_scale: tuple[float, float] = (0.05, 0.4)
+    source: Literal["auto", "images", "slides"] = "auto"
+    min_tissue: float = 0.5
     augment: HEAugmentConfig = field(default_factory=HEAugmentConfig)
 
     def problems(self) -> Problems:
@@ -52,8 +64,21 @@ class SSLConfig:
         for name in ("tile_size", "tiles_per_image", "hidden_dim", "output_dim"):
             if getattr(self, name) < 1:
                 yield name, f"must be >= 1, got {getattr(self, name)}"
-        if not self.temperature > 0:
-            yield "temperature", f"must be > 0, got {self.temperature}"
+        for name in ("temperature", "teacher_temperature"):
+            if not getattr(self, name) > 0:
+                yield name, f"must be > 0, got {getattr(self, name)}"
+        if self.source not in ("auto", "images", "slides"):
+            yield "source", f"must be auto, images or slides, got {self.source!r}"
+        if not 0.0 < self.min_tissue <= 1.0:
+            yield "min_tissue", f"must be in (0, 1], got {self.min_tissue}"
+        if self.local_views < 0:
+            yield "local_views", f"must be >= 0, got {self.local_views}"
+        if self.local_views and self.method != "dino":
+            yield "local_views", f"local crops are DINO's multi-crop; method {self.method!r} takes two views (set 0)"
+        if self.local_views and not 1 <= self.local_size <= self.tile_size:
+            yield "local_size", f"must be between 1 and tile_size ({self.tile_size}), got {self.local_size}"
+        if not 0.0 < self.local_crop_scale[0] <= self.local_crop_scale[1] <= 1.0:
+            yield "local_crop_scale", f"must be 0 < low <= high <= 1, got {list(self.local_crop_scale)}"
         if not 0.0 <= self.momentum[0] <= self.momentum[1] <= 1.0:
             yield "momentum", f"must be 0 <= start <= end <= 1, got {list(self.momentum)}"
 

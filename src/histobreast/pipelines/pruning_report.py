@@ -41,6 +41,7 @@ from histobreast.metrics import evaluate_predictions
 from histobreast.models.googlenet_sep import GoogLeNetSEP
 from histobreast.models.hybrid import HybridCNN
 from histobreast.pipelines.config import ExperimentConfig, PruneOptions
+from histobreast.pipelines.encoder_provenance import checked_fold_config
 from histobreast.pipelines.package import WEIGHTS_FILE, LoadedModel, load_model_folder
 from histobreast.pipelines.pruning import SPARSE_WEIGHTS, prune_model_folder, prune_options
 from histobreast.report.compression import (
@@ -92,15 +93,19 @@ def run_sweep(
     options: PruneOptions | None = None,
     resume: bool = False,
     description: str = "",
+    fold: int | None = None,
 ) -> Path:
     """Train the base model of ``cfg``'s pipeline (unless ``base`` is given), prune it for every
     entry of :func:`sweep_entries` (``out_dir/<entry>``) and write ``sweep.json``. With ``resume``
     finished models are kept and interrupted ones continue. ``description`` (e.g. the fold and its
-    image counts) heads the report."""
+    image counts) heads the report. A base trained here refuses start weights pre-trained on a test
+    image (``fold``: the protocol's fold of the records, for a ``{fold}`` weights path)."""
     from histobreast.pipelines import get_pipeline
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if base is None:
+        cfg = checked_fold_config(cfg, fold, test_records, out_dir)
     options = options or prune_options(cfg)
     save_config(cfg, out_dir / "config.yaml")
     write_records_csv(test_records, out_dir / TEST_RECORDS)
