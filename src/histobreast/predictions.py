@@ -322,6 +322,17 @@ def vote_table(samples: RegionSampleSet, probs: np.ndarray, max_regions: int | N
     )
 
 
+def region_methods(samples: RegionSampleSet, probs: np.ndarray) -> dict[str, Predictions]:
+    """System B's methods from per-sample ``probs``: ``{"image": six-view vote, "patch": one row per
+    view}``, plus ``image_one_region`` / ``patch_one_region`` (the paper's densest region per view)
+    when the samples hold several regions per view."""
+    methods = {"image": vote_table(samples, probs), "patch": view_table(samples, probs)}
+    if samples.regions_per_view.max(initial=0) > 1:
+        methods["image_one_region"] = vote_table(samples, probs, max_regions=1)
+        methods["patch_one_region"] = view_table(samples, probs, max_regions=1)
+    return methods
+
+
 def _kept_samples(samples: RegionSampleSet, max_regions: int | None) -> np.ndarray:
     """Boolean mask over the samples: those among their view's ``max_regions`` densest (all: None)."""
     if max_regions is None:
