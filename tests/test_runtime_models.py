@@ -18,6 +18,7 @@ from histobreast.data.imageio import read_rgb
 from histobreast.data.synthetic import synth_bach
 from histobreast.errors import CheckpointError
 from histobreast.export.folder import export_onnx
+from histobreast.export.onnx import PARITY_TOLERANCE
 from histobreast.export.quantize import quantize_exported
 from histobreast.models import create_model
 from histobreast.pipelines import liu2022, spanhol2016
@@ -40,13 +41,19 @@ MSMV_KWARGS = {"encoder": "resnet18", "hidden": 8, "lstm_layers": 1}
 HEAD_GAIN = 20.0
 
 
-def system_b_folder(root: Path, records: list) -> Path:
-    """A seeded, untrained System B model folder with a Reinhard stain target and the images' scale."""
+def system_b_folder(root: Path, records: list, selection: str = "density") -> Path:
+    """A seeded, untrained System B model folder with a Reinhard stain target and the images' scale;
+    ``selection="random"``: the paper's random-region control instead of KREM."""
     cfg = parse_config(
         {
             "name": "msmv_tiny",
             "pipeline": "liu2022",
-            "preprocess": {"input_size": 32, "stain": {"method": "reinhard", "target": "train"}},
+            "seed": 3,
+            "preprocess": {
+                "input_size": 32,
+                "stain": {"method": "reinhard", "target": "train"},
+                "regions": {"selection": selection},
+            },
             "model": {"name": "msmv_pfenet", "kwargs": MSMV_KWARGS},
             "train": {"device": "cpu", "iterations": 1},
         }
@@ -57,7 +64,7 @@ def system_b_folder(root: Path, records: list) -> Path:
         model.discriminator.fc.weight.mul_(HEAD_GAIN)
     stain = create_normalizer("reinhard").fit(read_rgb(records[0].path))
     return save_model_folder(
-        root / "msmv",
+        root / f"msmv_{selection}",
         model,
         cfg,
         CLASSES,
@@ -121,6 +128,7 @@ def test_export_json_says_how_inputs_are_built(models) -> None:
     for member in spanhol.members.values():
         assert member.inputs["kind"] == "spanhol_patches" and member.inputs["physical_scale"] is False
         assert member.networks["image"].sample_shape == (3, member.inputs["patch_size"], member.inputs["patch_size"])
+        assert member.description["parity"]["max_abs_difference"]["image"] <= PARITY_TOLERANCE  # batches 1 and 3
 
 
 @pytest.mark.parametrize("kind", ["system_b", "spanhol"])
@@ -153,6 +161,20 @@ def test_system_b_methods_and_views_match_the_torch_path(models) -> None:
         np.testing.assert_allclose(got[method].probs, expected[method].probs, atol=CSV_TOLERANCE, rtol=0)
         for column, values in expected[method].extra.items():
             np.testing.assert_array_equal(got[method].extra[column], values)  # region boxes, vote shares
+
+
+def test_the_random_region_control_draws_the_torch_paths_regions(models) -> None:
+    records = models["b_records"]
+    folder = system_b_folder(models["root"], records, selection="random")
+    exported = export_onnx(folder, models["root"] / "random_onnx")
+    assert read_exported(exported).inputs["selection"] == "random" and read_exported(exported).inputs["seed"] == 3
+    expected = liu2022.predict_records(folder, records, device="cpu")["patch"]
+    got = predict_exported(exported, records)["patch"]
+    for column in ("region_x", "region_y", "region_w", "region_h"):  # the same seeded draws
+        np.testing.assert_array_equal(got.extra[column], expected.extra[column])
+    np.testing.assert_allclose(got.probs, expected.probs, atol=CSV_TOLERANCE, rtol=0)
+    densest = predict_exported(models["system_b_onnx"], records)["patch"]
+    assert not np.array_equal(got.extra["region_x"], densest.extra["region_x"])  # not KREM's windows
 
 
 def test_spanhol_members_match_the_torch_path(models) -> None:
