@@ -189,7 +189,8 @@ def predict_model(
     batch_size: int | None = None,
     threads: int | None = None,
 ) -> dict[str, Predictions]:
-    """One exported model's predictions: one table per method, the headline first."""
+    """One exported model's predictions: one table per method, the headline first. ``batch_size``:
+    images per onnxruntime call (System B: crop stacks, default one image's; Spanhol: not used)."""
     sessions = model_sessions(model, threads)
     return _INPUT_KINDS[model.input_kind](model, sessions, records, tta_views, batch_size)
 
