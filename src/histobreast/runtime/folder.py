@@ -86,6 +86,10 @@ class ExportedModel:
         """The networks of ``role``, in export.json's order (System B: its encoders, coarse first)."""
         return [n for n in self.networks.values() if n.role == role]
 
+    def role_name(self, role: str) -> str:
+        """The name of the one network of ``role`` (the read checked there is exactly one)."""
+        return self.by_role(role)[0].name
+
 
 @dataclass
 class ExportedEnsemble:

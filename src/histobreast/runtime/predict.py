@@ -80,8 +80,8 @@ def _system_a(
     kwargs = model.info.get("model_kwargs", {})
     global_parts, patch_parts = [], []
     for global_images, patches in hybrid_batches(model, records, view, batch):
-        global_parts.append(_run(sessions["global"], global_images))
-        flat = _run(sessions["local"], patches.reshape(-1, *patches.shape[2:]))
+        global_parts.append(_run(sessions[model.role_name("global")], global_images))
+        flat = _run(sessions[model.role_name("local")], patches.reshape(-1, *patches.shape[2:]))
         patch_parts.append(flat.reshape(*patches.shape[:2], -1))
     return system_a_methods(
         np.concatenate(global_parts),
@@ -94,7 +94,7 @@ def _system_a(
 def _plain(
     model: ExportedModel, sessions: dict[str, Any], records: Sequence[ImageRecord], view: str | None, batch: int | None
 ) -> dict[str, np.ndarray]:
-    parts = [_run(sessions["image"], images) for images in image_batches(model, records, view, batch)]
+    parts = [_run(sessions[model.role_name("image")], images) for images in image_batches(model, records, view, batch)]
     return {"image": np.concatenate(parts).astype(np.float64)}
 
 
@@ -127,7 +127,7 @@ def _system_b(
     views = tuple(tta_views) or tuple(model.inputs["views"])
     params, stain = key_region_params(model), model_stain(model)
     encoders = [sessions[n.name] for n in model.by_role("encoder")]
-    fdnet = sessions[model.by_role("fdnet")[0].name]
+    fdnet = sessions[model.role_name("fdnet")]
     regions_of, sizes, probs = [], [], []
     for record in records:
         regions, crops, size = image_key_regions(model, record, views, params, stain)
@@ -150,7 +150,9 @@ def _spanhol(
     stain, rule = model_stain(model), model.inputs["patch_rule"]
     rows = []
     for record in records:
-        patches = np.concatenate([_run(sessions["image"], b) for b in spanhol_patches(model, record, stain)])
+        patches = np.concatenate(
+            [_run(sessions[model.role_name("image")], b) for b in spanhol_patches(model, record, stain)]
+        )
         rows.append(combine_members(patches[:, None, :], rule)[0])
     probs = np.stack(rows) if rows else np.zeros((0, len(model.classes)))
     return {"image": predictions_from_records(records, probs, model.classes)}
