@@ -13,7 +13,7 @@ scale rule, training-range flags, method choice and CSV as ``histobreast predict
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -190,10 +190,13 @@ def predict_model(
     tta_views: Sequence[str] = (),
     batch_size: int | None = None,
     threads: int | None = None,
+    sessions: Mapping[str, Any] | None = None,
 ) -> dict[str, Predictions]:
     """One exported model's predictions: one table per method, the headline first. ``batch_size``:
-    images per onnxruntime call (System B: crop stacks, default one image's; Spanhol: not used)."""
-    sessions = model_sessions(model, threads)
+    images per onnxruntime call (System B: crop stacks, default one image's; Spanhol: not used).
+    ``sessions``: :func:`model_sessions` opened once by a caller that predicts many times (None:
+    opened here, on ``threads``)."""
+    sessions = dict(sessions) if sessions is not None else model_sessions(model, threads)
     return _INPUT_KINDS[model.input_kind](model, sessions, records, tta_views, batch_size)
 
 
