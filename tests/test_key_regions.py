@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-import histobreast.datasets.key_regions as kr
+import histobreast.preprocess.key_region_samples as samples_module
 from histobreast.data.bach import BACH_CLASSES
 from histobreast.data.imageio import image_size, read_rgb
 from histobreast.data.records import ImageRecord
@@ -109,7 +109,7 @@ def test_regions_are_computed_once_and_then_read_from_the_cache(records, tmp_pat
     def must_not_run(*args, **kwargs):
         raise AssertionError("KREM ran again although its result is cached")
 
-    monkeypatch.setattr(kr, "key_regions", must_not_run)
+    monkeypatch.setattr(samples_module, "key_regions", must_not_run)
     again = KeyRegionDataset(records, CLASSES, top_k=3, params=PARAMS, cache_dir=cache)
     for i, crops in enumerate(expected):
         torch.testing.assert_close(again[i][0], crops, rtol=0, atol=0)

@@ -2,7 +2,8 @@
 
 Evaluation writes it as ``predictions.csv``; metrics, ensembles and reports read it, so every
 number in a report can be recomputed from the file alone. :func:`combine_predictions` votes an
-ensemble's member tables (torch-free: the ONNX runtime votes with it too).
+ensemble's member tables, and :func:`view_table` / :func:`vote_table` are System B's per-view and
+six-view-vote tables (all torch-free: the ONNX runtime builds its tables with them too).
 """
 
 from __future__ import annotations
@@ -12,14 +13,19 @@ import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from histobreast.atomic import atomic_path
 from histobreast.data.records import ImageRecord
 from histobreast.errors import CheckpointError, ConfigError, DatasetError
+from histobreast.preprocess.views import view_box_to_raw
 from histobreast.textfiles import read_user_text
 from histobreast.vote_rules import EnsembleRule, combine_members, member_disagreement
+
+if TYPE_CHECKING:
+    from histobreast.preprocess.krem import KeyRegion
 
 
 @dataclass
@@ -236,3 +242,111 @@ def choose_method(
     pred = methods[chosen]
     pred.extra["outside_training"] = np.array([float(i in outside_training) for i in pred.image_ids])
     return chosen, pred
+
+
+class RegionSampleSet(Protocol):
+    """System B's samples (images x views x regions, image-major): a
+    :class:`~histobreast.datasets.key_regions.KeyRegionDataset` or a
+    :class:`~histobreast.preprocess.key_region_samples.RegionSamples`."""
+
+    records: list[ImageRecord]
+    classes: list[str]
+    views: tuple[str, ...]
+    targets: np.ndarray
+    image_sizes: list[tuple[int, int]]
+    regions_per_view: np.ndarray
+    sample_image: np.ndarray
+    sample_view: np.ndarray
+    sample_region: np.ndarray
+    image_slices: list[slice]
+
+    def __len__(self) -> int: ...
+
+    def regions(self, j: int, v: int) -> list[KeyRegion]: ...
+
+
+def view_table(samples: RegionSampleSet, probs: np.ndarray, max_regions: int | None = None) -> Predictions:
+    """Patch-level results: one row per sample (``<image_id>/<view>``, plus ``/<rank>`` when a view
+    has several regions), from per-sample probabilities ``(len(samples), C)``.
+
+    ``max_regions=n`` keeps only each view's ``n`` densest regions: with ``n = 1`` a set of several
+    regions per view also gives the paper's test protocol (the densest region per view). ``extra``
+    holds each row's level-1 window in the raw image's pixels (``region_x``, ``region_y``,
+    ``region_w``, ``region_h``): where that voter looked.
+    """
+    probs = _sample_probs(samples, probs)
+    kept = _kept_samples(samples, max_regions)
+    shown = samples.regions_per_view if max_regions is None else np.minimum(samples.regions_per_view, max_regions)
+    ids, boxes = [], []
+    rows = samples.sample_image[kept]
+    for j, v, r in zip(rows, samples.sample_view[kept], samples.sample_region[kept]):
+        suffix = f"/{r}" if shown[j] > 1 else ""
+        ids.append(f"{samples.records[j].image_id}/{samples.views[v]}{suffix}")
+        boxes.append(view_box_to_raw(samples.regions(j, v)[r].boxes[0], samples.views[v], samples.image_sizes[j]))
+    corners = np.array(boxes, dtype=np.float64).reshape(-1, 4)
+    return Predictions(
+        classes=list(samples.classes),
+        image_ids=ids,
+        probs=probs[kept],
+        labels=samples.targets[rows],
+        patient_ids=[samples.records[j].patient_id for j in rows],
+        magnifications=[samples.records[j].magnification for j in rows],
+        paths=[str(samples.records[j].path) for j in rows],
+        extra={f"region_{c}": corners[:, k] for k, c in enumerate("xywh")},
+    )
+
+
+def vote_table(samples: RegionSampleSet, probs: np.ndarray, max_regions: int | None = None) -> Predictions:
+    """Image-level results: each image's samples (its six views, each with its regions) vote by majority.
+
+    ``probs`` are vote fractions (the winner nudged up by half a vote on a tie, so the arg-max is
+    :func:`histobreast.vote_rules.majority_vote`'s label: ties go to the larger summed probability,
+    then the lower class index); ``extra["view_disagreement"]`` is the share of voters outvoted.
+    ``max_regions=n``: only each view's ``n`` densest regions vote (see :func:`view_table`).
+    """
+    probs = _sample_probs(samples, probs)
+    kept = _kept_samples(samples, max_regions)
+    voters = [probs[s][kept[s]][:, None] for s in samples.image_slices]  # each (V, 1, C)
+    image_probs = (
+        np.stack([combine_members(p, "majority")[0] for p in voters]) if voters else np.zeros((0, len(samples.classes)))
+    )
+    return Predictions(
+        classes=list(samples.classes),
+        image_ids=[r.image_id for r in samples.records],
+        probs=image_probs,
+        labels=samples.targets,
+        patient_ids=[r.patient_id for r in samples.records],
+        magnifications=[r.magnification for r in samples.records],
+        paths=[str(r.path) for r in samples.records],
+        extra={"view_disagreement": np.array([float(member_disagreement(p)[0]) for p in voters])},
+    )
+
+
+def region_methods(samples: RegionSampleSet, probs: np.ndarray) -> dict[str, Predictions]:
+    """System B's methods from per-sample ``probs``: ``{"image": six-view vote, "patch": one row per
+    view}``, plus ``image_one_region`` / ``patch_one_region`` (the paper's densest region per view)
+    when the samples hold several regions per view."""
+    methods = {"image": vote_table(samples, probs), "patch": view_table(samples, probs)}
+    if samples.regions_per_view.max(initial=0) > 1:
+        methods["image_one_region"] = vote_table(samples, probs, max_regions=1)
+        methods["patch_one_region"] = view_table(samples, probs, max_regions=1)
+    return methods
+
+
+def _kept_samples(samples: RegionSampleSet, max_regions: int | None) -> np.ndarray:
+    """Boolean mask over the samples: those among their view's ``max_regions`` densest (all: None)."""
+    if max_regions is None:
+        return np.ones(len(samples), dtype=bool)
+    if max_regions < 1:
+        raise ValueError(f"max_regions must be >= 1, got {max_regions}")
+    return samples.sample_region < max_regions
+
+
+def _sample_probs(samples: RegionSampleSet, probs: np.ndarray) -> np.ndarray:
+    array = np.asarray(probs, dtype=np.float64)
+    if array.shape != (len(samples), len(samples.classes)):
+        raise ValueError(
+            f"expected probabilities of shape ({len(samples)}, {len(samples.classes)}) "
+            f"(one row per sample), got {array.shape}"
+        )
+    return array

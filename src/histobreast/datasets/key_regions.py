@@ -20,11 +20,10 @@ training sample with one draw applied to all its crops (one tissue location, one
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,11 +36,19 @@ from histobreast.datasets.augmenter import Augmenter
 from histobreast.errors import ConfigError, DatasetError
 from histobreast.preprocess.cache import DiskCache, file_fingerprint
 from histobreast.preprocess.config import AugmentConfig
-from histobreast.preprocess.krem import KeyRegion, KremParams, crop_key_region, key_regions
-from histobreast.preprocess.patches import window_starts
+from histobreast.preprocess.key_region_samples import (
+    SELECTIONS,
+    Selection,
+    level1_candidates,
+    random_key_regions,
+    region_crops,
+    sample_index,
+    view_key_regions,
+)
+from histobreast.preprocess.krem import KeyRegion, KremParams
 from histobreast.preprocess.stain import StainNormalizer
 from histobreast.preprocess.transforms import to_model_input
-from histobreast.preprocess.views import SIX_VIEWS, apply_view, view_box_to_raw
+from histobreast.preprocess.views import SIX_VIEWS
 from histobreast.seeding import derive_seed
 
 logger = logging.getLogger(__name__)
@@ -52,8 +59,17 @@ TRAIN_TOP_K = 12
 TEST_TOP_K = 1
 ALL_LEVELS = (0, 1, 2)
 
-Selection = Literal["density", "random"]
-Box = tuple[int, int, int, int]
+# the numpy parts live in preprocess.key_region_samples (shared with the torch-free runtime)
+__all__ = [
+    "ALL_LEVELS",
+    "TEST_TOP_K",
+    "TRAIN_TOP_K",
+    "KeyRegionDataset",
+    "Selection",
+    "crops_as_uint8",
+    "level1_candidates",
+    "random_key_regions",
+]
 
 
 def crops_as_uint8(crops: np.ndarray) -> Tensor:
@@ -63,43 +79,6 @@ def crops_as_uint8(crops: np.ndarray) -> Tensor:
     :class:`~histobreast.models.msmv.MSMVPFENet` normalises uint8 input on its device.
     """
     return torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).contiguous()
-
-
-def _grid_boxes(parent: Box, window: int, stride: int) -> np.ndarray:
-    """Every window of KREM's stride grid inside ``parent``: ``(M, 4)`` boxes ``(x, y, w, h)``."""
-    px, py, pw, ph = parent
-    w, h = min(window, pw), min(window, ph)
-    x0, y0 = np.meshgrid(px + window_starts(pw, w, stride), py + window_starts(ph, h, stride))
-    return np.stack([x0.ravel(), y0.ravel(), np.full(x0.size, w), np.full(x0.size, h)], axis=1)
-
-
-def level1_candidates(size: tuple[int, int], microns_per_pixel: float, params: KremParams) -> int:
-    """How many level-1 windows KREM slides over an image of ``size = (width, height)``.
-
-    KREM returns ``min(top_k, this)`` regions per view (the count is the same for every view, since
-    rotations only swap the axes).
-    """
-    return len(_grid_boxes((0, 0, *size), *params.scaled_windows(microns_per_pixel)[0]))
-
-
-def random_key_regions(
-    size: tuple[int, int], microns_per_pixel: float, params: KremParams, top_k: int, rng: np.random.Generator
-) -> list[KeyRegion]:
-    """The random-region control: nested windows at random positions of KREM's own stride grids.
-
-    ``min(top_k, candidates)`` distinct level-1 windows, each refined by one random window per finer
-    level inside its parent; the nuclei are not counted (``counts`` are -1).
-    """
-    levels = params.scaled_windows(microns_per_pixel)
-    first = _grid_boxes((0, 0, *size), *levels[0])
-    regions = []
-    for i in rng.choice(len(first), size=min(top_k, len(first)), replace=False):
-        chain: list[Box] = [tuple(int(v) for v in first[i])]
-        for window, stride in levels[1:]:
-            inner = _grid_boxes(chain[-1], window, stride)
-            chain.append(tuple(int(v) for v in inner[rng.integers(len(inner))]))
-        regions.append(KeyRegion(boxes=tuple(chain), counts=(-1,) * len(chain)))
-    return regions
 
 
 class KeyRegionDataset(Dataset):
@@ -165,12 +144,9 @@ class KeyRegionDataset(Dataset):
             [self._expected_regions(record, size) for record, size in zip(self.records, self.image_sizes)],
             dtype=np.int64,
         )
-        rows = [
-            (j, v, r) for j, k in enumerate(self.regions_per_view) for v in range(len(self.views)) for r in range(k)
-        ]
-        self.sample_image, self.sample_view, self.sample_region = np.array(rows, dtype=np.int64).reshape(-1, 3).T
-        starts = np.concatenate([[0], np.cumsum(self.regions_per_view * len(self.views))])
-        self.image_slices = [slice(int(a), int(b)) for a, b in zip(starts[:-1], starts[1:])]
+        self.sample_image, self.sample_view, self.sample_region, self.image_slices = sample_index(
+            self.regions_per_view, len(self.views)
+        )
 
     def _check_options(self) -> None:
         problems = []
@@ -184,7 +160,7 @@ class KeyRegionDataset(Dataset):
             problems.append(
                 f"levels must be distinct KREM levels in 0..{n_levels - 1}, coarse first; got {list(self.levels)}"
             )
-        if self.selection not in ("density", "random"):
+        if self.selection not in SELECTIONS:
             problems.append(f"selection must be 'density' or 'random', got {self.selection!r}")
         if self.transform_id is None:
             problems.append("a custom transform needs a transform_id (it names the inputs in feature caches)")
@@ -226,22 +202,9 @@ class KeyRegionDataset(Dataset):
         return self.transform(crops), int(self.targets[j])
 
     def crops(self, j: int, v: int, region: KeyRegion) -> np.ndarray:
-        """``(S, size, size, 3)`` uint8 crops of ``region`` (in view ``v``'s coordinates) at ``levels``.
-
-        Equal to ``crop_key_region(apply_view(image, view), region)``, but only the level-1 window
-        is cut from the raw image and turned into the view (a full-image rotation costs ~10x more).
-        """
-        image, view = self.image(j), self.views[v]
-        outer = region.boxes[0]
-        x, y, w, h = view_box_to_raw(outer, view, (image.shape[1], image.shape[0]))
-        window = apply_view(image[y : y + h, x : x + w], view)
-        local = KeyRegion(
-            boxes=tuple(
-                (bx - outer[0], by - outer[1], bw, bh) for bx, by, bw, bh in (region.boxes[lv] for lv in self.levels)
-            ),
-            counts=tuple(region.counts[lv] for lv in self.levels),
-        )
-        return crop_key_region(window, local, self.params.output_size)
+        """``(S, size, size, 3)`` uint8 crops of ``region`` (in view ``v``'s coordinates) at ``levels``
+        (:func:`~histobreast.preprocess.key_region_samples.region_crops`)."""
+        return region_crops(self.image(j), self.views[v], region, self.levels, self.params.output_size)
 
     # -- images, views and regions -------------------------------------------------------------
 
@@ -302,15 +265,16 @@ class KeyRegionDataset(Dataset):
         return self._regions[(j, v)]
 
     def _compute_regions(self, j: int, v: int) -> dict[str, np.ndarray]:
-        record = self.records[j]
-        viewed = apply_view(self.image(j), self.views[v])
-        if self.selection == "density":
-            regions = key_regions(viewed, record.microns_per_pixel, self.params, self.top_k)
-        else:
-            content = int.from_bytes(hashlib.sha256(self.fingerprint(j).encode()).digest()[:7], "big")
-            rng = np.random.default_rng(derive_seed(self.seed, content, SIX_VIEWS.index(self.views[v])))
-            size = (viewed.shape[1], viewed.shape[0])
-            regions = random_key_regions(size, record.microns_per_pixel, self.params, self.top_k, rng)
+        regions = view_key_regions(
+            self.image(j),
+            self.views[v],
+            self.records[j].microns_per_pixel,
+            self.params,
+            self.top_k,
+            self.selection,
+            seed=self.seed,
+            fingerprint=self.fingerprint(j) if self.selection == "random" else "",
+        )
         return {
             "boxes": np.array([r.boxes for r in regions], dtype=np.int64),
             "counts": np.array([r.counts for r in regions], dtype=np.int64),

@@ -22,45 +22,17 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from histobreast.data.imageio import read_rgb
 from histobreast.data.records import ImageRecord
 from histobreast.errors import ConfigError, DatasetError
-from histobreast.preprocess.patches import resize_rgb, window_starts
+from histobreast.preprocess.patches import crop_patches, load_scaled, sliding_positions
 from histobreast.preprocess.stain import StainNormalizer
 from histobreast.preprocess.transforms import to_model_input
 from histobreast.seeding import derive_seed
 
 Extraction = Literal["sliding", "random"]
 EXTRACTIONS: tuple[str, ...] = ("sliding", "random")
-
-
-def load_scaled(record: ImageRecord, scale: float, stain: StainNormalizer | None = None) -> np.ndarray:
-    """The record's image as uint8 RGB, stain-normalised at full resolution (if ``stain``), then resized by ``scale``."""
-    if scale <= 0:
-        raise ConfigError(f"spanhol.scale must be > 0, got {scale}")
-    image = read_rgb(record.path)
-    if stain is not None:
-        image = stain.normalize(image).image
-    if scale == 1.0:
-        return image
-    height, width = image.shape[:2]
-    return resize_rgb(image, (max(1, round(width * scale)), max(1, round(height * scale))))
-
-
-def sliding_positions(height: int, width: int, patch_size: int, overlap: float) -> np.ndarray:
-    """``(N, 2)`` top-left ``(y, x)`` of the row-major sliding windows covering an image
-    (the positions of :func:`histobreast.preprocess.patches.sliding_window_patches`)."""
-    if not 0.0 <= overlap < 1.0:
-        raise ConfigError(f"spanhol.overlap must be in [0, 1), got {overlap}")
-    if patch_size > min(height, width):
-        raise DatasetError(f"patch size {patch_size} does not fit in a {width}x{height} image (after scaling)")
-    stride = max(1, round(patch_size * (1.0 - overlap)))
-    ys, xs = np.meshgrid(
-        window_starts(height, patch_size, stride, cover_end=True),
-        window_starts(width, patch_size, stride, cover_end=True),
-        indexing="ij",
-    )
-    return np.stack([ys.ravel(), xs.ravel()], axis=1)
+# the numpy parts (scaled images, sliding windows) live in preprocess.patches, shared with the runtime
+__all__ = ["SpanholPatchDataset", "image_patch_batches", "load_scaled", "random_positions", "sliding_positions"]
 
 
 def random_positions(height: int, width: int, patch_size: int, count: int, rng: np.random.Generator) -> np.ndarray:
@@ -137,6 +109,6 @@ def image_patch_batches(
     ``(n, 3, s, s)``, at most ``batch_size`` patches each."""
     positions = sliding_positions(image.shape[0], image.shape[1], patch_size, overlap)
     return [
-        to_model_input(np.stack([_crop(image, p, patch_size) for p in positions[start : start + batch_size]]))
+        to_model_input(crop_patches(image, positions[start : start + batch_size], patch_size))
         for start in range(0, len(positions), batch_size)
     ]

@@ -1,8 +1,9 @@
 """``histobreast export``: a model or ensemble folder -> an exported folder the torch-free runtime runs.
 
 Every network of the model (:func:`histobreast.export.networks.model_networks`) becomes one
-``.onnx`` checked for parity with PyTorch; ``export.json`` (format in
-:mod:`histobreast.runtime.folder`) carries the source model.json whole, so classes, pre-processing,
+``.onnx`` checked for parity with PyTorch; ``export.json`` (format in :mod:`histobreast.runtime.folder`)
+lists them (name, file, role), says how their inputs are built (``inputs``:
+:func:`~histobreast.export.networks.model_inputs`) and carries the source model.json whole, so classes, pre-processing,
 stain target, µm/px, fusion λ and vote rules travel with the graphs. An ensemble exports every
 member into its own sub-folder. The folder is built in a temporary sibling and renamed when
 complete: an interrupted or refused export leaves nothing.
@@ -16,7 +17,7 @@ from typing import Any
 
 from histobreast.atomic import atomic_folder, atomic_write_json
 from histobreast.errors import ConfigError
-from histobreast.export.networks import model_networks
+from histobreast.export.networks import model_inputs, model_networks
 from histobreast.export.onnx import PARITY_TOLERANCE, check_parity, export_network
 from histobreast.outputs import refuse_output_over_inputs
 from histobreast.pipelines.bagging import is_ensemble_folder, read_ensemble_folder
@@ -28,12 +29,15 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def network_entry(name: str, path: Path, produces: str, sample_shape: tuple[int, ...], precision: str) -> dict:
+def network_entry(
+    name: str, path: Path, role: str, produces: str, sample_shape: tuple[int, ...], precision: str
+) -> dict:
     """One ``networks`` entry of export.json (the file is named relative to its folder)."""
     return {
         "name": name,
         "file": path.name,
         "sha256": file_sha256(path),
+        "role": role,
         "produces": produces,
         "sample_shape": list(sample_shape),
         "precision": precision,
@@ -47,11 +51,12 @@ def export_model_into(source: Path, folder: Path, tolerance: float = PARITY_TOLE
     for network in model_networks(loaded):
         path = export_network(network, folder / f"{network.name}.onnx")
         parity[network.name] = check_parity(network, path, tolerance)
-        entries.append(network_entry(network.name, path, network.output, network.sample_shape, "fp32"))
+        entries.append(network_entry(network.name, path, network.role, network.output, network.sample_shape, "fp32"))
     description = {
         "format": EXPORT_FORMAT,
         "version": EXPORT_VERSION,
         "kind": "model",
+        "inputs": model_inputs(loaded),
         "networks": entries,
         "model": loaded.info,
         "parity": {"max_abs_difference": parity, "tolerance": tolerance},

@@ -3,7 +3,9 @@
 onnxruntime's quantisation tools do the work (:func:`onnxruntime.quantization.quantize_static`):
 QDQ format, per-channel INT8 weights, UINT8 activations (onnxruntime's x86 default, U8S8), ranges
 by MinMax calibration. The calibration inputs go through the model's own pre-processing
-(:mod:`histobreast.runtime.inputs`: stain target, resize, System A's grid), network by network.
+(:mod:`histobreast.runtime.inputs`: stain target, resize, System A's grid, System B's six views x
+KREM crops, Spanhol 2016's sliding windows), network by network; System B's FDNet is calibrated on
+the features of its FP32 encoders.
 Calibration images outside the model's training range (another scale, size or no tissue) are
 refused. The new folder's export.json records how it was made (``quantization``).
 """
@@ -24,8 +26,17 @@ from histobreast.data.records import UNLABELLED, ImageRecord
 from histobreast.errors import ConfigError
 from histobreast.export.folder import check_new_folder, member_folder, network_entry
 from histobreast.pipelines.input_range import flag_unlike_training, prediction_scale
-from histobreast.runtime.folder import EXPORT_JSON, INPUT_NAME, ExportedModel, read_exported
-from histobreast.runtime.inputs import hybrid_batches, image_batches
+from histobreast.preprocess.model_arrays import model_array
+from histobreast.runtime.folder import EXPORT_JSON, INPUT_NAME, ExportedModel, open_session, read_exported
+from histobreast.runtime.inputs import (
+    hybrid_batches,
+    image_batches,
+    image_key_regions,
+    key_region_params,
+    model_stain,
+    spanhol_patches,
+)
+from histobreast.runtime.predict import system_b_features
 
 #: Calibration images used at most (evenly spread over those given): MinMax ranges settle within tens.
 DEFAULT_MAX_IMAGES = 64
@@ -33,21 +44,40 @@ DEFAULT_MAX_IMAGES = 64
 CALIBRATION_BATCH = 4
 
 
-def calibration_arrays(model: ExportedModel, records: Sequence[ImageRecord], network: str) -> Iterator[np.ndarray]:
-    """The inputs network ``network`` of ``model`` sees for ``records``, by batch."""
-    if model.pipeline == "zhu2019":
+def key_region_crops(model: ExportedModel, records: Sequence[ImageRecord]) -> list[np.ndarray]:
+    """System B's uint8 crop stacks of each calibration image in the trained views (KREM runs once
+    for all four networks)."""
+    params, stain, views = key_region_params(model), model_stain(model), model.inputs["views"]
+    return [image_key_regions(model, record, views, params, stain)[1] for record in records]
+
+
+def calibration_arrays(
+    model: ExportedModel, records: Sequence[ImageRecord], network: str, crops: Sequence[np.ndarray] = ()
+) -> Iterator[np.ndarray]:
+    """The inputs network ``network`` of ``model`` sees for ``records``, by batch (System B: from
+    their :func:`key_region_crops` ``crops``, one image per batch)."""
+    kind, role = model.input_kind, model.networks[network].role
+    if kind == "hybrid":
         for global_images, patches in hybrid_batches(model, records, None, CALIBRATION_BATCH):
-            yield global_images if network == "global" else patches.reshape(-1, *patches.shape[2:])
-    elif model.pipeline == "image":
+            yield global_images if role == "global" else patches.reshape(-1, *patches.shape[2:])
+    elif kind == "image":
         yield from image_batches(model, records, None, CALIBRATION_BATCH)
-    else:
-        raise ConfigError(f"{model.path / EXPORT_JSON}: quantize calibrates System A and plain classifiers only")
+    elif kind == "spanhol_patches":
+        stain = model_stain(model)
+        for record in records:
+            yield from spanhol_patches(model, record, stain)
+    elif role == "encoder":
+        index = [n.name for n in model.by_role("encoder")].index(network)
+        yield from (model_array(stack[:, index]) for stack in crops)
+    else:  # FDNet: the features of the FP32 encoders
+        encoders = [open_session(n.path) for n in model.by_role("encoder")]
+        yield from (system_b_features(encoders, stack) for stack in crops)
 
 
 def calibration_records(model: ExportedModel, images: Sequence[Path], max_images: int) -> list[ImageRecord]:
     """The calibration images as records at the model's training scale; images unlike the training
     ones are refused, naming the first."""
-    scale, _ = prediction_scale(model.info, None, model.path)
+    scale, _ = prediction_scale(model.info, None, model.path, physical_pipeline=bool(model.inputs["physical_scale"]))
     chosen = np.unique(np.linspace(0, len(images) - 1, min(max_images, len(images))).astype(int))
     records = [
         ImageRecord(
@@ -111,16 +141,17 @@ def quantize_model_into(
     if unknown:
         raise ConfigError(f"--fp32: {unknown} are not networks of {model.path} (it has {list(model.networks)})")
     records = calibration_records(model, images, max_images)
+    crops = key_region_crops(model, records) if model.input_kind == "key_regions" else []
     entries = []
     for name, network in model.networks.items():
         if name in keep_fp32:
             target = Path(shutil.copy2(network.path, folder / network.path.name))
         else:
             target = quantize_network(
-                network.path, folder / f"{name}.int8.onnx", calibration_arrays(model, records, name)
+                network.path, folder / f"{name}.int8.onnx", calibration_arrays(model, records, name, crops)
             )
         precision = "fp32" if name in keep_fp32 else "int8"
-        entries.append(network_entry(name, target, network.produces, network.sample_shape, precision))
+        entries.append(network_entry(name, target, network.role, network.produces, network.sample_shape, precision))
     description = {
         **model.description,
         "networks": entries,

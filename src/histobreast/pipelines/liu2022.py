@@ -53,11 +53,11 @@ from histobreast.pipelines.input_range import training_inputs
 from histobreast.pipelines.network import eval_batch_size, network_seed, train_network
 from histobreast.pipelines.package import LoadedModel, images_scale, load_model_folder, save_model_folder
 from histobreast.pipelines.registry import Pipeline, register_pipeline
-from histobreast.predictions import Predictions
+from histobreast.predictions import Predictions, region_methods
 from histobreast.preprocess.stain import StainNormalizer
 from histobreast.preprocess.stain_target import fit_stain_normalizer
 from histobreast.seeding import seed_everything
-from histobreast.votes import image_predictions, view_predictions
+from histobreast.votes import image_predictions
 
 log = logging.getLogger(__name__)
 
@@ -341,12 +341,8 @@ def predict_records(
 
 def _evaluation_methods(data: KeyRegionDataset, probs: np.ndarray | Tensor) -> dict[str, Predictions]:
     """Image and patch tables of per-sample ``probs``, plus the one-region-per-view protocol when
-    the data has several regions per view."""
-    methods = {"image": image_predictions(data, probs), "patch": view_predictions(data, probs)}
-    if data.regions_per_view.max(initial=0) > 1:
-        methods["image_one_region"] = image_predictions(data, probs, max_regions=1)
-        methods["patch_one_region"] = view_predictions(data, probs, max_regions=1)
-    return methods
+    the data has several regions per view (:func:`histobreast.predictions.region_methods`)."""
+    return region_methods(data, probs.double().numpy() if isinstance(probs, Tensor) else np.asarray(probs))
 
 
 def predict_records_svm(

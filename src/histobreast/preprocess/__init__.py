@@ -5,6 +5,7 @@
 - :mod:`.patches`: System A's 5x3 grid, Spanhol 2016's sliding-window and random patches;
 - :mod:`.views`: System B's six views;
 - :mod:`.krem`: System B's nuclei-density key regions (KREM);
+- :mod:`.key_region_samples`: System B's per-view key regions, their crops and the sample index (numpy);
 - :mod:`.transforms`: uint8 arrays -> ImageNet-normalised tensors;
 - :mod:`.cache`: content- and parameter-keyed on-disk cache of pre-processed arrays.
 

@@ -1,4 +1,4 @@
-"""Patch grids and windows: System A's 5x3 grid, Spanhol 2016's sliding and random patches.
+"""Patch grids and windows: System A's 5x3 grid, Spanhol 2016's scaled images, sliding and random patches.
 
 Every function takes an ``(H, W, 3)`` uint8 RGB image and returns a stack ``(N, size, size, 3)``
 of uint8 patches, so batches go straight into :func:`histobreast.preprocess.transforms.to_model_input`.
@@ -6,11 +6,17 @@ of uint8 patches, so batches go straight into :func:`histobreast.preprocess.tran
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import cv2
 import numpy as np
 
-from histobreast.errors import ConfigError
+from histobreast.data.imageio import read_rgb
+from histobreast.data.records import ImageRecord
+from histobreast.errors import ConfigError, DatasetError
 
+if TYPE_CHECKING:
+    from histobreast.preprocess.stain import StainNormalizer
 # Interpolation names accepted by resize_rgb, mapped to OpenCV flags.
 _INTERPOLATION = {"area": cv2.INTER_AREA, "bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC}
 
@@ -94,6 +100,33 @@ def _crop_stack(image: np.ndarray, xs: np.ndarray, ys: np.ndarray, patch_size: i
     return np.stack([image[y : y + patch_size, x : x + patch_size] for x, y in zip(xs, ys)])
 
 
+def load_scaled(record: ImageRecord, scale: float, stain: StainNormalizer | None = None) -> np.ndarray:
+    """The record's image as uint8 RGB, stain-normalised at full resolution (if ``stain``), then
+    resized by ``scale`` (Spanhol 2016's down-scaled images)."""
+    if scale <= 0:
+        raise ConfigError(f"spanhol.scale must be > 0, got {scale}")
+    image = read_rgb(record.path)
+    if stain is not None:
+        image = stain.normalize(image).image
+    return image if scale == 1.0 else rescale_rgb(image, scale)
+
+
+def sliding_positions(height: int, width: int, patch_size: int, overlap: float) -> np.ndarray:
+    """``(N, 2)`` top-left ``(y, x)`` of the row-major sliding windows covering an image (those of
+    :func:`sliding_window_patches`); an image smaller than a patch is a :class:`DatasetError`."""
+    if not 0.0 <= overlap < 1.0:
+        raise ConfigError(f"spanhol.overlap must be in [0, 1), got {overlap}")
+    if patch_size > min(height, width):
+        raise DatasetError(f"patch size {patch_size} does not fit in a {width}x{height} image (after scaling)")
+    stride = max(1, round(patch_size * (1.0 - overlap)))
+    ys, xs = np.meshgrid(
+        window_starts(height, patch_size, stride, cover_end=True),
+        window_starts(width, patch_size, stride, cover_end=True),
+        indexing="ij",
+    )
+    return np.stack([ys.ravel(), xs.ravel()], axis=1)
+
+
 def sliding_window_patches(image: np.ndarray, patch_size: int, overlap: float = 0.5) -> np.ndarray:
     """Spanhol et al. 2016's sliding windows: ``patch_size`` squares with fractional ``overlap``, row-major.
 
@@ -103,13 +136,12 @@ def sliding_window_patches(image: np.ndarray, patch_size: int, overlap: float = 
     if not 0.0 <= overlap < 1.0:
         raise ConfigError(f"overlap must be in [0, 1), got {overlap}")
     _check_fits(image, patch_size)
-    stride = max(1, round(patch_size * (1.0 - overlap)))
-    ys, xs = np.meshgrid(
-        window_starts(image.shape[0], patch_size, stride, cover_end=True),
-        window_starts(image.shape[1], patch_size, stride, cover_end=True),
-        indexing="ij",
-    )
-    return _crop_stack(image, xs.ravel(), ys.ravel(), patch_size)
+    return crop_patches(image, sliding_positions(image.shape[0], image.shape[1], patch_size, overlap), patch_size)
+
+
+def crop_patches(image: np.ndarray, positions: np.ndarray, patch_size: int) -> np.ndarray:
+    """``(N, patch_size, patch_size, 3)`` squares of ``image`` at the top-left ``(y, x)`` ``positions``."""
+    return _crop_stack(image, positions[:, 1], positions[:, 0], patch_size)
 
 
 def random_patches(image: np.ndarray, patch_size: int, count: int, rng: np.random.Generator) -> np.ndarray:

@@ -24,7 +24,7 @@ def parser() -> argparse.ArgumentParser:
     predict.add_argument("--tta", action="store_true", help="Average over the six views (raw, 3 rotations, 2 flips).")
     predict.add_argument("--method", help="Evaluation method (default: the headline; an ensemble: its vote).")
     predict.add_argument("--mpp", "--microns-per-pixel", dest="mpp", type=float, help="µm/px of the images.")
-    predict.add_argument("--batch-size", type=int, help="Images per onnxruntime call.")
+    predict.add_argument("--batch-size", type=int, help="Images per onnxruntime call (System B: crop stacks).")
     predict.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: all cores).")
     return top
 

@@ -4,8 +4,10 @@ A model's exported folder::
 
     exported/
       export.json   {"format": "histobreast-onnx", "version": 1, "kind": "model",
-                     "networks": [{"name", "file", "sha256", "produces", "sample_shape",
-                                   "dynamic_axes", "precision"}, ...],
+                     "inputs": {"kind": "hybrid" | "image" | "key_regions" | "spanhol_patches",
+                                "physical_scale", ...the kind's own settings},
+                     "networks": [{"name", "file", "sha256", "role", "produces", "sample_shape",
+                                   "precision"}, ...],
                      "model": {...the source model.json: pipeline, classes, preprocess (stain target
                                included), microns_per_pixel, training_inputs, model_kwargs (fusion λ,
                                vote rule), config...},
@@ -32,9 +34,14 @@ EXPORT_VERSION = 1
 EXPORT_JSON = "export.json"
 INPUT_NAME, OUTPUT_NAME = "input", "output"
 ENSEMBLE_RULES = ("sum", "max", "majority")
-#: The networks the runtime's pipelines need in an exported folder (System B's encoders + fdnet export,
-#: but the runtime does not apply them yet: see docs/deployment.md).
-PIPELINE_NETWORKS = {"zhu2019": ("global", "local"), "image": ("image",)}
+#: The network roles each kind of input building needs, in order (``key_regions``: one encoder per
+#: level, then FDNet); export.json's ``inputs.kind`` says which kind a model is.
+INPUT_ROLES = {
+    "hybrid": ("global", "local"),
+    "image": ("image",),
+    "spanhol_patches": ("image",),
+    "key_regions": ("encoder", "fdnet"),
+}
 
 
 @dataclass
@@ -43,6 +50,7 @@ class ExportedNetwork:
 
     name: str
     path: Path
+    role: str
     produces: str
     sample_shape: tuple[int, ...]
     precision: str
@@ -66,8 +74,21 @@ class ExportedModel:
         return list(self.info["classes"])
 
     @property
-    def pipeline(self) -> str:
-        return str(self.info["pipeline"])
+    def inputs(self) -> dict[str, Any]:
+        """How the networks' inputs are built: export.json's ``inputs`` (``kind``, ``physical_scale``...)."""
+        return self.description["inputs"]
+
+    @property
+    def input_kind(self) -> str:
+        return str(self.inputs["kind"])
+
+    def by_role(self, role: str) -> list[ExportedNetwork]:
+        """The networks of ``role``, in export.json's order (System B: its encoders, coarse first)."""
+        return [n for n in self.networks.values() if n.role == role]
+
+    def role_name(self, role: str) -> str:
+        """The name of the one network of ``role`` (the read checked there is exactly one)."""
+        return self.by_role(role)[0].name
 
 
 @dataclass
@@ -112,16 +133,40 @@ def read_description(path: str | Path) -> dict[str, Any]:
 
 def _network(folder: Path, entry: Mapping[str, Any], meta: Path) -> ExportedNetwork:
     try:
-        name, file, sha = str(entry["name"]), str(entry["file"]), str(entry["sha256"])
+        name, file, sha, role = str(entry["name"]), str(entry["file"]), str(entry["sha256"]), str(entry["role"])
         shape = tuple(int(n) for n in entry["sample_shape"])
     except (KeyError, TypeError, ValueError) as err:
-        raise CheckpointError(f"{meta}: a 'networks' entry lacks name/file/sha256/sample_shape ({err})") from None
+        raise CheckpointError(f"{meta}: a 'networks' entry lacks name/file/sha256/role/sample_shape ({err})") from None
     onnx_path = folder / file
     if not onnx_path.is_file():
         raise CheckpointError(f"{onnx_path}: network {name!r} listed in {meta.name} is missing")
     if file_sha256(onnx_path) != sha:
         raise CheckpointError(f"{onnx_path}: does not match its sha256 in {meta.name} (truncated or replaced)")
-    return ExportedNetwork(name, onnx_path, str(entry.get("produces", "probabilities")), shape, str(entry["precision"]))
+    produces = str(entry.get("produces", "probabilities"))
+    return ExportedNetwork(name, onnx_path, role, produces, shape, str(entry["precision"]))
+
+
+def _check_inputs(description: Mapping[str, Any], meta: Path) -> None:
+    inputs = description.get("inputs")
+    if not isinstance(inputs, dict) or "kind" not in inputs or "physical_scale" not in inputs:
+        raise CheckpointError(
+            f"{meta}: no 'inputs' description (made by an older histobreast export); re-export the model folder"
+        )
+    if inputs["kind"] not in INPUT_ROLES:
+        raise CheckpointError(f"{meta}: inputs kind {inputs['kind']!r} is not one of {', '.join(INPUT_ROLES)}")
+
+
+def _check_roles(model: ExportedModel, meta: Path) -> None:
+    """Every role the input kind needs is there once (System B: one encoder per level), nothing else."""
+    kind = model.input_kind
+    wanted = {role: 1 for role in INPUT_ROLES[kind]}
+    if kind == "key_regions":
+        wanted["encoder"] = len(model.inputs.get("levels", ()))
+    have = {role: len(model.by_role(role)) for role in {*wanted, *(n.role for n in model.networks.values())}}
+    if have != {role: wanted.get(role, 0) for role in have}:
+        listed = [f"{n.name} ({n.role})" for n in model.networks.values()]
+        needs = ", ".join(f"{count} {role}" for role, count in wanted.items())
+        raise CheckpointError(f"{meta}: inputs {kind!r} need networks {needs}; export.json lists {listed}")
 
 
 def read_exported_model(path: str | Path) -> ExportedModel:
@@ -137,13 +182,11 @@ def read_exported_model(path: str | Path) -> ExportedModel:
     entries = description.get("networks")
     if not isinstance(entries, list) or not entries:
         raise CheckpointError(f"{meta}: 'networks' must be a non-empty list")
+    _check_inputs(description, meta)
     networks = {n.name: n for n in (_network(path, e, meta) for e in entries)}
-    expected = PIPELINE_NETWORKS.get(info["pipeline"])
-    if expected is not None and tuple(networks) != expected:
-        raise CheckpointError(
-            f"{meta}: pipeline {info['pipeline']!r} needs networks {list(expected)}, got {list(networks)}"
-        )
-    return ExportedModel(path, description, networks)
+    model = ExportedModel(path, description, networks)
+    _check_roles(model, meta)
+    return model
 
 
 def read_exported(path: str | Path) -> ExportedModel | ExportedEnsemble:

@@ -1,9 +1,13 @@
 """The exported model's own pre-processing in numpy: records -> the arrays its ONNX networks take.
 
-The same steps as the torch datasets (:mod:`histobreast.datasets.images`), from the same torch-free
-functions: read (one of the six views for TTA), stain-normalise at full resolution with the
-model's fitted target, resize or cut System A's grid (:func:`~histobreast.preprocess.patches.hybrid_inputs`),
-or rescale to the training µm/px, then :func:`~histobreast.preprocess.model_arrays.model_array`.
+The same steps as the torch datasets (:mod:`histobreast.datasets.images`,
+:mod:`~histobreast.datasets.key_regions`, :mod:`~histobreast.datasets.spanhol_patches`), from the
+same torch-free functions: read (one of the six views for TTA), stain-normalise at full resolution
+with the model's fitted target, then resize or cut System A's grid
+(:func:`~histobreast.preprocess.patches.hybrid_inputs`), rescale to the training µm/px, cut System
+B's six views x KREM crops (:mod:`histobreast.preprocess.key_region_samples`) or Spanhol 2016's
+sliding windows (:func:`~histobreast.preprocess.patches.sliding_positions`), and finally
+:func:`~histobreast.preprocess.model_arrays.model_array`.
 """
 
 from __future__ import annotations
@@ -15,8 +19,19 @@ import numpy as np
 
 from histobreast.data.imageio import read_rgb
 from histobreast.data.records import ImageRecord
+from histobreast.errors import DatasetError
+from histobreast.preprocess.cache import file_fingerprint
+from histobreast.preprocess.key_region_samples import region_crops, view_key_regions
+from histobreast.preprocess.krem import KeyRegion, KremParams
 from histobreast.preprocess.model_arrays import model_array
-from histobreast.preprocess.patches import hybrid_inputs, rescale_rgb, resize_rgb
+from histobreast.preprocess.patches import (
+    crop_patches,
+    hybrid_inputs,
+    load_scaled,
+    rescale_rgb,
+    resize_rgb,
+    sliding_positions,
+)
 from histobreast.preprocess.stain import StainNormalizer, fitted_stain
 from histobreast.preprocess.views import read_view
 from histobreast.runtime.folder import EXPORT_JSON, ExportedModel
@@ -68,3 +83,55 @@ def image_batches(
         return
     for batch in _batches(records, batch_size or DEFAULT_BATCH):
         yield model_array(np.stack([resize_rgb(read_image(r, view, stain), (size, size)) for r in batch]))
+
+
+def key_region_params(model: ExportedModel) -> KremParams:
+    """The KREM settings System B was trained with (export.json's ``inputs.krem``)."""
+    return KremParams(**model.inputs["krem"])
+
+
+def image_key_regions(
+    model: ExportedModel,
+    record: ImageRecord,
+    views: Sequence[str],
+    params: KremParams,
+    stain: StainNormalizer | None,
+) -> tuple[list[list[KeyRegion]], np.ndarray, tuple[int, int]]:
+    """One image's System B samples: its key regions per view, the uint8 crop stacks of every sample
+    ``(n, S, s, s, 3)`` (view-major, then region rank) and its ``(width, height)``."""
+    inputs = model.inputs
+    image = read_image(record, None, stain)
+    fingerprint = file_fingerprint(record.path) if inputs["selection"] == "random" else ""
+    regions = [
+        view_key_regions(
+            image,
+            view,
+            record.microns_per_pixel,
+            params,
+            int(inputs["top_k"]),
+            inputs["selection"],
+            seed=int(inputs["seed"]),
+            fingerprint=fingerprint,
+        )
+        for view in views
+    ]
+    crops = [
+        region_crops(image, view, region, inputs["levels"], params.output_size)
+        for view, view_regions in zip(views, regions)
+        for region in view_regions
+    ]
+    return regions, np.stack(crops), (image.shape[1], image.shape[0])
+
+
+def spanhol_patches(model: ExportedModel, record: ImageRecord, stain: StainNormalizer | None) -> Iterator[np.ndarray]:
+    """A Spanhol 2016 member's sliding-window patches of one (scaled) image as model-input batches
+    ``(n, 3, s, s)`` of at most the member's ``eval_batch_size`` (an image smaller than a patch names it)."""
+    inputs = model.inputs
+    size, batch = int(inputs["patch_size"]), int(inputs["eval_batch_size"])
+    image = load_scaled(record, float(inputs["scale"]), stain)
+    try:
+        positions = sliding_positions(image.shape[0], image.shape[1], size, float(inputs["overlap"]))
+    except DatasetError as err:
+        raise DatasetError(f"{record.path}: {err}") from None
+    for start in range(0, len(positions), batch):
+        yield model_array(crop_patches(image, positions[start : start + batch], size))

@@ -2,15 +2,18 @@
 
 :func:`predict_exported` mirrors the pipelines' ``predict_records``: System A's five methods
 (``hybrid`` first, by :func:`histobreast.vote_rules.system_a_methods`), a plain classifier's
-``image``, an ensemble's vote (``ensemble``, with its ``uncertainty`` column) then each member's
-headline. :func:`predict_to_csv` is the ``predict`` command on an exported folder: the same
+``image``, System B's six-view vote ``image`` and per-view ``patch``
+(:func:`histobreast.predictions.region_methods`), a Spanhol 2016 member's ``image`` (its patches
+combined by its patch rule), an ensemble's vote (``ensemble``, with its ``uncertainty`` column)
+then each member's headline. Which one applies is export.json's ``inputs.kind``, never the
+pipeline's name. :func:`predict_to_csv` is the ``predict`` command on an exported folder: the same
 scale rule, training-range flags, method choice and CSV as ``histobreast predict``.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +24,15 @@ from histobreast.data.records import ImageRecord, unlabelled
 from histobreast.errors import CheckpointError, ConfigError
 from histobreast.outputs import refuse_output_over_inputs
 from histobreast.pipelines.input_range import flag_unlike_training, prediction_scale
-from histobreast.predictions import Predictions, choose_method, combine_predictions, predictions_from_records
+from histobreast.predictions import (
+    Predictions,
+    choose_method,
+    combine_predictions,
+    predictions_from_records,
+    region_methods,
+)
+from histobreast.preprocess.key_region_samples import RegionSamples
+from histobreast.preprocess.model_arrays import model_array
 from histobreast.preprocess.views import average_over_views
 from histobreast.runtime.folder import (
     EXPORT_JSON,
@@ -32,8 +43,15 @@ from histobreast.runtime.folder import (
     open_session,
     read_exported,
 )
-from histobreast.runtime.inputs import hybrid_batches, image_batches
-from histobreast.vote_rules import DEFAULT_FUSION_WEIGHT, DEFAULT_MIN_SPREAD, system_a_methods
+from histobreast.runtime.inputs import (
+    hybrid_batches,
+    image_batches,
+    image_key_regions,
+    key_region_params,
+    model_stain,
+    spanhol_patches,
+)
+from histobreast.vote_rules import DEFAULT_FUSION_WEIGHT, DEFAULT_MIN_SPREAD, combine_members, system_a_methods
 
 
 def model_sessions(model: ExportedModel, threads: int | None = None) -> dict[str, Any]:
@@ -62,8 +80,8 @@ def _system_a(
     kwargs = model.info.get("model_kwargs", {})
     global_parts, patch_parts = [], []
     for global_images, patches in hybrid_batches(model, records, view, batch):
-        global_parts.append(_run(sessions["global"], global_images))
-        flat = _run(sessions["local"], patches.reshape(-1, *patches.shape[2:]))
+        global_parts.append(_run(sessions[model.role_name("global")], global_images))
+        flat = _run(sessions[model.role_name("local")], patches.reshape(-1, *patches.shape[2:]))
         patch_parts.append(flat.reshape(*patches.shape[:2], -1))
     return system_a_methods(
         np.concatenate(global_parts),
@@ -76,11 +94,93 @@ def _system_a(
 def _plain(
     model: ExportedModel, sessions: dict[str, Any], records: Sequence[ImageRecord], view: str | None, batch: int | None
 ) -> dict[str, np.ndarray]:
-    parts = [_run(sessions["image"], images) for images in image_batches(model, records, view, batch)]
+    parts = [_run(sessions[model.role_name("image")], images) for images in image_batches(model, records, view, batch)]
     return {"image": np.concatenate(parts).astype(np.float64)}
 
 
-_PIPELINES = {"zhu2019": _system_a, "image": _plain}
+def system_b_features(encoders: Sequence[Any], crops: np.ndarray) -> np.ndarray:
+    """System B's per-scale features ``(n, S, D)`` of uint8 crop stacks ``(n, S, s, s, 3)``: encoder
+    ``i`` on scale ``i``."""
+    inputs = model_array(crops)
+    return np.stack([_run(encoder, inputs[:, i]) for i, encoder in enumerate(encoders)], axis=1)
+
+
+def system_b_probabilities(
+    encoders: Sequence[Any], fdnet: Any, crops: np.ndarray, batch_size: int | None = None
+) -> np.ndarray:
+    """Per-sample probabilities of System B's uint8 crop stacks: :func:`system_b_features`, then
+    FDNet; ``batch_size`` samples per call (None: all at once)."""
+    step = batch_size or max(1, len(crops))
+    parts = [_run(fdnet, system_b_features(encoders, crops[i : i + step])) for i in range(0, len(crops), step)]
+    return np.concatenate(parts)
+
+
+def _system_b(
+    model: ExportedModel,
+    sessions: dict[str, Any],
+    records: Sequence[ImageRecord],
+    tta_views: Sequence[str],
+    batch: int | None,
+) -> dict[str, Predictions]:
+    """Six views x KREM crops of each image (``tta_views`` replace the trained views, as in the torch
+    path), the encoders and FDNet per sample, then the six-view vote and the per-view table."""
+    views = tuple(tta_views) or tuple(model.inputs["views"])
+    params, stain = key_region_params(model), model_stain(model)
+    encoders = [sessions[n.name] for n in model.by_role("encoder")]
+    fdnet = sessions[model.role_name("fdnet")]
+    regions_of, sizes, probs = [], [], []
+    for record in records:
+        regions, crops, size = image_key_regions(model, record, views, params, stain)
+        regions_of.append(regions)
+        sizes.append(size)
+        probs.append(system_b_probabilities(encoders, fdnet, crops, batch))
+    samples = RegionSamples(list(records), model.classes, views, sizes, regions_of)
+    return region_methods(samples, np.concatenate(probs) if probs else np.zeros((0, len(model.classes))))
+
+
+def _spanhol(
+    model: ExportedModel,
+    sessions: dict[str, Any],
+    records: Sequence[ImageRecord],
+    tta_views: Sequence[str],
+    batch: int | None,
+) -> dict[str, Predictions]:
+    """A Spanhol 2016 member: each image's sliding-window patch probabilities combined by its patch
+    rule (TTA and batch size are not used, as in the torch path)."""
+    stain, rule = model_stain(model), model.inputs["patch_rule"]
+    rows = []
+    for record in records:
+        patches = np.concatenate(
+            [_run(sessions[model.role_name("image")], b) for b in spanhol_patches(model, record, stain)]
+        )
+        rows.append(combine_members(patches[:, None, :], rule)[0])
+    probs = np.stack(rows) if rows else np.zeros((0, len(model.classes)))
+    return {"image": predictions_from_records(records, probs, model.classes)}
+
+
+def _averaged(run: Any) -> Any:
+    """A per-view runner (System A, plain) as a whole runner: TTA averages its runs over the views."""
+
+    def predict(
+        model: ExportedModel,
+        sessions: dict[str, Any],
+        records: Sequence[ImageRecord],
+        tta_views: Sequence[str],
+        batch: int | None,
+    ) -> dict[str, Predictions]:
+        probs = average_over_views(lambda view: run(model, sessions, records, view, batch), tta_views)
+        return {name: predictions_from_records(records, p, model.classes) for name, p in probs.items()}
+
+    return predict
+
+
+#: How each kind of input building (export.json's ``inputs.kind``) predicts.
+_INPUT_KINDS = {
+    "hybrid": _averaged(_system_a),
+    "image": _averaged(_plain),
+    "key_regions": _system_b,
+    "spanhol_patches": _spanhol,
+}
 
 
 def predict_model(
@@ -90,17 +190,14 @@ def predict_model(
     tta_views: Sequence[str] = (),
     batch_size: int | None = None,
     threads: int | None = None,
+    sessions: Mapping[str, Any] | None = None,
 ) -> dict[str, Predictions]:
-    """One exported model's predictions: one table per method, the headline first."""
-    if model.pipeline not in _PIPELINES:
-        raise CheckpointError(
-            f"{model.path / EXPORT_JSON}: the runtime applies {', '.join(_PIPELINES)} models, not {model.pipeline!r} "
-            "(System B exports and is benchmarked, but its KREM views are not in the runtime yet)"
-        )
-    sessions = model_sessions(model, threads)
-    run = _PIPELINES[model.pipeline]
-    probs = average_over_views(lambda view: run(model, sessions, records, view, batch_size), tta_views)
-    return {name: predictions_from_records(records, p, model.classes) for name, p in probs.items()}
+    """One exported model's predictions: one table per method, the headline first. ``batch_size``:
+    images per onnxruntime call (System B: crop stacks, default one image's; Spanhol: not used).
+    ``sessions``: :func:`model_sessions` opened once by a caller that predicts many times (None:
+    opened here, on ``threads``)."""
+    sessions = dict(sessions) if sessions is not None else model_sessions(model, threads)
+    return _INPUT_KINDS[model.input_kind](model, sessions, records, tta_views, batch_size)
 
 
 def predict_exported(
@@ -120,9 +217,14 @@ def predict_exported(
     return {"ensemble": combine_predictions(members, exported.rule), **members}  # type: ignore[arg-type]
 
 
+def headline_model(exported: ExportedModel | ExportedEnsemble) -> ExportedModel:
+    """The exported model whose scale and training range apply (an ensemble's members share them)."""
+    return exported if isinstance(exported, ExportedModel) else next(iter(exported.members.values()))
+
+
 def headline_info(exported: ExportedModel | ExportedEnsemble) -> dict[str, Any]:
     """The model.json whose scale and training range apply (an ensemble's members share them)."""
-    return (exported if isinstance(exported, ExportedModel) else next(iter(exported.members.values()))).info
+    return headline_model(exported).info
 
 
 def predict_to_csv(
@@ -144,8 +246,8 @@ def predict_to_csv(
         raise ConfigError(f"--out {out}: is a folder; give the CSV file's name")
     exported = read_exported(folder)
     info = headline_info(exported)
-    # the runtime's pipelines (PIPELINE_NETWORKS) resize whole images or grids; the registry would load torch
-    scale, note = prediction_scale(info, microns_per_pixel, folder, physical_pipeline=False)
+    physical = bool(headline_model(exported).inputs["physical_scale"])  # export.json says (the registry loads torch)
+    scale, note = prediction_scale(info, microns_per_pixel, folder, physical_pipeline=physical)
     records = unlabelled(collect_images(inputs), scale)
     unlike = flag_unlike_training(records, info)
     results = predict_exported(
