@@ -10,6 +10,10 @@ finishes; a killed run started again with the same settings reads the finished c
 at the next unwritten one, and the final files are built from the chunks alone, so they are the
 same as an uninterrupted run's. Slides are shared out by ``shard = (K, N)`` (batch-scheduler arrays;
 under torchrun, ``RANK``/``WORLD_SIZE`` give the default share).
+
+Torch-free: the model is a :class:`~histobreast.pipelines.tile_model.TileModel`; a model folder's
+(PyTorch) is loaded here only when a path is given, an exported folder's comes from
+:func:`histobreast.runtime.slides.load_exported_tile_model` (onnxruntime, no torch).
 """
 
 from __future__ import annotations
@@ -29,8 +33,8 @@ import numpy as np
 
 from histobreast.atomic import atomic_write_json, atomic_write_text
 from histobreast.errors import ConfigError
-from histobreast.pipelines.slide_model import TileModel, load_tile_model
 from histobreast.pipelines.slide_outputs import write_slide_outputs
+from histobreast.pipelines.tile_model import TileModel
 from histobreast.slides.reader import open_slide
 from histobreast.slides.tiling import Tile, TileReader, tile_grid
 from histobreast.slides.tissue import detect_tissue, stain_problem
@@ -191,7 +195,7 @@ def predict_slide(
 
 def predict_slides(
     slides: Sequence[str | Path],
-    model_path: str | Path,
+    model: str | Path | TileModel,
     out_dir: str | Path,
     options: SlidePredictOptions = SlidePredictOptions(),
     *,
@@ -201,12 +205,18 @@ def predict_slides(
     model_mpp: float | None = None,
     say: Callable[[str], None] = log.info,
 ) -> list[dict[str, Any]]:
-    """:func:`predict_slide` for this shard's slides with one loaded model; returns their summaries."""
+    """:func:`predict_slide` for this shard's slides with one loaded model; returns their summaries.
+
+    ``model`` is a loaded :class:`TileModel`, or a model or ensemble folder loaded on ``device`` at
+    ``model_mpp`` (default: its training scale)."""
     names = [Path(s).stem for s in slides]
     clashes = sorted({n for n in names if names.count(n) > 1})
     if clashes:
         raise ConfigError(f"slides share the name {clashes[0]!r}: each slide's outputs go to OUT/<name>; rename one")
-    model = load_tile_model(model_path, device, model_mpp)
+    if not isinstance(model, TileModel):
+        from histobreast.pipelines.slide_model import load_tile_model  # PyTorch: only for model folders
+
+        model = load_tile_model(model, device, model_mpp)
     return [
         predict_slide(s, model, out_dir, options, workers=workers, say=say)
         for s in shard_slides([Path(s) for s in slides], shard)

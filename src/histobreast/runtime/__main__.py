@@ -26,6 +26,7 @@ def parser() -> argparse.ArgumentParser:
     predict.add_argument("--mpp", "--microns-per-pixel", dest="mpp", type=float, help="µm/px of the images.")
     predict.add_argument("--batch-size", type=int, help="Images per onnxruntime call.")
     predict.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: all cores).")
+    predict.add_argument("--review", type=Path, help="Also write a case review here (needs matplotlib).")
     return top
 
 
@@ -44,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
             microns_per_pixel=args.mpp,
             batch_size=args.batch_size,
             threads=args.threads,
+            review=args.review,
         )
     except (HistobreastError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
