@@ -199,3 +199,23 @@ def test_a_quantized_export_predicts_the_same_tiles(models, tmp_path):
     )
     predict_slides([models["slide"]], load_exported_tile_model(int8), tmp_path / "q", OPTIONS, **quiet)
     _assert_same_tiles(tmp_path / "q" / "slide1", tmp_path / "fp32" / "slide1", INT8_MAX_PROBABILITY_SHIFT)
+
+
+def test_the_runtime_command_writes_the_review_without_torch(models, tmp_path):
+    """``python -m histobreast.runtime predict EXPORTED IMAGES --review DIR`` in a fresh interpreter."""
+    out, review = tmp_path / "p.csv", tmp_path / "review"
+    argv = ["predict", str(models["ensemble_onnx"]), str(models["crops"]), "--out", str(out), "--review", str(review)]
+    code = (
+        "import sys\n"
+        "from histobreast.runtime.__main__ import main\n"
+        f"status = main({argv!r})\n"
+        "loaded = sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.'))\n"
+        "assert not loaded, f'torch loaded: {loaded[:5]}'\n"
+        "sys.exit(status)\n"
+    )
+    env = {"PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "MPLBACKEND": "Agg"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "case review:" in done.stdout and "ensemble, sum rule, onnxruntime" in done.stdout
+    header = (review / "report.md").read_text()
+    assert "onnxruntime" in header and "(no torch)" in header and "export.json" in header
