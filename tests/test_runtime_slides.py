@@ -219,3 +219,42 @@ def test_the_runtime_command_writes_the_review_without_torch(models, tmp_path):
     assert "case review:" in done.stdout and "ensemble, sum rule, onnxruntime" in done.stdout
     header = (review / "report.md").read_text()
     assert "onnxruntime" in header and "(no torch)" in header and "export.json" in header
+
+
+def test_the_runtime_slide_command_writes_the_same_files_without_torch(models, tmp_path, capsys):
+    """``python -m histobreast.runtime slide EXPORTED SLIDE --out DIR`` (the torch-free distribution's
+    command): the files of ``histobreast slide predict`` on the same export; bad options are one line."""
+    from histobreast.runtime.__main__ import main
+
+    tile = "x".join(map(str, TILE_UM))
+    argv = ["slide", str(models["ensemble_onnx"]), str(models["slide"]), "--tile-um", tile, "--overlap", "0.25"]
+    argv += ["--batch-size", "16", "--threads", "1"]
+    code = (
+        "import sys\n"
+        "from histobreast.runtime.__main__ import main\n"
+        f"status = main({[*argv, '--out', str(tmp_path / 'runtime')]!r})\n"
+        "loaded = sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.'))\n"
+        "assert not loaded, f'torch loaded: {loaded[:5]}'\n"
+        "sys.exit(status)\n"
+    )
+    env = {"PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"slide1: {len(_rows(tmp_path / 'runtime' / 'slide1' / 'tiles.csv'))} tiles" in done.stdout
+    args = ["slide", "predict", str(models["slide"]), "--model", str(models["ensemble_onnx"]), "--tile-um", tile]
+    result = runner.invoke(
+        app, [*args, "--overlap", "0.25", "--batch-size", "16", "--threads", "1", "--out", str(tmp_path / "cli")]
+    )
+    assert result.exit_code == 0, result.output
+    for name in ("tiles.csv", "tiles.geojson"):
+        assert (tmp_path / "runtime" / "slide1" / name).read_bytes() == (
+            tmp_path / "cli" / "slide1" / name
+        ).read_bytes()
+    for option, value, message in (
+        ("--overlap", "0.99", "--overlap: must be in [0, 0.95), got 0.99"),
+        ("--batch-size", "0", "--batch-size: must be at least 1, got 0"),
+        ("--model-mpp", "-1", "--model-mpp: must be a positive number of µm per pixel, got -1.0"),
+    ):
+        assert main([*argv, option, value, "--out", str(tmp_path / "bad")]) == 1
+        assert capsys.readouterr().err == f"error: {message}\n"
+    assert not (tmp_path / "bad").exists()

@@ -16,16 +16,6 @@ slide_app = typer.Typer(
 )
 
 
-def _pair(text: str, option: str) -> tuple[float, float]:
-    try:
-        parts = [float(v) for v in text.lower().split("x")]
-    except ValueError:
-        parts = []
-    if len(parts) not in (1, 2) or any(p <= 0 for p in parts):
-        raise ConfigError(f"{option}: expected WIDTH or WIDTHxHEIGHT (positive numbers), got {text!r}")
-    return (parts[0], parts[-1])
-
-
 @slide_app.command("inspect")
 def inspect(
     slides: list[Path] = typer.Argument(..., help="Slide files (SVS, NDPI, TIFF, MRXS, DICOM, ...)."),
@@ -86,7 +76,14 @@ def predict(
     method: str = typer.Option("gradcam", "--method", help="Map method for --explain (as `histobreast explain`)."),
 ) -> None:
     """Apply a model to every tissue tile: tiles.csv, heatmaps, QuPath GeoJSON and a summary per slide."""
-    from histobreast.pipelines.slide_predict import SlidePredictOptions, parse_shard, predict_slides
+    from histobreast.pipelines.slide_predict import (
+        SlidePredictOptions,
+        check_options,
+        describe_summary,
+        parse_pair,
+        parse_shard,
+        predict_slides,
+    )
     from histobreast.runtime.folder import is_exported_folder
 
     if explain < 0:
@@ -98,18 +95,15 @@ def predict(
         from histobreast.explain.cam import check_method  # PyTorch (grad-cam): not for an export's run
 
         check_method(method)
-    if not 0 <= overlap < 0.95:
-        raise ConfigError(f"--overlap: must be in [0, 0.95), got {overlap}")
-    if batch_size < 1:
-        raise ConfigError(f"--batch-size: must be at least 1, got {batch_size}")
     logging.basicConfig(level=logging.WARNING)
     options = SlidePredictOptions(
-        tile_um=_pair(tile_um, "--tile-um") if tile_um else None,
+        tile_um=parse_pair(tile_um, "--tile-um") if tile_um else None,
         overlap=overlap,
         min_tissue=min_tissue,
         mpp=mpp,
         batch_size=batch_size,
     )
+    check_options(options)
     if exported:  # an ONNX export: the torch-free runtime applies it
         from histobreast.runtime.slides import load_exported_tile_model
 
@@ -128,9 +122,7 @@ def predict(
         say=typer.echo,
     )
     for summary in summaries:
-        name = Path(summary["slide"]["path"]).stem
-        areas = ", ".join(f"{c} {a:.2f} mm²" for c, a in summary["area_mm2"].items()) or "no tiles"
-        typer.echo(f"{name}: {summary['tiles']} tiles ({areas}) -> {out / name}")
+        typer.echo(describe_summary(summary, out))
     if explain and summaries:
         from histobreast.explain.slides import explain_slide_tiles
 
@@ -173,6 +165,7 @@ def sample(
     seed: int = seed_option("Seed of the crops' positions."),
 ) -> None:
     """Paper A's BACH WSI protocol: crops from annotated regions and unannotated tissue, as a dataset `train` reads."""
+    from histobreast.pipelines.slide_predict import parse_pair
     from histobreast.pipelines.slide_sample import BACH_WSI_MAP, SampleOptions, sample_slides
     from histobreast.slides.annotations import ANNOTATION_SUFFIXES
 
@@ -191,7 +184,7 @@ def sample(
         if not found:
             raise ConfigError(f"{slide}: no annotation file {slide.stem}.xml/.geojson in {folder}")
         pairs.append((slide, found[0]))
-    w, h = _pair(crop, "--crop")
+    w, h = parse_pair(crop, "--crop")
     options = SampleOptions(
         crop_px=(int(w), int(h)), per_region_class=per_class, normal=normal, out_mpp=out_mpp, mpp=mpp, seed=seed
     )

@@ -58,6 +58,18 @@ class SlidePredictOptions:
     thumbnail_size: int = 1024  # longer side of the thumbnail (tissue mask, heatmaps)
 
 
+def check_options(options: SlidePredictOptions) -> None:
+    """Refuse options no run can use, naming the command-line option (before any slide is opened)."""
+    if not 0 <= options.overlap < 0.95:
+        raise ConfigError(f"--overlap: must be in [0, 0.95), got {options.overlap}")
+    if not 0 <= options.min_tissue <= 1:
+        raise ConfigError(f"--min-tissue: must be between 0 and 1, got {options.min_tissue}")
+    if options.batch_size < 1:
+        raise ConfigError(f"--batch-size: must be at least 1, got {options.batch_size}")
+    if options.mpp is not None and not 0 < options.mpp < float("inf"):
+        raise ConfigError(f"--mpp: must be a positive number of µm per pixel, got {options.mpp}")
+
+
 def parse_shard(text: str | None) -> tuple[int, int]:
     """``"K/N"`` -> ``(K, N)`` with 1 <= K <= N; ``None``: torchrun's ``RANK``/``WORLD_SIZE`` or ``(1, 1)``."""
     if text is None:
@@ -69,6 +81,24 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     if not 1 <= k <= n:
         raise ConfigError(f"--shard: K must be between 1 and N, got {text!r}")
     return k, n
+
+
+def parse_pair(text: str, option: str) -> tuple[float, float]:
+    """``"WIDTHxHEIGHT"`` (or one number for a square) -> ``(width, height)``; ``option`` names it in errors."""
+    try:
+        parts = [float(v) for v in text.lower().split("x")]
+    except ValueError:
+        parts = []
+    if len(parts) not in (1, 2) or any(not p > 0 for p in parts):
+        raise ConfigError(f"{option}: expected WIDTH or WIDTHxHEIGHT (positive numbers), got {text!r}")
+    return (parts[0], parts[-1])
+
+
+def describe_summary(summary: dict[str, Any], out_dir: str | Path) -> str:
+    """One line per predicted slide: ``name: N tiles (class area, ...) -> OUT/name``."""
+    name = Path(summary["slide"]["path"]).stem
+    areas = ", ".join(f"{c} {a:.2f} mm²" for c, a in summary["area_mm2"].items()) or "no tiles"
+    return f"{name}: {summary['tiles']} tiles ({areas}) -> {Path(out_dir) / name}"
 
 
 def shard_slides(slides: Sequence[Path], shard: tuple[int, int]) -> list[Path]:

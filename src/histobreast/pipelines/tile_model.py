@@ -78,6 +78,8 @@ class TileModel:
 
 def training_scale(path: Path, info: dict[str, Any], microns_per_pixel: float | None) -> float:
     """The scale tiles are read at: ``microns_per_pixel`` (``--model-mpp``), else the training images'."""
+    if microns_per_pixel is not None and not 0 < microns_per_pixel < float("inf"):
+        raise ConfigError(f"--model-mpp: must be a positive number of µm per pixel, got {microns_per_pixel}")
     scale = microns_per_pixel or info.get("microns_per_pixel")
     if not scale:
         raise ConfigError(f"{path}: model.json has no microns_per_pixel; give the training scale with --model-mpp")
