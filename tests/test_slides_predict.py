@@ -381,7 +381,7 @@ def test_system_b_predicts_slide_tiles_with_its_six_views(slides, tmp_path):
 
 
 def test_per_view_tables_become_one_reading_per_view():
-    from histobreast.pipelines.slide_model import tile_readings
+    from histobreast.pipelines.tile_model import tile_readings
     from histobreast.predictions import Predictions
 
     tiles = ["tile0", "tile1"]

@@ -74,20 +74,21 @@ def predict(
     """
     from rich.console import Console
 
-    from histobreast.pipelines.predict import check_outputs, predict_images, write_review
     from histobreast.runtime.folder import is_exported_folder
     from histobreast.runtime.predict import predict_to_csv
 
-    if is_exported_folder(model):  # an ONNX export: the torch-free runtime applies it
-        if review is not None:
-            raise ConfigError(f"{model}: --review needs the model folder; an exported folder predicts the CSV only")
-        for line in predict_to_csv(
-            model, inputs, out, tta=tta, method=method, microns_per_pixel=microns_per_pixel, batch_size=batch_size
-        ):
-            typer.echo(line)
-        return
     if explain and review is None:
         raise ConfigError("--explain: the maps go on the case review's cards; add --review DIR")
+    if is_exported_folder(model):  # an ONNX export: the torch-free runtime applies it
+        if explain:
+            raise ConfigError(f"--explain: {model} is an exported folder; the maps need the model folder (PyTorch)")
+        thresholds = {"min_confidence": min_confidence, "min_agreement": min_agreement}
+        options = {"tta": tta, "method": method, "microns_per_pixel": microns_per_pixel, "batch_size": batch_size}
+        for line in predict_to_csv(model, inputs, out, review=review, thresholds=thresholds, **options):
+            typer.echo(line)
+        return
+    from histobreast.pipelines.predict import check_outputs, predict_images, write_review  # PyTorch
+
     check_outputs(inputs, out, review)
     result = predict_images(
         model,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -14,16 +14,6 @@ from histobreast.errors import ConfigError
 slide_app = typer.Typer(
     help="Whole-slide images: inspect, predict tile by tile, sample training crops.", no_args_is_help=True
 )
-
-
-def _pair(text: str, option: str) -> tuple[float, float]:
-    try:
-        parts = [float(v) for v in text.lower().split("x")]
-    except ValueError:
-        parts = []
-    if len(parts) not in (1, 2) or any(p <= 0 for p in parts):
-        raise ConfigError(f"{option}: expected WIDTH or WIDTHxHEIGHT (positive numbers), got {text!r}")
-    return (parts[0], parts[-1])
 
 
 @slide_app.command("inspect")
@@ -49,7 +39,9 @@ def inspect(
 @slide_app.command("predict")
 def predict(
     slides: list[Path] = typer.Argument(..., help="Slide files."),
-    model: Path = typer.Option(..., "--model", help="Model folder or ensemble folder."),
+    model: Path = typer.Option(
+        ..., "--model", help="Model folder, ensemble folder, or exported folder (export.json: run by onnxruntime)."
+    ),
     out: Path = typer.Option(..., "--out", help="Output folder: one sub-folder per slide."),
     tile_um: Optional[str] = typer.Option(
         None, "--tile-um", help="Tile field of view in µm, WIDTHxHEIGHT (default: the model's training images')."
@@ -71,7 +63,10 @@ def predict(
     shard: Optional[str] = typer.Option(
         None, "--shard", help="K/N: this job's share of the slides (default: torchrun's rank)."
     ),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N (model folders; exports run on the CPU)."),
+    threads: Optional[int] = typer.Option(
+        None, "--threads", min=1, help="Exported folders: onnxruntime's intra-op threads (default: all cores)."
+    ),
     review: Optional[Path] = typer.Option(
         None, "--review", help="Also write a case review here: a card per slide, least certain first."
     ),
@@ -81,44 +76,56 @@ def predict(
     method: str = typer.Option("gradcam", "--method", help="Map method for --explain (as `histobreast explain`)."),
 ) -> None:
     """Apply a model to every tissue tile: tiles.csv, heatmaps, QuPath GeoJSON and a summary per slide."""
-    from histobreast.explain.cam import check_method
-    from histobreast.pipelines.slide_predict import SlidePredictOptions, parse_shard, predict_slides
+    from histobreast.pipelines.slide_predict import (
+        SlidePredictOptions,
+        check_options,
+        describe_summary,
+        parse_pair,
+        parse_shard,
+        predict_slides,
+    )
+    from histobreast.runtime.folder import is_exported_folder
 
     if explain < 0:
         raise ConfigError(f"--explain: the number of tiles to explain must be at least 0, got {explain}")
-    check_method(method)
-    if not 0 <= overlap < 0.95:
-        raise ConfigError(f"--overlap: must be in [0, 0.95), got {overlap}")
-    if batch_size < 1:
-        raise ConfigError(f"--batch-size: must be at least 1, got {batch_size}")
+    exported = is_exported_folder(model)
+    if explain and exported:
+        raise ConfigError(f"--explain: {model} is an exported folder; the maps need the model folder (PyTorch)")
+    if not exported:
+        from histobreast.explain.cam import check_method  # PyTorch (grad-cam): not for an export's run
+
+        check_method(method)
     logging.basicConfig(level=logging.WARNING)
     options = SlidePredictOptions(
-        tile_um=_pair(tile_um, "--tile-um") if tile_um else None,
+        tile_um=parse_pair(tile_um, "--tile-um") if tile_um else None,
         overlap=overlap,
         min_tissue=min_tissue,
         mpp=mpp,
         batch_size=batch_size,
     )
+    check_options(options)
+    if exported:  # an ONNX export: the torch-free runtime applies it
+        from histobreast.runtime.slides import load_exported_tile_model
+
+        tile_model: Any = load_exported_tile_model(model, model_mpp, threads)
+    else:
+        from histobreast.pipelines.slide_model import load_tile_model
+
+        tile_model = load_tile_model(model, device, model_mpp)
     summaries = predict_slides(
         slides,
-        model,
+        tile_model,
         out,
         options,
         shard=parse_shard(shard),
         workers=workers,
-        device=device,
-        model_mpp=model_mpp,
         say=typer.echo,
     )
     for summary in summaries:
-        name = Path(summary["slide"]["path"]).stem
-        areas = ", ".join(f"{c} {a:.2f} mm²" for c, a in summary["area_mm2"].items()) or "no tiles"
-        typer.echo(f"{name}: {summary['tiles']} tiles ({areas}) -> {out / name}")
+        typer.echo(describe_summary(summary, out))
     if explain and summaries:
         from histobreast.explain.slides import explain_slide_tiles
-        from histobreast.pipelines.slide_model import load_tile_model
 
-        tile_model = load_tile_model(model, device, model_mpp)
         for summary in summaries:
             manifest = explain_slide_tiles(summary, out, tile_model, explain, method=method, device=device)
             if manifest is not None:
@@ -158,6 +165,7 @@ def sample(
     seed: int = seed_option("Seed of the crops' positions."),
 ) -> None:
     """Paper A's BACH WSI protocol: crops from annotated regions and unannotated tissue, as a dataset `train` reads."""
+    from histobreast.pipelines.slide_predict import parse_pair
     from histobreast.pipelines.slide_sample import BACH_WSI_MAP, SampleOptions, sample_slides
     from histobreast.slides.annotations import ANNOTATION_SUFFIXES
 
@@ -176,7 +184,7 @@ def sample(
         if not found:
             raise ConfigError(f"{slide}: no annotation file {slide.stem}.xml/.geojson in {folder}")
         pairs.append((slide, found[0]))
-    w, h = _pair(crop, "--crop")
+    w, h = parse_pair(crop, "--crop")
     options = SampleOptions(
         crop_px=(int(w), int(h)), per_region_class=per_class, normal=normal, out_mpp=out_mpp, mpp=mpp, seed=seed
     )

@@ -23,8 +23,9 @@ from histobreast.atomic import atomic_write_bytes
 from histobreast.data.records import ImageRecord
 from histobreast.explain.api import explain, write_explanations
 from histobreast.explain.cam import DEFAULT_METHOD, check_method
-from histobreast.pipelines.slide_model import TILE_LABEL, TileModel
+from histobreast.pipelines.slide_model import LoadedTileModel
 from histobreast.pipelines.slide_outputs import read_tiles_csv
+from histobreast.pipelines.tile_model import TILE_LABEL
 from histobreast.slides.reader import open_slide
 
 EXPLAINED = "explained"
@@ -33,7 +34,7 @@ EXPLAINED = "explained"
 def explain_slide_tiles(
     summary: dict[str, Any],
     out_dir: str | Path,
-    model: TileModel,
+    model: LoadedTileModel,
     count: int,
     *,
     method: str = DEFAULT_METHOD,

@@ -4,63 +4,30 @@
 records; :func:`predict_records` / :func:`predict_images` do what ``histobreast predict`` does for records or
 image files and folders (the model's scale looked up, images unlike the training images flagged,
 one method chosen), and
-:func:`write_review` writes its case review. ``histobreast predict``, the demo and notebooks call these.
+:func:`write_review` writes its case review (:mod:`histobreast.pipelines.image_predictions`, which the
+ONNX runtime shares). ``histobreast predict``, the demo and notebooks call these.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from histobreast.data.imageio import collect_images
 from histobreast.data.records import ImageRecord, unlabelled
-from histobreast.errors import ConfigError
-from histobreast.outputs import refuse_output_over_inputs
 from histobreast.pipelines.bagging import is_ensemble_folder, predict_ensemble, read_ensemble_folder
+from histobreast.pipelines.image_predictions import (  # noqa: F401 (check_outputs, write_review: this API's)
+    ENSEMBLE_METHOD,
+    ImagePredictions,
+    check_outputs,
+    write_review,
+)
 from histobreast.pipelines.input_range import flag_unlike_training, prediction_scale
 from histobreast.pipelines.package import LoadedModel, load_model_folder, read_model_info
 from histobreast.pipelines.registry import get_pipeline
 from histobreast.predictions import Predictions, choose_method
 from histobreast.preprocess.views import SIX_VIEWS
-from histobreast.report.case_review import MIN_AGREEMENT, MIN_CONFIDENCE, review_run_info, write_case_review
-
-ENSEMBLE_METHOD = "ensemble"  # an ensemble folder's vote, before its members' rows
-Overlays = Mapping[str, tuple[np.ndarray, str]]  # image id -> (picture, caption) beside its review card
-
-
-@dataclass
-class ImagePredictions:
-    """What :func:`predict_images` gives: every method's predictions and the one chosen."""
-
-    model: Path
-    inputs: list[str]  # what the records came from (the review's header)
-    records: list[ImageRecord]
-    methods: dict[str, Predictions]  # every method, the headline first (ensemble: the vote, then members)
-    method: str  # the chosen one
-    rule: str | None  # an ensemble's voting rule (None: one model)
-    tta: bool
-    outside_training: dict[str, list[str]]  # image id -> why it is unlike the training images
-    scale_note: str = ""  # why a given scale does not matter to this model ("" if it does)
-
-    @property
-    def predictions(self) -> Predictions:
-        """The chosen method's table (with its ``outside_training`` column)."""
-        return self.methods[self.method]
-
-    def class_counts(self) -> dict[str, int]:
-        """How many images were called each class (every class, in class order)."""
-        counts = Counter(self.predictions.classes[i] for i in self.predictions.predicted)
-        return {c: counts.get(c, 0) for c in self.predictions.classes}
-
-    def describe(self) -> str:
-        """The method as a phrase: ``hybrid, six-view TTA`` / ``ensemble, sum rule``."""
-        rule = f", {self.rule} rule" if self.method == ENSEMBLE_METHOD else ""
-        return self.method + rule + (", six-view TTA" if self.tta else "")
 
 
 def _model_info(model: Path) -> dict[str, Any]:
@@ -93,16 +60,6 @@ def predict_folder(
         return {ENSEMBLE_METHOD: voted.ensemble, **voted.members}, voted.rule
     loaded = model if isinstance(model, LoadedModel) else load_model_folder(model)
     return get_pipeline(loaded.pipeline).predict_records(loaded, records, **options), None
-
-
-def check_outputs(inputs: Sequence[Path], out: Path | None = None, review: Path | None = None) -> None:
-    """Refuse a CSV ``out`` or a ``review`` folder that would overwrite an input (before any work)."""
-    if out is not None:
-        refuse_output_over_inputs(out, inputs, "--out", folder=False)
-        if out.is_dir():
-            raise ConfigError(f"--out {out}: is a folder; give the CSV file's name")
-    if review is not None:
-        refuse_output_over_inputs(review, [*inputs, *([out] if out is not None else [])], "--review", folder=True)
 
 
 def predict_records(
@@ -144,26 +101,3 @@ def predict_images(
     result = predict_records(model, unlabelled(collect_images(paths), scale), sources=paths, **options)
     result.scale_note = note
     return result
-
-
-def write_review(
-    result: ImagePredictions,
-    review_dir: str | Path,
-    *,
-    min_confidence: float = MIN_CONFIDENCE,
-    min_agreement: float = MIN_AGREEMENT,
-    overlays: Overlays | None = None,
-) -> dict[str, Path]:
-    """The case review of ``result`` in ``review_dir``: a card per image, least certain first, flagged
-    when the called class's probability is below ``min_confidence`` or fewer than ``min_agreement`` of
-    the other readings (methods, members) agree; ``overlays`` put a picture beside each card."""
-    return write_case_review(
-        result.methods,
-        result.method,
-        review_dir,
-        review_run_info(result.model, result.inputs, result.method),
-        min_confidence=min_confidence,
-        min_agreement=min_agreement,
-        readings="members" if result.rule is not None else "other methods",
-        overlays=overlays,
-    )

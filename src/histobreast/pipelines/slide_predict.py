@@ -10,6 +10,10 @@ finishes; a killed run started again with the same settings reads the finished c
 at the next unwritten one, and the final files are built from the chunks alone, so they are the
 same as an uninterrupted run's. Slides are shared out by ``shard = (K, N)`` (batch-scheduler arrays;
 under torchrun, ``RANK``/``WORLD_SIZE`` give the default share).
+
+Torch-free: the model is a :class:`~histobreast.pipelines.tile_model.TileModel`; a model folder's
+(PyTorch) is loaded here only when a path is given, an exported folder's comes from
+:func:`histobreast.runtime.slides.load_exported_tile_model` (onnxruntime, no torch).
 """
 
 from __future__ import annotations
@@ -29,8 +33,8 @@ import numpy as np
 
 from histobreast.atomic import atomic_write_json, atomic_write_text
 from histobreast.errors import ConfigError
-from histobreast.pipelines.slide_model import TileModel, load_tile_model
 from histobreast.pipelines.slide_outputs import write_slide_outputs
+from histobreast.pipelines.tile_model import TileModel
 from histobreast.slides.reader import open_slide
 from histobreast.slides.tiling import Tile, TileReader, tile_grid
 from histobreast.slides.tissue import detect_tissue, stain_problem
@@ -54,6 +58,18 @@ class SlidePredictOptions:
     thumbnail_size: int = 1024  # longer side of the thumbnail (tissue mask, heatmaps)
 
 
+def check_options(options: SlidePredictOptions) -> None:
+    """Refuse options no run can use, naming the command-line option (before any slide is opened)."""
+    if not 0 <= options.overlap < 0.95:
+        raise ConfigError(f"--overlap: must be in [0, 0.95), got {options.overlap}")
+    if not 0 <= options.min_tissue <= 1:
+        raise ConfigError(f"--min-tissue: must be between 0 and 1, got {options.min_tissue}")
+    if options.batch_size < 1:
+        raise ConfigError(f"--batch-size: must be at least 1, got {options.batch_size}")
+    if options.mpp is not None and not 0 < options.mpp < float("inf"):
+        raise ConfigError(f"--mpp: must be a positive number of µm per pixel, got {options.mpp}")
+
+
 def parse_shard(text: str | None) -> tuple[int, int]:
     """``"K/N"`` -> ``(K, N)`` with 1 <= K <= N; ``None``: torchrun's ``RANK``/``WORLD_SIZE`` or ``(1, 1)``."""
     if text is None:
@@ -65,6 +81,24 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     if not 1 <= k <= n:
         raise ConfigError(f"--shard: K must be between 1 and N, got {text!r}")
     return k, n
+
+
+def parse_pair(text: str, option: str) -> tuple[float, float]:
+    """``"WIDTHxHEIGHT"`` (or one number for a square) -> ``(width, height)``; ``option`` names it in errors."""
+    try:
+        parts = [float(v) for v in text.lower().split("x")]
+    except ValueError:
+        parts = []
+    if len(parts) not in (1, 2) or any(not p > 0 for p in parts):
+        raise ConfigError(f"{option}: expected WIDTH or WIDTHxHEIGHT (positive numbers), got {text!r}")
+    return (parts[0], parts[-1])
+
+
+def describe_summary(summary: dict[str, Any], out_dir: str | Path) -> str:
+    """One line per predicted slide: ``name: N tiles (class area, ...) -> OUT/name``."""
+    name = Path(summary["slide"]["path"]).stem
+    areas = ", ".join(f"{c} {a:.2f} mm²" for c, a in summary["area_mm2"].items()) or "no tiles"
+    return f"{name}: {summary['tiles']} tiles ({areas}) -> {Path(out_dir) / name}"
 
 
 def shard_slides(slides: Sequence[Path], shard: tuple[int, int]) -> list[Path]:
@@ -191,7 +225,7 @@ def predict_slide(
 
 def predict_slides(
     slides: Sequence[str | Path],
-    model_path: str | Path,
+    model: str | Path | TileModel,
     out_dir: str | Path,
     options: SlidePredictOptions = SlidePredictOptions(),
     *,
@@ -201,12 +235,18 @@ def predict_slides(
     model_mpp: float | None = None,
     say: Callable[[str], None] = log.info,
 ) -> list[dict[str, Any]]:
-    """:func:`predict_slide` for this shard's slides with one loaded model; returns their summaries."""
+    """:func:`predict_slide` for this shard's slides with one loaded model; returns their summaries.
+
+    ``model`` is a loaded :class:`TileModel`, or a model or ensemble folder loaded on ``device`` at
+    ``model_mpp`` (default: its training scale)."""
     names = [Path(s).stem for s in slides]
     clashes = sorted({n for n in names if names.count(n) > 1})
     if clashes:
         raise ConfigError(f"slides share the name {clashes[0]!r}: each slide's outputs go to OUT/<name>; rename one")
-    model = load_tile_model(model_path, device, model_mpp)
+    if not isinstance(model, TileModel):
+        from histobreast.pipelines.slide_model import load_tile_model  # PyTorch: only for model folders
+
+        model = load_tile_model(model, device, model_mpp)
     return [
         predict_slide(s, model, out_dir, options, workers=workers, say=say)
         for s in shard_slides([Path(s) for s in slides], shard)

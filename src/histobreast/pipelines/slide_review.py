@@ -17,6 +17,7 @@ import numpy as np
 from histobreast.pipelines.slide_outputs import read_tiles_csv
 from histobreast.predictions import Predictions
 from histobreast.report import RunInfo, write_case_review
+from histobreast.report.case_review import model_description
 
 TOP_TILES = 5
 HEADLINE = "slide"
@@ -65,6 +66,6 @@ def write_slide_review(
         dataset=", ".join(s["slide"]["path"] for s in summaries),
         split="unlabelled slides",
         model=f"{model} (slide call: mean of the {TOP_TILES} most suspicious tiles)",
-        config=f"{Path(model) / 'model.json'} (the model's training config)",
+        config=f"{model_description(model)} (the model's training config)",
     )
     return write_case_review(tables, HEADLINE, review_dir, run, readings="most suspicious tiles")

@@ -247,11 +247,21 @@ def write_case_review(
     return report.write()
 
 
+#: The file that describes a model folder, an ensemble folder or an exported (ONNX) folder.
+DESCRIPTION_FILES = ("model.json", "ensemble.json", "export.json")
+
+
+def model_description(model: str | Path) -> Path:
+    """The description file of ``model`` (model.json, ensemble.json or export.json): the review's config line."""
+    found = [Path(model) / name for name in DESCRIPTION_FILES if (Path(model) / name).is_file()]
+    return found[0] if found else Path(model) / DESCRIPTION_FILES[0]
+
+
 def review_run_info(model: str | Path, inputs: Sequence[str | Path], method: str) -> RunInfo:
     """The report header of a review of ``inputs`` by the model folder ``model``."""
     return RunInfo(
         dataset=", ".join(map(str, inputs)),
         split="unlabelled images",
         model=f"{model} ({method})",
-        config=f"{Path(model) / 'model.json'} (the model's training config)",
+        config=f"{model_description(model)} (the model's training config)",
     )

@@ -56,14 +56,16 @@ code { background: #f4f4f6; padding: 0 .25em; }
 
 
 def describe_machine() -> str:
-    """One line naming this machine: host, OS, CPU count, accelerator, Python and torch."""
+    """One line naming this machine: host, OS, CPU count, accelerator, Python and torch (or, for a report of
+    the torch-free runtime, which loaded onnxruntime and not torch, onnxruntime: torch is not imported then)."""
+    host = f"{platform.node()} ({platform.system()} {platform.release()}), {os.cpu_count()} CPUs"
+    ort = sys.modules.get("onnxruntime")
+    if "torch" not in sys.modules and ort is not None:
+        return f"{host}; Python {platform.python_version()}, onnxruntime {ort.__version__} (no torch)"
     import torch
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (
-        f"{platform.node()} ({platform.system()} {platform.release()}), {os.cpu_count()} CPUs, {gpu}; "
-        f"Python {platform.python_version()}, torch {torch.__version__}"
-    )
+    return f"{host}, {gpu}; Python {platform.python_version()}, torch {torch.__version__}"
 
 
 def current_command() -> str:

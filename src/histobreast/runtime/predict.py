@@ -6,13 +6,13 @@
 (:func:`histobreast.predictions.region_methods`), a Spanhol 2016 member's ``image`` (its patches
 combined by its patch rule), an ensemble's vote (``ensemble``, with its ``uncertainty`` column)
 then each member's headline. Which one applies is export.json's ``inputs.kind``, never the
-pipeline's name. :func:`predict_to_csv` is the ``predict`` command on an exported folder: the same
-scale rule, training-range flags, method choice and CSV as ``histobreast predict``.
+pipeline's name. :func:`predict_exported_images` / :func:`predict_to_csv` are the ``predict`` command on an
+exported folder: the same scale rule, training-range flags, method choice, CSV and case review
+(``--review``) as ``histobreast predict``.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,8 +21,8 @@ import numpy as np
 
 from histobreast.data.imageio import collect_images
 from histobreast.data.records import ImageRecord, unlabelled
-from histobreast.errors import CheckpointError, ConfigError
-from histobreast.outputs import refuse_output_over_inputs
+from histobreast.errors import CheckpointError
+from histobreast.pipelines.image_predictions import ImagePredictions, check_outputs, write_review
 from histobreast.pipelines.input_range import flag_unlike_training, prediction_scale
 from histobreast.predictions import (
     Predictions,
@@ -227,39 +227,60 @@ def headline_info(exported: ExportedModel | ExportedEnsemble) -> dict[str, Any]:
     return headline_model(exported).info
 
 
-def predict_to_csv(
-    folder: Path,
-    inputs: list[Path],
-    out: Path,
+def predict_exported_images(
+    folder: str | Path,
+    inputs: Sequence[str | Path],
     *,
     tta: bool = False,
     method: str | None = None,
     microns_per_pixel: float | None = None,
     batch_size: int | None = None,
     threads: int | None = None,
-) -> list[str]:
-    """``histobreast predict`` on an exported folder: writes ``out`` and returns the lines to print."""
+) -> ImagePredictions:
+    """:func:`histobreast.pipelines.predict.predict_images` on an exported folder: the same scale rule,
+    training-range flags and method choice, every method's table (the case review's readings)."""
     from histobreast.preprocess.views import SIX_VIEWS
 
-    refuse_output_over_inputs(out, inputs, "--out", folder=False)
-    if out.is_dir():
-        raise ConfigError(f"--out {out}: is a folder; give the CSV file's name")
+    folder, paths = Path(folder), [Path(p) for p in inputs]
     exported = read_exported(folder)
     info = headline_info(exported)
     physical = bool(headline_model(exported).inputs["physical_scale"])  # export.json says (the registry loads torch)
     scale, note = prediction_scale(info, microns_per_pixel, folder, physical_pipeline=physical)
-    records = unlabelled(collect_images(inputs), scale)
+    records = unlabelled(collect_images(paths), scale)
     unlike = flag_unlike_training(records, info)
     results = predict_exported(
         exported, records, tta_views=SIX_VIEWS if tta else (), batch_size=batch_size, threads=threads
     )
-    chosen, pred = choose_method(results, method, unlike)
+    chosen, _ = choose_method(results, method, unlike)
+    rule = exported.rule if isinstance(exported, ExportedEnsemble) else None
+    sources = [str(p) for p in paths]
+    return ImagePredictions(folder, sources, records, results, chosen, rule, tta, unlike, note)
+
+
+def predict_to_csv(
+    folder: Path,
+    inputs: list[Path],
+    out: Path,
+    *,
+    review: Path | None = None,
+    thresholds: Mapping[str, float] | None = None,
+    **options: Any,
+) -> list[str]:
+    """``histobreast predict`` on an exported folder: writes ``out`` (and the case review into ``review``,
+    flagged by ``thresholds``: min_confidence / min_agreement) and returns the lines to print;
+    ``options`` as :func:`predict_exported_images`'."""
+    check_outputs(inputs, out, review)
+    result = predict_exported_images(folder, inputs, **options)
+    pred = result.predictions
     pred.to_csv(out)
-    counts = Counter(pred.classes[i] for i in pred.predicted)
-    summary = ", ".join(f"{c} {counts.get(c, 0)}" for c in pred.classes)
-    lines = [note] if note else []
-    lines += [f"outside the training images (flagged): {i}: {'; '.join(r)}" for i, r in sorted(unlike.items())]
-    rule = f", {exported.rule} rule" if isinstance(exported, ExportedEnsemble) and chosen == "ensemble" else ""
-    how = f"{chosen}{rule}{', six-view TTA' if tta else ''}, onnxruntime"
-    lines.append(f"{len(pred)} image{'s' * (len(pred) != 1)} ({how}): {summary} -> {out}")
+    summary = ", ".join(f"{c} {n}" for c, n in result.class_counts().items())
+    lines = [result.scale_note] if result.scale_note else []
+    lines += [
+        f"outside the training images (flagged): {i}: {'; '.join(r)}"
+        for i, r in sorted(result.outside_training.items())
+    ]
+    lines.append(f"{len(pred)} image{'s' * (len(pred) != 1)} ({result.describe()}, onnxruntime): {summary} -> {out}")
+    if review is not None:
+        written = write_review(result, review, **(thresholds or {}))
+        lines.append(f"case review: {written['html']}")
     return lines
