@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from histobreast.slides.annotations import (
     write_geojson,
 )
 from histobreast.slides.heatmap import average_heatmaps
-from histobreast.slides.reader import SlideError, open_slide
+from histobreast.slides.reader import SlideError, _to_rgb, open_slide
 from histobreast.slides.synthetic import PEN_RGB, synth_slide
 from histobreast.slides.tiling import TileReader, tile_grid
 from histobreast.slides.tissue import TissueMask, detect_tissue, stain_problem
@@ -114,15 +115,43 @@ def test_overlapping_tiles_are_averaged_not_overwritten():
     assert heat[1, 0, :3].tolist() == [0.0, 0.5, 1.0] and np.isnan(heat[1, 0, 3])
 
 
-def test_tile_reader_workers_read_the_same_pixels(synthetic):
+def test_tile_reader_thread_and_workers_read_the_same_pixels(synthetic):
     with open_slide(synthetic.path) as slide:
         tiles = tile_grid(slide.dimensions, 1.0, (256.0, 256.0), TissueMask(np.ones((6, 8), bool), 256.0))[:6]
         chunks = [tiles[:4], tiles[4:]]
+        direct = [slide.read_box(t.box, (64, 64)) for t in tiles]
         with TileReader(slide, (64, 64)) as reader:
             here = [a for batch in reader.batches(chunks) for a in batch]
         with TileReader(slide, (64, 64), workers=1) as reader:
             there = [a for batch in reader.batches(chunks) for a in batch]
-    assert len(here) == 6 and all(np.array_equal(a, b) for a, b in zip(here, there))
+    assert len(here) == 6 and all(np.array_equal(a, b) and np.array_equal(a, c) for a, b, c in zip(here, there, direct))
+
+
+def test_tile_reader_reads_the_next_chunk_while_this_one_is_used(synthetic, monkeypatch):
+    with open_slide(synthetic.path) as slide:
+        tiles = tile_grid(slide.dimensions, 1.0, (256.0, 256.0), TissueMask(np.ones((6, 8), bool), 256.0))[:6]
+        read = threading.Semaphore(0)
+        inner = slide.read_box
+        monkeypatch.setattr(slide, "read_box", lambda *a: (inner(*a), read.release())[0])
+        with TileReader(slide, (64, 64)) as reader:
+            batches = reader.batches([tiles[:3], tiles[3:]])
+            next(batches)
+            # the second chunk's three tiles are read with no further ask (the three of the first are counted too)
+            assert all(read.acquire(timeout=30) for _ in range(6))
+            assert len(next(batches)) == 3
+
+
+def test_openslide_reads_the_pixels_of_its_public_read_region(synthetic):
+    """The numpy-buffer read gives openslide-python's pixels, opaque or (past the slide's edge) transparent."""
+    with open_slide(synthetic.path) as slide:
+        assert slide.backend == "openslide"
+        for location, level, size in [
+            ((100, 200), 0, (300, 170)),
+            ((1900, 1400), 0, (300, 300)),
+            ((-50, 8), 1, (90, 60)),
+        ]:
+            public = np.asarray(slide._backend._slide.read_region(location, level, size))
+            assert np.array_equal(slide.read_region(location, level, size), _to_rgb(public))
 
 
 def test_geojson_is_qupath_flavoured(tmp_path):

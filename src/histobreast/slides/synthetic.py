@@ -96,6 +96,13 @@ class _Composer:
             for tissue, code in (("Normal", NORMAL), *((PLANTED[n], _CLASS_CODES[n]) for n in PLANTED))
         }
         self._resized: dict[tuple[int, int, int], np.ndarray] = {}
+        self._blank: dict[int, np.ndarray] = {}
+
+    def _glass(self, size: int) -> np.ndarray:
+        """A bare-glass tile, made once (the TIFF writer only reads the tiles it is given)."""
+        if size not in self._blank:
+            self._blank[size] = np.full((size, size, 3), GLASS_RGB, np.uint8)
+        return self._blank[size]
 
     def _texture(self, code: int, variant: int, downsample: int) -> np.ndarray:
         key = (code, variant, downsample)
@@ -124,15 +131,18 @@ class _Composer:
         centres = (np.arange(size) + 0.5) * downsample
         iy = np.clip(((y0 + centres) // self.scale).astype(int), 0, self.labels.shape[0] - 1)
         ix = np.clip(((x0 + centres) // self.scale).astype(int), 0, self.labels.shape[1] - 1)
+        block = self.labels[iy[0] : iy[-1] + 1, ix[0] : ix[-1] + 1]  # the label cells the tile samples
+        low, high = int(block.min()), int(block.max())
+        if low == high and low != PEN:  # most tiles: all glass or one tissue, no masking
+            return self._glass(size) if low == BACKGROUND else self._mosaic(low, x0, y0, size, downsample)
         lab = self.labels[iy][:, ix]
-        out = np.empty((size, size, 3), np.uint8)
-        out[:] = GLASS_RGB
+        out = self._glass(size).copy()
         for code in np.unique(lab):
-            where = lab == code
+            where = (lab == code)[..., None]
             if code == PEN:
-                out[where] = PEN_RGB
+                np.copyto(out, np.array(PEN_RGB, np.uint8), where=where)
             elif code != BACKGROUND:
-                out[where] = self._mosaic(int(code), x0, y0, size, downsample)[where]
+                np.copyto(out, self._mosaic(int(code), x0, y0, size, downsample), where=where)
         return out
 
 

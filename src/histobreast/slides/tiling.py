@@ -1,16 +1,17 @@
 """Tiles at physical scale: a grid in µm laid in level-0 pixels, kept by tissue fraction, read in batches.
 
 A tile grid is fixed by the slide's scale and the model's field of view (µm), so the model sees the
-tissue at the scale it was trained on whatever the scanner. Reads stream one batch at a time
-(optionally from worker processes, each with its own open slide), with the next batch read while
-the current one is used: memory holds two batches, however large the slide.
+tissue at the scale it was trained on whatever the scanner. Reads stream one batch at a time,
+the next batch read in a background thread (or in worker processes, each with its own open slide)
+while the current one is used: memory holds two batches, however large the slide.
 """
 
 from __future__ import annotations
 
 import math
 import multiprocessing as mp
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,14 +84,20 @@ def _read_in_worker(job: tuple[tuple[int, int, int, int], tuple[int, int]]) -> n
 
 
 class TileReader:
-    """Reads tiles of one slide, resampled to ``out_size`` px, in ``workers`` processes (0: this one)."""
+    """Reads tiles of one slide, resampled to ``out_size`` px, one chunk ahead of its user: in a thread
+    of this process (``workers=0``; the libraries' decoding and resizing release the GIL, so the
+    reads run on another core while the model runs) or in ``workers`` processes, each with its own
+    open slide."""
 
     def __init__(self, slide: Slide, out_size: tuple[int, int], workers: int = 0) -> None:
         self.slide, self.out_size, self.workers = slide, tuple(out_size), workers
         self._pool = None
+        self._thread = None
         if workers > 0:
             given = slide.mpp if slide.mpp_source == "given" else None
             self._pool = mp.get_context("spawn").Pool(workers, _open_in_worker, (slide.path, given))
+        else:
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="tile-reader")
 
     def __enter__(self) -> TileReader:
         return self
@@ -99,21 +106,25 @@ class TileReader:
         if self._pool is not None:
             self._pool.terminate()
             self._pool.join()
+        if self._thread is not None:  # a read under way finishes before the slide can be closed
+            self._thread.shutdown(wait=True, cancel_futures=True)
+
+    def _read(self, chunk: Sequence[Tile]) -> list[np.ndarray]:
+        return [self.slide.read_box(t.box, self.out_size) for t in chunk]
+
+    def _start(self, chunk: Sequence[Tile]) -> Callable[[], list[np.ndarray]]:
+        """Begin reading ``chunk`` in the background; the returned call waits for its pixels."""
+        if self._pool is not None:
+            return self._pool.map_async(_read_in_worker, [(t.box, self.out_size) for t in chunk]).get
+        assert self._thread is not None
+        return self._thread.submit(self._read, chunk).result
 
     def batches(self, chunks: Sequence[Sequence[Tile]]) -> Iterator[list[np.ndarray]]:
-        """The pixels of each chunk of tiles, in order; with workers the next chunk is read while this
-        one is used (two chunks in memory at most)."""
-        if self._pool is None:
-            for chunk in chunks:
-                yield [self.slide.read_box(t.box, self.out_size) for t in chunk]
-            return
-        pool = self._pool
-
-        def start(chunk: Sequence[Tile]):  # noqa: ANN202 - a multiprocessing AsyncResult
-            return pool.map_async(_read_in_worker, [(t.box, self.out_size) for t in chunk])
-
-        pending = start(chunks[0]) if chunks else None
+        """The pixels of each chunk of tiles, in order; the next chunk is read while this one is used
+        (two chunks in memory at most)."""
+        pending = self._start(chunks[0]) if chunks else None
         for index in range(len(chunks)):
-            arrays = pending.get()
-            pending = start(chunks[index + 1]) if index + 1 < len(chunks) else None
+            assert pending is not None
+            arrays = pending()
+            pending = self._start(chunks[index + 1]) if index + 1 < len(chunks) else None
             yield arrays
