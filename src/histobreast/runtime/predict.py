@@ -207,14 +207,27 @@ def predict_exported(
     tta_views: Sequence[str] = (),
     batch_size: int | None = None,
     threads: int | None = None,
+    sessions: Mapping[str, Any] | None = None,
 ) -> dict[str, Predictions]:
-    """An exported model's methods, or an ensemble's vote followed by each member's headline."""
+    """An exported model's methods, or an ensemble's vote followed by each member's headline.
+    ``sessions``: :func:`open_sessions` of ``folder``, opened once by a caller that predicts many
+    times (None: opened here, on ``threads``)."""
     exported = read_exported(folder) if isinstance(folder, (str, Path)) else folder
     options: dict[str, Any] = {"tta_views": tta_views, "batch_size": batch_size, "threads": threads}
     if isinstance(exported, ExportedModel):
-        return predict_model(exported, records, **options)
-    members = {name: next(iter(predict_model(m, records, **options).values())) for name, m in exported.members.items()}
+        return predict_model(exported, records, sessions=sessions, **options)
+    members = {
+        name: next(iter(predict_model(m, records, sessions=sessions[name] if sessions else None, **options).values()))
+        for name, m in exported.members.items()
+    }
     return {"ensemble": combine_predictions(members, exported.rule), **members}  # type: ignore[arg-type]
+
+
+def open_sessions(exported: ExportedModel | ExportedEnsemble, threads: int | None = None) -> dict[str, Any]:
+    """:func:`predict_exported`'s sessions: a model's :func:`model_sessions`, or an ensemble's per member."""
+    if isinstance(exported, ExportedModel):
+        return model_sessions(exported, threads)
+    return {name: model_sessions(member, threads) for name, member in exported.members.items()}
 
 
 def headline_model(exported: ExportedModel | ExportedEnsemble) -> ExportedModel:

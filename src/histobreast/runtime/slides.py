@@ -10,14 +10,15 @@ slide reading, tiling, resuming and outputs are :mod:`histobreast.pipelines.slid
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from histobreast.data.records import ImageRecord
 from histobreast.pipelines.tile_model import MODEL_BATCH, TileModel, training_scale
 from histobreast.predictions import Predictions
 from histobreast.runtime.folder import ExportedEnsemble, ExportedModel, read_exported
-from histobreast.runtime.predict import headline_info, predict_exported
+from histobreast.runtime.predict import headline_info, open_sessions, predict_exported
 
 
 @dataclass
@@ -26,9 +27,12 @@ class ExportedTileModel(TileModel):
 
     exported: ExportedModel | ExportedEnsemble | None = None
     threads: int | None = None
+    sessions: dict[str, Any] = field(default_factory=dict)  # opened on the first chunk, then reused
 
     def tables(self, records: Sequence[ImageRecord]) -> tuple[Predictions, dict[str, Predictions]]:
-        results = predict_exported(self.exported, records, batch_size=MODEL_BATCH, threads=self.threads)  # type: ignore[arg-type]
+        if not self.sessions:
+            self.sessions = open_sessions(self.exported, self.threads)  # type: ignore[arg-type]
+        results = predict_exported(self.exported, records, batch_size=MODEL_BATCH, sessions=self.sessions)  # type: ignore[arg-type]
         headline = next(iter(results))
         # an ensemble's vote is the headline and its members the readings, as in the PyTorch path
         readings = {k: v for k, v in results.items() if not (self.is_ensemble and k == headline)}
