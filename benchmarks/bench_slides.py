@@ -120,6 +120,19 @@ def child(slide_path: Path, variant: str, tmp: Path) -> dict:
     }
 
 
+def _verdict(paper: list[tuple[float, float, float]]) -> list[str]:
+    """The target, met or not, at the paper's widths (the System A hybrid the issue names)."""
+    machinery, reads, peaks = ([f"{row[i]:.{d}f}" for row in paper] for i, d in ((0, 1), (1, 1), (2, 0)))
+    met = {True: "met", False: "**not met**"}
+    return [
+        f"At the paper's widths: machinery {' and '.join(machinery)}% of model time, target <= 10% "
+        f"{met[all(row[0] <= 10 for row in paper)]}; peak memory {' and '.join(peaks)} MB, target < 2 GB "
+        f"{met[all(row[2] < 2048 for row in paper)]}. Summed, the tile reads are {' and '.join(reads)}% of model "
+        "time: it is the reads' overlap with the model that keeps them off the critical path. At the toy widths "
+        "(a model of some tens of ms a tile) the machinery is of the model's order; the target is not set for them.",
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     if argv is None and len(sys.argv) > 1 and sys.argv[1] == "--child":
         print(json.dumps(child(Path(sys.argv[2]), sys.argv[3], Path(sys.argv[4]))))
@@ -128,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", nargs="+", default=["20000x15000", "40000x30000"], help="toy-width runs")
     parser.add_argument("--paper-sizes", nargs="*", default=["20000x15000", "40000x30000"], help="paper-width runs")
     args = parser.parse_args(argv)
-    rows = []
+    rows, paper = [], []
     for size, variant in [*((s, "toy") for s in args.sizes), *((s, "paper") for s in args.paper_sizes)]:
         with tempfile.TemporaryDirectory(prefix="bench_slides_") as tmp:
             slide_path, synth_s = synthesise(size, Path(tmp))
@@ -144,11 +157,13 @@ def main(argv: list[str] | None = None) -> int:
             f"{synth_s:.0f} | {r['load']:.1f} |"
         )
         print(rows[-1], flush=True)
+        if variant == "paper":
+            paper.append((100 * machinery / r["model_s"], 100 * r["reads_s"] / r["model_s"], r["peak_rss_mb"]))
     section = "\n".join(
         [
             "## Whole-slide inference (`slide predict`)",
             "",
-            f"`nice -n 10 python -m benchmarks.bench_slides --sizes {' '.join(args.sizes)} --paper-sizes "
+            f"`{f'nice -n {os.nice(0)} ' if os.nice(0) else ''}python -m benchmarks.bench_slides --sizes {' '.join(args.sizes)} --paper-sizes "
             f"{' '.join(args.paper_sizes)}` on {today()}; machine: {machine_info()}.",
             f"Synthetic pyramidal JPEG TIFF at {MPP} µm/px (levels 1, 4, 16, 64x); System A hybrid, untrained, "
             "BreaKHis 200X field of view (686x451 µm tiles): `toy` = the demo's widths, 64 px global input, 5x3 "
@@ -171,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
             "| tile reads s | reads / model | outputs s | peak RSS (MB) | synthesis s | load |",
             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
             *rows,
+            *([""] + _verdict(paper) if paper else []),
         ]
     )
     print(section)
