@@ -69,6 +69,10 @@ def tile_grid(
     return tiles
 
 
+#: Threads reading the first chunk of an openslide slide, which nothing overlaps (the model waits for
+#: it); later chunks are read by one thread while the model, on its own thread, works on the one before.
+FIRST_CHUNK_THREADS = 2
+
 # One open slide per worker process (set by the pool initializer).
 _WORKER_SLIDE: Slide | None = None
 
@@ -86,8 +90,8 @@ def _read_in_worker(job: tuple[tuple[int, int, int, int], tuple[int, int]]) -> n
 class TileReader:
     """Reads tiles of one slide, resampled to ``out_size`` px, one chunk ahead of its user: in a thread
     of this process (``workers=0``; the libraries' decoding and resizing release the GIL, so the
-    reads run on another core while the model runs) or in ``workers`` processes, each with its own
-    open slide."""
+    reads run on another core while the model runs; the first chunk, which the model waits for, in
+    :data:`FIRST_CHUNK_THREADS`) or in ``workers`` processes, each with its own open slide."""
 
     def __init__(self, slide: Slide, out_size: tuple[int, int], workers: int = 0) -> None:
         self.slide, self.out_size, self.workers = slide, tuple(out_size), workers
@@ -97,7 +101,7 @@ class TileReader:
             given = slide.mpp if slide.mpp_source == "given" else None
             self._pool = mp.get_context("spawn").Pool(workers, _open_in_worker, (slide.path, given))
         else:
-            self._thread = ThreadPoolExecutor(1, thread_name_prefix="tile-reader")
+            self._thread = ThreadPoolExecutor(FIRST_CHUNK_THREADS, thread_name_prefix="tile-reader")
 
     def __enter__(self) -> TileReader:
         return self
@@ -112,17 +116,22 @@ class TileReader:
     def _read(self, chunk: Sequence[Tile]) -> list[np.ndarray]:
         return [self.slide.read_box(t.box, self.out_size) for t in chunk]
 
-    def _start(self, chunk: Sequence[Tile]) -> Callable[[], list[np.ndarray]]:
-        """Begin reading ``chunk`` in the background; the returned call waits for its pixels."""
+    def _start(self, chunk: Sequence[Tile], threads: int = 1) -> Callable[[], list[np.ndarray]]:
+        """Begin reading ``chunk`` in the background (in ``threads`` consecutive parts, without worker
+        processes); the returned call waits for its pixels, in order."""
         if self._pool is not None:
             return self._pool.map_async(_read_in_worker, [(t.box, self.out_size) for t in chunk]).get
         assert self._thread is not None
-        return self._thread.submit(self._read, chunk).result
+        step = max(1, -(-len(chunk) // threads))
+        parts = [self._thread.submit(self._read, chunk[i : i + step]) for i in range(0, len(chunk), step)]
+        return lambda: [pixels for part in parts for pixels in part.result()]
 
     def batches(self, chunks: Sequence[Sequence[Tile]]) -> Iterator[list[np.ndarray]]:
         """The pixels of each chunk of tiles, in order; the next chunk is read while this one is used
         (two chunks in memory at most)."""
-        pending = self._start(chunks[0]) if chunks else None
+        # libopenslide reads one slide from many threads; tifffile's file handle (tiffslide) is unlocked
+        first = FIRST_CHUNK_THREADS if self.slide.backend == "openslide" else 1
+        pending = self._start(chunks[0], first) if chunks else None
         for index in range(len(chunks)):
             assert pending is not None
             arrays = pending()
