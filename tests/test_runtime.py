@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,9 +23,9 @@ from histobreast.runtime.folder import EXPORT_JSON
 from histobreast.runtime.predict import predict_exported
 from tiny_deploy import train_models
 from tiny_system_a import one_torch_thread  # noqa: F401 (autouse fixture)
+from torch_free import run_without_torch
 
 runner = CliRunner()
-SRC = Path(__file__).resolve().parents[1] / "src"
 # Largest |runtime - torch| probability accepted in the CSVs (the export's own bar is 1e-4).
 CSV_TOLERANCE = 1e-4
 
@@ -47,16 +46,8 @@ def models(tmp_path_factory):
 
 def torch_free_predict(exported: Path, images: Path, out: Path) -> subprocess.CompletedProcess:
     """``python -m histobreast.runtime predict`` in a fresh interpreter that fails if torch loads."""
-    code = (
-        "import sys\n"
-        "from histobreast.runtime.__main__ import main\n"
-        f"status = main(['predict', {str(exported)!r}, {str(images)!r}, '--out', {str(out)!r}, '--threads', '1'])\n"
-        "loaded = sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.'))\n"
-        "assert not loaded, f'torch loaded: {loaded[:5]}'\n"
-        "sys.exit(status)\n"
-    )
-    env = {"PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    argv = ["predict", str(exported), str(images), "--out", str(out), "--threads", "1"]
+    return run_without_torch(f"from histobreast.runtime.__main__ import main\nstatus = main({argv!r})", timeout=120)
 
 
 @pytest.mark.parametrize("kind", ["hybrid", "ensemble", "plain"])

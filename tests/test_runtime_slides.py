@@ -7,8 +7,6 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +25,9 @@ from histobreast.pipelines.slide_sample import SampleOptions, sample_slides
 from histobreast.runtime.slides import load_exported_tile_model
 from histobreast.slides.synthetic import synth_slide
 from tiny_system_a import one_torch_thread, tiny_zhu_config  # noqa: F401 (autouse fixture)
+from torch_free import run_without_torch
 
 runner = CliRunner()
-SRC = Path(__file__).resolve().parents[1] / "src"
 MPP, CROP_PX = 2.0, (192, 144)
 TILE_UM = (CROP_PX[0] * MPP, CROP_PX[1] * MPP)
 CLASSES = ["non-carcinoma", "carcinoma"]
@@ -113,18 +111,14 @@ def test_slide_predict_command_on_an_export_loads_no_torch(models, tmp_path):
     out, review = tmp_path / "out", tmp_path / "review"
     args = ["slide", "predict", str(models["slide"]), "--model", str(models["hybrid_onnx"]), "--out", str(out)]
     args += ["--tile-um", "x".join(map(str, TILE_UM)), "--overlap", "0.25", "--batch-size", "16", "--threads", "1"]
-    code = (
-        "import sys\n"
+    done = run_without_torch(
         "from histobreast.cli import app\n"
+        "status = 0\n"
         "try:\n"
         f"    app({[*args, '--review', str(review)]!r})\n"
         "except SystemExit as stop:\n"
-        "    assert not stop.code, stop.code\n"
-        "loaded = sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.'))\n"
-        "assert not loaded, f'torch loaded: {loaded[:5]}'\n"
+        "    status = stop.code\n"
     )
-    env = {"PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "MPLBACKEND": "Agg"}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "slide1:" in done.stdout and "review:" in done.stdout
     torch_out = tmp_path / "torch"
@@ -205,16 +199,7 @@ def test_the_runtime_command_writes_the_review_without_torch(models, tmp_path):
     """``python -m histobreast.runtime predict EXPORTED IMAGES --review DIR`` in a fresh interpreter."""
     out, review = tmp_path / "p.csv", tmp_path / "review"
     argv = ["predict", str(models["ensemble_onnx"]), str(models["crops"]), "--out", str(out), "--review", str(review)]
-    code = (
-        "import sys\n"
-        "from histobreast.runtime.__main__ import main\n"
-        f"status = main({argv!r})\n"
-        "loaded = sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.'))\n"
-        "assert not loaded, f'torch loaded: {loaded[:5]}'\n"
-        "sys.exit(status)\n"
-    )
-    env = {"PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "MPLBACKEND": "Agg"}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    done = run_without_torch(f"from histobreast.runtime.__main__ import main\nstatus = main({argv!r})")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "case review:" in done.stdout and "ensemble, sum rule, onnxruntime" in done.stdout
     header = (review / "report.md").read_text()
@@ -229,16 +214,8 @@ def test_the_runtime_slide_command_writes_the_same_files_without_torch(models, t
     tile = "x".join(map(str, TILE_UM))
     argv = ["slide", str(models["ensemble_onnx"]), str(models["slide"]), "--tile-um", tile, "--overlap", "0.25"]
     argv += ["--batch-size", "16", "--threads", "1"]
-    code = (
-        "import sys\n"
-        "from histobreast.runtime.__main__ import main\n"
-        f"status = main({[*argv, '--out', str(tmp_path / 'runtime')]!r})\n"
-        "loaded = sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.'))\n"
-        "assert not loaded, f'torch loaded: {loaded[:5]}'\n"
-        "sys.exit(status)\n"
-    )
-    env = {"PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    runtime_argv = [*argv, "--out", str(tmp_path / "runtime")]
+    done = run_without_torch(f"from histobreast.runtime.__main__ import main\nstatus = main({runtime_argv!r})")
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"slide1: {len(_rows(tmp_path / 'runtime' / 'slide1' / 'tiles.csv'))} tiles" in done.stdout
     args = ["slide", "predict", str(models["slide"]), "--model", str(models["ensemble_onnx"]), "--tile-um", tile]
