@@ -33,7 +33,7 @@ from histobreast.export.folder import export_onnx
 from histobreast.export.quantize import quantize_exported
 from histobreast.pipelines import get_pipeline
 from histobreast.pipelines.bagging import is_ensemble_folder, predict_ensemble, read_ensemble_folder
-from histobreast.pipelines.fold_predictions import read_fold_predictions
+from histobreast.pipelines.fold_predictions import FoldPredictions, read_fold_predictions
 from histobreast.pipelines.input_range import prediction_scale
 from histobreast.pipelines.package import read_model_info
 from histobreast.runtime.folder import EXPORT_JSON
@@ -61,9 +61,10 @@ def _parse(argv: list[str] | None):
     return parser.parse_args(argv)
 
 
-def fold_test_records(experiment: Path, fold: int, model: Path) -> tuple[str, list[ImageRecord]]:
-    """The experiment's headline method and the fold's test images as it recorded them, at the model's scale."""
-    method, table = next(iter(read_fold_predictions(experiment)[fold].items()))
+def fold_test_records(saved: FoldPredictions, fold: int, model: Path) -> tuple[str, list[ImageRecord]]:
+    """The headline method of an experiment's saved predictions (``read_fold_predictions``) and the fold's
+    test images as it recorded them, at the model's scale."""
+    method, table = next(iter(saved[fold].items()))
     single = read_ensemble_folder(model).members[0] if is_ensemble_folder(model) else model  # members share it
     scale, _ = prediction_scale(read_model_info(single), None, single)
     return method, [
@@ -138,12 +139,12 @@ def main(argv: list[str] | None = None) -> str:
         experiment = Path(template) if "{fold}" not in template else args.experiment
         if "{fold}" not in template:
             template = str(Path(template) / "fold{fold}" / "model")
-        per_fold = []
+        saved, per_fold = read_fold_predictions(experiment), []
         for fold in args.folds:
             model = Path(template.format(fold=fold))
             work = args.work / label.replace(" ", "_").replace("=", "") / f"fold{fold}"
             work.mkdir(parents=True, exist_ok=True)
-            method, records = fold_test_records(experiment, fold, model)
+            method, records = fold_test_records(saved, fold, model)
             result = evaluate(model, method, records, args.data, work, args)
             print(label, fold, method, result, flush=True)
             per_fold.append(result)
