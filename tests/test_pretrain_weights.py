@@ -17,8 +17,9 @@ from histobreast.models.weights import save_weights
 from histobreast.pipelines.config import parse_config
 from histobreast.pipelines.encoder_provenance import FOLD_RECORD
 from histobreast.pipelines.experiment import run_experiment
+from histobreast.pipelines.fold_predictions import read_fold_predictions
 from histobreast.pipelines.pretrain import run_pretrain
-from histobreast.pipelines.pretrain_probe import probe_encoder
+from histobreast.pipelines.pretrain_probe import probe_folds
 from histobreast.pipelines.zhu2019 import split_kwargs
 from test_pretrain import TINY_TRUNK, tiny_pretrain_config
 from tiny_system_a import TINY_BRANCH, one_torch_thread  # noqa: F401  (autouse fixture)
@@ -141,22 +142,67 @@ def test_one_encoder_per_fold_through_the_fold_field(tree: Path, tmp_path: Path)
         assert record["start_weights"][0]["weights"] == str(tmp_path / f"pre{fold}" / "encoder.safetensors")
 
 
-def test_the_probe_scores_frozen_features_on_a_fold(tree: Path, tmp_path: Path) -> None:
-    weights = fold_encoder(tree, tmp_path / "fold1", 1)
+def test_the_probe_scores_every_fold_with_its_own_encoder_and_saves_comparable_predictions(
+    tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for fold in (1, 2):
+        fold_encoder(tree, tmp_path / f"pre{fold}", fold)
     cfg = tiny_pretrain_config(tree, probe={"max_tiles": 4, "knn_k": 3})
-    scores = probe_encoder(cfg, weights, 1, device="cpu", out=tmp_path / "probe.json")
-    assert (scores["train_images"], scores["test_images"], scores["fold"]) == (20, 20, 1)
-    for key in ("knn_accuracy", "linear_accuracy", "knn_balanced_accuracy", "linear_balanced_accuracy"):
-        assert 0.0 <= scores[key] <= 1.0
-    assert json.loads((tmp_path / "probe.json").read_text()) == scores
-    random_start = probe_encoder(cfg, None, 1, device="cpu")
-    assert random_start["weights"] is None
+    template = str(tmp_path / "pre{fold}" / "encoder.safetensors")
+    result = probe_folds(cfg, template, device="cpu", out=tmp_path / "probe")
+    assert [f["fold"] for f in result["folds"]] == [1, 2]  # default: every fold of the protocol
+    assert [f["weights"] for f in result["folds"]] == [template.replace("{fold}", str(k)) for k in (1, 2)]
+    for scores in result["folds"]:
+        assert (scores["train_images"], scores["test_images"]) == (20, 20)
+        for key in ("knn_accuracy", "linear_accuracy", "knn_balanced_accuracy", "linear_balanced_accuracy"):
+            assert 0.0 <= scores[key] <= 1.0
+    linear = [f["linear_accuracy"] for f in result["folds"]]
+    assert result["summary"]["linear_accuracy"]["mean"] == pytest.approx(sum(linear) / 2)
+    assert json.loads((tmp_path / "probe" / "probe.json").read_text()) == result
+    saved = read_fold_predictions(tmp_path / "probe")
+    assert list(saved) == [1, 2] and list(saved[1]) == ["linear", "knn"]  # the linear probe is the headline
+    table = saved[2]["linear"]
+    assert len(table) == 20 and (table.predicted == table.labels).mean() == pytest.approx(linear[1])
+
+    def no_recompute(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a finished fold was probed again")
+
+    monkeypatch.setattr("histobreast.pipelines.pretrain_probe.probe_fold", no_recompute)
+    assert probe_folds(cfg, template, device="cpu", out=tmp_path / "probe") == result  # resumes: read back
+    monkeypatch.undo()
 
     from histobreast.cli import app
 
+    random_start = CliRunner().invoke(
+        app, ["pretrain", "probe", "--config", str(write_probe_config(tree, tmp_path)), "--out", str(tmp_path / "rnd")]
+    )
+    assert random_start.exit_code == 0, random_start.output
+    assert "2 folds: k-NN" in random_start.output and "random init" in random_start.output
+    paired = CliRunner().invoke(app, ["compare", str(tmp_path / "probe"), str(tmp_path / "rnd")])
+    assert paired.exit_code == 0, paired.output
+    assert "40 test images" in paired.output and "A - B = " in paired.output
+
+
+def write_probe_config(tree: Path, tmp_path: Path) -> Path:
     config = tmp_path / "probe.yaml"
     config.write_text(
-        f"data: {{root: {tree}, n_folds: 2}}\npretrain: {{encoder: resnet18, tile_size: 32, tile_microns: 160}}\nprobe: {{max_tiles: 2}}\n"
+        f"data: {{root: {tree}, n_folds: 2}}\npretrain: {{encoder: resnet18, tile_size: 32, tile_microns: 160}}\n"
+        "probe: {max_tiles: 2, knn_k: 3}\n"
     )
+    return config
+
+
+def test_the_probe_refuses_an_encoder_that_saw_a_test_image_and_a_fold_that_is_not_there(
+    tree: Path, tmp_path: Path
+) -> None:
+    weights = fold_encoder(tree, tmp_path / "fold1", 1)
+    cfg = tiny_pretrain_config(tree, probe={"max_tiles": 2, "knn_k": 3})
+    with pytest.raises(SplitLeakageError, match=r"a test image of fold 2"):  # fold 2 tests on fold 1's training images
+        probe_folds(cfg, weights, [2], device="cpu")
+    from histobreast.cli import app
+
+    config = write_probe_config(tree, tmp_path)
     result = CliRunner().invoke(app, ["pretrain", "probe", "--config", str(config), "--fold", "3"])
     assert result.exit_code == 1 and "--fold 3: the protocol has 2 folds" in str(result.exception)
+    inside = CliRunner().invoke(app, ["pretrain", "probe", "--config", str(config), "--out", str(tree / "probe")])
+    assert inside.exit_code == 1 and "lies inside the input folder" in str(inside.exception)

@@ -57,27 +57,45 @@ def run(
 @pretrain_app.command("probe")
 def probe(
     config: Path = typer.Option(..., "--config", "-c", help="The pre-training YAML (encoder, tile scale, data)."),
-    weights: Optional[Path] = typer.Option(
-        None, "--weights", help="encoder.safetensors; omit for the random-init baseline."
+    weights: Optional[str] = typer.Option(
+        None,
+        "--weights",
+        help="encoder.safetensors ({fold} in the path: that fold's encoder); omit for the random-init baseline.",
     ),
     data: Optional[Path] = _DATA,
-    fold: int = typer.Option(1, "--fold", help="Fit on this fold's training images, score on its test images."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Write the scores to this JSON file."),
+    folds: list[int] = typer.Option(
+        [], "--fold", help="Fit on this fold's training images, score on its test images (repeatable; default: all)."
+    ),
+    out: Optional[Path] = typer.Option(
+        None, "--out", help="Folder for probe.json and fold<N>/predictions (for `histobreast compare`); resumes."
+    ),
     overrides: list[str] = _SET,
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
 ) -> None:
-    """k-NN and linear-probe (logistic regression) accuracy of the frozen encoder's features on a labelled fold."""
+    """k-NN and linear-probe (logistic regression) accuracy of the frozen encoder's features on labelled folds.
+
+    Example: histobreast pretrain probe --config configs/pretrain/simclr_resnet18_bach_cpu.yaml --data ../shared/data/bach --weights runs/pretrain/simclr_resnet18_bach_fold{fold}/encoder.safetensors --out runs/probe_simclr
+    """
     from histobreast.pipelines.pretrain_config import load_pretrain_config
-    from histobreast.pipelines.pretrain_probe import probe_encoder
+    from histobreast.pipelines.pretrain_probe import probe_folds
 
     cfg = load_pretrain_config(config, with_data_root(overrides, data))
-    scores = probe_encoder(cfg, weights, fold, device=device, out=out)
-    typer.echo(
-        f"fold {fold} ({scores['train_images']} train / {scores['test_images']} test images, "
-        f"{len(scores['classes'])} classes), {weights or 'random init'}: "
-        f"k-NN {scores['knn_accuracy']:.3f}, linear probe {scores['linear_accuracy']:.3f} "
-        f"(balanced {scores['knn_balanced_accuracy']:.3f} / {scores['linear_balanced_accuracy']:.3f})"
-    )
+    result = probe_folds(cfg, weights, folds or None, device=device, out=out)
+    for scores in result["folds"]:
+        typer.echo(
+            f"fold {scores['fold']} ({scores['train_images']} train / {scores['test_images']} test images, "
+            f"{len(scores['classes'])} classes), {scores['weights'] or 'random init'}: "
+            f"k-NN {scores['knn_accuracy']:.3f}, linear probe {scores['linear_accuracy']:.3f} "
+            f"(balanced {scores['knn_balanced_accuracy']:.3f} / {scores['linear_balanced_accuracy']:.3f})"
+        )
+    if len(result["folds"]) > 1:
+        mean = {k: f"{v['mean']:.3f} ± {v['std']:.3f}" for k, v in result["summary"].items()}
+        typer.echo(
+            f"{len(result['folds'])} folds: k-NN {mean['knn_accuracy']}, linear probe {mean['linear_accuracy']} "
+            f"(balanced {mean['knn_balanced_accuracy']} / {mean['linear_balanced_accuracy']})"
+        )
+    if out is not None:
+        typer.echo(f"written: {out}/probe.json; pair it with another run: histobreast compare {out} OTHER_RUN")
 
 
 def register(app: typer.Typer) -> None:

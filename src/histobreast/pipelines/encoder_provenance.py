@@ -118,27 +118,41 @@ def check_encoder_unseen(
     """
     seen_records: list[dict[str, Any]] = []
     for weights in start_weights(model):
-        info = read_provenance(weights)
+        info = refuse_seen_test_images(weights, test_records, fold)
         if info is None:
             seen_records.append({"weights": weights, "pretrain_json": None, "images": []})
             continue
-        reason = _first_seen(info["images"], test_records)
-        if reason is not None:
-            where = (
-                f" of fold {fold}; pre-train on that fold's training images (data.fold={fold})"
-                if fold
-                else ("; pre-train on the training images")
-            )
-            raise SplitLeakageError(
-                f"{weights}: the encoder was pre-trained on {reason}, a test image{where} or a pool disjoint "
-                "from every test fold"
-            )
         ids = [entry.get("id") for entry in info["images"]]
         seen_records.append(
             {"weights": weights, "pretrain_json": str(Path(weights).parent / PRETRAIN_JSON), "images": ids}
         )
     if seen_records and fold_dir is not None:
         atomic_write_json(Path(fold_dir) / FOLD_RECORD, {"fold": fold, "start_weights": seen_records})
+
+
+def refuse_seen_test_images(
+    weights: str | Path, test_records: Sequence[ImageRecord], fold: int | None
+) -> dict[str, Any] | None:
+    """``weights``' pre-training record (None: none), after refusing an encoder that saw a test image.
+
+    Raises :class:`SplitLeakageError` naming the weights file and the first of ``test_records``
+    (fold ``fold``'s test images) that its ``pretrain.json`` lists as seen.
+    """
+    info = read_provenance(weights)
+    if info is None:
+        return None
+    reason = _first_seen(info["images"], test_records)
+    if reason is not None:
+        where = (
+            f" of fold {fold}; pre-train on that fold's training images (data.fold={fold})"
+            if fold
+            else "; pre-train on the training images"
+        )
+        raise SplitLeakageError(
+            f"{weights}: the encoder was pre-trained on {reason}, a test image{where} or a pool disjoint "
+            "from every test fold"
+        )
+    return info
 
 
 def _first_seen(entries: Sequence[Any], test_records: Sequence[ImageRecord]) -> str | None:
