@@ -63,8 +63,8 @@ def probe(
         help="encoder.safetensors ({fold} in the path: that fold's encoder); omit for the random-init baseline.",
     ),
     data: Optional[Path] = _DATA,
-    folds: list[int] = typer.Option(
-        [], "--fold", help="Fit on this fold's training images, score on its test images (repeatable; default: all)."
+    fold: str = typer.Option(
+        "all", "--fold", help="Folds to fit on their training images and score on their test images: 'all', N or 1,3."
     ),
     out: Optional[Path] = typer.Option(
         None, "--out", help="Folder for probe.json and fold<N>/predictions (for `histobreast compare`); resumes."
@@ -76,11 +76,13 @@ def probe(
 
     Example: histobreast pretrain probe --config configs/pretrain/simclr_resnet18_bach_cpu.yaml --data ../shared/data/bach --weights runs/pretrain/simclr_resnet18_bach_fold{fold}/encoder.safetensors --out runs/probe_simclr
     """
+    from histobreast.cli.train import parse_folds
     from histobreast.pipelines.pretrain_config import load_pretrain_config
     from histobreast.pipelines.pretrain_probe import probe_folds
 
     cfg = load_pretrain_config(config, with_data_root(overrides, data))
-    result = probe_folds(cfg, weights, folds or None, device=device, out=out)
+    folds = parse_folds(fold)
+    result = probe_folds(cfg, weights, folds if isinstance(folds, list) else None, device=device, out=out)
     for scores in result["folds"]:
         typer.echo(
             f"fold {scores['fold']} ({scores['train_images']} train / {scores['test_images']} test images, "
