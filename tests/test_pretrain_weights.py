@@ -169,6 +169,9 @@ def test_the_probe_scores_every_fold_with_its_own_encoder_and_saves_comparable_p
 
     monkeypatch.setattr("histobreast.pipelines.pretrain_probe.probe_fold", no_recompute)
     assert probe_folds(cfg, template, device="cpu", out=tmp_path / "probe") == result  # resumes: read back
+    other = tiny_pretrain_config(tree, probe={"max_tiles": 3, "knn_k": 3})  # other settings: not a finished fold
+    with pytest.raises(AssertionError, match="probed again"):
+        probe_folds(other, template, device="cpu", out=tmp_path / "probe")
     monkeypatch.undo()
 
     from histobreast.cli import app

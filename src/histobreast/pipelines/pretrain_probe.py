@@ -25,7 +25,7 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from histobreast.atomic import atomic_write_json
-from histobreast.config import read_json
+from histobreast.config import read_json, to_jsonable
 from histobreast.data.imageio import read_rgb
 from histobreast.data.protocol import experiment_splits, select_split
 from histobreast.data.records import ImageRecord
@@ -82,6 +82,22 @@ def fold_weights(weights: str | Path | None, fold: int) -> str | None:
     return None if weights is None else str(weights).replace(FOLD_FIELD, str(fold))
 
 
+def probe_settings(cfg: PretrainRunConfig) -> dict[str, Any]:
+    """What a probe's scores depend on besides the weights and the fold: a saved fold is reused only if equal."""
+    ssl = cfg.pretrain
+    return to_jsonable(
+        {
+            "seed": cfg.seed,
+            "data": cfg.data,
+            "encoder": ssl.encoder,
+            "encoder_kwargs": dict(ssl.encoder_kwargs),
+            "tile_microns": ssl.tile_microns,
+            "tile_size": ssl.tile_size,
+            "probe": cfg.probe,
+        }
+    )
+
+
 def probe_fold(
     cfg: PretrainRunConfig, weights: str | Path | None, fold: int, device: str = "auto"
 ) -> tuple[dict[str, Any], dict[str, Predictions]]:
@@ -112,13 +128,14 @@ def probe_fold(
     scores: dict[str, Any] = {
         "weights": str(weights) if weights is not None else None,
         "encoder": cfg.pretrain.encoder,
+        "settings": probe_settings(cfg),
         "fold": fold,
         "classes": classes,
         "train_images": len(train),
         "test_images": len(test),
     }
     predictions = {}
-    for name, model in (("linear", linear), ("knn", knn)):
+    for name, model in zip(METHODS, (linear, knn)):
         probs = np.zeros((len(test), len(classes)))
         probs[:, model.classes_] = model.predict_proba(x_test)  # a class absent from training keeps 0
         predictions[name] = pred = predictions_from_records(test, probs, classes)
@@ -154,7 +171,7 @@ def probe_folds(
         own = fold_weights(weights, fold)
         if done is not None and done.is_file():
             previous = read_json(done, "probe scores")
-            if previous.get("weights") == own:
+            if previous.get("weights") == own and previous.get("settings") == probe_settings(cfg):
                 results.append(previous)
                 continue
         scores, predictions = probe_fold(cfg, own, fold, device=device)
