@@ -9,7 +9,9 @@ experiment folders, so every number in BENCHMARKS.md is exactly those runs'.
         --probe runs/probe/simclr --random-probe runs/probe/random \\
         --experiment "System B frozen, SSL start=runs/sysb_frozen_ssl" \\
         --experiment "ResNet18 baseline=runs/resnet18_bach4_cpu" \\
-        --pair "System B frozen, SSL start:ResNet18 baseline" [--no-write]
+        --pair "System B frozen, SSL start:ResNet18 baseline" \\
+        [--runs 'runs/pretrain/simclr_googlenet_sep_bach_fold{fold}' --experiment "System A, SSL start=..." \\
+         --target "System A, SSL start=0.82"] [--no-write]
 
 Writes the ``pretrain`` section (``--section``), with issue 20's targets and whether they are met.
 """
@@ -87,38 +89,50 @@ def pair_row(label: str, result: dict[str, Any]) -> str:
     )
 
 
+def encoder_lines(template: str, runs: list[tuple[int, dict[str, Any]]]) -> list[str]:
+    """One pre-training schedule's description and its per-fold table."""
+    first = runs[0][1]
+    train, ssl = first["config"]["train"], first["config"]["pretrain"]
+    minutes = [run["seconds"] / 60 for _, run in runs]
+    return [
+        f"**{first['method']}, {first['encoder']}** (config `configs/pretrain/{first['config']['name']}.yaml`): one "
+        f"encoder per fold (`{template}`), each pre-trained on that fold's training images only; {first['steps']} "
+        f"steps of batch {train['batch_size']} tiles, {ssl['tile_size']} px tiles of {ssl['tile_microns']} µm, "
+        f"{ssl['tiles_per_image']} tiles per image per epoch; {statistics.fmean(minutes):.1f} min per fold"
+        + (f" with {first['torch_threads']} torch thread(s)" if "torch_threads" in first else "")
+        + f", last finished {max(run.get('finished', '') for _, run in runs)}. "
+        f"Final loss: {LOSS_NAMES.get(first['method'], first['method'])}.",
+        "",
+        *pretrain_rows(runs),
+        "",
+    ]
+
+
 def render(
-    runs: list[tuple[int, dict[str, Any]]],
-    runs_template: str,
+    encoders: list[tuple[str, list[tuple[int, dict[str, Any]]]]],
     probe: dict[str, Any],
     random_probe: dict[str, Any] | None,
     probe_pair: dict[str, Any] | None,
     experiments: dict[str, tuple[Path, FoldPredictions]],
     pairs: list[tuple[str, str, dict[str, Any]]],
+    targets: dict[str, float],
 ) -> str:
-    """The section: schedule, machine and time, the probe tables, the downstream runs and the targets."""
-    first = runs[0][1]
-    train, ssl = first["config"]["train"], first["config"]["pretrain"]
-    minutes = [run["seconds"] / 60 for _, run in runs]
+    """The section: schedules, machine and time, the probe tables, the downstream runs and the targets."""
+    first = encoders[0][1][0][1]
     lines = [
         "## Self-supervised pre-training on real BACH (`histobreast pretrain`)",
         "",
-        f"One encoder per fold (`{runs_template}`), each pre-trained on that fold's training images only "
-        f"(5 contiguous folds): {first['method']}, {first['encoder']}, {first['steps']} steps of batch "
-        f"{train['batch_size']} tiles, {ssl['tile_size']} px tiles of {ssl['tile_microns']} µm, "
-        f"{ssl['tiles_per_image']} tiles per image per epoch; {statistics.fmean(minutes):.1f} min per fold"
-        + (f" with {first['torch_threads']} torch thread(s)" if "torch_threads" in first else "")
-        + f", last finished {max(run.get('finished', '') for _, run in runs)}.",
-        f"Config `configs/pretrain/{first['config']['name']}.yaml`; commands: `histobreast pretrain --config ... "
-        "--data ../shared/data/bach --set data.fold=N --out ...` for N = 1..5, then `histobreast pretrain probe "
-        "--config ... --data ../shared/data/bach --weights '.../fold{fold}/encoder.safetensors' --out DIR` (and "
-        "without `--weights` for the random-init row), each with `OMP_NUM_THREADS=1`.",
+        "Commands: `histobreast pretrain --config CONFIG --data ../shared/data/bach --set data.fold=N --out ...` "
+        "for N = 1..5, then `histobreast pretrain probe --config CONFIG --data ../shared/data/bach --weights "
+        "'.../fold{fold}/encoder.safetensors' --out DIR` (and without `--weights` for the random-init row), and "
+        "`histobreast train` for the models started from the encoders, each with `OMP_NUM_THREADS=1`.",
         f"Machine: {machine_info()}.",
         "",
-        *pretrain_rows(runs),
-        f"\nFinal loss: {LOSS_NAMES.get(first['method'], first['method'])}.",
-        "",
-        "### Linear probe and k-NN on the frozen features (4 classes, image level)",
+    ]
+    for template, runs in encoders:
+        lines += encoder_lines(template, runs)
+    lines += [
+        f"### Linear probe and k-NN on the frozen features of `{first['config']['name']}` (4 classes, image level)",
         "",
         "| encoder | fold | train / test images | k-NN accuracy | linear-probe accuracy | linear balanced accuracy |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
@@ -138,7 +152,7 @@ def render(
     if experiments:
         lines += [
             "",
-            "### Models started from the per-fold encoders",
+            "### Models started from the per-fold encoders, and their comparisons",
             "",
             "| run | folder | fold 1 | fold 2 | fold 3 | fold 4 | fold 5 | mean ± std |",
             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -169,6 +183,9 @@ def render(
             f"- {a} over {b} by >= {MARGIN_TARGET * 100:.0f} points with a paired interval above zero: "
             f"**{'met' if met else 'not met'}** ({result['estimate']:+.3f}, [{result['low']:+.3f}, {result['high']:+.3f}])."
         )
+    for label, bar in targets.items():
+        mean = statistics.fmean(fold_accuracies(experiments[label][1]).values())
+        lines.append(f"- {label} >= {bar:.2f} (5-fold mean): **{'met' if mean >= bar else 'not met'}** ({mean:.3f}).")
     return "\n".join(lines)
 
 
@@ -181,20 +198,31 @@ def labelled_path(text: str, option: str) -> tuple[str, Path]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = benchmark_parser(__doc__)
-    parser.add_argument("--runs", required=True, help="the `pretrain --out` folders, with {fold} for the fold number")
+    parser.add_argument(
+        "--runs",
+        action="append",
+        required=True,
+        help="the `pretrain --out` folders, with {fold} for the fold number (repeatable; the first is probed)",
+    )
     parser.add_argument("--probe", type=Path, required=True, help="`pretrain probe --weights ... --out` folder")
     parser.add_argument("--random-probe", type=Path, help="`pretrain probe --out` folder without --weights")
     parser.add_argument("--experiment", action="append", default=[], help="LABEL=EXPERIMENT_FOLDER (repeatable)")
     parser.add_argument("--pair", action="append", default=[], help="LABEL_A:LABEL_B, a paired comparison (repeatable)")
+    parser.add_argument(
+        "--target", action="append", default=[], help="LABEL=ACCURACY, an experiment's bar (repeatable)"
+    )
     parser.add_argument("--section", default="pretrain", help="BENCHMARKS.md section to write")
     args = parser.parse_args(argv)
-    runs = []
-    for fold in range(1, 6):
-        record = Path(args.runs.replace("{fold}", str(fold))) / "pretrain.json"
-        if record.is_file():
-            runs.append((fold, json.loads(record.read_text())))
-    if not runs:
-        raise SystemExit(f"--runs {args.runs}: no pretrain.json for any fold")
+    encoders = []
+    for template in args.runs:
+        runs = []
+        for fold in range(1, 6):
+            record = Path(template.replace("{fold}", str(fold))) / "pretrain.json"
+            if record.is_file():
+                runs.append((fold, json.loads(record.read_text())))
+        if not runs:
+            raise SystemExit(f"--runs {template}: no pretrain.json for any fold")
+        encoders.append((template, runs))
     probe = json.loads((args.probe / "probe.json").read_text())
     random_probe = json.loads((args.random_probe / "probe.json").read_text()) if args.random_probe else None
     probe_pair = (
@@ -212,7 +240,13 @@ def main(argv: list[str] | None = None) -> int:
         if not sep or a not in experiments or b not in experiments:
             raise SystemExit(f"--pair {text!r}: expected LABEL_A:LABEL_B, two --experiment labels")
         pairs.append((a, b, paired(experiments[a][1], experiments[b][1], str(experiments[a][0]))))
-    text = render(runs, args.runs, probe, random_probe, probe_pair, experiments, pairs)
+    targets = {}
+    for text in args.target:
+        label, bar = labelled_path(text, "--target")
+        if label not in experiments:
+            raise SystemExit(f"--target {text!r}: {label!r} is not an --experiment label")
+        targets[label] = float(str(bar))
+    text = render(encoders, probe, random_probe, probe_pair, experiments, pairs, targets)
     print(text)
     if not args.no_write:
         write_section(args.section, text)
