@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from histobreast.data.protocol import experiment_splits, validation_split
+from histobreast.data.splits import Split, write_splits_csv
 from histobreast.data.synthetic import synth_bach, synth_breakhis
 from histobreast.data.task_records import experiment_records
 from histobreast.errors import ConfigError, DatasetError
 from histobreast.pipelines.config import parse_config
+from histobreast.pipelines.experiment_checks import check_saved_predictions
+from histobreast.predictions import Predictions
 from histobreast.preprocess.stain import ReinhardNormalizer
 from histobreast.preprocess.stain_target import fit_stain_normalizer
 
@@ -117,3 +121,20 @@ def test_real_breakhis_official_folds(breakhis_dir):
     splits = experiment_splits(cfg.data, records, cfg.seed)
     assert classes == ["benign", "malignant"] and len(splits) == 5
     assert all(set(s.subsets) == {r.image_id for r in records} for s in splits)
+
+
+def test_system_b_view_rows_are_checked_by_the_image_they_come_from(tmp_path: Path) -> None:
+    """``histobreast evaluate`` on a System B run: its patch table's ``n001/raw`` rows belong to n001."""
+    split = Split("fold1", {"n001": "test", "n002": "train"}, {"n001": "P1", "n002": "P2"})
+    write_splits_csv([split], tmp_path / "splits.csv")
+
+    def views(*ids: str) -> Predictions:
+        return Predictions(
+            ["a", "b"], list(ids), np.full((len(ids), 2), 0.5), np.zeros(len(ids), int), ["P1"] * len(ids)
+        )
+
+    check_saved_predictions(tmp_path, {1: {"patch": views("n001/raw", "n001/rot90/1")}}, "test")
+    with pytest.raises(DatasetError, match=r"'n002/raw' is not in fold 1's test set .*train image"):
+        check_saved_predictions(tmp_path, {1: {"patch": views("n001/raw", "n002/raw")}}, "test")
+    with pytest.raises(DatasetError, match=r"'n003/raw' is not in fold 1's test set .*absent"):
+        check_saved_predictions(tmp_path, {1: {"patch": views("n003/raw")}}, "test")

@@ -107,6 +107,14 @@ def check_same_splits(saved: Path, splits: Sequence[Split]) -> None:
         )
 
 
+def _subset(split: Split, row_id: str) -> str | None:
+    """The subset of a prediction row's image: the id itself, or for System B's sample-level rows
+    (``<image_id>/<view>`` and ``<image_id>/<view>/<rank>``, see ``predictions.view_table``) its image's."""
+    while row_id not in split.subsets and "/" in row_id:
+        row_id = row_id.rsplit("/", 1)[0]
+    return split.subsets.get(row_id)
+
+
 def check_saved_predictions(run_dir: Path, saved: Mapping[int, Mapping[str, Any]], evaluate_split: str) -> None:
     """Refuse saved fold predictions that repeat an image or score one the fold did not hold out.
 
@@ -123,8 +131,8 @@ def check_saved_predictions(run_dir: Path, saved: Mapping[int, Mapping[str, Any]
                 if image_id in seen:
                     raise DatasetError(f"{where}: image {image_id!r} is listed twice")
                 seen.add(image_id)
-                if evaluate_split == "test" and split is not None and split.subsets.get(image_id) != "test":
-                    subset = split.subsets.get(image_id)
+                if evaluate_split == "test" and split is not None and _subset(split, image_id) != "test":
+                    subset = _subset(split, image_id)
                     raise DatasetError(
                         f"{where}: image {image_id!r} is not in fold {fold}'s test set in {run_dir / 'splits.csv'} "
                         f"({'absent' if subset is None else f'it is a {subset} image'}); the file was edited or mixed up"
