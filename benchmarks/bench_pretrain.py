@@ -9,9 +9,9 @@ experiment folders, so every number in BENCHMARKS.md is exactly those runs'.
         --probe runs/probe/simclr --random-probe runs/probe/random \\
         --experiment "System B frozen, SSL start=runs/sysb_frozen_ssl" \\
         --experiment "ResNet18 baseline=runs/resnet18_bach4_cpu" \\
-        --pair "System B frozen, SSL start:ResNet18 baseline" \\
-        [--runs 'runs/pretrain/simclr_googlenet_sep_bach_fold{fold}' --experiment "System A, SSL start=..." \\
-         --target "System A, SSL start=0.82"] [--no-write]
+        --margin-target "System B frozen, SSL start:ResNet18 baseline" \\
+        [--pair "ResNet18, SSL start:ResNet18 baseline"] [--runs 'runs/pretrain/simclr_googlenet_sep_bach_fold{fold}' --experiment "System A, SSL start=..." \\
+         --target "System A, SSL start=0.82"] [--not-run "WHAT (WHY)"] [--no-write]
 
 Writes the ``pretrain`` section (``--section``), with issue 20's targets and whether they are met.
 """
@@ -19,7 +19,9 @@ Writes the ``pretrain`` section (``--section``), with issue 20's targets and whe
 from __future__ import annotations
 
 import json
+import shlex
 import statistics
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -115,7 +117,10 @@ def render(
     probe_pair: dict[str, Any] | None,
     experiments: dict[str, tuple[Path, FoldPredictions]],
     pairs: list[tuple[str, str, dict[str, Any]]],
+    margin_targets: list[tuple[str, str, dict[str, Any]]],
     targets: dict[str, float],
+    not_run: Sequence[str] = (),
+    command: str = "",
 ) -> str:
     """The section: schedules, machine and time, the probe tables, the downstream runs and the targets."""
     first = encoders[0][1][0][1]
@@ -127,6 +132,7 @@ def render(
         "'.../fold{fold}/encoder.safetensors' --out DIR` (and without `--weights` for the random-init row), and "
         "`histobreast train` for the models started from the encoders, each with `OMP_NUM_THREADS=1`.",
         f"Machine: {machine_info()}.",
+        *([f"This section: `python -m benchmarks.bench_pretrain {command}`."] if command else []),
         "",
     ]
     for template, runs in encoders:
@@ -147,7 +153,7 @@ def render(
         "images.",
     ]
     comparisons = ([("linear probe: pre-trained vs random init", probe_pair)] if probe_pair else []) + [
-        (f"{a} vs {b}", result) for a, b, result in pairs
+        (f"{a} vs {b}", result) for a, b, result in margin_targets + pairs
     ]
     if experiments:
         lines += [
@@ -177,7 +183,7 @@ def render(
         f"- linear probe >= {PROBE_TARGET:.2f} on 4 classes, 5-fold mean: "
         f"**{'met' if linear >= PROBE_TARGET else 'not met'}** ({linear:.3f}).",
     ]
-    for a, b, result in pairs:
+    for a, b, result in margin_targets:
         met = result["estimate"] >= MARGIN_TARGET and result["low"] > 0
         lines.append(
             f"- {a} over {b} by >= {MARGIN_TARGET * 100:.0f} points with a paired interval above zero: "
@@ -186,6 +192,7 @@ def render(
     for label, bar in targets.items():
         mean = statistics.fmean(fold_accuracies(experiments[label][1]).values())
         lines.append(f"- {label} >= {bar:.2f} (5-fold mean): **{'met' if mean >= bar else 'not met'}** ({mean:.3f}).")
+    lines += [f"- {text}: **not run**." for text in not_run]
     return "\n".join(lines)
 
 
@@ -194,6 +201,16 @@ def labelled_path(text: str, option: str) -> tuple[str, Path]:
     if not sep or not label:
         raise SystemExit(f"{option} {text!r}: expected LABEL=FOLDER")
     return label, Path(path)
+
+
+def compared(
+    experiments: dict[str, tuple[Path, FoldPredictions]], text: str, option: str
+) -> tuple[str, str, dict[str, Any]]:
+    """``LABEL_A:LABEL_B`` → the two labels and their paired difference."""
+    a, sep, b = text.partition(":")
+    if not sep or a not in experiments or b not in experiments:
+        raise SystemExit(f"{option} {text!r}: expected LABEL_A:LABEL_B, two --experiment labels")
+    return a, b, paired(experiments[a][1], experiments[b][1], str(experiments[a][0]))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -209,7 +226,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--experiment", action="append", default=[], help="LABEL=EXPERIMENT_FOLDER (repeatable)")
     parser.add_argument("--pair", action="append", default=[], help="LABEL_A:LABEL_B, a paired comparison (repeatable)")
     parser.add_argument(
+        "--margin-target",
+        action="append",
+        default=[],
+        help=f"LABEL_A:LABEL_B, a paired comparison whose bar is A over B by {MARGIN_TARGET:.2f} (repeatable)",
+    )
+    parser.add_argument(
         "--target", action="append", default=[], help="LABEL=ACCURACY, an experiment's bar (repeatable)"
+    )
+    parser.add_argument(
+        "--not-run", action="append", default=[], help="a target's study that was not run, and why (repeatable)"
     )
     parser.add_argument("--section", default="pretrain", help="BENCHMARKS.md section to write")
     args = parser.parse_args(argv)
@@ -234,19 +260,26 @@ def main(argv: list[str] | None = None) -> int:
     for text in args.experiment:
         label, folder = labelled_path(text, "--experiment")
         experiments[label] = (folder, read_fold_predictions(folder))
-    pairs = []
-    for text in args.pair:
-        a, sep, b = text.partition(":")
-        if not sep or a not in experiments or b not in experiments:
-            raise SystemExit(f"--pair {text!r}: expected LABEL_A:LABEL_B, two --experiment labels")
-        pairs.append((a, b, paired(experiments[a][1], experiments[b][1], str(experiments[a][0]))))
+    pairs = [compared(experiments, text, "--pair") for text in args.pair]
+    margin_targets = [compared(experiments, text, "--margin-target") for text in args.margin_target]
     targets = {}
     for text in args.target:
         label, bar = labelled_path(text, "--target")
         if label not in experiments:
             raise SystemExit(f"--target {text!r}: {label!r} is not an --experiment label")
         targets[label] = float(str(bar))
-    text = render(encoders, probe, random_probe, probe_pair, experiments, pairs, targets)
+    text = render(
+        encoders,
+        probe,
+        random_probe,
+        probe_pair,
+        experiments,
+        pairs,
+        margin_targets,
+        targets,
+        args.not_run,
+        shlex.join(sys.argv[1:] if argv is None else argv),
+    )
     print(text)
     if not args.no_write:
         write_section(args.section, text)
