@@ -34,6 +34,7 @@ LOSS_NAMES = {"simclr": "NT-Xent", "byol": "BYOL (negative cosine)", "dino": "DI
 # Issue 20's bars: the linear probe on BACH's 4 classes (random-init frozen: ~0.41 in eva, 0.442 ours);
 # System B over the ResNet18 baseline (0.468) by 5 points with a paired CI above zero.
 PROBE_TARGET = 0.55
+TITLE = "Self-supervised pre-training on real BACH (`histobreast pretrain`)"
 MARGIN_TARGET = 0.05
 
 
@@ -126,11 +127,12 @@ def render(
     targets: dict[str, float],
     not_run: Sequence[str] = (),
     command: str = "",
+    title: str = TITLE,
 ) -> str:
     """The section: schedules, machine and time, the probe tables, the downstream runs and the targets."""
     first = encoders[0][1][0][1]
     lines = [
-        "## Self-supervised pre-training on real BACH (`histobreast pretrain`)",
+        f"## {title}",
         "",
         "Commands: `histobreast pretrain --config CONFIG --data ../shared/data/bach --set data.fold=N --out ...` "
         "for N = 1..5, then `histobreast pretrain probe --config CONFIG --data ../shared/data/bach --weights "
@@ -245,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--not-run", action="append", default=[], help="a target's study that was not run, and why (repeatable)"
     )
+    parser.add_argument("--title", default=TITLE, help="the section's heading")
     parser.add_argument("--section", default="pretrain", help="BENCHMARKS.md section to write")
     args = parser.parse_args(argv)
     encoders = []
@@ -286,7 +289,8 @@ def main(argv: list[str] | None = None) -> int:
         margin_targets,
         targets,
         args.not_run,
-        shlex.join(sys.argv[1:] if argv is None else argv),
+        shlex.join(a for a in (sys.argv[1:] if argv is None else argv) if a != "--no-write"),
+        args.title,
     )
     print(text)
     if not args.no_write:
