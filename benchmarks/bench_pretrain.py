@@ -10,8 +10,9 @@ experiment folders, so every number in BENCHMARKS.md is exactly those runs'.
         --experiment "System B frozen, SSL start=runs/sysb_frozen_ssl" \\
         --experiment "ResNet18 baseline=runs/resnet18_bach4_cpu" \\
         --margin-target "System B frozen, SSL start:ResNet18 baseline" \\
-        [--pair "ResNet18, SSL start:ResNet18 baseline"] [--runs 'runs/pretrain/simclr_googlenet_sep_bach_fold{fold}' --experiment "System A, SSL start=..." \\
-         --target "System A, SSL start=0.82"] [--not-run "WHAT (WHY)"] [--no-write]
+        [--pair "ResNet18, SSL start:ResNet18 baseline"] \\
+        [--runs 'runs/pretrain/simclr_googlenet_sep_bach_fold{fold}' --experiment "System A, SSL start=..." \\
+         --target "System A, SSL start=0.82"] [--not-run "WHAT (WHY)"] [--title TEXT] [--no-write]
 
 Writes the ``pretrain`` section (``--section``), with issue 20's targets and whether they are met.
 """
@@ -34,8 +35,8 @@ LOSS_NAMES = {"simclr": "NT-Xent", "byol": "BYOL (negative cosine)", "dino": "DI
 # Issue 20's bars: the linear probe on BACH's 4 classes (random-init frozen: ~0.41 in eva, 0.442 ours);
 # System B over the ResNet18 baseline (0.468) by 5 points with a paired CI above zero.
 PROBE_TARGET = 0.55
-TITLE = "Self-supervised pre-training on real BACH (`histobreast pretrain`)"
 MARGIN_TARGET = 0.05
+TITLE = "Self-supervised pre-training on real BACH (`histobreast pretrain`)"
 
 
 def mean_std(values: Sequence[float]) -> str:
@@ -213,6 +214,14 @@ def labelled_path(text: str, option: str) -> tuple[str, Path]:
     return label, Path(path)
 
 
+def read_probe(folder: Path, option: str) -> dict[str, Any]:
+    """A ``pretrain probe --out`` folder's ``probe.json``, or one line naming the missing file."""
+    record = folder / "probe.json"
+    if not record.is_file():
+        raise SystemExit(f"{option} {folder}: no {record.name} (a `histobreast pretrain probe --out` folder)")
+    return json.loads(record.read_text())
+
+
 def compared(
     experiments: dict[str, tuple[Path, FoldPredictions]], text: str, option: str
 ) -> tuple[str, str, dict[str, Any]]:
@@ -260,8 +269,8 @@ def main(argv: list[str] | None = None) -> int:
         if not runs:
             raise SystemExit(f"--runs {template}: no pretrain.json for any fold")
         encoders.append((template, runs))
-    probe = json.loads((args.probe / "probe.json").read_text())
-    random_probe = json.loads((args.random_probe / "probe.json").read_text()) if args.random_probe else None
+    probe = read_probe(args.probe, "--probe")
+    random_probe = read_probe(args.random_probe, "--random-probe") if args.random_probe else None
     probe_pair = (
         paired(read_fold_predictions(args.probe), read_fold_predictions(args.random_probe), str(args.probe))
         if args.random_probe
@@ -278,7 +287,10 @@ def main(argv: list[str] | None = None) -> int:
         label, bar = labelled_path(text, "--target")
         if label not in experiments:
             raise SystemExit(f"--target {text!r}: {label!r} is not an --experiment label")
-        targets[label] = float(str(bar))
+        try:
+            targets[label] = float(str(bar))
+        except ValueError:
+            raise SystemExit(f"--target {text!r}: {str(bar)!r} is not an accuracy") from None
     text = render(
         encoders,
         probe,
