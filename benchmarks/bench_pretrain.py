@@ -12,7 +12,10 @@ experiment folders, so every number in BENCHMARKS.md is exactly those runs'.
         --margin-target "System B frozen, SSL start:ResNet18 baseline" \\
         [--pair "ResNet18, SSL start:ResNet18 baseline"] \\
         [--runs 'runs/pretrain/simclr_googlenet_sep_bach_fold{fold}' --experiment "System A, SSL start=..." \\
+         --probe runs/probe/googlenet_sep --random-probe runs/probe/random_googlenet_sep \\
          --target "System A, SSL start=0.82"] [--not-run "WHAT (WHY)"] [--title TEXT] [--no-write]
+
+The k-th ``--probe`` (and ``--random-probe``) is of the k-th ``--runs`` schedule's encoders.
 
 Writes the ``pretrain`` section (``--section``), with issue 20's targets and whether they are met.
 """
@@ -117,11 +120,26 @@ def encoder_lines(template: str, runs: list[tuple[int, dict[str, Any]]]) -> list
     ]
 
 
+def probe_lines(
+    runs: list[tuple[int, dict[str, Any]]], probe: dict[str, Any], random_probe: dict[str, Any] | None
+) -> list[str]:
+    """One schedule's probe table: the pre-trained encoders, then the same network at random init."""
+    first = runs[0][1]
+    lines = [
+        f"### Linear probe and k-NN on the frozen features of `{first['config']['name']}` (4 classes, image level)",
+        "",
+        "| encoder | fold | train / test images | k-NN accuracy | linear-probe accuracy | linear balanced accuracy |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        *probe_rows(f"pre-trained ({first['method']})", probe),
+    ]
+    if random_probe is not None:
+        lines += probe_rows("random init (same network, same seed)", random_probe)
+    return lines + [""]
+
+
 def render(
     encoders: list[tuple[str, list[tuple[int, dict[str, Any]]]]],
-    probe: dict[str, Any],
-    random_probe: dict[str, Any] | None,
-    probe_pair: dict[str, Any] | None,
+    probes: list[tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any] | None]],
     experiments: dict[str, tuple[Path, FoldPredictions]],
     pairs: list[tuple[str, str, dict[str, Any]]],
     margin_targets: list[tuple[str, str, dict[str, Any]]],
@@ -130,7 +148,10 @@ def render(
     command: str = "",
     title: str = TITLE,
 ) -> str:
-    """The section: schedules, machine and time, the probe tables, the downstream runs and the targets."""
+    """The section: schedules, machine and time, the probe tables, the downstream runs and the targets.
+
+    ``probes[k]`` is (probe, random-init probe or None, their paired difference or None) of ``encoders[k]``.
+    """
     first = encoders[0][1][0][1]
     lines = [
         f"## {title}",
@@ -145,24 +166,19 @@ def render(
     ]
     for template, runs in encoders:
         lines += encoder_lines(template, runs)
+    for (_, runs), (probe, random_probe, _) in zip(encoders, probes, strict=False):
+        lines += probe_lines(runs, probe, random_probe)
     lines += [
-        f"### Linear probe and k-NN on the frozen features of `{first['config']['name']}` (4 classes, image level)",
-        "",
-        "| encoder | fold | train / test images | k-NN accuracy | linear-probe accuracy | linear balanced accuracy |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
-        *probe_rows(f"pre-trained ({first['method']})", probe),
-    ]
-    if random_probe is not None:
-        lines += probe_rows("random init (same network, same seed)", random_probe)
-    lines += [
-        "",
         f"Frozen features: the mean pooled vector over up to {first['config']['probe']['max_tiles']} tiles per "
         "image; k-NN (cosine) and logistic regression fitted on each fold's training images, scored on its test "
         "images.",
     ]
-    comparisons = ([("linear probe: pre-trained vs random init", probe_pair)] if probe_pair else []) + [
-        (f"{a} vs {b}", result) for a, b, result in margin_targets + pairs
+    probe_pairs = [
+        (f"linear probe of `{runs[0][1]['config']['name']}`: pre-trained vs random init", pair)
+        for (_, runs), (_, _, pair) in zip(encoders, probes, strict=False)
+        if pair is not None
     ]
+    comparisons = probe_pairs + [(f"{a} vs {b}", result) for a, b, result in margin_targets + pairs]
     if experiments:
         lines += [
             "",
@@ -184,13 +200,13 @@ def render(
             "| --- | ---: | ---: | ---: | --- | ---: | --- |",
             *(pair_row(label, result) for label, result in comparisons),
         ]
-    linear = statistics.fmean(f["linear_accuracy"] for f in probe["folds"])
-    lines += [
-        "",
-        "Issue 20's targets, plainly:",
-        f"- linear probe >= {PROBE_TARGET:.2f} on 4 classes, {folds_mean(len(probe['folds']))}: "
-        f"**{'met' if linear >= PROBE_TARGET else 'not met'}** ({linear:.3f}).",
-    ]
+    lines += ["", "Issue 20's targets, plainly:"]
+    for (_, runs), (probe, _, _) in zip(encoders, probes, strict=False):
+        linear = statistics.fmean(f["linear_accuracy"] for f in probe["folds"])
+        lines.append(
+            f"- linear probe of `{runs[0][1]['config']['name']}` >= {PROBE_TARGET:.2f} on 4 classes, "
+            f"{folds_mean(len(probe['folds']))}: **{'met' if linear >= PROBE_TARGET else 'not met'}** ({linear:.3f})."
+        )
     for a, b, result in margin_targets:
         met = result["estimate"] >= MARGIN_TARGET and result["low"] > 0
         lines.append(
@@ -238,10 +254,22 @@ def main(argv: list[str] | None = None) -> int:
         "--runs",
         action="append",
         required=True,
-        help="the `pretrain --out` folders, with {fold} for the fold number (repeatable; the first is probed)",
+        help="the `pretrain --out` folders, with {fold} for the fold number (repeatable, one per schedule)",
     )
-    parser.add_argument("--probe", type=Path, required=True, help="`pretrain probe --weights ... --out` folder")
-    parser.add_argument("--random-probe", type=Path, help="`pretrain probe --out` folder without --weights")
+    parser.add_argument(
+        "--probe",
+        type=Path,
+        action="append",
+        required=True,
+        help="`pretrain probe --weights ... --out` folder; the k-th probes the k-th --runs (repeatable)",
+    )
+    parser.add_argument(
+        "--random-probe",
+        type=Path,
+        action="append",
+        default=[],
+        help="`pretrain probe --out` folder without --weights, the k-th --probe's network (repeatable)",
+    )
     parser.add_argument("--experiment", action="append", default=[], help="LABEL=EXPERIMENT_FOLDER (repeatable)")
     parser.add_argument("--pair", action="append", default=[], help="LABEL_A:LABEL_B, a paired comparison (repeatable)")
     parser.add_argument(
@@ -269,13 +297,20 @@ def main(argv: list[str] | None = None) -> int:
         if not runs:
             raise SystemExit(f"--runs {template}: no pretrain.json for any fold")
         encoders.append((template, runs))
-    probe = read_probe(args.probe, "--probe")
-    random_probe = read_probe(args.random_probe, "--random-probe") if args.random_probe else None
-    probe_pair = (
-        paired(read_fold_predictions(args.probe), read_fold_predictions(args.random_probe), str(args.probe))
-        if args.random_probe
-        else None
-    )
+    if len(args.probe) > len(encoders) or len(args.random_probe) > len(args.probe):
+        raise SystemExit("--probe: one per --runs schedule at most, and --random-probe one per --probe at most")
+    probes = []
+    for k, folder in enumerate(args.probe):
+        random_folder = args.random_probe[k] if k < len(args.random_probe) else None
+        probes.append(
+            (
+                read_probe(folder, "--probe"),
+                read_probe(random_folder, "--random-probe") if random_folder else None,
+                paired(read_fold_predictions(folder), read_fold_predictions(random_folder), str(folder))
+                if random_folder
+                else None,
+            )
+        )
     experiments = {}
     for text in args.experiment:
         label, folder = labelled_path(text, "--experiment")
@@ -293,9 +328,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"--target {text!r}: {str(bar)!r} is not an accuracy") from None
     text = render(
         encoders,
-        probe,
-        random_probe,
-        probe_pair,
+        probes,
         experiments,
         pairs,
         margin_targets,
