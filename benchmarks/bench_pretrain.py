@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import benchmark_parser, machine_info, write_section
+from histobreast.errors import DatasetError
 from histobreast.metrics import paired_accuracy_difference
 from histobreast.pipelines.fold_predictions import FoldPredictions, pooled_test_predictions, read_fold_predictions
 
@@ -153,6 +154,7 @@ def render(
     ``probes[k]`` is (probe, random-init probe or None, their paired difference or None) of ``encoders[k]``.
     """
     first = encoders[0][1][0][1]
+    probed = [(runs, *probe) for (_, runs), probe in zip(encoders, probes, strict=False)]
     lines = [
         f"## {title}",
         "",
@@ -166,7 +168,7 @@ def render(
     ]
     for template, runs in encoders:
         lines += encoder_lines(template, runs)
-    for (_, runs), (probe, random_probe, _) in zip(encoders, probes, strict=False):
+    for runs, probe, random_probe, _ in probed:
         lines += probe_lines(runs, probe, random_probe)
     lines += [
         f"Frozen features: the mean pooled vector over up to {first['config']['probe']['max_tiles']} tiles per "
@@ -175,7 +177,7 @@ def render(
     ]
     probe_pairs = [
         (f"linear probe of `{runs[0][1]['config']['name']}`: pre-trained vs random init", pair)
-        for (_, runs), (_, _, pair) in zip(encoders, probes, strict=False)
+        for runs, _, _, pair in probed
         if pair is not None
     ]
     comparisons = probe_pairs + [(f"{a} vs {b}", result) for a, b, result in margin_targets + pairs]
@@ -201,7 +203,7 @@ def render(
             *(pair_row(label, result) for label, result in comparisons),
         ]
     lines += ["", "Issue 20's targets, plainly:"]
-    for (_, runs), (probe, _, _) in zip(encoders, probes, strict=False):
+    for runs, probe, _, _ in probed:
         linear = statistics.fmean(f["linear_accuracy"] for f in probe["folds"])
         lines.append(
             f"- linear probe of `{runs[0][1]['config']['name']}` >= {PROBE_TARGET:.2f} on 4 classes, "
@@ -236,6 +238,14 @@ def read_probe(folder: Path, option: str) -> dict[str, Any]:
     if not record.is_file():
         raise SystemExit(f"{option} {folder}: no {record.name} (a `histobreast pretrain probe --out` folder)")
     return json.loads(record.read_text())
+
+
+def read_run(folder: Path, option: str) -> FoldPredictions:
+    """An experiment or probe folder's saved test predictions, or one line naming the folder."""
+    try:
+        return read_fold_predictions(folder)
+    except DatasetError as error:
+        raise SystemExit(f"{option} {error}") from None
 
 
 def compared(
@@ -306,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
             (
                 read_probe(folder, "--probe"),
                 read_probe(random_folder, "--random-probe") if random_folder else None,
-                paired(read_fold_predictions(folder), read_fold_predictions(random_folder), str(folder))
+                paired(read_run(folder, "--probe"), read_run(random_folder, "--random-probe"), str(folder))
                 if random_folder
                 else None,
             )
@@ -314,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     experiments = {}
     for text in args.experiment:
         label, folder = labelled_path(text, "--experiment")
-        experiments[label] = (folder, read_fold_predictions(folder))
+        experiments[label] = (folder, read_run(folder, "--experiment"))
     pairs = [compared(experiments, text, "--pair") for text in args.pair]
     margin_targets = [compared(experiments, text, "--margin-target") for text in args.margin_target]
     targets = {}

@@ -103,8 +103,8 @@ def test_the_section_judges_each_target_from_the_runs(tmp_path: Path, capsys: py
 def test_bad_options_are_one_line_errors(tmp_path: Path) -> None:
     resnet = _encoders(tmp_path / "pretrain", "simclr_resnet18", "resnet18")
     probe = _run_folder(tmp_path / "probe", {1: 24}, "probe")
+    (tmp_path / "empty").mkdir()
     with pytest.raises(SystemExit, match=r"--probe .*empty: no probe.json"):
-        (tmp_path / "empty").mkdir()
         bench_pretrain.main(["--runs", resnet, "--probe", str(tmp_path / "empty"), "--no-write"])
     with pytest.raises(SystemExit, match="one per --runs schedule at most"):
         bench_pretrain.main(["--runs", resnet, "--probe", str(probe), "--probe", str(probe), "--no-write"])
@@ -112,3 +112,7 @@ def test_bad_options_are_one_line_errors(tmp_path: Path) -> None:
         bench_pretrain.main(["--runs", str(tmp_path / "nothing_fold{fold}"), "--probe", str(probe), "--no-write"])
     with pytest.raises(SystemExit, match=r"--target 'x=0.8': 'x' is not an --experiment label"):
         bench_pretrain.main(["--runs", resnet, "--probe", str(probe), "--target", "x=0.8", "--no-write"])
+    with pytest.raises(SystemExit, match=r"^--experiment .*empty: no fold\*/predictions found"):
+        bench_pretrain.main(
+            ["--runs", resnet, "--probe", str(probe), "--experiment", f"A={tmp_path / 'empty'}", "--no-write"]
+        )
